@@ -1,0 +1,27 @@
+"""lbsim: how traffic reaches Kubernetes pods from a cloud load balancer, NodePort vs direct.
+
+>>> import lbsim
+>>> result = lbsim.run(lbsim.Scenario().replace(**{"workload.flows": 2000}))
+>>> round(result.summary["source_ip_preserved_fraction"], 1)
+0.0
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .config import (ClusterConfig, ConntrackConfig, DataPath, KubeProxyConfig, LBAlgorithm,
+                     LBConfig, NatConfig, NatKernel, NetworkConfig, PodConfig, Protocol, ProxyMode,
+                     Scenario, TrafficPolicy, WorkloadConfig)
+from .durations import Exponential, Fixed, LogNormal
+from .simulation import Comparison, Result, compare, run
+
+try:
+    __version__ = version("lbsim")
+except PackageNotFoundError:  # running from a source tree
+    __version__ = "0.0.0+unknown"
+
+__all__ = [
+    "Scenario", "WorkloadConfig", "LBConfig", "ClusterConfig", "PodConfig", "KubeProxyConfig",
+    "NatConfig", "ConntrackConfig", "NetworkConfig", "DataPath", "Protocol", "LBAlgorithm",
+    "ProxyMode", "TrafficPolicy", "NatKernel", "Fixed", "Exponential", "LogNormal",
+    "run", "compare", "Result", "Comparison", "__version__",
+]

@@ -1,0 +1,436 @@
+"""Scenario configuration: frozen, keyword-only dataclasses that round-trip to dicts and TOML.
+
+Every field has its unit in its name (``_s`` seconds, ``_per_s`` per second) and its default here,
+in one place. Construction validates each field and raises ``ValueError`` naming the field, the
+value and what is allowed. See ``docs/config.md`` for the full reference.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from .durations import Duration, Fixed, duration_to_toml, parse_duration
+
+__all__ = [
+    "DataPath", "Protocol", "LBAlgorithm", "ProxyMode", "TrafficPolicy", "NatKernel",
+    "WorkloadConfig", "LBConfig", "ClusterConfig", "PodConfig", "KubeProxyConfig", "NatConfig",
+    "ConntrackConfig", "NetworkConfig", "Scenario",
+    "MAX_NODES", "MAX_PODS", "MAX_CLIENTS",
+]
+
+# Limits that come from how tuples are packed into 64-bit keys (see lbsim.tuples).
+MAX_NODES = (1 << 14) - 1
+MAX_PODS = (1 << 20) - 1
+MAX_CLIENTS = (1 << 24) - 1
+
+
+class DataPath(str, enum.Enum):
+    """How the LB reaches pods: through every node's NodePort, or bound to pod IP:port."""
+
+    NODEPORT = "nodeport"
+    DIRECT = "direct"
+
+
+class Protocol(str, enum.Enum):
+    TCP = "tcp"
+    UDP = "udp"
+
+
+class LBAlgorithm(str, enum.Enum):
+    """Cloud LB backend choice. ``rr``: each LB instance round-robins over its backends."""
+
+    RR = "rr"
+
+
+class ProxyMode(str, enum.Enum):
+    """kube-proxy mode. ``iptables``: the statistic-match probability cascade."""
+
+    IPTABLES = "iptables"
+
+
+class TrafficPolicy(str, enum.Enum):
+    CLUSTER = "Cluster"
+    LOCAL = "Local"
+
+
+class NatKernel(str, enum.Enum):
+    """Which kernel's SNAT port selection to model (kernel-facts section 1).
+
+    ``modern`` (6.5 and later): random offset, runs of 128/64/32/16/8 probes, and a new TCP SYN
+    may evict a colliding TIME_WAIT/CLOSE entry during the last 32 probes of a round.
+    ``5.x``: the same search without the eviction.
+    """
+
+    MODERN = "modern"
+    V5 = "5.x"
+
+
+def _fail(name: str, value: Any, allowed: str) -> typing.NoReturn:
+    raise ValueError(f"{name} = {value!r} is invalid: must be {allowed}")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_int(name: str, v: Any, lo: int, hi: int | None = None) -> None:
+    if not _is_int(v) or v < lo or (hi is not None and v > hi):
+        _fail(name, v, f"an integer in [{lo}, {hi if hi is not None else 'inf'}]")
+
+
+def _check_float(name: str, v: Any, *, positive: bool = False) -> None:
+    ok = (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+          and (v > 0 if positive else v >= 0))
+    if not ok:
+        _fail(name, v, "a finite number > 0" if positive else "a finite number >= 0")
+
+
+def _check_port_range(name: str, v: Any) -> None:
+    ok = (isinstance(v, tuple) and len(v) == 2 and all(_is_int(p) for p in v)
+          and 1 <= v[0] <= v[1] <= 65535)
+    if not ok:
+        _fail(name, v, "[low, high] with 1 <= low <= high <= 65535")
+
+
+def _check_enum(name: str, v: Any, kind: type[enum.Enum]) -> None:
+    if not isinstance(v, kind):
+        _fail(name, v, f"one of {[m.value for m in kind]}")
+
+
+class _Section:
+    """Shared validation and dict conversion for config sections."""
+
+    _prefix: typing.ClassVar[str] = ""
+
+    def _name(self, f: str) -> str:
+        return f"{self._prefix}.{f}" if self._prefix else f
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            v = getattr(self, f.name)
+            if v is None:
+                continue
+            out[f.name] = _plain(v)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], prefix: str | None = None) -> Any:
+        prefix = cls._prefix if prefix is None else prefix
+        if not isinstance(data, dict):
+            _fail(prefix or "scenario", data, "a table of settings")
+        hints = typing.get_type_hints(cls)
+        names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            where = f"[{prefix}]" if prefix else "the top level"
+            raise ValueError(f"unknown key {prefix + '.' if prefix else ''}{unknown[0]} in {where}: "
+                             f"valid keys are {names}")
+        kwargs = {k: _parse(f"{prefix}.{k}" if prefix else k, hints[k], v) for k, v in data.items()}
+        return cls(**kwargs)
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, enum.Enum):
+        return v.value
+    if isinstance(v, (Fixed,)) or type(v).__module__.endswith("durations"):
+        return duration_to_toml(v)
+    if isinstance(v, tuple):
+        return [_plain(x) for x in v]
+    if isinstance(v, _Section):
+        return v.to_dict()
+    return v
+
+
+def _parse(name: str, hint: Any, v: Any) -> Any:
+    """Turn a plain TOML value into the field's type; leave validation to ``__post_init__``."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        try:
+            return hint(v)
+        except ValueError:
+            _fail(name, v, f"one of {[m.value for m in hint]}")
+    if hint is Duration or (args and Fixed in args):
+        return parse_duration(name, v)
+    if origin in (tuple, typing.Union) or isinstance(hint, type(int | None)):
+        return tuple(v) if isinstance(v, list) else v
+    if isinstance(hint, type) and issubclass(hint, _Section):
+        return hint.from_dict(v, name)
+    return v
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkloadConfig(_Section):
+    """Clients and their connections (``[workload]``)."""
+
+    _prefix: typing.ClassVar[str] = "workload"
+
+    protocol: Protocol = Protocol.TCP
+    #: mean rate of new flows (Poisson arrivals), flows per second
+    rate_per_s: float = 1000.0
+    #: number of flows (connections or UDP requests) to simulate
+    flows: int = 100_000
+    #: number of client IP addresses; each flow picks one uniformly
+    clients: int = 4096
+    #: clients' ephemeral port range (``ip_local_port_range``), inclusive
+    client_port_range: tuple[int, int] = (32768, 60999)
+    #: how long the client keeps the connection open after the response, seconds (TCP)
+    hold_s: Duration = Fixed(value=0.0)
+    #: SYN retransmissions before connect() gives up (``tcp_syn_retries``)
+    syn_retries: int = 6
+    #: retransmissions at a fixed interval before exponential backoff (``tcp_syn_linear_timeouts``)
+    syn_linear_timeouts: int = 4
+    #: initial SYN retransmission timeout, seconds
+    syn_rto_s: float = 1.0
+    #: UDP application's wait for an answer before it resends, seconds (glibc resolver: 5)
+    udp_timeout_s: float = 5.0
+    #: UDP resends after the first request (glibc ``attempts:2`` -> 1)
+    udp_retries: int = 1
+
+    def __post_init__(self) -> None:
+        n = self._name
+        _check_enum(n("protocol"), self.protocol, Protocol)
+        _check_float(n("rate_per_s"), self.rate_per_s, positive=True)
+        _check_int(n("flows"), self.flows, 1, 1 << 40)
+        _check_int(n("clients"), self.clients, 1, MAX_CLIENTS)
+        _check_port_range(n("client_port_range"), self.client_port_range)
+        _check_int(n("syn_retries"), self.syn_retries, 0, 127)
+        _check_int(n("syn_linear_timeouts"), self.syn_linear_timeouts, 0, 127)
+        _check_float(n("syn_rto_s"), self.syn_rto_s, positive=True)
+        _check_float(n("udp_timeout_s"), self.udp_timeout_s, positive=True)
+        _check_int(n("udp_retries"), self.udp_retries, 0, 127)
+        object.__setattr__(self, "hold_s", parse_duration(n("hold_s"), self.hold_s))
+
+    @property
+    def retries(self) -> int:
+        """Retransmissions (TCP) or resends (UDP) after the first attempt."""
+        return self.syn_retries if self.protocol is Protocol.TCP else self.udp_retries
+
+
+@dataclass(frozen=True, kw_only=True)
+class LBConfig(_Section):
+    """The cloud load balancer (``[lb]``)."""
+
+    _prefix: typing.ClassVar[str] = "lb"
+
+    #: independent LB instances; a flow reaches one by a hash of its tuple (ECMP)
+    instances: int = 1
+    algorithm: LBAlgorithm = LBAlgorithm.RR
+
+    def __post_init__(self) -> None:
+        _check_int(self._name("instances"), self.instances, 1, 4096)
+        _check_enum(self._name("algorithm"), self.algorithm, LBAlgorithm)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClusterConfig(_Section):
+    """Nodes, their CPUs and where the pods run (``[cluster]``)."""
+
+    _prefix: typing.ClassVar[str] = "cluster"
+
+    nodes: int = 10
+    #: CPUs per node; a flow's packets go to one CPU by a hash of its tuple (RSS)
+    cpus_per_node: int = 2
+    pods: int = 100
+    #: "spread" (round robin over nodes), "packed" (on the first ``packed_nodes`` nodes) or a list
+    #: of pod counts per node
+    placement: str | tuple[int, ...] = "spread"
+    #: with placement = "packed": how many nodes hold the pods
+    packed_nodes: int = 1
+    #: CPU time to process a new flow's first packet on a node, seconds
+    packet_time_s: Duration = Fixed(value=5e-6)
+
+    def __post_init__(self) -> None:
+        n = self._name
+        _check_int(n("nodes"), self.nodes, 1, MAX_NODES)
+        _check_int(n("cpus_per_node"), self.cpus_per_node, 1, 1024)
+        _check_int(n("pods"), self.pods, 1, MAX_PODS)
+        _check_int(n("packed_nodes"), self.packed_nodes, 1, self.nodes)
+        p = self.placement
+        if isinstance(p, list):
+            p = tuple(p)
+            object.__setattr__(self, "placement", p)
+        if isinstance(p, tuple):
+            if (len(p) != self.nodes or not all(_is_int(c) and c >= 0 for c in p)
+                    or sum(p) != self.pods):
+                _fail(n("placement"), list(p), f"a list of {self.nodes} counts >= 0 (one per node) "
+                      f"summing to cluster.pods = {self.pods}")
+        elif p not in ("spread", "packed"):
+            _fail(n("placement"), p, '"spread", "packed" or a list of pod counts per node')
+        object.__setattr__(self, "packet_time_s", parse_duration(n("packet_time_s"), self.packet_time_s))
+
+
+@dataclass(frozen=True, kw_only=True)
+class PodConfig(_Section):
+    """Each pod's server (``[pod]``): a FIFO queue with ``workers`` servers."""
+
+    _prefix: typing.ClassVar[str] = "pod"
+
+    workers: int = 4
+    #: time a worker spends on one request, seconds
+    service_s: Duration = Fixed(value=0.2)
+    #: the pod's target port
+    port: int = 8080
+
+    def __post_init__(self) -> None:
+        _check_int(self._name("workers"), self.workers, 1, 1 << 20)
+        _check_int(self._name("port"), self.port, 1, 65535)
+        object.__setattr__(self, "service_s", parse_duration(self._name("service_s"), self.service_s))
+
+
+@dataclass(frozen=True, kw_only=True)
+class KubeProxyConfig(_Section):
+    """kube-proxy on every node (``[kube_proxy]``)."""
+
+    _prefix: typing.ClassVar[str] = "kube_proxy"
+
+    mode: ProxyMode = ProxyMode.IPTABLES
+    external_traffic_policy: TrafficPolicy = TrafficPolicy.CLUSTER
+
+    def __post_init__(self) -> None:
+        _check_enum(self._name("mode"), self.mode, ProxyMode)
+        _check_enum(self._name("external_traffic_policy"), self.external_traffic_policy, TrafficPolicy)
+
+
+@dataclass(frozen=True, kw_only=True)
+class NatConfig(_Section):
+    """MASQUERADE to the node IP (``[nat]``), as in kernel-facts section 1."""
+
+    _prefix: typing.ClassVar[str] = "nat"
+
+    kernel: NatKernel = NatKernel.MODERN
+    #: ``--random-fully``: skip keeping the original port, random offset (kube-proxy default when
+    #: iptables >= 1.6.2)
+    random_fully: bool = False
+    #: ``--random``: in modern kernels behaves like ``random_fully`` (both skip keeping the port)
+    random: bool = False
+    #: ``--to-ports low-high``; unset: the kernel's default range rule (1024-65535 for ports >= 1024)
+    port_range: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        _check_enum(self._name("kernel"), self.kernel, NatKernel)
+        for f in ("random_fully", "random"):
+            if not isinstance(getattr(self, f), bool):
+                _fail(self._name(f), getattr(self, f), "true or false")
+        if isinstance(self.port_range, list):
+            object.__setattr__(self, "port_range", tuple(self.port_range))
+        if self.port_range is not None:
+            _check_port_range(self._name("port_range"), self.port_range)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConntrackConfig(_Section):
+    """Each node's conntrack table (``[conntrack]``), timeouts as in kernel-facts 3.6."""
+
+    _prefix: typing.ClassVar[str] = "conntrack"
+
+    #: ``nf_conntrack_max``: entries (expired but not yet collected ones count too)
+    max: int = 262144
+    #: ``nf_conntrack_tcp_timeout_time_wait``, seconds
+    time_wait_s: float = 120.0
+    #: ``nf_conntrack_udp_timeout``: UDP entry after its last packet, seconds
+    udp_s: float = 30.0
+    #: ``nf_conntrack_udp_timeout_stream``: UDP entry that saw a reply more than 2 s after it began
+    udp_stream_s: float = 120.0
+    #: period of the garbage collector that frees expired entries, seconds
+    gc_interval_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        n = self._name
+        _check_int(n("max"), self.max, 1, 1 << 31)
+        _check_float(n("time_wait_s"), self.time_wait_s)
+        _check_float(n("udp_s"), self.udp_s)
+        _check_float(n("udp_stream_s"), self.udp_stream_s)
+        _check_float(n("gc_interval_s"), self.gc_interval_s, positive=True)
+
+
+@dataclass(frozen=True, kw_only=True)
+class NetworkConfig(_Section):
+    """One-way network latencies (``[network]``), seconds."""
+
+    _prefix: typing.ClassVar[str] = "network"
+
+    #: client to LB
+    client_to_lb_s: float = 0.0005
+    #: LB to its backend (a node on the NodePort path, a pod on the direct path)
+    lb_to_backend_s: float = 0.0001
+    #: the NodePort path's second hop, node to a pod on another node (0 for a local pod)
+    node_to_pod_s: float = 0.0001
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            _check_float(self._name(f.name), getattr(self, f.name))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Scenario(_Section):
+    """A whole simulation: data path, seed and every component's settings.
+
+    A run is a pure function of the scenario (its ``seed`` included).
+    """
+
+    path: DataPath = DataPath.NODEPORT
+    seed: int = 1
+    workload: WorkloadConfig = field(default_factory=WorkloadConfig)
+    lb: LBConfig = field(default_factory=LBConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    pod: PodConfig = field(default_factory=PodConfig)
+    kube_proxy: KubeProxyConfig = field(default_factory=KubeProxyConfig)
+    nat: NatConfig = field(default_factory=NatConfig)
+    conntrack: ConntrackConfig = field(default_factory=ConntrackConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+
+    def __post_init__(self) -> None:
+        _check_enum("path", self.path, DataPath)
+        _check_int("seed", self.seed, 0, (1 << 63) - 1)
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, dict):  # allow Scenario(workload={...}) from plain data
+                hint = typing.get_type_hints(type(self))[f.name]
+                object.__setattr__(self, f.name, hint.from_dict(v, f.name))
+
+    # -- conversions -------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], prefix: str | None = None) -> Scenario:
+        """Build a scenario from plain data (as read from TOML); unknown keys are errors."""
+        return super().from_dict(data, "")
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> Scenario:
+        """Read a scenario from a TOML file."""
+        try:
+            text = Path(path).read_text()
+        except OSError as e:
+            raise ValueError(f"cannot read config {path}: {e.strerror}") from None
+        return cls.from_toml_string(text, source=str(path))
+
+    @classmethod
+    def from_toml_string(cls, text: str, source: str = "<string>") -> Scenario:
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ValueError(f"malformed TOML in {source}: {e}") from None
+        return cls.from_dict(data)
+
+    def to_toml(self) -> str:
+        """The scenario as TOML text; ``Scenario.from_toml_string(s.to_toml()) == s``."""
+        return tomli_w.dumps(self.to_dict())
+
+    def replace(self, **changes: Any) -> Scenario:
+        """A copy with dotted fields changed: ``s.replace(**{"cluster.nodes": 3, "seed": 2})``."""
+        data = self.to_dict()
+        for key, value in changes.items():
+            section, _, name = key.rpartition(".")
+            target = data.setdefault(section, {}) if section else data
+            target[name] = _plain(value)
+        return Scenario.from_dict(data)

@@ -1,0 +1,248 @@
+"""Conntrack tables: every node's entries, hashed under both ORIGINAL and REPLY tuples.
+
+One object holds the tables of all nodes; the node is part of every key (:mod:`lbsim.tuples`), and
+``count[node]`` is that node's ``nf_conntrack_count``. An entry stores its whole timeline (confirm,
+start of TIME_WAIT, expiry) instead of scheduling expiry events: an entry is live for a lookup at
+time ``t`` when ``t < t_expire``. Expired entries keep counting toward ``nf_conntrack_max`` until
+the garbage collector (:meth:`collect`) or a lookup that meets them frees them, as in the kernel
+(kernel-facts 3.4, 3.5).
+
+:class:`ConntrackTable` indexes keys with a vectorized open-addressing hash in numpy;
+:class:`DictConntrackTable` is its obviously-correct reference, a Python dict. Both share the
+entry store and expose the same array API; tests/property drives both through the same operations.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .rng import mix64
+
+__all__ = ["ConntrackTable", "DictConntrackTable", "TCP", "SNAT", "NAT_CLASH", "ENTRY_FIELDS"]
+
+# Entry flags (a subset of the kernel's ct->status bits that the model needs).
+TCP = np.uint8(1)        # TCP entry (else UDP)
+SNAT = np.uint8(2)       # IPS_SRC_NAT: the entry was masqueraded
+NAT_CLASH = np.uint8(4)  # IPS_NAT_CLASH | IPS_FIXED_TIMEOUT: reply-only clash entry, 1 s
+
+#: field name -> dtype of the entry store
+ENTRY_FIELDS = {
+    "orig": np.int64,       # ORIGINAL-tuple key, -1 for a reply-only (NAT_CLASH) entry
+    "reply": np.int64,      # REPLY-tuple key
+    "node": np.int32,
+    "pod": np.int32,
+    "flow": np.int64,
+    "t_confirm": np.int64,  # ns
+    "t_close": np.int64,    # ns; TCP: start of TIME_WAIT (the entry may then be evicted)
+    "t_expire": np.int64,   # ns; first instant at which the entry is no longer live
+    "flags": np.uint8,
+    "seq": np.int64,        # td_end of the original direction (u32), for nf_seq_has_advanced
+    "alive": np.bool_,      # held in the table (not yet freed)
+}
+
+
+class _EntryStore:
+    """Struct-of-arrays storage of entries, indexed by entry id (eid)."""
+
+    def __init__(self, nodes: int, capacity: int = 1024) -> None:
+        self.nodes = nodes
+        self.count = np.zeros(nodes, dtype=np.int64)
+        self.size = 0
+        for name, dt in ENTRY_FIELDS.items():
+            setattr(self, name, np.zeros(capacity, dtype=dt))
+
+    def _grow(self, need: int) -> None:
+        cap = self.orig.size
+        if self.size + need <= cap:
+            return
+        new = max(2 * cap, self.size + need)
+        for name in ENTRY_FIELDS:
+            old = getattr(self, name)
+            arr = np.zeros(new, dtype=old.dtype)
+            arr[: self.size] = old[: self.size]
+            setattr(self, name, arr)
+
+    def live(self, eid: np.ndarray, t: np.ndarray | int) -> np.ndarray:
+        """True where ``eid`` names an entry held in the table and not expired at ``t``."""
+        eid = np.asarray(eid)
+        ok = eid >= 0
+        e = np.where(ok, eid, 0)
+        return ok & self.alive[e] & (self.t_expire[e] > t)
+
+    def add(self, **fields: np.ndarray) -> np.ndarray:
+        """Append entries (keys must not be indexed already); returns their eids."""
+        n = int(np.size(fields["reply"]))
+        self._grow(n)
+        self._index_reserve(2 * n)
+        eid = np.arange(self.size, self.size + n, dtype=np.int64)
+        for name in ENTRY_FIELDS:
+            if name != "alive":
+                getattr(self, name)[eid] = fields[name]
+        self.alive[eid] = True
+        self.size += n
+        np.add.at(self.count, self.node[eid], 1)
+        self._index_put(self.reply[eid], eid)
+        has_orig = self.orig[eid] >= 0
+        self._index_put(self.orig[eid][has_orig], eid[has_orig])
+        return eid
+
+    def release(self, eid: np.ndarray) -> None:
+        """Free entries (killed, evicted, or expired and met by a lookup or the GC)."""
+        eid = np.unique(np.asarray(eid, dtype=np.int64))
+        eid = eid[self.alive[eid]]
+        if eid.size == 0:
+            return
+        self.alive[eid] = False
+        np.subtract.at(self.count, self.node[eid], 1)
+        self._index_del(self.reply[eid], eid)
+        has_orig = self.orig[eid] >= 0
+        self._index_del(self.orig[eid][has_orig], eid[has_orig])
+
+    def collect(self, t: int) -> int:
+        """The GC worker: free every entry expired at ``t``; returns how many."""
+        n = self.size
+        dead = np.flatnonzero(self.alive[:n] & (self.t_expire[:n] <= t))
+        self.release(dead)
+        if self.size > 4096 and self.count.sum() < self.size // 4:
+            self._compact()
+        return int(dead.size)
+
+    def _compact(self) -> None:
+        keep = np.flatnonzero(self.alive[: self.size])
+        for name in ENTRY_FIELDS:
+            arr = getattr(self, name)
+            arr[: keep.size] = arr[keep]
+            arr[keep.size: self.size] = 0
+        self.size = keep.size
+        self._index_rebuild()
+
+    def lookup(self, keys: np.ndarray) -> np.ndarray:
+        """Entry id stored under each key, or -1 (liveness is the caller's question)."""
+        raise NotImplementedError
+
+    def _index_put(self, keys: np.ndarray, eid: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _index_reserve(self, n: int) -> None:
+        """Make room for ``n`` more keys before they are added."""
+
+    def _index_del(self, keys: np.ndarray, eid: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _index_rebuild(self) -> None:
+        raise NotImplementedError
+
+    def _all_keys(self) -> tuple[np.ndarray, np.ndarray]:
+        alive = np.flatnonzero(self.alive[: self.size])
+        has_orig = self.orig[alive] >= 0
+        keys = np.concatenate((self.reply[alive], self.orig[alive][has_orig]))
+        eids = np.concatenate((alive, alive[has_orig]))
+        return keys, eids
+
+
+class DictConntrackTable(_EntryStore):
+    """Reference table: the index is a Python dict from key to entry id."""
+
+    def __init__(self, nodes: int, capacity: int = 1024) -> None:
+        super().__init__(nodes, capacity)
+        self._index: dict[int, int] = {}
+
+    def lookup(self, keys: np.ndarray) -> np.ndarray:
+        get = self._index.get
+        return np.array([get(int(k), -1) for k in np.ravel(keys)], dtype=np.int64).reshape(np.shape(keys))
+
+    def _index_put(self, keys: np.ndarray, eid: np.ndarray) -> None:
+        for k, e in zip(keys.tolist(), eid.tolist()):
+            assert k not in self._index, "key indexed twice"
+            self._index[k] = e
+
+    def _index_del(self, keys: np.ndarray, eid: np.ndarray) -> None:
+        for k, e in zip(keys.tolist(), eid.tolist()):
+            if self._index.get(k) == e:
+                del self._index[k]
+
+    def _index_rebuild(self) -> None:
+        keys, eids = self._all_keys()
+        self._index = dict(zip(keys.tolist(), eids.tolist()))
+
+
+class ConntrackTable(_EntryStore):
+    """Vectorized table: linear-probing hash of int64 keys held in numpy arrays.
+
+    Load (keys plus tombstones) stays at most 1/2, so a probe run is short; the index is rebuilt
+    when tombstones pile up. Memory is proportional to the entries held.
+    """
+
+    _EMPTY = np.int64(-1)
+    _TOMB = np.int64(-2)
+
+    def __init__(self, nodes: int, capacity: int = 1024) -> None:
+        super().__init__(nodes, capacity)
+        self._alloc_index(2 * capacity)
+
+    def _alloc_index(self, slots: int) -> None:
+        slots = 1 << max(4, int(slots - 1).bit_length())
+        self._keys = np.full(slots, self._EMPTY, dtype=np.int64)
+        self._vals = np.full(slots, -1, dtype=np.int64)
+        self._mask = np.int64(slots - 1)
+        self._used = 0  # keys plus tombstones
+
+    def _home(self, keys: np.ndarray) -> np.ndarray:
+        return (mix64(keys.view(np.uint64)) & np.uint64(self._mask)).astype(np.int64)
+
+    def _slots(self, keys: np.ndarray) -> np.ndarray:
+        """Slot holding each key, or -1."""
+        keys = np.ascontiguousarray(keys, dtype=np.int64).ravel()
+        out = np.full(keys.size, -1, dtype=np.int64)
+        slot = self._home(keys)
+        todo = np.arange(keys.size)
+        while todo.size:
+            s = slot[todo]
+            k = self._keys[s]
+            hit = k == keys[todo]
+            out[todo[hit]] = s[hit]
+            todo = todo[~hit & (k != self._EMPTY)]
+            slot[todo] = (slot[todo] + 1) & self._mask
+        return out
+
+    def lookup(self, keys: np.ndarray) -> np.ndarray:
+        shape = np.shape(keys)
+        s = self._slots(keys)
+        return np.where(s >= 0, self._vals[np.maximum(s, 0)], -1).reshape(shape)
+
+    def _index_reserve(self, n: int) -> None:
+        if 2 * (self._used + n) > self._keys.size:
+            self._index_rebuild(extra=n)
+
+    def _index_put(self, keys: np.ndarray, eid: np.ndarray) -> None:
+        if keys.size == 0:
+            return
+        keys = np.ascontiguousarray(keys, dtype=np.int64)
+        slot = self._home(keys)
+        todo = np.arange(keys.size)
+        while todo.size:
+            s = slot[todo]
+            free = self._keys[s] < 0  # empty or tombstone: keys are never present already
+            cand, cs = todo[free], s[free]
+            claimed, first = np.unique(cs, return_index=True)
+            won = cand[first]
+            self._used += int(np.count_nonzero(self._keys[claimed] == self._EMPTY))
+            self._keys[claimed] = keys[won]
+            self._vals[claimed] = eid[won]
+            placed = np.zeros(keys.size, dtype=bool)
+            placed[won] = True
+            todo = todo[~placed[todo]]
+            slot[todo] = (slot[todo] + 1) & self._mask
+
+    def _index_del(self, keys: np.ndarray, eid: np.ndarray) -> None:
+        s = self._slots(keys)
+        ok = s >= 0
+        s, e = s[ok], eid[ok]
+        s = s[self._vals[s] == e]
+        self._keys[s] = self._TOMB
+        self._vals[s] = -1
+
+    def _index_rebuild(self, extra: int = 0) -> None:
+        keys, eids = self._all_keys()
+        self._alloc_index(4 * (keys.size + extra) + 16)
+        self._index_put(keys, eids)

@@ -1,0 +1,179 @@
+"""Records -> tidy DataFrames and the summary metrics of a run.
+
+Columns and metrics (units in the names: ``_s`` seconds) are documented in ``FLOW_COLUMNS``,
+``COUNTER_COLUMNS`` and ``SUMMARY_METRICS``; the README's glossary is generated from the same text.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .model import NS, Cause, Model
+from .tuples import CLIENT_BASE
+
+__all__ = ["FLOW_COLUMNS", "COUNTER_COLUMNS", "GAUGE_COLUMNS", "SUMMARY_METRICS", "flows_frame",
+           "counters_frame", "gauges_frame", "summarize"]
+
+FLOW_COLUMNS = {
+    "flow": "flow number, in arrival order",
+    "arrival_s": "time the client sent the first SYN (or UDP request), s",
+    "client": "client number (its IP is 11.0.0.0 + client)",
+    "client_port": "client's source port",
+    "lb_instance": "LB instance that took the flow (ECMP hash of the client tuple)",
+    "node": "node the LB sent the flow to (-1 on the direct path)",
+    "pod": "pod that served the flow (-1 if the flow failed)",
+    "snat_port": "source port after SNAT as the pod saw it (-1: no SNAT or failed)",
+    "outcome": '"established" or "failed"',
+    "cause": "why the last dropped attempt was dropped (\"none\" if never dropped)",
+    "attempts": "SYNs sent (1 + retransmissions) or UDP requests sent",
+    "connect_latency_s": "first SYN to SYN-ACK at the client, s (NaN: failed or UDP)",
+    "response_time_s": "first SYN or request to the response at the client, s (NaN: failed)",
+    "source_ip": "source IP the pod saw, as a 32-bit integer (lbsim.tuples.ip_str formats it)",
+    "source_ip_preserved": "the pod saw the client's own IP",
+    "second_hop": "the pod ran on another node than the one the LB chose (NodePort only)",
+}
+
+COUNTER_COLUMNS = {
+    "node": "node number",
+    "found": "NAT probes that met a live entry (conntrack -S found)",
+    "insert": "conntrack -S insert: not incremented by current kernels (0 on 6.18, kernel-facts 8)",
+    "insert_failed": "confirms that clashed and were not resolved; one per dropped packet",
+    "drop": "packets dropped by conntrack (failed confirms and table-full allocations)",
+    "early_drop": "entries evicted to make room in a full table",
+    "clash_resolve": "UDP clashes resolved at confirm (adopted or NAT_CLASH-inserted)",
+    "entries_inserted": "entries confirmed into the table (what insert used to count)",
+}
+
+GAUGE_COLUMNS = {
+    "t_s": "sample time (every conntrack.gc_interval_s), s",
+    "node": "node number",
+    "entries": "entries held, expired-but-uncollected included (nf_conntrack_count)",
+    "live_entries": "entries not yet expired",
+}
+
+SUMMARY_METRICS = {
+    "flows": "flows simulated",
+    "established": "flows that got through",
+    "failed": "flows that never got through (all attempts dropped)",
+    "failed_fraction": "failed / flows",
+    "syn_retransmits": "retransmitted SYNs (TCP) or resent requests (UDP), all flows",
+    "conntrack_insert": "sum over nodes of conntrack -S insert (0 on current kernels)",
+    "conntrack_insert_failed": "sum over nodes of insert_failed (one per dropped packet)",
+    "conntrack_drop": "sum over nodes of drop",
+    "conntrack_early_drop": "sum over nodes of early_drop",
+    "conntrack_clash_resolve": "sum over nodes of clash_resolve",
+    "conntrack_found": "sum over nodes of found",
+    "conntrack_entries_inserted": "entries confirmed into nodes' tables",
+    "fail_cause_port_exhaustion": "dropped packets: the SNAT search found no free tuple",
+    "fail_cause_insert_race": "dropped packets: another flow confirmed the same tuple first",
+    "fail_cause_table_full": "dropped packets: nf_conntrack_max reached",
+    "fail_cause_no_local_endpoint": "dropped packets: Local policy on a node without a local pod",
+    "fail_cause_tuple_in_use": "dropped packets: the client tuple matched a live connection",
+    "connect_latency_p50_s": "median connect latency of established TCP flows, s",
+    "connect_latency_p99_s": "99th percentile connect latency, s",
+    "response_time_p50_s": "median response time of established flows, s",
+    "response_time_p99_s": "99th percentile response time, s",
+    "pod_load_max_over_mean": "established flows per pod: max / mean over all pods",
+    "pod_load_cv": "established flows per pod: standard deviation / mean",
+    "source_ip_preserved_fraction": "established flows whose pod saw the client IP",
+    "second_hop_fraction": "established flows served by a pod on another node than the LB's",
+    "wall_s": "wall-clock time of the run, s",
+    "flows_per_wall_s": "flows simulated per wall-clock second",
+}
+
+
+def flows_frame(m: Model) -> pd.DataFrame:
+    """One row per flow; columns as in :data:`FLOW_COLUMNS`."""
+    ok = m.out == 1
+    node = m.backend if m.nodeport else np.full(m.F, -1)
+    preserved = ok & (m.src_ip == m.client + CLIENT_BASE)
+    second = ok & (node >= 0) & (m.pod_node[np.maximum(m.rec_pod, 0)] != node) if m.nodeport \
+        else np.zeros(m.F, bool)
+    return pd.DataFrame({
+        "flow": np.arange(m.F),
+        "arrival_s": m.t0 / NS,
+        "client": m.client,
+        "client_port": m.sport,
+        "lb_instance": m.instance,
+        "node": node,
+        "pod": np.where(ok, m.rec_pod, -1),
+        "snat_port": np.where(ok, m.rec_port, -1),
+        "outcome": pd.Categorical.from_codes(np.where(ok, 0, 1), ["established", "failed"]),
+        "cause": pd.Categorical.from_codes(m.cause.astype(np.int64), list(Cause.NAMES)),
+        "attempts": m.attempts.astype(np.int64),
+        "connect_latency_s": np.where(ok & (m.connect >= 0), m.connect / NS, np.nan),
+        "response_time_s": np.where(ok, m.response / NS, np.nan),
+        "source_ip": np.where(ok, m.src_ip, 0).astype(np.uint32),
+        "source_ip_preserved": preserved,
+        "second_hop": second,
+    })
+
+
+def counters_frame(m: Model) -> pd.DataFrame:
+    """Per-node ``conntrack -S`` counters (all zero on the direct path: no node is crossed)."""
+    df = pd.DataFrame({"node": np.arange(m.n_nodes)})
+    for k in COUNTER_COLUMNS:
+        if k != "node":
+            df[k] = m.counters[k]
+    return df
+
+
+def gauges_frame(m: Model) -> pd.DataFrame:
+    """Conntrack occupancy per node over time, long format."""
+    if not m.gauges:
+        return pd.DataFrame({k: [] for k in GAUGE_COLUMNS})
+    t = np.repeat([g[0] / NS for g in m.gauges], m.n_nodes)
+    return pd.DataFrame({
+        "t_s": t,
+        "node": np.tile(np.arange(m.n_nodes), len(m.gauges)),
+        "entries": np.concatenate([g[1] for g in m.gauges]),
+        "live_entries": np.concatenate([g[2] for g in m.gauges]),
+    })
+
+
+def _q(x: np.ndarray, q: float) -> float:
+    return float(np.quantile(x, q)) if x.size else float("nan")
+
+
+def summarize(m: Model, flows: pd.DataFrame, wall_s: float) -> dict[str, float]:
+    """The summary metrics of :data:`SUMMARY_METRICS`."""
+    ok = flows["outcome"].to_numpy() == "established"
+    n_ok = int(ok.sum())
+    load = np.bincount(m.rec_pod[ok], minlength=m.n_pods).astype(float)
+    mean = load.mean()
+    conn = flows["connect_latency_s"].to_numpy()
+    conn = conn[~np.isnan(conn)]
+    resp = flows["response_time_s"].to_numpy()[ok]
+    c = m.counters
+    out: dict[str, float] = {
+        "flows": m.F,
+        "established": n_ok,
+        "failed": m.F - n_ok,
+        "failed_fraction": (m.F - n_ok) / m.F,
+        "syn_retransmits": int((m.attempts.astype(np.int64) - 1).clip(0).sum()),
+        "conntrack_insert": int(c["insert"].sum()),
+        "conntrack_insert_failed": int(c["insert_failed"].sum()),
+        "conntrack_drop": int(c["drop"].sum()),
+        "conntrack_early_drop": int(c["early_drop"].sum()),
+        "conntrack_clash_resolve": int(c["clash_resolve"].sum()),
+        "conntrack_found": int(c["found"].sum()),
+        "conntrack_entries_inserted": int(c["entries_inserted"].sum()),
+    }
+    for code, name in enumerate(Cause.NAMES):
+        if code:
+            out[f"fail_cause_{name}"] = int(m.cause_count[code])
+    out.update({
+        "connect_latency_p50_s": _q(conn, 0.5),
+        "connect_latency_p99_s": _q(conn, 0.99),
+        "response_time_p50_s": _q(resp, 0.5),
+        "response_time_p99_s": _q(resp, 0.99),
+        "pod_load_max_over_mean": float(load.max() / mean) if mean > 0 else float("nan"),
+        "pod_load_cv": float(load.std() / mean) if mean > 0 else float("nan"),
+        "source_ip_preserved_fraction": float(flows["source_ip_preserved"].to_numpy()[ok].mean())
+        if n_ok else float("nan"),
+        "second_hop_fraction": float(flows["second_hop"].to_numpy()[ok].mean()) if n_ok else float("nan"),
+        "wall_s": wall_s,
+        "flows_per_wall_s": m.F / wall_s if wall_s > 0 else float("nan"),
+    })
+    return out

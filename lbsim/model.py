@@ -1,0 +1,422 @@
+"""The data-path model: per-flow inputs, shared state, and the per-attempt steps.
+
+Time inside the model is integer nanoseconds, so that a batched computation (cumulative sums,
+maxima) is bit-for-bit the sequential one. One flow makes one or more *attempts* (its SYN and
+retransmissions, or its UDP request and resends). On the NodePort path an attempt:
+
+1. reaches the LB's chosen node at ``arrive`` and waits for its CPU (RSS hash of its tuple; one
+   CPU processes one new packet at a time, ``packet_time_s`` each);
+2. at the start of processing (``t_nat``) gets a conntrack entry allocated, is DNAT-ed by
+   kube-proxy to a pod and SNAT-ed (Cluster) to the node IP (:mod:`lbsim.nat`);
+3. at the end of processing (``t_conf``) is confirmed into the node's table, or clashes with an
+   entry confirmed meanwhile and is dropped (``insert_failed``, ``drop``);
+4. if confirmed, its request queues at the pod (FIFO, ``workers`` servers, in confirm order), and
+   the entry's whole timeline (TIME_WAIT start, expiry) is known from then on.
+
+A dropped attempt is retried on the client's schedule. The direct path skips 1-3: the LB sends
+to a pod, which serves it. :func:`run_reference` processes these steps one event at a time in
+(time, kind, flow, attempt) order; :mod:`lbsim.batch` must produce the same records.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import tuples
+from .balancing import iptables_endpoint, round_robin
+from .config import DataPath, NatKernel, Protocol, Scenario, TrafficPolicy
+from .conntrack import NAT_CLASH, SNAT, TCP, DictConntrackTable
+from .nat import ROUNDS, NatRule, select_port
+from .rng import Streams, mix64
+
+__all__ = ["Model", "Cause", "run_reference", "NS"]
+
+NS = 1_000_000_000
+
+
+def ns(seconds: float) -> int:
+    return int(round(seconds * NS))
+
+
+class Cause:
+    """Why an attempt was dropped (codes stored in records)."""
+
+    NONE = 0
+    PORT_EXHAUSTION = 1   # the SNAT search found no free tuple; the confirm clashed
+    INSERT_RACE = 2       # the tuple was free at NAT time, confirmed by another flow before ours
+    TABLE_FULL = 3        # nf_conntrack_max reached
+    NO_LOCAL_ENDPOINT = 4  # externalTrafficPolicy: Local on a node without a ready local pod
+    TUPLE_IN_USE = 5      # the client's tuple matches a live, non-closing entry on the node
+    NAMES = ("none", "port_exhaustion", "insert_race", "table_full", "no_local_endpoint",
+             "tuple_in_use")
+
+
+# Event kinds, in the order they are processed at equal times.
+GC, CONFIRM, NAT, ARRIVE = 0, 1, 2, 3
+OK, FAILED = 1, 2
+
+
+@dataclass
+class Pending:
+    """An attempt between its NAT decision and its confirm."""
+
+    flow: int
+    attempt: int
+    arrive: int
+    t_conf: int
+    node: int
+    pod: int
+    port: int
+    exhausted: bool
+    orig: int
+    reply: int
+    isn: int
+
+
+class Model:
+    """Inputs, state, records and counters of one run."""
+
+    def __init__(self, scenario: Scenario, table_cls=DictConntrackTable) -> None:
+        sc = self.scenario = scenario
+        self.streams = st = Streams(sc.seed)
+        self.nodeport = sc.path is DataPath.NODEPORT
+        self.tcp = sc.workload.protocol is Protocol.TCP
+        self.local = sc.kube_proxy.external_traffic_policy is TrafficPolicy.LOCAL
+        c = sc.cluster
+        self.n_nodes, self.n_pods, self.cpus = c.nodes, c.pods, c.cpus_per_node
+        self.pod_node = pod_placement(sc)
+        self.local_pods = [np.flatnonzero(self.pod_node == n) for n in range(self.n_nodes)]
+        net = sc.network
+        self.d_in = ns(net.client_to_lb_s + net.lb_to_backend_s)
+        self.d_hop = ns(net.node_to_pod_s)
+        ct = sc.conntrack
+        self.time_wait = ns(ct.time_wait_s)
+        self.udp_t, self.udp_stream_t = ns(ct.udp_s), ns(ct.udp_stream_s)
+        self.ct_max = ct.max
+        self.gc_interval = max(1, ns(ct.gc_interval_s))
+        self.rule = NatRule(random_all=sc.nat.random_fully or sc.nat.random,
+                            port_range=sc.nat.port_range,
+                            evict_closing=sc.nat.kernel is NatKernel.MODERN, tcp=self.tcp)
+        self._schedule()
+        self._flows()
+        # state
+        self.table = table_cls(self.n_nodes)
+        self.unconfirmed = np.zeros(self.n_nodes, dtype=np.int64)
+        self.cpu_free = np.zeros(self.n_nodes * self.cpus, dtype=np.int64)
+        self.worker_free = np.zeros((self.n_pods, sc.pod.workers), dtype=np.int64)
+        self.pending: dict[tuple[int, int], Pending] = {}
+        # records (per flow) and counters (per node)
+        F = self.F
+        self.out = np.zeros(F, dtype=np.int8)
+        self.cause = np.zeros(F, dtype=np.int8)
+        self.attempts = np.zeros(F, dtype=np.int16)
+        self.rec_pod = np.full(F, -1, dtype=np.int32)
+        self.rec_port = np.full(F, -1, dtype=np.int32)
+        self.connect = np.full(F, -1, dtype=np.int64)
+        self.response = np.full(F, -1, dtype=np.int64)
+        self.src_ip = np.zeros(F, dtype=np.int64)
+        self.counters = {k: np.zeros(self.n_nodes, dtype=np.int64)
+                         for k in ("found", "insert", "insert_failed", "drop", "early_drop",
+                                   "clash_resolve", "entries_inserted")}
+        self.cause_count = np.zeros(len(Cause.NAMES), dtype=np.int64)
+        self.gauges: list[tuple[int, np.ndarray, np.ndarray]] = []
+        self.resolved = 0
+
+    # -- inputs ------------------------------------------------------------------------------
+    def _schedule(self) -> None:
+        w = self.scenario.workload
+        R = w.retries
+        if self.tcp:
+            gaps = [ns(w.syn_rto_s * 2 ** max(0, k - w.syn_linear_timeouts)) for k in range(1, R + 2)]
+        else:
+            gaps = [ns(w.udp_timeout_s)] * (R + 1)
+        self.retries = R
+        self.gaps = np.array(gaps, dtype=np.int64)   # gaps[k]: from attempt k to attempt k+1
+        self.gap_min = int(self.gaps.min())
+
+    def _flows(self) -> None:
+        sc, st = self.scenario, self.streams
+        w = sc.workload
+        F = self.F = w.flows
+        fid = np.arange(F, dtype=np.int64)
+        inter = -np.log1p(-st.uniform("arrivals", fid)) / w.rate_per_s
+        self.t0 = np.rint(np.cumsum(inter) * NS).astype(np.int64)
+        self.client = np.floor(st.uniform("clients", fid) * w.clients).astype(np.int64)
+        lo, hi = w.client_port_range
+        self.sport = lo + np.floor(st.uniform("client_ports", fid) * (hi - lo + 1)).astype(np.int64)
+        self.service = _durations(sc.pod.service_s, st, "service", fid)
+        self.hold = _durations(w.hold_s, st, "hold", fid)
+        # ECMP: an LB instance by a hash of the client's tuple; then that instance's round robin.
+        tup = (self.client << np.int64(16)) | self.sport
+        lbhash = mix64(tup.view(np.uint64) ^ st.keys["lb"])
+        self.instance = (lbhash % np.uint64(sc.lb.instances)).astype(np.int64)
+        backends = self.n_nodes if self.nodeport else self.n_pods
+        self.backend = round_robin(self.instance, backends, sc.lb.instances)
+        if self.nodeport:
+            self.orig = tuples.orig_key(self.backend, self.client, self.sport)
+            rss = mix64(self.orig.view(np.uint64) ^ st.keys["rss"])
+            self.cpu = self.backend * self.cpus + (rss % np.uint64(self.cpus)).astype(np.int64)
+
+    def attempt_inputs(self, flow: np.ndarray, attempt: np.ndarray) -> dict[str, np.ndarray]:
+        """Random inputs of attempts: CPU time, endpoint uniform, NAT offsets, ISN."""
+        st = self.streams
+        pt = self.scenario.cluster.packet_time_s
+        pkt = np.rint(pt.sample(st.uniform("cpu_time", flow, attempt, 0),
+                                st.uniform("cpu_time", flow, attempt, 1)) * NS).astype(np.int64)
+        pkt = np.maximum(pkt, 1)   # confirm strictly after the NAT decision
+        offsets = np.stack([st.u16("nat", flow, attempt, r) for r in range(ROUNDS)], axis=-1)
+        return {"pkt": pkt, "u_ep": st.uniform("endpoint", flow, attempt),
+                "offsets": offsets, "isn": st.u32("isn", flow, attempt)}
+
+    def endpoint(self, node: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """kube-proxy's choice of pod for attempts on ``node`` (-1: no local endpoint)."""
+        node = np.asarray(node)
+        if not self.local:
+            return iptables_endpoint(u, self.n_pods)
+        pod = np.full(node.shape, -1, dtype=np.int64)
+        for n in np.unique(node):
+            sel = node == n
+            lp = self.local_pods[n]
+            if lp.size:
+                pod[sel] = lp[iptables_endpoint(u[sel], lp.size)]
+        return pod
+
+    def hop(self, node, pod):
+        return np.where(self.pod_node[pod] == node, 0, self.d_hop)
+
+    def reply_for(self, node, pod, port, orig):
+        """The REPLY key; with Local (no SNAT) it is derived from the ORIGINAL tuple."""
+        if self.local:
+            return (np.asarray(orig, np.int64) & np.int64((1 << 61) - 1)) | np.int64(1 << 61)
+        return tuples.reply_key(node, pod, port)
+
+    # -- outcome of an attempt ------------------------------------------------------------------
+    def retry_arrival(self, flow: int, attempt: int, arrive: int, t_fail: int) -> int:
+        """When the next attempt reaches the node: on the client's schedule, and never before
+        ``gap_min`` after the drop (a retransmission cannot overtake its own dropped SYN)."""
+        return max(arrive + int(self.gaps[attempt]), t_fail + self.gap_min)
+
+    def fail(self, flow: int, attempt: int, arrive: int, t_fail: int, cause: int):
+        """Record a dropped attempt; returns the next attempt's arrival time, or None."""
+        self.cause_count[cause] += 1
+        self.cause[flow] = cause
+        if attempt < self.retries:
+            return self.retry_arrival(flow, attempt, arrive, t_fail)
+        self.out[flow] = FAILED
+        self.attempts[flow] = attempt + 1
+        self.resolved += 1
+        return None
+
+    def succeed(self, flow, attempt, pod, port, connect, response, src_ip) -> None:
+        self.out[flow] = OK
+        self.attempts[flow] = attempt + 1
+        self.rec_pod[flow] = pod
+        self.rec_port[flow] = port
+        self.connect[flow] = connect
+        self.response[flow] = response
+        self.src_ip[flow] = src_ip
+        self.resolved += 1
+
+    # -- scalar steps (the reference; the batched engine falls back on them) --------------------
+    def cpu_schedule(self, flow: int, arrive: int, pkt: int) -> tuple[int, int]:
+        c = self.cpu[flow]
+        t_nat = max(arrive, int(self.cpu_free[c]))
+        t_conf = t_nat + pkt
+        self.cpu_free[c] = t_conf
+        return t_nat, t_conf
+
+    def nat_step(self, flow: int, attempt: int, arrive: int, t_nat: int, t_conf: int,
+                 inp: dict) -> int | None:
+        """Allocation, DNAT and SNAT at ``t_nat``. Returns the next attempt's arrival if dropped
+        here, else None (the attempt waits for its confirm)."""
+        node = int(self.backend[flow])
+        if self.table.count[node] + self.unconfirmed[node] + 1 > self.ct_max:
+            self.counters["drop"][node] += 1           # allocation fails: "table full"
+            return self._fail_now(flow, attempt, arrive, t_nat, Cause.TABLE_FULL)
+        orig = int(self.orig[flow])
+        eid = int(self.table.lookup(np.array([orig]))[0])
+        if eid >= 0 and self.table.alive[eid]:
+            if self.table.t_expire[eid] <= t_nat:
+                self.table.release(np.array([eid]))
+            elif self.tcp and t_nat >= self.table.t_close[eid]:
+                self.table.release(np.array([eid]))    # SYN reopens a TIME_WAIT/CLOSE tuple
+            else:
+                return self._fail_now(flow, attempt, arrive, t_nat, Cause.TUPLE_IN_USE)
+        pod = int(self.endpoint(np.array([node]), np.array([inp["u_ep"]]))[0])
+        if pod < 0:
+            return self._fail_now(flow, attempt, arrive, t_nat, Cause.NO_LOCAL_ENDPOINT)
+        sport = int(self.sport[flow])
+        if self.local:
+            port, exhausted = sport, False
+        else:
+            ch = select_port(self.table, t_nat, node, pod, sport, inp["offsets"], int(inp["isn"]),
+                             self.rule)
+            port, exhausted = ch.port, ch.exhausted
+            self.counters["found"][node] += ch.found
+        self.unconfirmed[node] += 1
+        reply = int(self.reply_for(node, pod, port, orig))
+        self.pending[(flow, attempt)] = Pending(flow, attempt, arrive, t_conf, node, pod, port,
+                                                exhausted, orig, reply, int(inp["isn"]))
+        return None
+
+    def _fail_now(self, flow, attempt, arrive, t, cause):
+        return self.fail(flow, attempt, arrive, t, cause)
+
+    def _live_eid(self, key: int, t: int) -> int:
+        """Entry held under ``key`` and live at ``t``, or -1; an expired one met is freed."""
+        eid = int(self.table.lookup(np.array([key]))[0])
+        if eid < 0 or not self.table.alive[eid]:
+            return -1
+        if self.table.t_expire[eid] <= t:
+            self.table.release(np.array([eid]))
+            return -1
+        return eid
+
+    def confirm_step(self, p: Pending) -> int | None:
+        """``__nf_conntrack_confirm`` at ``t_conf``; on success the pod serves the request.
+        Returns the next attempt's arrival if the attempt was dropped, else None."""
+        t, node = p.t_conf, p.node
+        self.unconfirmed[node] -= 1
+        e_orig = self._live_eid(p.orig, t)
+        e_reply = self._live_eid(p.reply, t)
+        if e_orig < 0 and e_reply < 0:
+            self._serve_nodeport(p)
+            return None
+        if not self.tcp and e_orig >= 0:
+            # nf_ct_resolve_clash: UDP allows clashes (kernel-facts 2.3).
+            if self.table.reply[e_orig] == p.reply:            # identical tuples: adopt it
+                self.counters["clash_resolve"][node] += 1
+                self._serve_nodeport(p, adopt=e_orig)
+                return None
+            if e_reply < 0:                                    # NAT_CLASH, reply-only, 1 s
+                self.counters["clash_resolve"][node] += 1
+                self._serve_nodeport(p, nat_clash=True)
+                return None
+        self.counters["insert_failed"][node] += 1
+        self.counters["drop"][node] += 1
+        cause = Cause.PORT_EXHAUSTION if p.exhausted else Cause.INSERT_RACE
+        return self.fail(p.flow, p.attempt, p.arrive, t, cause)
+
+    def serve(self, pod: int, q: int, service: int) -> int:
+        """FIFO with ``workers`` servers: the request arriving at ``q`` finishes at the return."""
+        wf = self.worker_free[pod]
+        w = int(np.argmin(wf))
+        finish = max(q, int(wf[w])) + service
+        wf[w] = finish
+        return finish
+
+    def _serve_nodeport(self, p: Pending, adopt: int = -1, nat_clash: bool = False) -> None:
+        f, t = p.flow, p.t_conf
+        hop = int(self.hop(p.node, p.pod))
+        t0 = int(self.t0[f])
+        if self.tcp:
+            synack = t + 2 * hop + self.d_in
+            finish = self.serve(p.pod, synack + self.d_in + hop, int(self.service[f]))
+            resp = finish + hop + self.d_in
+            t_close = resp + int(self.hold[f]) + self.d_in
+            t_expire = t_close + self.time_wait
+            connect = synack - t0
+        else:
+            finish = self.serve(p.pod, t + hop, int(self.service[f]))
+            t_rep = finish + hop
+            resp = t_rep + self.d_in
+            t_close = t_rep
+            t_expire = t_rep + (self.udp_stream_t if t_rep - t > 2 * NS else self.udp_t)
+            connect = -1
+        src = int(tuples.client_ip(self.client[f]) if self.local else tuples.node_ip(p.node))
+        self.succeed(f, p.attempt, p.pod, -1 if self.local else p.port, connect, resp - t0, src)
+        if adopt >= 0:
+            self.table.t_expire[adopt] = max(int(self.table.t_expire[adopt]), t_expire)
+            return
+        flags = (TCP if self.tcp else 0) | (0 if self.local else SNAT)
+        if nat_clash:
+            flags |= NAT_CLASH
+            t_expire = t + NS
+        self._insert(np.array([p.orig if not nat_clash else -1]), np.array([p.reply]), p.node,
+                     p.pod, f, t, t_close, t_expire, flags, p.isn)
+
+    def _insert(self, orig, reply, node, pod, flow, t, t_close, t_expire, flags, isn) -> None:
+        self.table.add(orig=orig, reply=reply, node=node, pod=pod, flow=flow, t_confirm=t,
+                       t_close=t_close, t_expire=t_expire, flags=flags,
+                       seq=(np.asarray(isn, np.int64) + 2) & 0xFFFFFFFF)
+        np.add.at(self.counters["entries_inserted"], np.asarray(node), 1)
+
+    def serve_direct(self, flow: int, arrive: int) -> None:
+        """The direct path: the LB's pod serves the request; the pod sees the client's IP."""
+        pod = int(self.backend[flow])
+        t0 = int(self.t0[flow])
+        if self.tcp:
+            synack = arrive + self.d_in
+            finish = self.serve(pod, synack + self.d_in, int(self.service[flow]))
+            connect = synack - t0
+        else:
+            finish = self.serve(pod, arrive, int(self.service[flow]))
+            connect = -1
+        self.succeed(flow, 0, pod, -1, connect, finish + self.d_in - t0,
+                     int(tuples.client_ip(self.client[flow])))
+
+    def gc_tick(self, t: int) -> None:
+        """The conntrack GC worker and the gauges, every ``gc_interval_s``."""
+        self.table.collect(t)
+        n = self.table.size
+        alive = self.table.alive[:n] & (self.table.t_expire[:n] > t)
+        live = np.bincount(self.table.node[:n][alive], minlength=self.n_nodes)
+        self.gauges.append((t, self.table.count.copy(), live))
+
+
+def _durations(d, st: Streams, stream: str, fid: np.ndarray) -> np.ndarray:
+    s = d.sample(st.uniform(stream, fid, 0, 0), st.uniform(stream, fid, 0, 1))
+    return np.rint(s * NS).astype(np.int64)
+
+
+def pod_placement(sc: Scenario) -> np.ndarray:
+    """Node of each pod: spread round robin, packed on the first k nodes, or explicit counts."""
+    c = sc.cluster
+    if c.placement == "spread":
+        return np.arange(c.pods) % c.nodes
+    if c.placement == "packed":
+        return np.arange(c.pods) % c.packed_nodes
+    return np.repeat(np.arange(c.nodes), np.asarray(c.placement, dtype=np.int64))
+
+
+def run_reference(model: Model) -> Model:
+    """Process every event one at a time, in (time, kind, flow, attempt) order."""
+    heap: list[tuple[int, int, int, int]] = []
+    first = model.t0 + model.d_in
+    for f in range(model.F):
+        heap.append((int(first[f]), ARRIVE, f, 0))
+    heapq.heapify(heap)
+    arrive_at: dict[tuple[int, int], int] = {}
+    times: dict[tuple[int, int], tuple[int, int]] = {}
+    next_gc = model.gc_interval
+    while heap:
+        t, kind, f, k = heap[0]
+        if next_gc <= t:
+            model.gc_tick(next_gc)
+            next_gc += model.gc_interval
+            continue
+        heapq.heappop(heap)
+        if kind == ARRIVE:
+            if not model.nodeport:
+                model.serve_direct(f, t)
+                continue
+            inp = {k2: v[0] for k2, v in model.attempt_inputs(np.array([f]), np.array([k])).items()}
+            t_nat, t_conf = model.cpu_schedule(f, t, int(inp["pkt"]))
+            arrive_at[(f, k)] = t
+            times[(f, k)] = (t_nat, t_conf, inp)
+            heapq.heappush(heap, (t_nat, NAT, f, k))
+        elif kind == NAT:
+            t_nat, t_conf, inp = times.pop((f, k))
+            nxt = model.nat_step(f, k, arrive_at.pop((f, k)), t_nat, t_conf, inp)
+            if (f, k) in model.pending:
+                heapq.heappush(heap, (t_conf, CONFIRM, f, k))
+            elif nxt is not None:
+                heapq.heappush(heap, (nxt, ARRIVE, f, k + 1))
+        else:  # CONFIRM
+            nxt = model.confirm_step(model.pending.pop((f, k)))
+            if nxt is not None:
+                heapq.heappush(heap, (nxt, ARRIVE, f, k + 1))
+    return model

@@ -1,0 +1,111 @@
+"""Concrete cases of nf_nat_core.c's port selection (kernel-facts 1.2-1.6)."""
+
+import numpy as np
+import pytest
+
+from lbsim.conntrack import ConntrackTable, DictConntrackTable
+from lbsim.nat import NatRule, default_range, select_port, select_ports
+from tests.helpers import add_entry
+
+OFFS = np.array([5, 1000, 2000, 3000, 4000])
+
+
+@pytest.fixture(params=[DictConntrackTable, ConntrackTable])
+def table(request):
+    return request.param(1)
+
+
+def both(table, t, sport, rule, offs=OFFS, isn=12345):
+    """Scalar and vectorized choice must agree; returns the scalar one."""
+    import copy
+    t2 = copy.deepcopy(table)
+    s = select_port(table, t, 0, 0, sport, offs, isn, rule)
+    port, ex, found, ev = select_ports(t2, np.array([t]), np.array([0]), np.array([0]), np.array([sport]),
+                                      offs[None, :], np.array([isn]), rule)
+    assert (s.port, s.exhausted, s.found, s.evicted) == (port[0], ex[0], found[0], ev[0])
+    assert np.array_equal(table.count, t2.count)
+    return s
+
+
+def test_default_range_rule():
+    assert default_range(40000) == (1024, 64512)
+    assert default_range(100) == (1, 511)
+    assert default_range(700) == (600, 424)
+
+
+def test_plain_masquerade_keeps_free_source_port(table):
+    c = both(table, 0, 40000, NatRule())
+    assert (c.port, c.exhausted, c.found) == (40000, False, 0)
+
+
+def test_taken_source_port_searches_from_random_offset(table):
+    add_entry(table, port=40000)
+    c = both(table, 0, 40000, NatRule())
+    assert c.port == 1024 + 5 and c.found == 1 and not c.exhausted
+
+
+def test_random_fully_never_keeps_the_port(table):
+    c = both(table, 0, 40000, NatRule(random_all=True))
+    assert c.port == 1024 + 5
+
+
+def test_offset_is_u16_and_wraps(table):
+    # off = 65535 -> 1024 + 65535 % 64512 = 2047; a taken 2047 moves to off 0 (u16 wrap) -> 1024
+    add_entry(table, port=2047)
+    c = both(table, 0, 40000, NatRule(random_all=True), offs=np.array([65535, 1, 2, 3, 4]))
+    assert c.port == 1024
+
+
+def test_explicit_range_all_taken_is_exhausted(table):
+    for p in range(10000, 10004):
+        add_entry(table, port=p)
+    c = both(table, 0, 40000, NatRule(port_range=(10000, 10003)))
+    # one exhaustive round of 4 probes from 10000 + 5 % 4; the last candidate is returned, taken
+    assert c.exhausted and c.found == 4 and c.port == 10000 + (5 + 3) % 4
+
+
+def test_expired_entry_is_freed_and_port_kept(table):
+    add_entry(table, port=40000, t_expire=100)
+    c = both(table, 100, 40000, NatRule())
+    assert c.port == 40000 and c.found == 0
+    assert table.count[0] == 0
+
+
+@pytest.mark.parametrize("kernel_evicts", [True, False])
+def test_time_wait_eviction_in_last_32_probes(table, kernel_evicts):
+    # 64 ports, all in TIME_WAIT since t=0; the new SYN's sequence number is past theirs.
+    for p in range(10000, 10064):
+        add_entry(table, port=p, t_close=0, seq=100)
+    c = both(table, 50, 40000, NatRule(port_range=(10000, 10063), evict_closing=kernel_evicts), isn=1000)
+    if kernel_evicts:
+        # attempts = 64; probe i may evict once attempts - i <= 32, i.e. from i = 32 on
+        assert c.port == 10000 + (5 + 32) % 64 and c.evicted >= 0 and not c.exhausted
+        assert c.found == 33 and table.count[0] == 63
+    else:
+        assert c.exhausted and c.found == 64 and table.count[0] == 64
+
+
+def test_no_eviction_when_sequence_has_not_advanced(table):
+    for p in range(10000, 10064):
+        add_entry(table, port=p, t_close=0, seq=5000)
+    c = both(table, 50, 40000, NatRule(port_range=(10000, 10063)), isn=1000)
+    assert c.exhausted
+
+
+def test_no_eviction_of_established_entries(table):
+    for p in range(10000, 10064):
+        add_entry(table, port=p, t_close=10**9, seq=100)
+    c = both(table, 50, 40000, NatRule(port_range=(10000, 10063)), isn=1000)
+    assert c.exhausted
+
+
+def test_full_range_search_is_at_most_248_probes(table):
+    # fill every port that the five runs could probe; the search must stop after 128+64+32+16+8
+    offs = np.array([0, 10000, 20000, 30000, 40000])
+    ports = set()
+    for off, n in zip(offs, (128, 64, 32, 16, 8)):
+        ports |= {1024 + (off + i) % 64512 for i in range(n)}
+    for p in ports:
+        add_entry(table, port=p, t_close=10**12)
+    c = both(table, 0, 40000, NatRule(random_all=True), offs=offs)
+    assert c.exhausted and c.found == 248

@@ -1,0 +1,112 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import lbsim
+from lbsim.metrics import SUMMARY_METRICS
+
+SMALL = lbsim.Scenario().replace(**{"workload.flows": 3000})
+WALL = {"wall_s", "flows_per_wall_s"}
+
+
+def _no_wall(s):
+    return {k: v for k, v in s.items() if k not in WALL}
+
+
+def test_same_seed_same_numbers_other_seed_other_numbers():
+    a, b = lbsim.run(SMALL), lbsim.run(SMALL)
+    assert _no_wall(a.summary) == _no_wall(b.summary)
+    assert a.flows.equals(b.flows)
+    c = lbsim.run(SMALL.replace(seed=2))
+    assert _no_wall(a.summary) != _no_wall(c.summary)
+
+
+def test_engines_and_batch_sizes_give_the_same_tables():
+    ref = lbsim.run(SMALL.replace(**{"workload.flows": 400}), engine="reference")
+    for b in (1, 50, 4096):
+        r = lbsim.run(SMALL.replace(**{"workload.flows": 400}), batch_flows=b)
+        assert r.flows.equals(ref.flows)
+        assert r.counters.equals(ref.counters)
+        assert r.gauges.equals(ref.gauges)
+
+
+def test_compare_sees_the_same_clients_and_arrivals():
+    c = lbsim.compare(SMALL)
+    for col in ("arrival_s", "client", "client_port"):
+        assert np.array_equal(c.nodeport.flows[col], c.direct.flows[col])
+    assert list(c.summary.columns) == ["nodeport", "direct"]
+
+
+def test_source_ip_cluster_vs_direct_vs_local():
+    c = lbsim.compare(SMALL)
+    assert c.nodeport.summary["source_ip_preserved_fraction"] == 0.0
+    assert c.direct.summary["source_ip_preserved_fraction"] == 1.0
+    local = lbsim.run(SMALL.replace(**{"kube_proxy.external_traffic_policy": "Local"}))
+    assert local.summary["source_ip_preserved_fraction"] == 1.0
+    assert local.summary["second_hop_fraction"] == 0.0
+
+
+def test_summary_has_every_documented_metric():
+    s = lbsim.run(SMALL).summary
+    assert set(s) == set(SUMMARY_METRICS)
+
+
+def test_flows_frame_columns_are_documented():
+    from lbsim.metrics import COUNTER_COLUMNS, FLOW_COLUMNS, GAUGE_COLUMNS
+    r = lbsim.run(SMALL)
+    assert list(r.flows.columns) == list(FLOW_COLUMNS)
+    assert list(r.counters.columns) == list(COUNTER_COLUMNS)
+    assert list(r.gauges.columns) == list(GAUGE_COLUMNS)
+
+
+def test_local_policy_drops_on_a_node_without_pods():
+    sc = SMALL.replace(**{"cluster.nodes": 2, "cluster.pods": 2, "cluster.placement": "packed",
+                          "kube_proxy.external_traffic_policy": "Local", "workload.syn_retries": 1})
+    r = lbsim.run(sc)
+    # round robin sends every other flow to node 1, which has no pod: all its attempts drop
+    assert r.summary["failed_fraction"] == pytest.approx(0.5, abs=1 / 3000)
+    assert r.summary["fail_cause_no_local_endpoint"] == 2 * r.summary["failed"]
+
+
+def test_readme_glossary_lists_every_metric():
+    from pathlib import Path
+    text = (Path(__file__).parents[2] / "README.md").read_text()
+    for k in SUMMARY_METRICS:
+        assert f"`{k}`" in text, k
+
+
+def test_bench_quick_json_schema(tmp_path):
+    out = tmp_path / "out.json"
+    r = subprocess.run([sys.executable, "-m", "lbsim.bench", "--quick", "--json", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "source_ip_preserved_fraction" in r.stdout
+    doc = json.loads(out.read_text())
+    assert doc["lbsim_version"]
+    (sc,) = doc["scenarios"]
+    assert sc["name"] == "default"
+    assert lbsim.Scenario.from_dict(sc["config"]).workload.flows == 10000
+    required = ["flows", "established", "failed", "failed_fraction", "syn_retransmits",
+                "conntrack_insert", "conntrack_insert_failed", "conntrack_drop", "conntrack_early_drop",
+                "conntrack_clash_resolve", "fail_cause_port_exhaustion", "fail_cause_insert_race",
+                "fail_cause_table_full", "connect_latency_p50_s", "connect_latency_p99_s",
+                "response_time_p50_s", "response_time_p99_s", "pod_load_max_over_mean", "pod_load_cv",
+                "source_ip_preserved_fraction", "wall_s", "flows_per_wall_s"]
+    for path in ("nodeport", "direct"):
+        assert set(required) <= set(sc["paths"][path])
+    assert sc["paths"]["direct"]["source_ip_preserved_fraction"] == 1.0
+    assert sc["paths"]["nodeport"]["source_ip_preserved_fraction"] == 0.0
+
+
+def test_bench_seed_changes_numbers(tmp_path):
+    outs = []
+    for seed in ("1", "1", "2"):
+        out = tmp_path / f"o{len(outs)}.json"
+        subprocess.run([sys.executable, "-m", "lbsim.bench", "--quick", "--seed", seed, "--json", str(out)],
+                       check=True, capture_output=True, timeout=300)
+        p = json.loads(out.read_text())["scenarios"][0]["paths"]
+        outs.append({k: _no_wall(v) for k, v in p.items()})
+    assert outs[0] == outs[1] and outs[0] != outs[2]
