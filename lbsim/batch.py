@@ -145,31 +145,50 @@ class _Windows:
                      for k in self.pend}
 
     def _events(self, t1: int) -> None:
-        m, p = self.m, self.pend
-        nat = np.flatnonzero((p["state"] == _AWAIT_NAT) & (p["t_nat"] < t1))
-        conf = np.flatnonzero((p["state"] != _DONE) & (p["t_conf"] < t1))
-        if nat.size == 0 and conf.size == 0:
-            return
-        if self._needs_scalar(nat):
+        """Process every event before ``t1``: vectorized up to the first event where flows of
+        different pods could interact, that event (and its instant) one by one, and so on."""
+        while True:
+            p = self.pend
+            nat = np.flatnonzero((p["state"] == _AWAIT_NAT) & (p["t_nat"] < t1))
+            conf = np.flatnonzero((p["state"] != _DONE) & (p["t_conf"] < t1))
+            if nat.size == 0 and conf.size == 0:
+                break
+            cut = self._first_interaction(nat, t1)
+            if cut is None:
+                self._events_vector(nat, conf)
+                break
+            self._events_vector(nat[p["t_nat"][nat] < cut], conf[p["t_conf"][conf] < cut])
+            if cut == -1:                        # the whole window, one event at a time
+                cut = t1 - 1
+            p = self.pend
+            nat = np.flatnonzero((p["state"] == _AWAIT_NAT) & (p["t_nat"] <= cut))
+            conf = np.flatnonzero((p["state"] != _DONE) & (p["t_conf"] <= cut))
             self._events_scalar(nat, conf)
-        else:
-            self._events_vector(nat, conf)
-        keep = p["state"] != _DONE
-        self.pend = {k: v[keep] for k, v in p.items()}
+        keep = self.pend["state"] != _DONE
+        self.pend = {k: v[keep] for k, v in self.pend.items()}
 
-    def _needs_scalar(self, nat: np.ndarray) -> bool:
-        """Can flows of different pods interact in this window? Then go event by event."""
+    def _first_interaction(self, nat: np.ndarray, t1: int) -> int | None:
+        """Earliest instant at which attempts to different pods could affect each other, -1 for
+        "anywhere in the window" (a node near nf_conntrack_max), or None."""
         m, p = self.m, self.pend
         if nat.size == 0:
-            return False
+            return None
         per_node = np.bincount(p["node"][nat], minlength=m.n_nodes)
         if np.any(m.table.count + m.unconfirmed + per_node > m.ct_max):
-            return True                                # table-full or early_drop possible
-        orig = p["orig"][nat]
-        if np.any(m.table.lookup(orig) >= 0):
-            return True                                # a client tuple already in a table
-        waiting = p["orig"][p["state"] != _DONE]
-        return np.unique(waiting).size < waiting.size  # a client tuple twice in flight
+            return -1                            # table full (or early_drop) possible
+        cut = None
+        held = nat[m.table.lookup(p["orig"][nat]) >= 0]
+        if held.size:                            # a client tuple already in a node's table
+            cut = int(p["t_nat"][held].min())
+        waiting = np.flatnonzero(p["state"] != _DONE)
+        orig = p["orig"][waiting]
+        _, inv, cnt = np.unique(orig, return_inverse=True, return_counts=True)
+        twice = waiting[cnt[inv] > 1]
+        if twice.size:                           # a client tuple twice in flight
+            nxt = np.where(p["state"][twice] == _AWAIT_NAT, p["t_nat"][twice], p["t_conf"][twice])
+            t = int(nxt.min())
+            cut = t if cut is None else min(cut, t)
+        return cut if cut is None or cut < t1 else None
 
     # -- event by event (reference steps) -------------------------------------------------------
     def _events_scalar(self, nat: np.ndarray, conf: np.ndarray) -> None:
