@@ -23,7 +23,7 @@ from . import tuples
 __all__ = ["run_batched"]
 
 _FIELDS = ("flow", "attempt", "arrive", "t_nat", "t_conf", "pkt", "u_ep", "isn", "state", "node",
-           "pod", "port", "exhausted", "orig", "reply")
+           "pod", "port", "exhausted", "orig", "reply", "follow")
 _AWAIT_NAT, _AWAIT_CONFIRM, _DONE = 0, 1, 2
 
 
@@ -110,16 +110,10 @@ class _Windows:
         order = np.lexsort((flow, arrive, pod))
         flow, arrive, pod = flow[order], arrive[order], pod[order]
         rank = _rank(pod)
-        if m.tcp:
-            synack = arrive + m.d_in
-            q = synack + m.d_in
-            connect = synack - m.t0[flow]
-        else:
-            q = arrive
-            connect = np.full(flow.size, -1, np.int64)
-        finish = self._serve_ranked(pod, q, m.service[flow], rank)
+        finish = self._serve_ranked(pod, m.request_arrival(arrive, 0), m.service[flow], rank)
+        _, _, _, connect, response = m.timeline(flow, arrive, 0, finish)
         self._succeed(flow, np.zeros(flow.size, np.int64), pod, np.full(flow.size, -1), connect,
-                      finish + m.d_in - m.t0[flow], tuples.client_ip(m.client[flow]))
+                      response, tuples.client_ip(m.client[flow]))
 
     def _schedule(self, flow, attempt, arrive) -> None:
         """CPU FIFO per (node, CPU) in arrival order: t_nat = start, t_conf = end of processing."""
@@ -140,7 +134,7 @@ class _Windows:
                "pkt": inp["pkt"], "u_ep": inp["u_ep"], "isn": inp["isn"],
                "state": np.full(n, _AWAIT_NAT), "node": m.backend[flow], "pod": np.full(n, -1),
                "port": np.full(n, -1), "exhausted": np.zeros(n, np.int64), "orig": m.orig[flow],
-               "reply": np.full(n, -1), "offsets": inp["offsets"]}
+               "reply": np.full(n, -1), "follow": np.zeros(n, np.int64), "offsets": inp["offsets"]}
         self.pend = {k: np.concatenate((self.pend[k], new[k].astype(self.pend[k].dtype)))
                      for k in self.pend}
 
@@ -153,7 +147,7 @@ class _Windows:
             conf = np.flatnonzero((p["state"] != _DONE) & (p["t_conf"] < t1))
             if nat.size == 0 and conf.size == 0:
                 break
-            cut = self._first_interaction(nat, t1)
+            cut = self._first_interaction(nat, conf, t1)
             if cut is None:
                 self._events_vector(nat, conf)
                 break
@@ -167,12 +161,13 @@ class _Windows:
         keep = self.pend["state"] != _DONE
         self.pend = {k: v[keep] for k, v in self.pend.items()}
 
-    def _first_interaction(self, nat: np.ndarray, t1: int) -> int | None:
+    def _first_interaction(self, nat: np.ndarray, conf: np.ndarray, t1: int) -> int | None:
         """Earliest instant at which attempts to different pods could affect each other, -1 for
         "anywhere in the window" (a node near nf_conntrack_max), or None."""
         m, p = self.m, self.pend
+        follow = conf[p["follow"][conf] != 0]
         if nat.size == 0:
-            return None
+            return int(p["t_conf"][follow].min()) if follow.size else None
         per_node = np.bincount(p["node"][nat], minlength=m.n_nodes)
         if np.any(m.table.count + m.unconfirmed + per_node > m.ct_max):
             return -1                            # table full (or early_drop) possible
@@ -187,6 +182,9 @@ class _Windows:
         if twice.size:                           # a client tuple twice in flight
             nxt = np.where(p["state"][twice] == _AWAIT_NAT, p["t_nat"][twice], p["t_conf"][twice])
             t = int(nxt.min())
+            cut = t if cut is None else min(cut, t)
+        if follow.size:                          # a UDP packet following a tracked flow
+            t = int(p["t_conf"][follow].min())
             cut = t if cut is None else min(cut, t)
         return cut if cut is None or cut < t1 else None
 
@@ -215,7 +213,7 @@ class _Windows:
         for (f, k), po in m.pending.items():          # still waiting for a later confirm
             i = where[(f, k)]
             p["pod"][i], p["port"][i], p["exhausted"][i] = po.pod, po.port, po.exhausted
-            p["reply"][i] = po.reply
+            p["reply"][i], p["follow"][i] = po.reply, int(po.follow)
         m.pending.clear()
 
     def _pending_obj(self, i: int) -> Pending:
@@ -223,7 +221,7 @@ class _Windows:
         return Pending(int(p["flow"][i]), int(p["attempt"][i]), int(p["arrive"][i]),
                        int(p["t_conf"][i]), int(p["node"][i]), int(p["pod"][i]), int(p["port"][i]),
                        bool(p["exhausted"][i]), int(p["orig"][i]), int(p["reply"][i]),
-                       int(p["isn"][i]))
+                       int(p["isn"][i]), bool(p["follow"][i]))
 
     def _add_retry(self, flow, attempt, arrive) -> None:
         r = self.retry
@@ -306,26 +304,13 @@ class _Windows:
         m, p = self.m, self.pend
         f, t, node, pod = p["flow"][i], p["t_conf"][i], p["node"][i], p["pod"][i]
         hop = m.hop(node, pod)
-        t0 = m.t0[f]
-        if m.tcp:
-            synack = t + 2 * hop + m.d_in
-            finish = self._serve_ranked(pod, synack + m.d_in + hop, m.service[f], None)
-            resp = finish + hop + m.d_in
-            t_close = resp + m.hold[f] + m.d_in
-            t_expire = t_close + m.time_wait
-            connect = synack - t0
-        else:
-            finish = self._serve_ranked(pod, t + hop, m.service[f], None)
-            t_rep = finish + hop
-            resp = t_rep + m.d_in
-            t_close = t_rep
-            t_expire = t_rep + np.where(t_rep - t > 2 * NS, m.udp_stream_t, m.udp_t)
-            connect = np.full(i.size, -1, np.int64)
+        finish = self._serve_ranked(pod, m.request_arrival(t, hop), m.service[f], None)
+        t_assured, t_close, t_expire, connect, response = m.timeline(f, t, hop, finish)
         src = tuples.client_ip(m.client[f]) if m.local else tuples.node_ip(node)
         port = np.full(i.size, -1) if m.local else p["port"][i]
-        self._succeed(f, p["attempt"][i], pod, port, connect, resp - t0, src)
+        self._succeed(f, p["attempt"][i], pod, port, connect, response, src)
         flags = np.uint8((int(TCP) if m.tcp else 0) | (0 if m.local else int(SNAT)))
-        m._insert(p["orig"][i], p["reply"][i], node, pod, f, t, t_close, t_expire,
+        m._insert(p["orig"][i], p["reply"][i], node, pod, f, t, t_assured, t_close, t_expire,
                   np.full(i.size, flags), p["isn"][i])
         p["state"][i] = _DONE
 
@@ -365,6 +350,7 @@ class _Windows:
         f, k = p["flow"][i], p["attempt"][i]
         m.cause_count[cause] += i.size
         m.cause[f] = cause
+        m.log_drops(t_fail, f, k, p["node"][i], cause)
         last = k >= m.retries
         m.out[f[last]] = 2
         m.attempts[f[last]] = k[last] + 1

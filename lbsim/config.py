@@ -336,11 +336,14 @@ class ConntrackConfig(_Section):
 
     #: ``nf_conntrack_max``: entries (expired but not yet collected ones count too)
     max: int = 262144
+    #: ``nf_conntrack_buckets`` (hash size); early_drop scans 8 of them from the new tuple's
+    buckets: int = 262144
     #: ``nf_conntrack_tcp_timeout_time_wait``, seconds
     time_wait_s: float = 120.0
     #: ``nf_conntrack_udp_timeout``: UDP entry after its last packet, seconds
     udp_s: float = 30.0
-    #: ``nf_conntrack_udp_timeout_stream``: UDP entry that saw a reply more than 2 s after it began
+    #: ``nf_conntrack_udp_timeout_stream``: UDP entry with packets after its reply more than 2 s
+    #: after it began (an ASSURED "stream"; needs ``workload.hold_s`` > 0)
     udp_stream_s: float = 120.0
     #: period of the garbage collector that frees expired entries, seconds
     gc_interval_s: float = 1.0
@@ -348,6 +351,7 @@ class ConntrackConfig(_Section):
     def __post_init__(self) -> None:
         n = self._name
         _check_int(n("max"), self.max, 1, 1 << 31)
+        _check_int(n("buckets"), self.buckets, 1, 1 << 31)
         _check_float(n("time_wait_s"), self.time_wait_s)
         _check_float(n("udp_s"), self.udp_s)
         _check_float(n("udp_stream_s"), self.udp_stream_s)

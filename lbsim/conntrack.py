@@ -33,6 +33,7 @@ ENTRY_FIELDS = {
     "pod": np.int32,
     "flow": np.int64,
     "t_confirm": np.int64,  # ns
+    "t_assured": np.int64,  # ns; from then on IPS_ASSURED (not evictable by early_drop)
     "t_close": np.int64,    # ns; TCP: start of TIME_WAIT (the entry may then be evicted)
     "t_expire": np.int64,   # ns; first instant at which the entry is no longer live
     "flags": np.uint8,
@@ -41,11 +42,21 @@ ENTRY_FIELDS = {
 }
 
 
-class _EntryStore:
-    """Struct-of-arrays storage of entries, indexed by entry id (eid)."""
+#: NF_CT_EVICTION_RANGE: buckets early_drop scans from the new entry's own bucket
+EVICTION_RANGE = 8
 
-    def __init__(self, nodes: int, capacity: int = 1024) -> None:
+
+class _EntryStore:
+    """Struct-of-arrays storage of entries, indexed by entry id (eid).
+
+    ``buckets`` (``nf_conntrack_buckets``) and ``salt`` (the per-boot hash secret) place every
+    tuple in a hash bucket, which only ``early_drop`` needs: entries are otherwise found by key.
+    """
+
+    def __init__(self, nodes: int, capacity: int = 1024, buckets: int = 262144, salt: int = 0) -> None:
         self.nodes = nodes
+        self.buckets = buckets
+        self.salt = np.uint64(salt)
         self.count = np.zeros(nodes, dtype=np.int64)
         self.size = 0
         for name, dt in ENTRY_FIELDS.items():
@@ -98,6 +109,78 @@ class _EntryStore:
         has_orig = self.orig[eid] >= 0
         self._index_del(self.orig[eid][has_orig], eid[has_orig])
 
+    def bucket(self, keys: np.ndarray) -> np.ndarray:
+        """Hash bucket of tuples: ``reciprocal_scale(hash, buckets)`` of a keyed 32-bit hash."""
+        h = mix64(np.asarray(keys, np.int64).view(np.uint64) ^ self.salt) >> np.uint64(32)
+        return ((h * np.uint64(self.buckets)) >> np.uint64(32)).astype(np.int64)
+
+    def early_drop(self, node: int, new_orig: int, t: int) -> int:
+        """``early_drop()`` (nf_conntrack_core.c) for a new entry over ``nf_conntrack_max``.
+
+        Scans up to 8 buckets from the new tuple's bucket; in each, frees expired entries and kills
+        every confirmed entry that is not ASSURED; stops at the first bucket that killed any.
+        An entry sits in the chain of its ORIGINAL and of its REPLY tuple. Returns the kills.
+        """
+        n = self.size
+        b0 = int(self.bucket(np.array([new_orig]))[0])
+        mine = np.flatnonzero(self.alive[:n] & (self.node[:n] == node))
+        has_orig = self.orig[mine] >= 0
+        ob = np.where(has_orig, self.bucket(np.where(has_orig, self.orig[mine], 0)), -1)
+        rb = self.bucket(self.reply[mine])
+        for i in range(EVICTION_RANGE):
+            b = (b0 + i) % self.buckets
+            here = mine[(ob == b) | (rb == b)]
+            here = here[self.alive[here]]
+            expired = here[self.t_expire[here] <= t]
+            self.release(expired)
+            victims = here[(self.t_expire[here] > t) & (self.t_assured[here] > t)]
+            if victims.size:
+                self.release(victims)
+                return int(victims.size)
+        return 0
+
+    def gc_pass(self, t: int, limit95: int) -> np.ndarray:
+        """One full pass of the GC worker (``gc_worker`` in nf_conntrack_core.c) at ``t``.
+
+        Frees every expired entry. While a node holds at least ``limit95`` entries (95 % of
+        ``nf_conntrack_max``), it also kills entries that ``gc_worker_can_early_drop`` allows: not
+        ASSURED, or TCP and closing (FIN_WAIT .. TIME_WAIT, CLOSE). The pass walks buckets in order
+        and each chain newest first; an entry is met in the first of its two buckets. Returns the
+        number of entries killed early on each node (no ``conntrack -S`` counter counts them).
+        """
+        killed = np.zeros(self.nodes, dtype=np.int64)
+        n = self.size
+        held = np.flatnonzero(self.alive[:n])
+        if held.size == 0:
+            return killed
+        expired = self.t_expire[held] <= t
+        can = ~expired & ((self.t_assured[held] > t)
+                          | (((self.flags[held] & TCP) != 0) & (self.t_close[held] <= t)))
+        over = self.count >= limit95
+        victims = []
+        for node in np.flatnonzero(over):
+            mine = self.node[held] == node
+            e = held[mine]
+            first = self._first_bucket(e)
+            order = np.lexsort((-e, first))          # bucket, then newest first
+            e, exp_o, can_o = e[order], expired[mine][order], can[mine][order]
+            freed_before = np.cumsum(exp_o) - exp_o  # expired entries met earlier
+            cand = np.flatnonzero(can_o)
+            ok = self.count[node] - freed_before[cand] - np.arange(cand.size) >= limit95
+            k = int(np.argmin(ok)) if not ok.all() else cand.size
+            victims.append(e[cand[:k]])
+            killed[node] = k
+        self.collect(t)
+        if victims:
+            self.release(np.concatenate(victims))
+        return killed
+
+    def _first_bucket(self, eid: np.ndarray) -> np.ndarray:
+        rb = self.bucket(self.reply[eid])
+        has_orig = self.orig[eid] >= 0
+        ob = self.bucket(np.where(has_orig, self.orig[eid], 0))
+        return np.where(has_orig, np.minimum(ob, rb), rb)
+
     def collect(self, t: int) -> int:
         """The GC worker: free every entry expired at ``t``; returns how many."""
         n = self.size
@@ -143,8 +226,8 @@ class _EntryStore:
 class DictConntrackTable(_EntryStore):
     """Reference table: the index is a Python dict from key to entry id."""
 
-    def __init__(self, nodes: int, capacity: int = 1024) -> None:
-        super().__init__(nodes, capacity)
+    def __init__(self, nodes: int, capacity: int = 1024, **kw) -> None:
+        super().__init__(nodes, capacity, **kw)
         self._index: dict[int, int] = {}
 
     def lookup(self, keys: np.ndarray) -> np.ndarray:
@@ -176,8 +259,8 @@ class ConntrackTable(_EntryStore):
     _EMPTY = np.int64(-1)
     _TOMB = np.int64(-2)
 
-    def __init__(self, nodes: int, capacity: int = 1024) -> None:
-        super().__init__(nodes, capacity)
+    def __init__(self, nodes: int, capacity: int = 1024, **kw) -> None:
+        super().__init__(nodes, capacity, **kw)
         self._alloc_index(2 * capacity)
 
     def _alloc_index(self, slots: int) -> None:

@@ -12,8 +12,9 @@ import pandas as pd
 from .model import NS, Cause, Model
 from .tuples import CLIENT_BASE
 
-__all__ = ["FLOW_COLUMNS", "COUNTER_COLUMNS", "GAUGE_COLUMNS", "SUMMARY_METRICS", "flows_frame",
-           "counters_frame", "gauges_frame", "summarize"]
+__all__ = ["FLOW_COLUMNS", "COUNTER_COLUMNS", "GAUGE_COLUMNS", "DROP_COLUMNS", "SNAT_COLUMNS",
+           "SUMMARY_METRICS", "flows_frame", "counters_frame", "gauges_frame", "drops_frame",
+           "snat_frame", "summarize"]
 
 FLOW_COLUMNS = {
     "flow": "flow number, in arrival order",
@@ -43,6 +44,23 @@ COUNTER_COLUMNS = {
     "early_drop": "entries evicted to make room in a full table",
     "clash_resolve": "UDP clashes resolved at confirm (adopted or NAT_CLASH-inserted)",
     "entries_inserted": "entries confirmed into the table (what insert used to count)",
+    "gc_early_drop": "entries the GC worker killed early while the table was >= 95 % full "
+                     "(not a conntrack -S counter)",
+}
+
+DROP_COLUMNS = {
+    "t_s": "time the packet was dropped, s",
+    "flow": "flow number",
+    "attempt": "attempt number (0: first SYN or request)",
+    "node": "node that dropped it",
+    "cause": "why (same categories as the flows table)",
+}
+
+SNAT_COLUMNS = {
+    "t_s": "sample time (every conntrack.gc_interval_s), s",
+    "node": "node number",
+    "pod": "pod number",
+    "ports": "SNAT source ports held by live entries of this (node, pod); pairs with none are left out",
 }
 
 GAUGE_COLUMNS = {
@@ -130,6 +148,33 @@ def gauges_frame(m: Model) -> pd.DataFrame:
         "entries": np.concatenate([g[1] for g in m.gauges]),
         "live_entries": np.concatenate([g[2] for g in m.gauges]),
     })
+
+
+def drops_frame(m: Model) -> pd.DataFrame:
+    """Every dropped packet, in time order (ties by flow and attempt)."""
+    if not m.drop_log:
+        cols = {k: np.zeros(0, np.int64) for k in DROP_COLUMNS}
+        cols["t_s"] = np.zeros(0)
+        cols["cause"] = pd.Categorical.from_codes(np.zeros(0, np.int64), list(Cause.NAMES))
+        return pd.DataFrame(cols)
+    t, flow, attempt, node, cause = (np.concatenate(c) for c in zip(*m.drop_log))
+    order = np.lexsort((attempt, flow, t))
+    return pd.DataFrame({
+        "t_s": t[order] / NS, "flow": flow[order], "attempt": attempt[order],
+        "node": node[order],
+        "cause": pd.Categorical.from_codes(cause[order].astype(np.int64), list(Cause.NAMES)),
+    })
+
+
+def snat_frame(m: Model) -> pd.DataFrame:
+    """SNAT ports in use per (node, pod) over time, long format, nonzero rows only."""
+    if not m.snat_gauges:
+        return pd.DataFrame({"t_s": np.zeros(0), "node": np.zeros(0, np.int64),
+                             "pod": np.zeros(0, np.int64), "ports": np.zeros(0, np.int64)})
+    t = np.concatenate([np.full(g[1].size, g[0]) for g in m.snat_gauges]) / NS
+    pair = np.concatenate([g[1] for g in m.snat_gauges])
+    return pd.DataFrame({"t_s": t, "node": pair // m.n_pods, "pod": pair % m.n_pods,
+                         "ports": np.concatenate([g[2] for g in m.snat_gauges])})
 
 
 def _q(x: np.ndarray, q: float) -> float:

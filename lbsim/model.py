@@ -35,6 +35,7 @@ from .rng import Streams, mix64
 __all__ = ["Model", "Cause", "run_reference", "NS"]
 
 NS = 1_000_000_000
+_NEVER = np.iinfo(np.int64).max
 
 
 def ns(seconds: float) -> int:
@@ -74,6 +75,8 @@ class Pending:
     orig: int
     reply: int
     isn: int
+    #: a UDP packet of a flow already tracked on the node: it follows that entry (no new one)
+    follow: bool = False
 
 
 class Model:
@@ -103,7 +106,9 @@ class Model:
         self._schedule()
         self._flows()
         # state
-        self.table = table_cls(self.n_nodes)
+        self.table = table_cls(self.n_nodes, buckets=ct.buckets,
+                               salt=int(st.keys["ct_hash"]))
+        self.limit95 = self.ct_max // 100 * 95        # nf_conntrack_max95
         self.unconfirmed = np.zeros(self.n_nodes, dtype=np.int64)
         self.cpu_free = np.zeros(self.n_nodes * self.cpus, dtype=np.int64)
         self.worker_free = np.zeros((self.n_pods, sc.pod.workers), dtype=np.int64)
@@ -120,9 +125,11 @@ class Model:
         self.src_ip = np.zeros(F, dtype=np.int64)
         self.counters = {k: np.zeros(self.n_nodes, dtype=np.int64)
                          for k in ("found", "insert", "insert_failed", "drop", "early_drop",
-                                   "clash_resolve", "entries_inserted")}
+                                   "clash_resolve", "entries_inserted", "gc_early_drop")}
+        self.drop_log: list[tuple[np.ndarray, ...]] = []   # (t, flow, attempt, node, cause)
         self.cause_count = np.zeros(len(Cause.NAMES), dtype=np.int64)
         self.gauges: list[tuple[int, np.ndarray, np.ndarray]] = []
+        self.snat_gauges: list[tuple[int, np.ndarray, np.ndarray]] = []
         self.resolved = 0
 
     # -- inputs ------------------------------------------------------------------------------
@@ -199,9 +206,11 @@ class Model:
         ``gap_min`` after the drop (a retransmission cannot overtake its own dropped SYN)."""
         return max(arrive + int(self.gaps[attempt]), t_fail + self.gap_min)
 
-    def fail(self, flow: int, attempt: int, arrive: int, t_fail: int, cause: int):
+    def fail(self, flow: int, attempt: int, arrive: int, t_fail: int, cause: int, node: int):
         """Record a dropped attempt; returns the next attempt's arrival time, or None."""
         self.cause_count[cause] += 1
+        self.log_drops(np.array([t_fail]), np.array([flow]), np.array([attempt]), np.array([node]),
+                       cause)
         self.cause[flow] = cause
         if attempt < self.retries:
             return self.retry_arrival(flow, attempt, arrive, t_fail)
@@ -209,6 +218,9 @@ class Model:
         self.attempts[flow] = attempt + 1
         self.resolved += 1
         return None
+
+    def log_drops(self, t, flow, attempt, node, cause: int) -> None:
+        self.drop_log.append((t, flow, attempt, node, np.full(np.size(t), cause)))
 
     def succeed(self, flow, attempt, pod, port, connect, response, src_ip) -> None:
         self.out[flow] = OK
@@ -230,24 +242,35 @@ class Model:
 
     def nat_step(self, flow: int, attempt: int, arrive: int, t_nat: int, t_conf: int,
                  inp: dict) -> int | None:
-        """Allocation, DNAT and SNAT at ``t_nat``. Returns the next attempt's arrival if dropped
-        here, else None (the attempt waits for its confirm)."""
+        """Conntrack lookup, allocation, DNAT and SNAT at ``t_nat``. Returns the next attempt's
+        arrival if dropped here, else None (the attempt waits for its confirm)."""
         node = int(self.backend[flow])
-        if self.table.count[node] + self.unconfirmed[node] + 1 > self.ct_max:
-            self.counters["drop"][node] += 1           # allocation fails: "table full"
-            return self._fail_now(flow, attempt, arrive, t_nat, Cause.TABLE_FULL)
         orig = int(self.orig[flow])
-        eid = int(self.table.lookup(np.array([orig]))[0])
-        if eid >= 0 and self.table.alive[eid]:
-            if self.table.t_expire[eid] <= t_nat:
-                self.table.release(np.array([eid]))
-            elif self.tcp and t_nat >= self.table.t_close[eid]:
-                self.table.release(np.array([eid]))    # SYN reopens a TIME_WAIT/CLOSE tuple
+        follow = -1
+        eid = self._live_eid(orig, t_nat)          # resolve_normal_ct: is the tuple known?
+        if eid >= 0:
+            if not self.tcp:
+                follow = eid                       # a UDP packet of a tracked flow: no new entry
+            elif t_nat >= self.table.t_close[eid]:
+                self.table.release(np.array([eid]))  # a SYN reopens a TIME_WAIT/CLOSE tuple
             else:
-                return self._fail_now(flow, attempt, arrive, t_nat, Cause.TUPLE_IN_USE)
+                return self.fail(flow, attempt, arrive, t_nat, Cause.TUPLE_IN_USE, node)
+        if follow >= 0:
+            tb = self.table
+            pod, port, reply = int(tb.pod[follow]), int(tb.reply[follow]) & 0xFFFF, int(tb.reply[follow])
+            self.pending[(flow, attempt)] = Pending(flow, attempt, arrive, t_conf, node, pod, port,
+                                                    False, orig, reply, int(inp["isn"]), True)
+            return None
+        if self.table.count[node] + self.unconfirmed[node] + 1 > self.ct_max:
+            # __nf_conntrack_alloc: over nf_conntrack_max, early_drop() or "table full"
+            killed = self.table.early_drop(node, orig, t_nat)
+            if not killed:
+                self.counters["drop"][node] += 1
+                return self.fail(flow, attempt, arrive, t_nat, Cause.TABLE_FULL, node)
+            self.counters["early_drop"][node] += killed
         pod = int(self.endpoint(np.array([node]), np.array([inp["u_ep"]]))[0])
         if pod < 0:
-            return self._fail_now(flow, attempt, arrive, t_nat, Cause.NO_LOCAL_ENDPOINT)
+            return self.fail(flow, attempt, arrive, t_nat, Cause.NO_LOCAL_ENDPOINT, node)
         sport = int(self.sport[flow])
         if self.local:
             port, exhausted = sport, False
@@ -261,9 +284,6 @@ class Model:
         self.pending[(flow, attempt)] = Pending(flow, attempt, arrive, t_conf, node, pod, port,
                                                 exhausted, orig, reply, int(inp["isn"]))
         return None
-
-    def _fail_now(self, flow, attempt, arrive, t, cause):
-        return self.fail(flow, attempt, arrive, t, cause)
 
     def _live_eid(self, key: int, t: int) -> int:
         """Entry held under ``key`` and live at ``t``, or -1; an expired one met is freed."""
@@ -279,6 +299,12 @@ class Model:
         """``__nf_conntrack_confirm`` at ``t_conf``; on success the pod serves the request.
         Returns the next attempt's arrival if the attempt was dropped, else None."""
         t, node = p.t_conf, p.node
+        if p.follow:
+            eid = self._live_eid(p.orig, t)
+            if eid >= 0:
+                self._serve_nodeport(p, adopt=eid)
+                return None
+            self.unconfirmed[node] += 1            # the entry vanished meanwhile: confirm anew
         self.unconfirmed[node] -= 1
         e_orig = self._live_eid(p.orig, t)
         e_reply = self._live_eid(p.reply, t)
@@ -298,7 +324,7 @@ class Model:
         self.counters["insert_failed"][node] += 1
         self.counters["drop"][node] += 1
         cause = Cause.PORT_EXHAUSTION if p.exhausted else Cause.INSERT_RACE
-        return self.fail(p.flow, p.attempt, p.arrive, t, cause)
+        return self.fail(p.flow, p.attempt, p.arrive, t, cause, node)
 
     def serve(self, pod: int, q: int, service: int) -> int:
         """FIFO with ``workers`` servers: the request arriving at ``q`` finishes at the return."""
@@ -308,63 +334,84 @@ class Model:
         wf[w] = finish
         return finish
 
+    # -- the life of a confirmed attempt (works on scalars and arrays alike) --------------------
+    def request_arrival(self, t_conf, hop):
+        """When the request reaches the pod. TCP: the SYN goes on to the pod, the SYN-ACK back
+        through the node to the client, which sends the request with its ACK. UDP: the datagram
+        itself."""
+        if self.tcp:
+            return t_conf + 3 * hop + 2 * self.d_in
+        return t_conf + hop
+
+    def timeline(self, flow, t_conf, hop, finish):
+        """Entry timeline and client-side latencies once the pod finishes at ``finish``.
+
+        Returns ``(t_assured, t_close, t_expire, connect, response)`` in ns (connect -1 for UDP).
+        TCP: ASSURED when the handshake's ACK passes the node; TIME_WAIT from the client's FIN
+        (sent ``hold_s`` after the response) for ``time_wait_s``. UDP (kernel-facts 3.6): an entry
+        expires ``udp_s`` after its last packet; packets after the reply that come more than 2 s
+        after the start (``hold_s`` > 0) make it an ASSURED stream entry with ``udp_stream_s``.
+        """
+        t0 = self.t0[flow]
+        resp = finish + hop + self.d_in
+        if self.tcp:
+            synack = t_conf + 2 * hop + self.d_in
+            t_assured = synack + self.d_in
+            t_close = resp + self.hold[flow] + self.d_in
+            return t_assured, t_close, t_close + self.time_wait, synack - t0, resp - t0
+        t_rep = finish + hop
+        t_last = t_rep + self.hold[flow]
+        stream = (self.hold[flow] > 0) & (t_last - t_conf > 2 * NS)
+        t_assured = np.where(stream, np.maximum(t_rep, t_conf + 2 * NS), _NEVER)
+        t_expire = t_last + np.where(stream, self.udp_stream_t, self.udp_t)
+        return t_assured, t_last, t_expire, -1 + 0 * t0, resp - t0
+
     def _serve_nodeport(self, p: Pending, adopt: int = -1, nat_clash: bool = False) -> None:
         f, t = p.flow, p.t_conf
         hop = int(self.hop(p.node, p.pod))
-        t0 = int(self.t0[f])
-        if self.tcp:
-            synack = t + 2 * hop + self.d_in
-            finish = self.serve(p.pod, synack + self.d_in + hop, int(self.service[f]))
-            resp = finish + hop + self.d_in
-            t_close = resp + int(self.hold[f]) + self.d_in
-            t_expire = t_close + self.time_wait
-            connect = synack - t0
-        else:
-            finish = self.serve(p.pod, t + hop, int(self.service[f]))
-            t_rep = finish + hop
-            resp = t_rep + self.d_in
-            t_close = t_rep
-            t_expire = t_rep + (self.udp_stream_t if t_rep - t > 2 * NS else self.udp_t)
-            connect = -1
+        finish = self.serve(p.pod, int(self.request_arrival(t, hop)), int(self.service[f]))
+        t_assured, t_close, t_expire, connect, response = (
+            int(x) for x in self.timeline(f, t, hop, finish))
         src = int(tuples.client_ip(self.client[f]) if self.local else tuples.node_ip(p.node))
-        self.succeed(f, p.attempt, p.pod, -1 if self.local else p.port, connect, resp - t0, src)
+        self.succeed(f, p.attempt, p.pod, -1 if self.local else p.port, connect, response, src)
         if adopt >= 0:
             self.table.t_expire[adopt] = max(int(self.table.t_expire[adopt]), t_expire)
             return
         flags = (TCP if self.tcp else 0) | (0 if self.local else SNAT)
-        if nat_clash:
+        if nat_clash:   # IPS_NAT_CLASH | IPS_FIXED_TIMEOUT: reply-only, 1 s, never ASSURED
             flags |= NAT_CLASH
-            t_expire = t + NS
+            t_expire, t_assured = t + NS, _NEVER
         self._insert(np.array([p.orig if not nat_clash else -1]), np.array([p.reply]), p.node,
-                     p.pod, f, t, t_close, t_expire, flags, p.isn)
+                     p.pod, f, t, t_assured, t_close, t_expire, flags, p.isn)
 
-    def _insert(self, orig, reply, node, pod, flow, t, t_close, t_expire, flags, isn) -> None:
+    def _insert(self, orig, reply, node, pod, flow, t, t_assured, t_close, t_expire, flags,
+                isn) -> None:
         self.table.add(orig=orig, reply=reply, node=node, pod=pod, flow=flow, t_confirm=t,
-                       t_close=t_close, t_expire=t_expire, flags=flags,
+                       t_assured=t_assured, t_close=t_close, t_expire=t_expire, flags=flags,
                        seq=(np.asarray(isn, np.int64) + 2) & 0xFFFFFFFF)
         np.add.at(self.counters["entries_inserted"], np.asarray(node), 1)
 
     def serve_direct(self, flow: int, arrive: int) -> None:
-        """The direct path: the LB's pod serves the request; the pod sees the client's IP."""
+        """The direct path: the LB's pod serves the request; the pod sees the client's IP. Its
+        timeline is the NodePort one with no node: confirm = arrival at the pod, no second hop."""
         pod = int(self.backend[flow])
-        t0 = int(self.t0[flow])
-        if self.tcp:
-            synack = arrive + self.d_in
-            finish = self.serve(pod, synack + self.d_in, int(self.service[flow]))
-            connect = synack - t0
-        else:
-            finish = self.serve(pod, arrive, int(self.service[flow]))
-            connect = -1
-        self.succeed(flow, 0, pod, -1, connect, finish + self.d_in - t0,
+        finish = self.serve(pod, int(self.request_arrival(arrive, 0)), int(self.service[flow]))
+        _, _, _, connect, response = self.timeline(flow, arrive, 0, finish)
+        self.succeed(flow, 0, pod, -1, int(connect), int(response),
                      int(tuples.client_ip(self.client[flow])))
 
     def gc_tick(self, t: int) -> None:
         """The conntrack GC worker and the gauges, every ``gc_interval_s``."""
-        self.table.collect(t)
-        n = self.table.size
-        alive = self.table.alive[:n] & (self.table.t_expire[:n] > t)
-        live = np.bincount(self.table.node[:n][alive], minlength=self.n_nodes)
-        self.gauges.append((t, self.table.count.copy(), live))
+        self.counters["gc_early_drop"] += self.table.gc_pass(t, self.limit95)
+        tb = self.table
+        n = tb.size
+        alive = tb.alive[:n] & (tb.t_expire[:n] > t)
+        live = np.bincount(tb.node[:n][alive], minlength=self.n_nodes)
+        self.gauges.append((t, tb.count.copy(), live))
+        snat = alive & ((tb.flags[:n] & SNAT) != 0)
+        pair = tb.node[:n][snat].astype(np.int64) * self.n_pods + tb.pod[:n][snat]
+        pairs, ports = np.unique(pair, return_counts=True)
+        self.snat_gauges.append((t, pairs, ports))
 
 
 def _durations(d, st: Streams, stream: str, fid: np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ import pandas as pd
 from .batch import run_batched
 from .config import DataPath, Scenario
 from .conntrack import ConntrackTable, DictConntrackTable
-from .metrics import counters_frame, flows_frame, gauges_frame, summarize
+from .metrics import counters_frame, drops_frame, flows_frame, gauges_frame, snat_frame, summarize
 from .model import Model, run_reference
 
 __all__ = ["Result", "Comparison", "run", "compare"]
@@ -29,6 +29,8 @@ class Result:
     flows : one row per flow (``lbsim.metrics.FLOW_COLUMNS``)
     counters : one row per node, ``conntrack -S`` style (``lbsim.metrics.COUNTER_COLUMNS``)
     gauges : conntrack occupancy per node over time (``lbsim.metrics.GAUGE_COLUMNS``)
+    drops : every dropped packet with its time, node and cause (``lbsim.metrics.DROP_COLUMNS``)
+    snat : SNAT ports in use per (node, pod) over time (``lbsim.metrics.SNAT_COLUMNS``)
     summary : the summary metrics (``lbsim.metrics.SUMMARY_METRICS``)
     """
 
@@ -36,6 +38,8 @@ class Result:
     flows: pd.DataFrame
     counters: pd.DataFrame
     gauges: pd.DataFrame
+    drops: pd.DataFrame
+    snat: pd.DataFrame
     summary: dict[str, float]
 
 
@@ -56,8 +60,8 @@ def run(scenario: Scenario, *, engine: Engine = "batched", batch_flows: int = 40
         raise ValueError(f"engine = {engine!r} is invalid: must be 'batched' or 'reference'")
     wall = time.perf_counter() - start
     flows = flows_frame(model)
-    return Result(scenario, flows, counters_frame(model), gauges_frame(model),
-                  summarize(model, flows, wall))
+    return Result(scenario, flows, counters_frame(model), gauges_frame(model), drops_frame(model),
+                  snat_frame(model), summarize(model, flows, wall))
 
 
 @dataclass(frozen=True)

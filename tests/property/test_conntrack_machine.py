@@ -29,7 +29,7 @@ class TablesAgree(RuleBasedStateMachine):
         n = len(reply)
         orig = np.array(reply) + 1000 if with_orig else np.full(n, -1)
         fields = dict(orig=orig, reply=np.array(reply), node=np.full(n, node), pod=np.zeros(n),
-                      flow=np.arange(n), t_confirm=np.full(n, self.t), t_close=np.full(n, self.t),
+                      flow=np.arange(n), t_confirm=np.full(n, self.t), t_assured=np.full(n, self.t), t_close=np.full(n, self.t),
                       t_expire=np.full(n, self.t + life), flags=np.zeros(n, np.uint8), seq=np.zeros(n))
         assert np.array_equal(self.fast.add(**fields), self.ref.add(**fields))
 

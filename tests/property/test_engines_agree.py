@@ -60,6 +60,11 @@ def assert_same(a: Model, b: Model):
     for ga, gb in zip(a.gauges, b.gauges):
         assert ga[0] == gb[0] and np.array_equal(ga[1], gb[1]) and np.array_equal(ga[2], gb[2])
     assert np.array_equal(a.table.count, b.table.count)
+    assert len(a.snat_gauges) == len(b.snat_gauges)
+    for ga, gb in zip(a.snat_gauges, b.snat_gauges):
+        assert ga[0] == gb[0] and np.array_equal(ga[1], gb[1]) and np.array_equal(ga[2], gb[2])
+    from lbsim.metrics import drops_frame
+    assert drops_frame(a).equals(drops_frame(b))
 
 
 @settings(max_examples=60)

@@ -55,8 +55,12 @@ def test_summary_has_every_documented_metric():
 
 
 def test_flows_frame_columns_are_documented():
-    from lbsim.metrics import COUNTER_COLUMNS, FLOW_COLUMNS, GAUGE_COLUMNS
-    r = lbsim.run(SMALL)
+    from lbsim.metrics import COUNTER_COLUMNS, DROP_COLUMNS, FLOW_COLUMNS, GAUGE_COLUMNS, SNAT_COLUMNS
+    r = lbsim.run(SMALL.replace(**{"nat.port_range": [10000, 10010], "nat.kernel": "5.x",
+                                    "cluster.nodes": 1, "cluster.pods": 2, "workload.syn_retries": 0}))
+    assert len(r.drops) > 0 and len(r.snat) > 0
+    assert list(r.drops.columns) == list(DROP_COLUMNS)
+    assert list(r.snat.columns) == list(SNAT_COLUMNS)
     assert list(r.flows.columns) == list(FLOW_COLUMNS)
     assert list(r.counters.columns) == list(COUNTER_COLUMNS)
     assert list(r.gauges.columns) == list(GAUGE_COLUMNS)
