@@ -119,7 +119,7 @@ class _Windows:
         """CPU FIFO per (node, CPU) in arrival order: t_nat = start, t_conf = end of processing."""
         m = self.m
         inp = m.attempt_inputs(flow, attempt)
-        cpu = m.cpu[flow]
+        cpu = inp["cpu"]
         order = np.lexsort((attempt, flow, arrive, cpu))
         cpu_o, a, s = cpu[order], arrive[order], inp["pkt"][order]
         end = _lindley(cpu_o, a, s, m.cpu_free)
@@ -165,16 +165,18 @@ class _Windows:
         """Earliest instant at which attempts to different pods could affect each other, -1 for
         "anywhere in the window" (a node near nf_conntrack_max), or None."""
         m, p = self.m, self.pend
+        if m.legacy:
+            return -1                            # 4.x: the SNAT rover is shared by all pods
         follow = conf[p["follow"][conf] != 0]
-        if nat.size == 0:
-            return int(p["t_conf"][follow].min()) if follow.size else None
-        per_node = np.bincount(p["node"][nat], minlength=m.n_nodes)
+        per_node = np.bincount(p["node"][nat], minlength=m.n_nodes) if nat.size else 0
         if np.any(m.table.count + m.unconfirmed + per_node > m.ct_max):
             return -1                            # table full (or early_drop) possible
         cut = None
-        held = nat[m.table.lookup(p["orig"][nat]) >= 0]
+        ev = np.concatenate((nat, conf))
+        held = ev[m.table.lookup(p["orig"][ev]) >= 0]
         if held.size:                            # a client tuple already in a node's table
-            cut = int(p["t_nat"][held].min())
+            cut = int(np.where(p["state"][held] == _AWAIT_NAT, p["t_nat"][held],
+                               p["t_conf"][held]).min())
         waiting = np.flatnonzero(p["state"] != _DONE)
         orig = p["orig"][waiting]
         _, inv, cnt = np.unique(orig, return_inverse=True, return_counts=True)
@@ -265,7 +267,7 @@ class _Windows:
         m, p = self.m, self.pend
         node, pod = p["node"][i], p["pod"][i]
         sport = m.sport[p["flow"][i]]
-        if m.local:
+        if not m.snat:
             port, exhausted = sport, np.zeros(i.size, bool)
         else:
             port, exhausted, found, _ = select_ports(m.table, p["t_nat"][i], node, pod, sport,
@@ -274,7 +276,7 @@ class _Windows:
         np.add.at(m.unconfirmed, node, 1)
         p["port"][i] = port
         p["exhausted"][i] = exhausted
-        p["reply"][i] = m.reply_for(node, pod, port, p["orig"][i])
+        p["reply"][i] = m.reply_for(node, pod, port, p["flow"][i])
         p["state"][i] = _AWAIT_CONFIRM
 
     def _confirm_vector(self, i: np.ndarray) -> None:
@@ -306,10 +308,10 @@ class _Windows:
         hop = m.hop(node, pod)
         finish = self._serve_ranked(pod, m.request_arrival(t, hop), m.service[f], None)
         t_assured, t_close, t_expire, connect, response = m.timeline(f, t, hop, finish)
-        src = tuples.client_ip(m.client[f]) if m.local else tuples.node_ip(node)
-        port = np.full(i.size, -1) if m.local else p["port"][i]
+        src = tuples.node_ip(node) if m.snat else tuples.client_ip(m.client[f])
+        port = p["port"][i] if m.snat else np.full(i.size, -1)
         self._succeed(f, p["attempt"][i], pod, port, connect, response, src)
-        flags = np.uint8((int(TCP) if m.tcp else 0) | (0 if m.local else int(SNAT)))
+        flags = np.uint8((int(TCP) if m.tcp else 0) | (int(SNAT) if m.snat else 0))
         m._insert(p["orig"][i], p["reply"][i], node, pod, f, t, t_assured, t_close, t_expire,
                   np.full(i.size, flags), p["isn"][i])
         p["state"][i] = _DONE

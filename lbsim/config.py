@@ -21,7 +21,7 @@ import tomli_w
 from .durations import Duration, Fixed, duration_to_toml, parse_duration
 
 __all__ = [
-    "DataPath", "Protocol", "LBAlgorithm", "ProxyMode", "TrafficPolicy", "NatKernel",
+    "DataPath", "Protocol", "Source", "LBAlgorithm", "ProxyMode", "TrafficPolicy", "NatKernel",
     "WorkloadConfig", "LBConfig", "ClusterConfig", "PodConfig", "KubeProxyConfig", "NatConfig",
     "ConntrackConfig", "NetworkConfig", "Scenario",
     "MAX_NODES", "MAX_PODS", "MAX_CLIENTS",
@@ -43,6 +43,19 @@ class DataPath(str, enum.Enum):
 class Protocol(str, enum.Enum):
     TCP = "tcp"
     UDP = "udp"
+
+
+class Source(str, enum.Enum):
+    """Where the clients are.
+
+    ``external``: outside the cluster, through the cloud LB; a node's NIC steers a flow's packets to
+    a CPU by an RSS hash of its tuple. ``pod``: pods on the nodes calling the Service's ClusterIP
+    (as resolvers call kube-dns): client ``c`` runs on node ``c % nodes``, no LB and no SNAT, and
+    each packet is processed on the CPU of the thread that sent it (drawn per packet).
+    """
+
+    EXTERNAL = "external"
+    POD = "pod"
 
 
 class LBAlgorithm(str, enum.Enum):
@@ -68,10 +81,15 @@ class NatKernel(str, enum.Enum):
     ``modern`` (6.5 and later): random offset, runs of 128/64/32/16/8 probes, and a new TCP SYN
     may evict a colliding TIME_WAIT/CLOSE entry during the last 32 probes of a round.
     ``5.x``: the same search without the eviction.
+    ``4.x``: plain MASQUERADE starts from a per-node rover (the last port chosen, shared by all
+    CPUs), ``--random`` from a keyed hash of (NAT IP, destination IP, port), ``--random-fully``
+    from a random number; the search may walk the whole range; UDP clashes are resolved only for
+    identical tuples (no NAT_CLASH entries) and ``insert_failed`` counts resolved clashes too.
     """
 
     MODERN = "modern"
     V5 = "5.x"
+    V4 = "4.x"
 
 
 def _fail(name: str, value: Any, allowed: str) -> typing.NoReturn:
@@ -176,7 +194,8 @@ class WorkloadConfig(_Section):
     _prefix: typing.ClassVar[str] = "workload"
 
     protocol: Protocol = Protocol.TCP
-    #: mean rate of new flows (Poisson arrivals), flows per second
+    source: Source = Source.EXTERNAL
+    #: mean rate of new flows, flows per second (sockets arrive as a Poisson process)
     rate_per_s: float = 1000.0
     #: number of flows (connections or UDP requests) to simulate
     flows: int = 100_000
@@ -196,6 +215,11 @@ class WorkloadConfig(_Section):
     udp_timeout_s: float = 5.0
     #: UDP resends after the first request (glibc ``attempts:2`` -> 1)
     udp_retries: int = 1
+    #: requests each client socket sends back to back from the same port (2: a resolver's A and
+    #: AAAA queries); each request is a flow
+    queries_per_socket: int = 1
+    #: time between a socket's requests, seconds
+    query_gap_s: float = 1e-6
 
     def __post_init__(self) -> None:
         n = self._name
@@ -209,6 +233,9 @@ class WorkloadConfig(_Section):
         _check_float(n("syn_rto_s"), self.syn_rto_s, positive=True)
         _check_float(n("udp_timeout_s"), self.udp_timeout_s, positive=True)
         _check_int(n("udp_retries"), self.udp_retries, 0, 127)
+        _check_enum(n("source"), self.source, Source)
+        _check_int(n("queries_per_socket"), self.queries_per_socket, 1, 16)
+        _check_float(n("query_gap_s"), self.query_gap_s)
         object.__setattr__(self, "hold_s", parse_duration(n("hold_s"), self.hold_s))
 
     @property

@@ -300,6 +300,8 @@ class ConntrackTable(_EntryStore):
     def _index_put(self, keys: np.ndarray, eid: np.ndarray) -> None:
         if keys.size == 0:
             return
+        if __debug__ and np.any(self._slots(keys) >= 0):
+            raise AssertionError("key indexed twice")
         keys = np.ascontiguousarray(keys, dtype=np.int64)
         slot = self._home(keys)
         todo = np.arange(keys.size)

@@ -27,7 +27,7 @@ import numpy as np
 
 from . import tuples
 from .balancing import iptables_endpoint, round_robin
-from .config import DataPath, NatKernel, Protocol, Scenario, TrafficPolicy
+from .config import DataPath, NatKernel, Protocol, Scenario, Source, TrafficPolicy
 from .conntrack import NAT_CLASH, SNAT, TCP, DictConntrackTable
 from .nat import ROUNDS, NatRule, select_port
 from .rng import Streams, mix64
@@ -87,7 +87,11 @@ class Model:
         self.streams = st = Streams(sc.seed)
         self.nodeport = sc.path is DataPath.NODEPORT
         self.tcp = sc.workload.protocol is Protocol.TCP
-        self.local = sc.kube_proxy.external_traffic_policy is TrafficPolicy.LOCAL
+        self.pod_clients = sc.workload.source is Source.POD
+        # Local restricts external traffic to local pods; pods calling the ClusterIP use them all
+        self.local = (sc.kube_proxy.external_traffic_policy is TrafficPolicy.LOCAL
+                      and not self.pod_clients)
+        self.snat = not self.local and not self.pod_clients   # Cluster masquerades external traffic
         c = sc.cluster
         self.n_nodes, self.n_pods, self.cpus = c.nodes, c.pods, c.cpus_per_node
         self.pod_node = pod_placement(sc)
@@ -100,9 +104,12 @@ class Model:
         self.udp_t, self.udp_stream_t = ns(ct.udp_s), ns(ct.udp_stream_s)
         self.ct_max = ct.max
         self.gc_interval = max(1, ns(ct.gc_interval_s))
+        self.legacy = sc.nat.kernel is NatKernel.V4
         self.rule = NatRule(random_all=sc.nat.random_fully or sc.nat.random,
                             port_range=sc.nat.port_range,
-                            evict_closing=sc.nat.kernel is NatKernel.MODERN, tcp=self.tcp)
+                            evict_closing=sc.nat.kernel is NatKernel.MODERN, tcp=self.tcp,
+                            legacy=self.legacy,
+                            legacy_random=sc.nat.random and not sc.nat.random_fully)
         self._schedule()
         self._flows()
         # state
@@ -110,6 +117,7 @@ class Model:
                                salt=int(st.keys["ct_hash"]))
         self.limit95 = self.ct_max // 100 * 95        # nf_conntrack_max95
         self.unconfirmed = np.zeros(self.n_nodes, dtype=np.int64)
+        self.rover = [[0] for _ in range(self.n_nodes)]  # 4.x: per node (per protocol) rover
         self.cpu_free = np.zeros(self.n_nodes * self.cpus, dtype=np.int64)
         self.worker_free = np.zeros((self.n_pods, sc.pod.workers), dtype=np.int64)
         self.pending: dict[tuple[int, int], Pending] = {}
@@ -145,24 +153,38 @@ class Model:
         self.gap_min = int(self.gaps.min())
 
     def _flows(self) -> None:
+        """Per-flow inputs, drawn per socket (client, port, LB choice) and per flow."""
         sc, st = self.scenario, self.streams
         w = sc.workload
         F = self.F = w.flows
+        q = w.queries_per_socket
+        S = -(-F // q)
+        sid = np.arange(S, dtype=np.int64)
+        inter = -np.log1p(-st.uniform("arrivals", sid)) / (w.rate_per_s / q)
+        t_sock = np.rint(np.cumsum(inter) * NS).astype(np.int64)
+        sock = np.repeat(sid, q)[:F]
+        t0 = t_sock[sock] + np.tile(np.arange(q), S)[:F] * ns(w.query_gap_s)
+        order = np.argsort(t0, kind="stable")           # flow numbers follow arrival order
+        self.socket, self.t0 = sock[order], t0[order]
         fid = np.arange(F, dtype=np.int64)
-        inter = -np.log1p(-st.uniform("arrivals", fid)) / w.rate_per_s
-        self.t0 = np.rint(np.cumsum(inter) * NS).astype(np.int64)
-        self.client = np.floor(st.uniform("clients", fid) * w.clients).astype(np.int64)
+        client = np.floor(st.uniform("clients", sid) * w.clients).astype(np.int64)
         lo, hi = w.client_port_range
-        self.sport = lo + np.floor(st.uniform("client_ports", fid) * (hi - lo + 1)).astype(np.int64)
+        sport = lo + np.floor(st.uniform("client_ports", sid) * (hi - lo + 1)).astype(np.int64)
+        self.client, self.sport = client[self.socket], sport[self.socket]
         self.service = _durations(sc.pod.service_s, st, "service", fid)
         self.hold = _durations(w.hold_s, st, "hold", fid)
-        # ECMP: an LB instance by a hash of the client's tuple; then that instance's round robin.
-        tup = (self.client << np.int64(16)) | self.sport
+        # ECMP: an LB instance by a hash of the client's tuple; then that instance's round robin,
+        # once per socket (the LB tracks a tuple, so a socket's requests share a backend).
+        tup = (client << np.int64(16)) | sport
         lbhash = mix64(tup.view(np.uint64) ^ st.keys["lb"])
-        self.instance = (lbhash % np.uint64(sc.lb.instances)).astype(np.int64)
+        instance = (lbhash % np.uint64(sc.lb.instances)).astype(np.int64)
         backends = self.n_nodes if self.nodeport else self.n_pods
-        self.backend = round_robin(self.instance, backends, sc.lb.instances)
+        rr = round_robin(instance, backends, sc.lb.instances)    # sockets arrive in id order
+        self.instance, self.backend = instance[self.socket], rr[self.socket]
         if self.nodeport:
+            if self.pod_clients:                 # the client pod's own node
+                self.instance = np.full(F, -1, np.int64)
+                self.backend = self.client % self.n_nodes
             self.orig = tuples.orig_key(self.backend, self.client, self.sport)
             rss = mix64(self.orig.view(np.uint64) ^ st.keys["rss"])
             self.cpu = self.backend * self.cpus + (rss % np.uint64(self.cpus)).astype(np.int64)
@@ -175,8 +197,15 @@ class Model:
                                 st.uniform("cpu_time", flow, attempt, 1)) * NS).astype(np.int64)
         pkt = np.maximum(pkt, 1)   # confirm strictly after the NAT decision
         offsets = np.stack([st.u16("nat", flow, attempt, r) for r in range(ROUNDS)], axis=-1)
+        if self.nodeport and self.pod_clients:   # the sending thread's CPU, per packet
+            cpu = self.backend[flow] * self.cpus + np.floor(
+                st.uniform("rss", flow, attempt) * self.cpus).astype(np.int64)
+        elif self.nodeport:
+            cpu = self.cpu[flow]
+        else:
+            cpu = np.zeros(np.shape(flow), np.int64)
         return {"pkt": pkt, "u_ep": st.uniform("endpoint", flow, attempt),
-                "offsets": offsets, "isn": st.u32("isn", flow, attempt)}
+                "offsets": offsets, "isn": st.u32("isn", flow, attempt), "cpu": cpu}
 
     def endpoint(self, node: np.ndarray, u: np.ndarray) -> np.ndarray:
         """kube-proxy's choice of pod for attempts on ``node`` (-1: no local endpoint)."""
@@ -191,14 +220,20 @@ class Model:
                 pod[sel] = lp[iptables_endpoint(u[sel], lp.size)]
         return pod
 
+    def secure_port(self, node: int, pod: int) -> int:
+        """4.x ``--random`` start: ``secure_ipv4_port_ephemeral(nat ip, dst ip, dst port)``, a
+        keyed hash, the same for every flow from one node to one pod."""
+        k = np.array([tuples.reply_key(node, pod, 0)], np.int64).view(np.uint64)
+        return int(mix64(k ^ self.streams.keys["nat"])[0] >> np.uint64(32))
+
     def hop(self, node, pod):
         return np.where(self.pod_node[pod] == node, 0, self.d_hop)
 
-    def reply_for(self, node, pod, port, orig):
-        """The REPLY key; with Local (no SNAT) it is derived from the ORIGINAL tuple."""
-        if self.local:
-            return (np.asarray(orig, np.int64) & np.int64((1 << 61) - 1)) | np.int64(1 << 61)
-        return tuples.reply_key(node, pod, port)
+    def reply_for(self, node, pod, port, flow):
+        """The REPLY key: pod -> node:port when masqueraded, else pod -> client:port."""
+        if self.snat:
+            return tuples.reply_key(node, pod, port)
+        return tuples.reply_key_nosnat(pod, self.client[flow], self.sport[flow])
 
     # -- outcome of an attempt ------------------------------------------------------------------
     def retry_arrival(self, flow: int, attempt: int, arrive: int, t_fail: int) -> int:
@@ -233,8 +268,7 @@ class Model:
         self.resolved += 1
 
     # -- scalar steps (the reference; the batched engine falls back on them) --------------------
-    def cpu_schedule(self, flow: int, arrive: int, pkt: int) -> tuple[int, int]:
-        c = self.cpu[flow]
+    def cpu_schedule(self, c: int, arrive: int, pkt: int) -> tuple[int, int]:
         t_nat = max(arrive, int(self.cpu_free[c]))
         t_conf = t_nat + pkt
         self.cpu_free[c] = t_conf
@@ -272,15 +306,15 @@ class Model:
         if pod < 0:
             return self.fail(flow, attempt, arrive, t_nat, Cause.NO_LOCAL_ENDPOINT, node)
         sport = int(self.sport[flow])
-        if self.local:
+        if not self.snat:
             port, exhausted = sport, False
         else:
             ch = select_port(self.table, t_nat, node, pod, sport, inp["offsets"], int(inp["isn"]),
-                             self.rule)
+                             self.rule, self.rover[node], self.secure_port(node, pod))
             port, exhausted = ch.port, ch.exhausted
             self.counters["found"][node] += ch.found
         self.unconfirmed[node] += 1
-        reply = int(self.reply_for(node, pod, port, orig))
+        reply = int(self.reply_for(node, pod, port, flow))
         self.pending[(flow, attempt)] = Pending(flow, attempt, arrive, t_conf, node, pod, port,
                                                 exhausted, orig, reply, int(inp["isn"]))
         return None
@@ -312,12 +346,12 @@ class Model:
             self._serve_nodeport(p)
             return None
         if not self.tcp and e_orig >= 0:
-            # nf_ct_resolve_clash: UDP allows clashes (kernel-facts 2.3).
+            # nf_ct_resolve_clash: UDP allows clashes (kernel-facts 2.3, 2.4).
             if self.table.reply[e_orig] == p.reply:            # identical tuples: adopt it
-                self.counters["clash_resolve"][node] += 1
+                self.counters["insert_failed" if self.legacy else "clash_resolve"][node] += 1
                 self._serve_nodeport(p, adopt=e_orig)
                 return None
-            if e_reply < 0:                                    # NAT_CLASH, reply-only, 1 s
+            if e_reply < 0 and not self.legacy:                # NAT_CLASH, reply-only, 1 s
                 self.counters["clash_resolve"][node] += 1
                 self._serve_nodeport(p, nat_clash=True)
                 return None
@@ -372,12 +406,12 @@ class Model:
         finish = self.serve(p.pod, int(self.request_arrival(t, hop)), int(self.service[f]))
         t_assured, t_close, t_expire, connect, response = (
             int(x) for x in self.timeline(f, t, hop, finish))
-        src = int(tuples.client_ip(self.client[f]) if self.local else tuples.node_ip(p.node))
-        self.succeed(f, p.attempt, p.pod, -1 if self.local else p.port, connect, response, src)
+        src = int(tuples.node_ip(p.node) if self.snat else tuples.client_ip(self.client[f]))
+        self.succeed(f, p.attempt, p.pod, p.port if self.snat else -1, connect, response, src)
         if adopt >= 0:
             self.table.t_expire[adopt] = max(int(self.table.t_expire[adopt]), t_expire)
             return
-        flags = (TCP if self.tcp else 0) | (0 if self.local else SNAT)
+        flags = (TCP if self.tcp else 0) | (SNAT if self.snat else 0)
         if nat_clash:   # IPS_NAT_CLASH | IPS_FIXED_TIMEOUT: reply-only, 1 s, never ASSURED
             flags |= NAT_CLASH
             t_expire, t_assured = t + NS, _NEVER
@@ -386,6 +420,8 @@ class Model:
 
     def _insert(self, orig, reply, node, pod, flow, t, t_assured, t_close, t_expire, flags,
                 isn) -> None:
+        if self.legacy:   # 4.x kernels counted confirmed inserts; current ones do not
+            np.add.at(self.counters["insert"], np.asarray(node), 1)
         self.table.add(orig=orig, reply=reply, node=node, pod=pod, flow=flow, t_confirm=t,
                        t_assured=t_assured, t_close=t_close, t_expire=t_expire, flags=flags,
                        seq=(np.asarray(isn, np.int64) + 2) & 0xFFFFFFFF)
@@ -451,7 +487,7 @@ def run_reference(model: Model) -> Model:
                 model.serve_direct(f, t)
                 continue
             inp = {k2: v[0] for k2, v in model.attempt_inputs(np.array([f]), np.array([k])).items()}
-            t_nat, t_conf = model.cpu_schedule(f, t, int(inp["pkt"]))
+            t_nat, t_conf = model.cpu_schedule(int(inp["cpu"]), t, int(inp["pkt"]))
             arrive_at[(f, k)] = t
             times[(f, k)] = (t_nat, t_conf, inp)
             heapq.heappush(heap, (t_nat, NAT, f, k))

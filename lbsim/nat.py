@@ -40,6 +40,10 @@ class NatRule:
     evict_closing: bool = True
     #: the new flow is TCP (its conntrack is in SYN_SENT)
     tcp: bool = True
+    #: 4.x search (nf_nat_proto_common.c): rover / keyed-hash / random start, whole range
+    legacy: bool = False
+    #: with ``legacy``: ``--random`` (keyed hash start) rather than ``--random-fully``
+    legacy_random: bool = False
 
 
 @dataclass
@@ -69,11 +73,12 @@ def _seq_has_advanced(new_isn: int, old_seq) -> bool:
 
 
 def select_port(table, t: int, node: int, pod: int, sport: int, offsets, isn: int,
-                rule: NatRule) -> PortChoice:
+                rule: NatRule, rover=None, secure_off: int = 0) -> PortChoice:
     """Choose the NAT source port for one new flow (scalar reference).
 
     ``offsets`` are the kernel's ``get_random_u16()`` draws, one per search round; ``isn`` is the new
-    SYN's initial sequence number (u32).
+    SYN's initial sequence number (u32). With ``rule.legacy`` (4.x), ``rover`` is the node's
+    ``[rover]`` (updated in place) and ``secure_off`` the ``--random`` keyed-hash start.
     """
     found = 0
 
@@ -108,6 +113,9 @@ def select_port(table, t: int, node: int, pod: int, sport: int, offsets, isn: in
                 return PortChoice(sport, False, found, -1)
         elif entry_at(sport) < 0:
             return PortChoice(sport, False, found, -1)
+    if rule.legacy:
+        return _legacy_search(entry_at, table, t, node, pod, mn, size, offsets, rule, rover,
+                              secure_off, lambda: found)
     # nf_nat_l4proto_unique_tuple(): runs of consecutive ports from random u16 offsets.
     attempts = min(size, MAX_ATTEMPTS)
     for r in range(ROUNDS):
@@ -125,6 +133,45 @@ def select_port(table, t: int, node: int, pod: int, sport: int, offsets, isn: in
             break
         attempts //= 2
     return PortChoice(port, True, found, -1)
+
+
+def _legacy_search(entry_at, table, t, node, pod, mn, size, offsets, rule, rover, secure_off,
+                   found) -> PortChoice:
+    """4.x ``nf_nat_l4proto_unique_tuple`` (kernel-facts 1.9)::
+
+        if (RANDOM) off = secure_port(...); else if (RANDOM_FULLY) off = prandom_u32();
+        else off = *rover;
+        for (i = 0; ; ++off) {
+            *portptr = htons(min + off % range_size);
+            if (++i != range_size && nf_nat_used_tuple(tuple, ct)) continue;
+            if (!(range->flags & NF_NAT_RANGE_PROTO_RANDOM_ALL)) *rover = off;
+            return;
+        }
+
+    ``off`` is a u16. The last candidate is returned unchecked; it may be taken (exhausted).
+    """
+    if not rule.random_all:
+        off = int(rover[0])
+    elif rule.legacy_random:
+        off = secure_off & 0xFFFF
+    else:
+        off = int(offsets[0])
+    i = 0
+    while True:
+        port = mn + off % size
+        i += 1
+        if i != size and entry_at(port) >= 0:
+            off = (off + 1) & 0xFFFF
+            continue
+        if not rule.random_all:
+            rover[0] = off
+        exhausted = i == size and _taken(table, t, node, pod, port)
+        return PortChoice(port, exhausted, found(), -1)
+
+
+def _taken(table, t, node, pod, port) -> bool:
+    eid = int(table.lookup(np.array([reply_key(node, pod, port)]))[0])
+    return eid >= 0 and bool(table.alive[eid]) and table.t_expire[eid] > t
 
 
 # Probe columns are examined in chunks: most flows stop at their first probe.

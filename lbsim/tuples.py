@@ -7,6 +7,8 @@ an int64 key together with the node whose table holds it:
 
 * original: ``1 << 62 | node << 40 | client << 16 | client_port``
 * reply:    ``node << 36 | pod << 16 | nat_port`` (the NAT IP is the node's own IP)
+* reply without SNAT: ``1 << 61 | pod << 40 | client << 16 | client_port``; the node is implied
+  (Local: the pod is on it; pod clients: the client is on it)
 
 Hence the limits ``nodes < 2**14``, ``pods < 2**20``, ``clients < 2**24`` enforced by the config.
 """
@@ -17,7 +19,7 @@ import ipaddress
 
 import numpy as np
 
-__all__ = ["orig_key", "reply_key", "client_ip", "node_ip", "pod_ip", "ip_str"]
+__all__ = ["orig_key", "reply_key", "reply_key_nosnat", "client_ip", "node_ip", "pod_ip", "ip_str"]
 
 _ORIG = np.int64(1 << 62)
 
@@ -36,6 +38,12 @@ def reply_key(node, pod, nat_port):
     """Key of the REPLY tuple pod:port -> node:nat_port in ``node``'s table."""
     return ((np.asarray(node, np.int64) << np.int64(36)) | (np.asarray(pod, np.int64) << np.int64(16))
             | np.asarray(nat_port, np.int64))
+
+
+def reply_key_nosnat(pod, client, client_port):
+    """Key of the REPLY tuple pod:port -> client:port of a flow that was not masqueraded."""
+    return (np.int64(1 << 61) | (np.asarray(pod, np.int64) << np.int64(40))
+            | (np.asarray(client, np.int64) << np.int64(16)) | np.asarray(client_port, np.int64))
 
 
 def client_ip(client):

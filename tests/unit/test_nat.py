@@ -109,3 +109,32 @@ def test_full_range_search_is_at_most_248_probes(table):
         add_entry(table, port=p, t_close=10**12)
     c = both(table, 0, 40000, NatRule(random_all=True), offs=offs)
     assert c.exhausted and c.found == 248
+
+
+LEGACY = dict(legacy=True, evict_closing=False)
+
+
+def test_4x_plain_starts_at_the_rover_and_moves_it(table):
+    rover = [7]
+    add_entry(table, port=40000)                 # the client port is taken: search
+    c = select_port(table, 0, 0, 0, 40000, OFFS, 1, NatRule(**LEGACY), rover)
+    assert c.port == 1024 + 7 and rover == [7]   # the rover's own port was free
+    add_entry(table, port=1024 + 7)
+    c = select_port(table, 0, 0, 0, 40000, OFFS, 1, NatRule(**LEGACY), rover)
+    assert c.port == 1024 + 8 and rover == [8] and c.found == 2
+
+
+def test_4x_random_starts_at_the_keyed_hash_every_time(table):
+    rule = NatRule(random_all=True, legacy_random=True, **LEGACY)
+    add_entry(table, port=1024 + 100)
+    c = select_port(table, 0, 0, 0, 40000, OFFS, 1, rule, [0], secure_off=(1 << 20) + 100)
+    assert c.port == 1024 + 101                  # u16 of the hash, first free after it
+
+
+def test_4x_walks_the_whole_range_and_returns_the_last_unchecked(table):
+    for p in range(10000, 10008):
+        add_entry(table, port=p)
+    rover = [3]
+    c = select_port(table, 0, 0, 0, 40000, OFFS, 1, NatRule(port_range=(10000, 10007), **LEGACY), rover)
+    # 7 probes find taken ports; the 8th candidate is returned without a lookup: taken
+    assert c.exhausted and c.found == 7 and c.port == 10000 + (3 + 7) % 8 and rover == [10]
