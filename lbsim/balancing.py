@@ -56,7 +56,12 @@ def iptables_endpoint(u: np.ndarray, n: int) -> np.ndarray:
 
 def iptables_endpoint_scalar(u: float, n: int) -> int:
     """Scalar reference of :func:`iptables_endpoint`."""
-    return min(bisect.bisect_right(list(iptables_cascade_cdf(n)), u), n - 1)
+    return min(bisect.bisect_right(_cdf_list(n), u), n - 1)
+
+
+@lru_cache(maxsize=4096)
+def _cdf_list(n: int) -> list[float]:
+    return [float(x) for x in iptables_cascade_cdf(n)]
 
 
 def round_robin(instance: np.ndarray, backends: int, instances: int) -> np.ndarray:

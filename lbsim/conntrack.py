@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .rng import mix64
+from .rng import mix64, mix64_scalar
 
 __all__ = ["ConntrackTable", "DictConntrackTable", "TCP", "SNAT", "NAT_CLASH", "ENTRY_FIELDS"]
 
@@ -96,6 +96,44 @@ class _EntryStore:
         has_orig = self.orig[eid] >= 0
         self._index_put(self.orig[eid][has_orig], eid[has_orig])
         return eid
+
+    # -- scalar API: one entry at a time, without numpy call overhead ------------------------------
+    def get(self, key: int) -> int:
+        """Entry id stored under ``key``, or -1."""
+        raise NotImplementedError
+
+    def add1(self, orig: int, reply: int, node: int, pod: int, flow: int, t_confirm: int,
+             t_assured: int, t_close: int, t_expire: int, flags: int, seq: int) -> int:
+        """Append one entry (its keys must not be indexed already); returns its eid."""
+        self._grow(1)
+        self._index_reserve(2)
+        e = self.size
+        self.orig[e], self.reply[e], self.node[e], self.pod[e], self.flow[e] = orig, reply, node, pod, flow
+        self.t_confirm[e], self.t_assured[e], self.t_close[e] = t_confirm, t_assured, t_close
+        self.t_expire[e], self.flags[e], self.seq[e], self.alive[e] = t_expire, flags, seq, True
+        self.size += 1
+        self.count[node] += 1
+        self._put1(reply, e)
+        if orig >= 0:
+            self._put1(orig, e)
+        return e
+
+    def release1(self, eid: int) -> None:
+        """Free one entry (no-op if already freed)."""
+        if not self.alive[eid]:
+            return
+        self.alive[eid] = False
+        self.count[self.node[eid]] -= 1
+        self._del1(int(self.reply[eid]), eid)
+        o = int(self.orig[eid])
+        if o >= 0:
+            self._del1(o, eid)
+
+    def _put1(self, key: int, eid: int) -> None:
+        self._index_put(np.array([key], np.int64), np.array([eid], np.int64))
+
+    def _del1(self, key: int, eid: int) -> None:
+        self._index_del(np.array([key], np.int64), np.array([eid], np.int64))
 
     def release(self, eid: np.ndarray) -> None:
         """Free entries (killed, evicted, or expired and met by a lookup or the GC)."""
@@ -230,6 +268,17 @@ class DictConntrackTable(_EntryStore):
         super().__init__(nodes, capacity, **kw)
         self._index: dict[int, int] = {}
 
+    def get(self, key: int) -> int:
+        return self._index.get(key, -1)
+
+    def _put1(self, key: int, eid: int) -> None:
+        assert key not in self._index, "key indexed twice"
+        self._index[key] = eid
+
+    def _del1(self, key: int, eid: int) -> None:
+        if self._index.get(key) == eid:
+            del self._index[key]
+
     def lookup(self, keys: np.ndarray) -> np.ndarray:
         get = self._index.get
         return np.array([get(int(k), -1) for k in np.ravel(keys)], dtype=np.int64).reshape(np.shape(keys))
@@ -287,6 +336,42 @@ class ConntrackTable(_EntryStore):
             todo = todo[~hit & (k != self._EMPTY)]
             slot[todo] = (slot[todo] + 1) & self._mask
         return out
+
+    def _slot1(self, key: int) -> int:
+        keys, mask = self._keys, int(self._mask)
+        s = mix64_scalar(key & 0xFFFFFFFFFFFFFFFF) & mask
+        while True:
+            k = keys[s]
+            if k == key:
+                return s
+            if k == -1:
+                return -1
+            s = (s + 1) & mask
+
+    def get(self, key: int) -> int:
+        s = self._slot1(key)
+        return -1 if s < 0 else int(self._vals[s])
+
+    def _put1(self, key: int, eid: int) -> None:
+        keys, mask = self._keys, int(self._mask)
+        s = mix64_scalar(key & 0xFFFFFFFFFFFFFFFF) & mask
+        while True:
+            k = keys[s]
+            if k < 0:
+                break
+            if __debug__ and k == key:
+                raise AssertionError("key indexed twice")
+            s = (s + 1) & mask
+        if k == -1:
+            self._used += 1
+        keys[s] = key
+        self._vals[s] = eid
+
+    def _del1(self, key: int, eid: int) -> None:
+        s = self._slot1(key)
+        if s >= 0 and self._vals[s] == eid:
+            self._keys[s] = self._TOMB
+            self._vals[s] = -1
 
     def lookup(self, keys: np.ndarray) -> np.ndarray:
         shape = np.shape(keys)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import tuples
-from .balancing import iptables_endpoint, round_robin
+from .balancing import iptables_endpoint, iptables_endpoint_scalar, round_robin
 from .config import DataPath, NatKernel, Protocol, Scenario, Source, TrafficPolicy
 from .conntrack import NAT_CLASH, SNAT, TCP, DictConntrackTable
 from .nat import ROUNDS, NatRule, select_port
@@ -226,6 +226,13 @@ class Model:
         k = np.array([tuples.reply_key(node, pod, 0)], np.int64).view(np.uint64)
         return int(mix64(k ^ self.streams.keys["nat"])[0] >> np.uint64(32))
 
+    def endpoint1(self, node: int, u: float) -> int:
+        """Scalar :meth:`endpoint` (the cascade's reference lookup)."""
+        if not self.local:
+            return iptables_endpoint_scalar(u, self.n_pods)
+        lp = self.local_pods[node]
+        return int(lp[iptables_endpoint_scalar(u, lp.size)]) if lp.size else -1
+
     def hop(self, node, pod):
         return np.where(self.pod_node[pod] == node, 0, self.d_hop)
 
@@ -286,7 +293,7 @@ class Model:
             if not self.tcp:
                 follow = eid                       # a UDP packet of a tracked flow: no new entry
             elif t_nat >= self.table.t_close[eid]:
-                self.table.release(np.array([eid]))  # a SYN reopens a TIME_WAIT/CLOSE tuple
+                self.table.release1(eid)           # a SYN reopens a TIME_WAIT/CLOSE tuple
             else:
                 return self.fail(flow, attempt, arrive, t_nat, Cause.TUPLE_IN_USE, node)
         if follow >= 0:
@@ -302,7 +309,7 @@ class Model:
                 self.counters["drop"][node] += 1
                 return self.fail(flow, attempt, arrive, t_nat, Cause.TABLE_FULL, node)
             self.counters["early_drop"][node] += killed
-        pod = int(self.endpoint(np.array([node]), np.array([inp["u_ep"]]))[0])
+        pod = self.endpoint1(node, float(inp["u_ep"]))
         if pod < 0:
             return self.fail(flow, attempt, arrive, t_nat, Cause.NO_LOCAL_ENDPOINT, node)
         sport = int(self.sport[flow])
@@ -310,22 +317,24 @@ class Model:
             port, exhausted = sport, False
         else:
             ch = select_port(self.table, t_nat, node, pod, sport, inp["offsets"], int(inp["isn"]),
-                             self.rule, self.rover[node], self.secure_port(node, pod))
+                             self.rule, self.rover[node],
+                             self.secure_port(node, pod) if self.rule.legacy_random else 0)
             port, exhausted = ch.port, ch.exhausted
             self.counters["found"][node] += ch.found
         self.unconfirmed[node] += 1
-        reply = int(self.reply_for(node, pod, port, flow))
+        reply = ((node << 36) | (pod << 16) | port if self.snat    # tuples.reply_key, scalar
+                 else int(tuples.reply_key_nosnat(pod, self.client[flow], self.sport[flow])))
         self.pending[(flow, attempt)] = Pending(flow, attempt, arrive, t_conf, node, pod, port,
                                                 exhausted, orig, reply, int(inp["isn"]))
         return None
 
     def _live_eid(self, key: int, t: int) -> int:
         """Entry held under ``key`` and live at ``t``, or -1; an expired one met is freed."""
-        eid = int(self.table.lookup(np.array([key]))[0])
-        if eid < 0 or not self.table.alive[eid]:
+        eid = self.table.get(key)
+        if eid < 0:
             return -1
         if self.table.t_expire[eid] <= t:
-            self.table.release(np.array([eid]))
+            self.table.release1(eid)
             return -1
         return eid
 
@@ -363,7 +372,7 @@ class Model:
     def serve(self, pod: int, q: int, service: int) -> int:
         """FIFO with ``workers`` servers: the request arriving at ``q`` finishes at the return."""
         wf = self.worker_free[pod]
-        w = int(np.argmin(wf))
+        w = int(wf.argmin())
         finish = max(q, int(wf[w])) + service
         wf[w] = finish
         return finish
@@ -402,11 +411,12 @@ class Model:
 
     def _serve_nodeport(self, p: Pending, adopt: int = -1, nat_clash: bool = False) -> None:
         f, t = p.flow, p.t_conf
-        hop = int(self.hop(p.node, p.pod))
+        hop = 0 if self.pod_node[p.pod] == p.node else self.d_hop
         finish = self.serve(p.pod, int(self.request_arrival(t, hop)), int(self.service[f]))
         t_assured, t_close, t_expire, connect, response = (
             int(x) for x in self.timeline(f, t, hop, finish))
-        src = int(tuples.node_ip(p.node) if self.snat else tuples.client_ip(self.client[f]))
+        src = (tuples.NODE_BASE + 1 + p.node if self.snat
+               else tuples.CLIENT_BASE + int(self.client[f]))
         self.succeed(f, p.attempt, p.pod, p.port if self.snat else -1, connect, response, src)
         if adopt >= 0:
             self.table.t_expire[adopt] = max(int(self.table.t_expire[adopt]), t_expire)
@@ -415,8 +425,11 @@ class Model:
         if nat_clash:   # IPS_NAT_CLASH | IPS_FIXED_TIMEOUT: reply-only, 1 s, never ASSURED
             flags |= NAT_CLASH
             t_expire, t_assured = t + NS, _NEVER
-        self._insert(np.array([p.orig if not nat_clash else -1]), np.array([p.reply]), p.node,
-                     p.pod, f, t, t_assured, t_close, t_expire, flags, p.isn)
+        if self.legacy:   # 4.x kernels counted confirmed inserts; current ones do not
+            self.counters["insert"][p.node] += 1
+        self.counters["entries_inserted"][p.node] += 1
+        self.table.add1(p.orig if not nat_clash else -1, p.reply, p.node, p.pod, f, t, t_assured,
+                        t_close, t_expire, int(flags), (p.isn + 2) & 0xFFFFFFFF)
 
     def _insert(self, orig, reply, node, pod, flow, t, t_assured, t_close, t_expire, flags,
                 isn) -> None:

@@ -82,13 +82,15 @@ def select_port(table, t: int, node: int, pod: int, sport: int, offsets, isn: in
     """
     found = 0
 
+    base = (node << 36) | (pod << 16)           # tuples.reply_key(node, pod, 0)
+
     def entry_at(port: int) -> int:
         nonlocal found
-        eid = int(table.lookup(np.array([reply_key(node, pod, port)]))[0])
-        if eid < 0 or not table.alive[eid]:
+        eid = table.get(base | port)
+        if eid < 0:
             return -1
         if table.t_expire[eid] <= t:          # expired entries met are freed (nf_ct_gc_expired)
-            table.release(np.array([eid]))
+            table.release1(eid)
             return -1
         found += 1
         return eid
@@ -126,7 +128,7 @@ def select_port(table, t: int, node: int, pod: int, sport: int, offsets, isn: in
             if eid < 0:
                 return PortChoice(port, False, found, -1)
             if evictable(eid, attempts - i):
-                table.release(np.array([eid]))   # nf_ct_kill
+                table.release1(eid)              # nf_ct_kill
                 return PortChoice(port, False, found, eid)
             off = (off + 1) & 0xFFFF             # u16 off++
         if attempts >= size or attempts < 16:
@@ -170,8 +172,8 @@ def _legacy_search(entry_at, table, t, node, pod, mn, size, offsets, rule, rover
 
 
 def _taken(table, t, node, pod, port) -> bool:
-    eid = int(table.lookup(np.array([reply_key(node, pod, port)]))[0])
-    return eid >= 0 and bool(table.alive[eid]) and table.t_expire[eid] > t
+    eid = table.get(int(reply_key(node, pod, port)))
+    return eid >= 0 and table.t_expire[eid] > t
 
 
 # Probe columns are examined in chunks: most flows stop at their first probe.
