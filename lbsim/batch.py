@@ -147,9 +147,10 @@ class _Windows:
             conf = np.flatnonzero((p["state"] != _DONE) & (p["t_conf"] < t1))
             if nat.size == 0 and conf.size == 0:
                 break
-            cut = self._first_interaction(nat, conf, t1)
-            if cut is None and self._few_pods(nat, conf):
+            if self._few_pods(nat, conf):
                 cut = -1                             # rounds by rank would be nearly one event each
+            else:
+                cut = self._first_interaction(nat, conf, t1)
             if cut is None:
                 self._events_vector(nat, conf)
                 break
