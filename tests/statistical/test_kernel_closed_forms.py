@@ -1,0 +1,99 @@
+"""lbsim against closed forms, with fixed seeds and tolerances from the math (4 standard errors)."""
+
+import math
+
+import numpy as np
+import pytest
+
+import lbsim
+from lbsim.analytic import erlang_b, insert_race_rate, same_port_probability_random
+
+pytestmark = pytest.mark.slow
+
+QUIET = {"network.client_to_lb_s": 0.0002, "network.lb_to_backend_s": 0.0001,
+         "network.node_to_pod_s": 0.0}
+
+
+def _holding_s(sc: lbsim.Scenario) -> float:
+    """SYN confirmed -> end of TIME_WAIT, for fixed delays and no queueing at the pod:
+    SYN-ACK, request, response and FIN each cross client<->node once (4 one-way trips)."""
+    d_in = sc.network.client_to_lb_s + sc.network.lb_to_backend_s
+    return 4 * d_in + sc.pod.service_s.value + sc.workload.hold_s.value + sc.conntrack.time_wait_s
+
+
+@pytest.mark.parametrize("offered", [8.0, 16.0, 32.0], ids=["light", "capacity", "overloaded"])
+def test_port_exhaustion_is_erlang_b(offered):
+    """16 SNAT ports (an exhaustive single round, below the 128-probe cap), no SYN retries, the 5.x
+    kernel (no TIME_WAIT eviction): each (node, pod) pair is an M/G/c/c loss system with c = 16."""
+    pods, warmup_s, span_s = 32, 3.0, 12.0
+    base = lbsim.Scenario().replace(**QUIET, **{
+        "workload.syn_retries": 0, "cluster.nodes": 1, "cluster.pods": pods,
+        "pod.workers": 10_000, "pod.service_s": 0.05, "conntrack.time_wait_s": 0.5,
+        "nat.kernel": "5.x", "nat.port_range": [10000, 10015]})
+    h = _holding_s(base)
+    rate = offered / h * pods
+    samples = []
+    for seed in range(4):
+        sc = base.replace(**{"seed": seed, "workload.rate_per_s": rate,
+                             "workload.flows": int(rate * (warmup_s + span_s))})
+        f = lbsim.run(sc).flows
+        late = f[f["arrival_s"] > warmup_s]
+        # every pod is an independent loss system (Poisson thinning): one sample per pod
+        blocked = late.groupby(_pod_of_flow(sc, late))["outcome"].apply(lambda o: (o == "failed").mean())
+        samples.extend(blocked.to_list())
+    samples = np.array(samples)
+    mean, se = samples.mean(), samples.std(ddof=1) / math.sqrt(samples.size)
+    want = erlang_b(16, offered)
+    assert abs(mean - want) < 4 * se + 1e-4, (mean, want, se)
+
+
+def _pod_of_flow(sc, flows):
+    """The pod kube-proxy chose for each flow's (only) attempt, from the same random stream."""
+    from lbsim.model import Model
+    m = Model(sc)
+    inp = m.attempt_inputs(flows["flow"].to_numpy(), np.zeros(len(flows), np.int64))
+    return m.endpoint(np.zeros(len(flows), np.int64), inp["u_ep"])
+
+
+def _race_scenario(**extra):
+    return lbsim.Scenario().replace(**{
+        "network.client_to_lb_s": 0.000025, "network.lb_to_backend_s": 0.0, "network.node_to_pod_s": 0.0,
+        "workload.syn_retries": 0, "workload.rate_per_s": 20_000.0, "workload.flows": 60_000,
+        "workload.client_port_range": [40000, 40003], "workload.clients": 1_000_000,
+        "cluster.nodes": 1, "cluster.pods": 20,
+        "cluster.cpus_per_node": 2, "cluster.packet_time_s": 50e-6, "pod.workers": 10_000,
+        "pod.service_s": 0.0, "conntrack.time_wait_s": 0.0, **extra})
+
+
+def test_insert_race_rate_matches_formula():
+    """Plain MASQUERADE keeps the client port: two flows race when they are processed at
+    overlapping times on different CPUs, chose the same pod (1/K) and the same client port (1/P),
+    and that port was free (probability exp(-rate_per_pod_port x entry lifetime))."""
+    sc = _race_scenario()
+    r = lbsim.run(sc)
+    K, P = sc.cluster.pods, 4
+    lifetime = 4 * sc.network.client_to_lb_s          # TIME_WAIT 0, no service: SYN-ACK .. FIN
+    lam = sc.workload.rate_per_s
+    same = (1 / K) * (1 / P) * math.exp(-lam / K / P * lifetime)
+    duration = r.flows["arrival_s"].iloc[-1]
+    expected = insert_race_rate(lam, 2, 50e-6, same) * duration
+    got = r.summary["conntrack_insert_failed"]
+    assert r.summary["fail_cause_insert_race"] == got
+    assert abs(got - expected) < 4 * math.sqrt(expected), (got, expected)
+
+
+def test_random_fully_removes_the_keep_port_race_as_the_formula_says():
+    sc = _race_scenario(**{"nat.random_fully": True})
+    r = lbsim.run(sc)
+    lam, K = sc.workload.rate_per_s, sc.cluster.pods
+    duration = r.flows["arrival_s"].iloc[-1]
+    expected = insert_race_rate(lam, 2, 50e-6, same_port_probability_random() / K) * duration
+    assert expected < 0.05
+    # Poisson(expected): P(N >= 3) < 1e-5
+    assert r.summary["conntrack_insert_failed"] <= 2
+
+
+def test_same_port_probability_counts_the_modulo_bias():
+    # 65536 offsets over 64512 ports: ports 1024..2047 are twice as likely
+    assert same_port_probability_random() == pytest.approx((1024 * 4 + 63488) / 65536**2)
+    assert same_port_probability_random(65536) == pytest.approx(1 / 65536)
