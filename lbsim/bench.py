@@ -47,7 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true", help="list the named scenarios and exit")
     p.add_argument("--config", metavar="FILE.toml", help="run this scenario file instead")
     p.add_argument("--seed", type=int, help="override every scenario's seed")
-    p.add_argument("--quick", action="store_true", help="10x fewer flows (at least 1,000)")
+    p.add_argument("--quick", action="store_true",
+                   help="scaled-down scenarios (10x fewer flows; see --list for how each keeps its effect)")
     p.add_argument("--json", metavar="PATH", help="write the results as JSON")
     p.add_argument("--engine", choices=["batched", "reference"], default="batched",
                    help="simulation engine (both give identical results)")
@@ -80,12 +81,12 @@ def _runs(args: argparse.Namespace) -> list[tuple[str, Scenario]]:
         raise ValueError("--config and --scenario cannot be combined")
     if args.config:
         runs = [(Path(args.config).stem, Scenario.from_toml(args.config))]
+        if args.quick:
+            runs = [(n, scenarios.quick(s)) for n, s in runs]
     else:
-        runs = [(n, scenarios.get(n)) for n in (args.scenario or ["default"])]
+        runs = [(n, scenarios.get(n, args.quick)) for n in (args.scenario or ["default"])]
     if args.seed is not None:
         runs = [(n, s.replace(seed=args.seed)) for n, s in runs]
-    if args.quick:
-        runs = [(n, scenarios.quick(s)) for n, s in runs]
     if args.batch_flows < 1:
         raise ValueError(f"--batch-flows = {args.batch_flows} is invalid: must be >= 1")
     return runs
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.list:
         for s in scenarios.SCENARIOS.values():
-            print(f"{s.name:<24} {s.description}")
+            print(f"{s.name}\n    {s.description}")
         return 0
     try:
         runs = _runs(args)

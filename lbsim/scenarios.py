@@ -1,9 +1,14 @@
-"""Named scenarios, each runnable on both data paths by ``python -m lbsim.bench --scenario NAME``."""
+"""Named scenarios, each runnable on both data paths by ``python -m lbsim.bench --scenario NAME``.
+
+Every scenario has a full size and a ``--quick`` size. Quick keeps the pathology by scaling what
+bounds it together with the number of flows (a SNAT range ten times smaller for ten times fewer
+flows, say); each description says how.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from .config import Scenario
 
@@ -14,31 +19,106 @@ __all__ = ["NamedScenario", "SCENARIOS", "get", "quick"]
 class NamedScenario:
     name: str
     description: str
-    build: Callable[[], Scenario]
+    full: dict[str, Any]
+    #: changes for --quick (default: 10x fewer flows)
+    quick: dict[str, Any] | None = None
+
+    def build(self, quick: bool = False) -> Scenario:
+        s = Scenario().replace(**self.full)
+        if quick:
+            s = s.replace(**(self.quick if self.quick is not None
+                             else {"workload.flows": max(1000, s.workload.flows // 10)}))
+        return s
 
 
-def _default() -> Scenario:
-    return Scenario()
-
-
-SCENARIOS: dict[str, NamedScenario] = {
-    s.name: s for s in [
-        NamedScenario("default",
-                      "10 nodes, 100 pods spread, 1,000 TCP flows/s for 100 s, iptables + Cluster: "
-                      "the everyday case, no pathology forced",
-                      _default),
-    ]
+_GATEWAYS = {  # a gateway Deployment pinned to one node by a nodeSelector, LB over 2 nodes
+    "cluster.nodes": 2, "cluster.pods": 1, "cluster.placement": "packed", "cluster.packed_nodes": 1,
+    "pod.workers": 64, "pod.service_s": 0.005, "nat.random_fully": True,
+}
+_QUICK_SNAT = {"nat.port_range": [10000, 13225], "workload.rate_per_s": 60.0, "workload.flows": 9000}
+_RACE = {  # one node, one pod, a busy softirq: 4 CPUs, 20 us per new flow
+    "cluster.nodes": 1, "cluster.pods": 1, "cluster.cpus_per_node": 4, "cluster.packet_time_s": 20e-6,
+    "workload.rate_per_s": 400.0, "workload.flows": 60_000, "pod.workers": 16, "pod.service_s": 0.01,
+    "nat.kernel": "4.x",
+}
+_FULL = {  # a small table (nf_conntrack_max 16384) and a GC that runs every 10 s
+    "cluster.nodes": 2, "cluster.pods": 20, "workload.rate_per_s": 400.0, "workload.flows": 60_000,
+    "conntrack.max": 16384, "conntrack.buckets": 4096, "conntrack.gc_interval_s": 10.0,
+}
+_DNS = {  # resolvers in pods send A and AAAA back to back from one socket to the DNS Service
+    "workload.protocol": "udp", "workload.source": "pod", "workload.queries_per_socket": 2,
+    "workload.query_gap_s": 1e-6, "workload.rate_per_s": 2000.0, "workload.flows": 20_000,
+    "workload.clients": 400, "cluster.nodes": 4, "cluster.pods": 4, "pod.service_s": 0.001,
+    "nat.kernel": "4.x",
 }
 
+SCENARIOS: dict[str, NamedScenario] = {s.name: s for s in [
+    NamedScenario(
+        "default",
+        "10 nodes, 100 pods spread, 1,000 TCP flows/s for 100 s, iptables + Cluster: the everyday "
+        "case, no pathology forced. Quick: 10x fewer flows.",
+        {}),
+    NamedScenario(
+        "snat-exhaustion",
+        "a gateway pod pinned to one node, the LB over 2 nodes, 1,200 short TCP connections/s: each "
+        "node->pod pair gets 600/s, above 64512 ports / 120 s TIME_WAIT = 537.6/s, on a 5.x kernel "
+        "(no TIME_WAIT eviction), kube-proxy's --random-fully. Quick: a 3,226-port range, 20x fewer "
+        "flows and 20x lower rate (same load per port).",
+        {**_GATEWAYS, "nat.kernel": "5.x", "workload.rate_per_s": 1200.0, "workload.flows": 180_000},
+        _QUICK_SNAT),
+    NamedScenario(
+        "snat-exhaustion-modern",
+        "snat-exhaustion on a 6.5+ kernel: a new SYN evicts a TIME_WAIT entry in its last 32 probes, "
+        "so closing connections no longer bound the rate. Quick: as snat-exhaustion.",
+        {**_GATEWAYS, "nat.kernel": "modern", "workload.rate_per_s": 1200.0, "workload.flows": 180_000},
+        _QUICK_SNAT),
+    NamedScenario(
+        "conntrack-race",
+        "400 new TCP flows/s through one node to one pod on a 4.x kernel with plain MASQUERADE: "
+        "client ports held in TIME_WAIT force a search, every search starts at the shared rover, and "
+        "two CPUs processing flows within 20 us pick the same port: one SYN is dropped at confirm. "
+        "Quick: the same (the rover race needs 120 s of held ports; it runs in seconds).",
+        _RACE, {}),
+    NamedScenario(
+        "conntrack-race-random-fully",
+        "conntrack-race with --random-fully: searches start at random offsets, the race all but "
+        "disappears. Quick: the same.",
+        {**_RACE, "nat.random_fully": True}, {}),
+    NamedScenario(
+        "conntrack-race-modern",
+        "conntrack-race on a current kernel: no rover, random offsets. Quick: the same.",
+        {**_RACE, "nat.kernel": "modern"}, {}),
+    NamedScenario(
+        "conntrack-full",
+        "200 TCP flows/s per node stay 120 s in TIME_WAIT against nf_conntrack_max = 16384: new flows "
+        "find only ASSURED entries for early_drop and are dropped (table full) until the GC, every "
+        "10 s here, kills closing entries down to 95 %. Quick: max 1638, 10x fewer flows and 10x "
+        "lower rate.",
+        _FULL, {"conntrack.max": 1638, "conntrack.buckets": 512, "workload.rate_per_s": 40.0,
+                "workload.flows": 6000}),
+    NamedScenario(
+        "dns-race",
+        "resolvers in pods send A and AAAA queries back to back from one UDP socket to a 4-pod DNS "
+        "Service on a 4.x kernel: processed on two CPUs, each query is DNAT-ed on its own; when they "
+        "pick different pods the second confirm loses and the resolver waits 5 s. Quick: 10x fewer "
+        "flows.",
+        _DNS),
+    NamedScenario(
+        "dns-race-modern",
+        "dns-race on a current kernel: the losing query is inserted reply-only (NAT_CLASH) and "
+        "answered; clash_resolve counts it, nothing is lost. Quick: 10x fewer flows.",
+        {**_DNS, "nat.kernel": "modern"}),
+]}
 
-def get(name: str) -> Scenario:
+
+def get(name: str, quick: bool = False) -> Scenario:
     """The scenario called ``name``; ``ValueError`` lists the known names."""
     try:
-        return SCENARIOS[name].build()
+        return SCENARIOS[name].build(quick)
     except KeyError:
         raise ValueError(f"scenario = {name!r} is invalid: must be one of {sorted(SCENARIOS)}") from None
 
 
 def quick(s: Scenario, factor: int = 10) -> Scenario:
-    """A scaled-down copy: ``factor`` times fewer flows (at least 1,000), same rates and sizes."""
+    """A scaled-down copy of a scenario file: ``factor`` times fewer flows (at least 1,000)."""
     return s.replace(**{"workload.flows": max(min(1000, s.workload.flows), s.workload.flows // factor)})

@@ -13,8 +13,8 @@ KEYS = st.integers(0, 300)
 class TablesAgree(RuleBasedStateMachine):
     def __init__(self):
         super().__init__()
-        self.fast = ConntrackTable(NODES, capacity=4)
-        self.ref = DictConntrackTable(NODES, capacity=4)
+        self.fast = ConntrackTable(NODES, capacity=4, buckets=16, salt=7)
+        self.ref = DictConntrackTable(NODES, capacity=4, buckets=16, salt=7)
         self.t = 0
 
     def _indexed(self, key):
@@ -29,8 +29,10 @@ class TablesAgree(RuleBasedStateMachine):
         n = len(reply)
         orig = np.array(reply) + 1000 if with_orig else np.full(n, -1)
         fields = dict(orig=orig, reply=np.array(reply), node=np.full(n, node), pod=np.zeros(n),
-                      flow=np.arange(n), t_confirm=np.full(n, self.t), t_assured=np.full(n, self.t), t_close=np.full(n, self.t),
-                      t_expire=np.full(n, self.t + life), flags=np.zeros(n, np.uint8), seq=np.zeros(n))
+                      flow=np.arange(n), t_confirm=np.full(n, self.t),
+                      t_assured=np.full(n, self.t + life // 2), t_close=np.full(n, self.t + life // 3),
+                      t_expire=np.full(n, self.t + life), flags=np.full(n, node % 2, np.uint8),
+                      seq=np.zeros(n))
         assert np.array_equal(self.fast.add(**fields), self.ref.add(**fields))
 
     @precondition(lambda self: self.ref.size > 0)
@@ -45,10 +47,24 @@ class TablesAgree(RuleBasedStateMachine):
         self.t += dt
         assert self.fast.collect(self.t) == self.ref.collect(self.t)
 
+    @rule(node=st.integers(0, NODES - 1), key=st.integers(0, 2000), dt=st.integers(0, 20))
+    def early_drop(self, node, key, dt):
+        self.t += dt
+        assert self.fast.early_drop(node, key, self.t) == self.ref.early_drop(node, key, self.t)
+
+    @rule(limit=st.integers(0, 40), dt=st.integers(0, 20))
+    def gc_pass(self, limit, dt):
+        self.t += dt
+        assert np.array_equal(self.fast.gc_pass(self.t, limit), self.ref.gc_pass(self.t, limit))
+
     @rule(keys=st.lists(st.integers(0, 1400), max_size=30))
     def lookup(self, keys):
         k = np.array(keys, np.int64)
         assert np.array_equal(self.fast.lookup(k), self.ref.lookup(k))
+
+    @invariant()
+    def count_never_negative(self):
+        assert (self.ref.count >= 0).all()
 
     @invariant()
     def same_state(self):

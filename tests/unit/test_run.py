@@ -114,3 +114,18 @@ def test_bench_seed_changes_numbers(tmp_path):
         p = json.loads(out.read_text())["scenarios"][0]["paths"]
         outs.append({k: _no_wall(v) for k, v in p.items()})
     assert outs[0] == outs[1] and outs[0] != outs[2]
+
+
+def test_bench_lists_every_named_scenario():
+    from lbsim.scenarios import SCENARIOS
+    r = subprocess.run([sys.executable, "-m", "lbsim.bench", "--list"], capture_output=True, text=True)
+    assert r.returncode == 0
+    for name in SCENARIOS:
+        assert name in r.stdout
+
+
+def test_every_named_scenario_builds_full_and_quick():
+    from lbsim.scenarios import SCENARIOS, get
+    for name in SCENARIOS:
+        full, quick = get(name), get(name, quick=True)
+        assert quick.workload.flows <= full.workload.flows
