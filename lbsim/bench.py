@@ -25,7 +25,7 @@ _TABLE = [
     ("conntrack_insert_failed", "{:.0f}"), ("conntrack_drop", "{:.0f}"),
     ("conntrack_early_drop", "{:.0f}"), ("conntrack_clash_resolve", "{:.0f}"),
     ("fail_cause_port_exhaustion", "{:.0f}"), ("fail_cause_insert_race", "{:.0f}"),
-    ("fail_cause_table_full", "{:.0f}"),
+    ("fail_cause_table_full", "{:.0f}"), ("fail_cause_no_local_endpoint", "{:.0f}"),
     ("connect_latency_p50_s", "{:.6f}"), ("connect_latency_p99_s", "{:.6f}"),
     ("response_time_p50_s", "{:.4f}"), ("response_time_p99_s", "{:.4f}"),
     ("pod_load_max_over_mean", "{:.3f}"), ("pod_load_cv", "{:.3f}"),
