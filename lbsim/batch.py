@@ -112,7 +112,7 @@ class _Windows:
         rank = _rank(pod)
         finish = self._serve_ranked(pod, m.request_arrival(arrive, 0), m.service[flow], rank)
         _, _, _, connect, response = m.timeline(flow, arrive, 0, finish)
-        self._succeed(flow, np.zeros(flow.size, np.int64), pod, np.full(flow.size, -1), connect,
+        self.m.succeed(flow, np.zeros(flow.size, np.int64), pod, np.full(flow.size, -1), connect,
                       response, tuples.client_ip(m.client[flow]))
 
     def _schedule(self, flow, attempt, arrive) -> None:
@@ -323,7 +323,7 @@ class _Windows:
         t_assured, t_close, t_expire, connect, response = m.timeline(f, t, hop, finish)
         src = tuples.node_ip(node) if m.snat else tuples.client_ip(m.client[f])
         port = p["port"][i] if m.snat else np.full(i.size, -1)
-        self._succeed(f, p["attempt"][i], pod, port, connect, response, src)
+        self.m.succeed(f, p["attempt"][i], pod, port, connect, response, src)
         flags = np.uint8((int(TCP) if m.tcp else 0) | (int(SNAT) if m.snat else 0))
         m._insert(p["orig"][i], p["reply"][i], node, pod, f, t, t_assured, t_close, t_expire,
                   np.full(i.size, flags), p["isn"][i])
@@ -346,17 +346,6 @@ class _Windows:
             finish[g] = start + service[g]
             m.worker_free[pod[g], w] = finish[g]
         return finish
-
-    def _succeed(self, flow, attempt, pod, port, connect, response, src) -> None:
-        m = self.m
-        m.out[flow] = 1
-        m.attempts[flow] = attempt + 1
-        m.rec_pod[flow] = pod
-        m.rec_port[flow] = port
-        m.connect[flow] = connect
-        m.response[flow] = response
-        m.src_ip[flow] = src
-        m.resolved += flow.size
 
     def _fail(self, i: np.ndarray, t_fail: np.ndarray, cause: int) -> None:
         if i.size == 0:

@@ -265,6 +265,7 @@ class Model:
         self.drop_log.append((t, flow, attempt, node, np.full(np.size(t), cause)))
 
     def succeed(self, flow, attempt, pod, port, connect, response, src_ip) -> None:
+        """Record established flows (scalars or arrays)."""
         self.out[flow] = OK
         self.attempts[flow] = attempt + 1
         self.rec_pod[flow] = pod
@@ -272,7 +273,7 @@ class Model:
         self.connect[flow] = connect
         self.response[flow] = response
         self.src_ip[flow] = src_ip
-        self.resolved += 1
+        self.resolved += int(np.size(flow))
 
     # -- scalar steps (the reference; the batched engine falls back on them) --------------------
     def cpu_schedule(self, c: int, arrive: int, pkt: int) -> tuple[int, int]:
