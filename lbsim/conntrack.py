@@ -38,6 +38,8 @@ ENTRY_FIELDS = {
     "t_expire": np.int64,   # ns; first instant at which the entry is no longer live
     "flags": np.uint8,
     "seq": np.int64,        # td_end of the original direction (u32), for nf_seq_has_advanced
+    "obucket": np.int64,    # hash bucket of the ORIGINAL tuple (-1: not hashed, NAT_CLASH)
+    "rbucket": np.int64,    # hash bucket of the REPLY tuple
     "alive": np.bool_,      # held in the table (not yet freed)
 }
 
@@ -87,9 +89,12 @@ class _EntryStore:
         self._index_reserve(2 * n)
         eid = np.arange(self.size, self.size + n, dtype=np.int64)
         for name in ENTRY_FIELDS:
-            if name != "alive":
+            if name not in ("alive", "obucket", "rbucket"):
                 getattr(self, name)[eid] = fields[name]
         self.alive[eid] = True
+        o = self.orig[eid]
+        self.obucket[eid] = np.where(o >= 0, self.bucket(np.maximum(o, 0)), -1)
+        self.rbucket[eid] = self.bucket(self.reply[eid])
         self.size += n
         np.add.at(self.count, self.node[eid], 1)
         self._index_put(self.reply[eid], eid)
@@ -111,6 +116,8 @@ class _EntryStore:
         self.orig[e], self.reply[e], self.node[e], self.pod[e], self.flow[e] = orig, reply, node, pod, flow
         self.t_confirm[e], self.t_assured[e], self.t_close[e] = t_confirm, t_assured, t_close
         self.t_expire[e], self.flags[e], self.seq[e], self.alive[e] = t_expire, flags, seq, True
+        self.obucket[e] = self._bucket1(orig) if orig >= 0 else -1
+        self.rbucket[e] = self._bucket1(reply)
         self.size += 1
         self.count[node] += 1
         self._put1(reply, e)
@@ -152,6 +159,10 @@ class _EntryStore:
         h = mix64(np.asarray(keys, np.int64).view(np.uint64) ^ self.salt) >> np.uint64(32)
         return ((h * np.uint64(self.buckets)) >> np.uint64(32)).astype(np.int64)
 
+    def _bucket1(self, key: int) -> int:
+        h = mix64_scalar((key & 0xFFFFFFFFFFFFFFFF) ^ int(self.salt)) >> 32
+        return (h * self.buckets) >> 32
+
     def early_drop(self, node: int, new_orig: int, t: int) -> int:
         """``early_drop()`` (nf_conntrack_core.c) for a new entry over ``nf_conntrack_max``.
 
@@ -160,11 +171,13 @@ class _EntryStore:
         An entry sits in the chain of its ORIGINAL and of its REPLY tuple. Returns the kills.
         """
         n = self.size
-        b0 = int(self.bucket(np.array([new_orig]))[0])
-        mine = np.flatnonzero(self.alive[:n] & (self.node[:n] == node))
-        has_orig = self.orig[mine] >= 0
-        ob = np.where(has_orig, self.bucket(np.where(has_orig, self.orig[mine], 0)), -1)
-        rb = self.bucket(self.reply[mine])
+        b0 = self._bucket1(new_orig)
+        # the chains of the 8 buckets b0 .. b0+7 (mod buckets): entries hashed there either way
+        near_o = (self.obucket[:n] - b0) % self.buckets < EVICTION_RANGE
+        near_r = (self.rbucket[:n] - b0) % self.buckets < EVICTION_RANGE
+        mine = np.flatnonzero(self.alive[:n] & (self.node[:n] == node)
+                              & ((near_o & (self.obucket[:n] >= 0)) | near_r))
+        ob, rb = self.obucket[mine], self.rbucket[mine]
         for i in range(EVICTION_RANGE):
             b = (b0 + i) % self.buckets
             here = mine[(ob == b) | (rb == b)]
@@ -214,10 +227,8 @@ class _EntryStore:
         return killed
 
     def _first_bucket(self, eid: np.ndarray) -> np.ndarray:
-        rb = self.bucket(self.reply[eid])
-        has_orig = self.orig[eid] >= 0
-        ob = self.bucket(np.where(has_orig, self.orig[eid], 0))
-        return np.where(has_orig, np.minimum(ob, rb), rb)
+        ob, rb = self.obucket[eid], self.rbucket[eid]
+        return np.where(ob >= 0, np.minimum(ob, rb), rb)
 
     def collect(self, t: int) -> int:
         """The GC worker: free every entry expired at ``t``; returns how many."""
