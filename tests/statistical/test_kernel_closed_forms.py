@@ -97,3 +97,29 @@ def test_same_port_probability_counts_the_modulo_bias():
     # 65536 offsets over 64512 ports: ports 1024..2047 are twice as likely
     assert same_port_probability_random() == pytest.approx((1024 * 4 + 63488) / 65536**2)
     assert same_port_probability_random(65536) == pytest.approx(1 / 65536)
+
+
+def test_held_ports_obey_littles_law_under_the_probe_cap():
+    """Little's law, L = accepted rate x holding time, for the SNAT ports of one node->pod pair in
+    the capped-search regime (256 ports, so a round probes 128 and four more rounds follow), at
+    offered load 1.3 x 256: the held-port gauge and the accepted flows must agree, batch by batch
+    (10 batches of 10 s; tolerance 4 standard errors of the batch means)."""
+    sc = lbsim.Scenario().replace(**QUIET, **{
+        "workload.syn_retries": 0, "cluster.nodes": 1, "cluster.pods": 1, "pod.workers": 10_000,
+        "pod.service_s": 0.001, "conntrack.time_wait_s": 1.0, "nat.kernel": "5.x",
+        "nat.port_range": [10000, 10255]})
+    h = _holding_s(sc)
+    rate = 1.3 * 256 / h
+    sc = sc.replace(**{"workload.rate_per_s": rate, "workload.flows": int(rate * 112)})
+    r = lbsim.run(sc)
+    ok = r.flows[r.flows["outcome"] == "established"]["arrival_s"].to_numpy()
+    g = r.gauges.set_index("t_s")["live_entries"]
+    diffs = []
+    for b in range(10):
+        lo = 10.0 + 10 * b
+        held = g.loc[lo + 1: lo + 10].mean()            # samples at whole seconds in the batch
+        accepted = np.count_nonzero((ok >= lo) & (ok < lo + 10)) / 10.0
+        diffs.append(held - accepted * h)
+    diffs = np.array(diffs)
+    se = diffs.std(ddof=1) / math.sqrt(diffs.size)
+    assert abs(diffs.mean()) < 4 * se, (diffs.mean(), se)
