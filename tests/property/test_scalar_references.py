@@ -73,3 +73,21 @@ def test_select_ports_matches_select_port(data, rows, width, random_all, evict, 
     assert list(ev) == [w.evicted for w in want]
     assert np.array_equal(table.count, ref.count)
     assert np.array_equal(table.alive[:table.size], ref.alive[:ref.size])
+
+
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 10**6), st.integers(1, 10**5)),
+                min_size=1, max_size=60),
+       st.lists(st.integers(0, 2 * 10**6), min_size=4, max_size=4))
+def test_cpu_queue_closed_form_matches_the_recursion(jobs, free):
+    """Each CPU is a FIFO single server: end_i = max(a_i, end_{i-1}) + s_i (the reference), computed
+    in batch by a segmented closed form in integers."""
+    from lbsim.batch import _lindley
+    jobs = sorted(jobs)                          # by CPU, then arrival
+    cpu = np.array([j[0] for j in jobs]); a = np.array([j[1] for j in jobs]); s = np.array([j[2] for j in jobs])
+    free = np.array(free, np.int64)
+    want, last = [], {}
+    for c, ai, si in jobs:
+        end = max(ai, last.get(c, int(free[c]))) + si
+        last[c] = end
+        want.append(end)
+    assert list(_lindley(cpu, a, s, free)) == want
