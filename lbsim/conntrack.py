@@ -97,9 +97,9 @@ class _EntryStore:
         self.rbucket[eid] = self.bucket(self.reply[eid])
         self.size += n
         np.add.at(self.count, self.node[eid], 1)
-        self._index_put(self.reply[eid], eid)
         has_orig = self.orig[eid] >= 0
-        self._index_put(self.orig[eid][has_orig], eid[has_orig])
+        self._index_put(np.concatenate((self.reply[eid], self.orig[eid][has_orig])),
+                        np.concatenate((eid, eid[has_orig])))
         return eid
 
     # -- scalar API: one entry at a time, without numpy call overhead ------------------------------
@@ -396,8 +396,6 @@ class ConntrackTable(_EntryStore):
     def _index_put(self, keys: np.ndarray, eid: np.ndarray) -> None:
         if keys.size == 0:
             return
-        if __debug__ and np.any(self._slots(keys) >= 0):
-            raise AssertionError("key indexed twice")
         keys = np.ascontiguousarray(keys, dtype=np.int64)
         slot = self._home(keys)
         todo = np.arange(keys.size)
