@@ -327,6 +327,7 @@ class ConntrackTable(_EntryStore):
         slots = 1 << max(4, int(slots - 1).bit_length())
         self._keys = np.full(slots, self._EMPTY, dtype=np.int64)
         self._vals = np.full(slots, -1, dtype=np.int64)
+        self._claim = np.empty(slots, dtype=np.int64)   # scratch: who claims a free slot
         self._mask = np.int64(slots - 1)
         self._used = 0  # keys plus tombstones
 
@@ -403,8 +404,11 @@ class ConntrackTable(_EntryStore):
             s = slot[todo]
             free = self._keys[s] < 0  # empty or tombstone: keys are never present already
             cand, cs = todo[free], s[free]
-            claimed, first = np.unique(cs, return_index=True)
-            won = cand[first]
+            # the first candidate (smallest index) of each slot wins; ufunc.at is deterministic
+            self._claim[cs] = np.iinfo(np.int64).max
+            np.minimum.at(self._claim, cs, cand)
+            won = cand[self._claim[cs] == cand]
+            claimed = slot[won]
             self._used += int(np.count_nonzero(self._keys[claimed] == self._EMPTY))
             self._keys[claimed] = keys[won]
             self._vals[claimed] = eid[won]

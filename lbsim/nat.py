@@ -256,9 +256,9 @@ def select_ports(table, t: np.ndarray, node: np.ndarray, pod: np.ndarray, sport:
             port[rows[free]] = sport[rows[free]]
             done[rows[free]] = True
 
-    # The search, group by group of equal (min, size).
-    for key in np.unique(np.stack([mn, size]), axis=1).T:
-        g_mn, g_size = int(key[0]), int(key[1])
+    # The search, group by group of equal (min, size): one group with --to-ports, else up to three.
+    for g_mn, g_size in ([(lo, hi - lo + 1)] if rule.port_range is not None
+                         else [(1024, 64512), (600, 424), (1, 511)]):
         rows = np.flatnonzero(~done & (mn == g_mn) & (size == g_size))
         attempts = min(g_size, MAX_ATTEMPTS)
         for r in range(ROUNDS):
