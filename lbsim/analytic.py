@@ -5,8 +5,6 @@ Each function states the model it assumes; the tests choose scenarios where thos
 
 from __future__ import annotations
 
-import math
-
 __all__ = ["erlang_b", "time_wait_rate_bound", "same_port_probability_random",
            "insert_race_rate", "local_pod_shares"]
 
@@ -60,7 +58,3 @@ def local_pod_shares(pods_per_node: list[int]) -> list[float]:
     evenly over the nodes that have pods: ``1 / (ready nodes x pods on that node)``."""
     ready = [n for n in pods_per_node if n > 0]
     return [1.0 / (len(ready) * n) for n in pods_per_node for _ in range(n)]
-
-
-def _check() -> None:  # pragma: no cover - quick self-check
-    assert math.isclose(erlang_b(1, 1.0), 0.5)

@@ -55,8 +55,8 @@ class Cause:
              "tuple_in_use")
 
 
-# Event kinds, in the order they are processed at equal times.
-GC, CONFIRM, NAT, ARRIVE = 0, 1, 2, 3
+# Event kinds, in the order they are processed at equal times (GC ticks come first of all).
+CONFIRM, NAT, ARRIVE = 1, 2, 3
 OK, FAILED = 1, 2
 
 

@@ -138,3 +138,10 @@ def test_4x_walks_the_whole_range_and_returns_the_last_unchecked(table):
     c = select_port(table, 0, 0, 0, 40000, OFFS, 1, NatRule(port_range=(10000, 10007), **LEGACY), rover)
     # 7 probes find taken ports; the 8th candidate is returned without a lookup: taken
     assert c.exhausted and c.found == 7 and c.port == 10000 + (3 + 7) % 8 and rover == [10]
+
+
+def test_closed_forms_known_values():
+    from lbsim.analytic import erlang_b, time_wait_rate_bound
+    assert time_wait_rate_bound() == pytest.approx(537.6)         # kernel-facts 7
+    assert erlang_b(1, 1.0) == pytest.approx(0.5)
+    assert erlang_b(2, 1.0) == pytest.approx(0.2)                 # (1/2) / (1 + 1 + 1/2)
