@@ -218,12 +218,12 @@ class _Windows:
                 nxt = m.nat_step(f, k, int(p["arrive"][i]), t, int(p["t_conf"][i]), inp)
                 p["state"][i] = _AWAIT_CONFIRM if (f, k) in m.pending else _DONE
                 if nxt is not None:
-                    self._add_retry(f, k + 1, nxt)
+                    self._add_retries(np.array([f]), np.array([k + 1]), np.array([nxt]))
             elif (f, k) in m.pending:
                 nxt = m.confirm_step(m.pending.pop((f, k)))
                 p["state"][i] = _DONE
                 if nxt is not None:
-                    self._add_retry(f, k + 1, nxt)
+                    self._add_retries(np.array([f]), np.array([k + 1]), np.array([nxt]))
         where = {(int(f), int(k)): i for i, (f, k) in enumerate(zip(p["flow"], p["attempt"]))}
         for (f, k), po in m.pending.items():          # still waiting for a later confirm
             i = where[(f, k)]
@@ -237,11 +237,6 @@ class _Windows:
                        int(p["t_conf"][i]), int(p["node"][i]), int(p["pod"][i]), int(p["port"][i]),
                        bool(p["exhausted"][i]), int(p["orig"][i]), int(p["reply"][i]),
                        int(p["isn"][i]), bool(p["follow"][i]))
-
-    def _add_retry(self, flow, attempt, arrive) -> None:
-        r = self.retry
-        self.retry = {"flow": np.append(r["flow"], flow), "attempt": np.append(r["attempt"], attempt),
-                      "arrive": np.append(r["arrive"], arrive)}
 
     def _add_retries(self, flow, attempt, arrive) -> None:
         r = self.retry

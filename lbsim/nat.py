@@ -197,7 +197,8 @@ def select_ports(table, t: np.ndarray, node: np.ndarray, pod: np.ndarray, sport:
     to_release: list[np.ndarray] = []
 
     def probe(rows: np.ndarray, ports: np.ndarray, left: np.ndarray):
-        """Status of candidate ``ports`` (rows x cols): live eid or -1, and evictable."""
+        """Candidate ``ports`` (rows x cols): the live entry (or -1), evictable, the expired entry
+        met (or -1; the lookup frees it)."""
         eid = table.lookup(reply_key(node[rows, None], pod[rows, None], ports))
         tt = t[rows, None]
         present = eid >= 0
@@ -211,7 +212,7 @@ def select_ports(table, t: np.ndarray, node: np.ndarray, pod: np.ndarray, sport:
             d = (isn[rows, None] + 1 - table.seq[e]) & 0xFFFFFFFF
             harder &= (((flags & TCP) != 0) & (tt >= table.t_close[e]) & ((flags & SNAT) != 0)
                        & ((flags & NAT_CLASH) == 0) & (d > 0) & (d < (1 << 31)))
-        return np.where(live, eid, -1), harder, expired
+        return np.where(live, eid, -1), harder, np.where(expired, eid, -1)
 
     def settle(rows, ports, live_eid, evict, expired):
         """Apply one block of probes; returns the rows still searching and their last port."""
@@ -220,7 +221,7 @@ def select_ports(table, t: np.ndarray, node: np.ndarray, pod: np.ndarray, sport:
         j = np.where(anyfree, free.argmax(axis=1), ports.shape[1] - 1)
         seen = np.arange(ports.shape[1])[None, :] <= j[:, None]
         found[rows] += np.count_nonzero(seen & (live_eid >= 0), axis=1)
-        to_release.append(_expired_eids(table, node[rows, None], pod[rows, None], ports, seen & expired))
+        to_release.append(expired[seen & (expired >= 0)])
         ok = rows[anyfree]
         jj = j[anyfree]
         port[ok] = ports[anyfree, jj]
@@ -252,7 +253,7 @@ def select_ports(table, t: np.ndarray, node: np.ndarray, pod: np.ndarray, sport:
             live_eid, _, expired = probe(rows, ports, np.full((1, 1), 1 << 30))
             free = live_eid[:, 0] < 0
             found[rows] += ~free
-            to_release.append(_expired_eids(table, node[rows, None], pod[rows, None], ports, expired))
+            to_release.append(expired[expired >= 0])
             port[rows[free]] = sport[rows[free]]
             done[rows[free]] = True
 
@@ -291,11 +292,3 @@ def select_ports(table, t: np.ndarray, node: np.ndarray, pod: np.ndarray, sport:
     if evicted_ok.size:
         table.release(evicted_ok)
     return port, exhausted, found, evicted
-
-
-def _expired_eids(table, node, pod, ports, mask) -> np.ndarray:
-    if not mask.any():
-        return np.zeros(0, dtype=np.int64)
-    keys = reply_key(np.broadcast_to(node, ports.shape)[mask], np.broadcast_to(pod, ports.shape)[mask],
-                     ports[mask])
-    return table.lookup(keys)
