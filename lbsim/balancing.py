@@ -1,4 +1,5 @@
-"""Load-balancing decisions: the cloud LB's round robin and kube-proxy's endpoint choice.
+"""Load-balancing primitives: round robin, weighted round robin, hashing, Maglev, least
+connections, the iptables cascade and nftables' numgen.
 
 Vectorized functions and their scalar references share a name (``_scalar`` suffix) and agree
 decision for decision; tests/property checks that.
@@ -11,9 +12,14 @@ from functools import lru_cache
 
 import numpy as np
 
+from .rng import mix64, mix64_scalar
+
 __all__ = [
     "iptables_probability_threshold", "iptables_cascade_cdf", "iptables_endpoint",
-    "iptables_endpoint_scalar", "round_robin", "round_robin_scalar",
+    "iptables_endpoint_scalar", "round_robin", "round_robin_scalar", "smooth_wrr_sequence",
+    "weighted_round_robin", "weighted_round_robin_scalar", "source_hash", "ipvs_sh_bucket",
+    "ipvs_sh_table", "maglev_permutation", "maglev_table", "maglev_lookup", "maglev_lookup_scalar",
+    "least_connections", "numgen_random",
 ]
 
 
@@ -87,3 +93,164 @@ def round_robin_scalar(instance: list[int], backends: int, instances: int) -> li
         out.append(counter[i] % backends)
         counter[i] += 1
     return out
+
+
+# -- weighted round robin ---------------------------------------------------------------------
+def smooth_wrr_sequence(weights: list[int] | np.ndarray) -> np.ndarray:
+    """One period (``sum(weights)`` picks) of smooth weighted round robin (nginx's algorithm:
+    every pick adds each backend's weight to its credit, takes the largest credit, first on ties,
+    and charges it the total). Zero-weight backends are never picked."""
+    w = [int(x) for x in weights]
+    if not w or min(w) < 0 or sum(w) == 0:
+        raise ValueError(f"weights = {w} are invalid: must be >= 0 with a positive sum")
+    total, credit, out = sum(w), [0] * len(w), []
+    for _ in range(total):
+        credit = [c + x for c, x in zip(credit, w)]
+        best = max(range(len(w)), key=lambda i: (credit[i], -i))
+        credit[best] -= total
+        out.append(best)
+    return np.array(out, dtype=np.int64)
+
+
+def weighted_round_robin(instance: np.ndarray, weights, instances: int) -> np.ndarray:
+    """Backend per flow (arrival order) when every instance runs its own smooth WRR."""
+    seq = smooth_wrr_sequence(weights)
+    return seq[round_robin(instance, seq.size, instances)]
+
+
+def weighted_round_robin_scalar(instance: list[int], weights, instances: int) -> list[int]:
+    """Scalar reference of :func:`weighted_round_robin`: one credit vector per instance."""
+    w = [int(x) for x in weights]
+    total = sum(w)
+    credit = [[0] * len(w) for _ in range(instances)]
+    out = []
+    for i in instance:
+        c = credit[i] = [a + b for a, b in zip(credit[i], w)]
+        best = max(range(len(w)), key=lambda k: (c[k], -k))
+        c[best] -= total
+        out.append(best)
+    return out
+
+
+# -- hashing ----------------------------------------------------------------------------------
+def source_hash(key: np.ndarray, n: int, salt: int) -> np.ndarray:
+    """Backend in [0, n) by a salted 64-bit hash of ``key`` (a client IP, say)."""
+    h = mix64(np.asarray(key, np.int64).view(np.uint64) ^ np.uint64(salt))
+    return (h % np.uint64(n)).astype(np.int64)
+
+
+def ipvs_sh_bucket(ip: np.ndarray) -> np.ndarray:
+    """IPVS ``sh`` bucket of a source IP: ``(ip * 2654435761) mod 2^32 >> 24`` over 256 buckets
+    (``ip_vs_sh_hashkey``, IP_VS_SH_TAB_BITS = 8, no port)."""
+    ip = np.asarray(ip, np.uint64)
+    return (((ip * np.uint64(2654435761)) & np.uint64(0xFFFFFFFF)) >> np.uint64(24)).astype(np.int64)
+
+
+def ipvs_sh_table(weights: list[int]) -> np.ndarray:
+    """The 256-bucket IPVS ``sh`` table: buckets go to the destinations in list order, each
+    destination taking ``weight`` consecutive buckets per pass (``ip_vs_sh_reassign``)."""
+    w = [int(x) for x in weights]
+    if not w or min(w) < 0 or sum(w) == 0:
+        raise ValueError(f"weights = {w} are invalid: must be >= 0 with a positive sum")
+    order = [i for i, x in enumerate(w) for _ in range(x)]
+    return np.array([order[b % len(order)] for b in range(256)], dtype=np.int64)
+
+
+# -- Maglev -----------------------------------------------------------------------------------
+def maglev_permutation(backend_keys: np.ndarray, size: int, salt: int) -> tuple[np.ndarray, np.ndarray]:
+    """``offset`` and ``skip`` of each backend's permutation (Maglev paper, section 3.4):
+    ``offset = h1 % M``, ``skip = h2 % (M - 1) + 1`` from two hashes of the backend's name."""
+    k = np.asarray(backend_keys, np.int64).view(np.uint64)
+    h1 = mix64(k ^ np.uint64(salt))
+    h2 = mix64(k ^ np.uint64(salt) ^ np.uint64(0x5BD1E9955BD1E995))
+    return ((h1 % np.uint64(size)).astype(np.int64),
+            (h2 % np.uint64(size - 1)).astype(np.int64) + 1)
+
+
+@lru_cache(maxsize=64)
+def maglev_table(backend_keys: tuple[int, ...], size: int, salt: int,
+                 weights: tuple[int, ...] | None = None) -> np.ndarray:
+    """The Maglev lookup table: entry -> index into ``backend_keys`` (Maglev paper, Pseudocode 1).
+
+    Backends take turns filling the table, each from its own permutation of the M entries; with
+    ``weights``, backend i takes its turn in pass n only when ``floor((n+1) w_i / w_max)`` grows,
+    so the shares follow the weights. ``size`` must be prime (then every permutation is complete).
+    """
+    n = len(backend_keys)
+    if n == 0:
+        raise ValueError("a Maglev table needs at least one backend")
+    offset, skip = maglev_permutation(np.array(backend_keys, np.int64), size, salt)
+    offset, skip = offset.tolist(), skip.tolist()
+    w = list(weights) if weights is not None else [1] * n
+    wmax = max(w)
+    nxt = [0] * n
+    entry = [-1] * size
+    filled, rnd = 0, 0
+    while filled < size:
+        for i in range(n):
+            if w[i] == 0 or (rnd + 1) * w[i] // wmax == rnd * w[i] // wmax:
+                continue
+            c = (offset[i] + nxt[i] * skip[i]) % size
+            while entry[c] >= 0:
+                nxt[i] += 1
+                c = (offset[i] + nxt[i] * skip[i]) % size
+            entry[c] = i
+            nxt[i] += 1
+            filled += 1
+            if filled == size:
+                break
+        rnd += 1
+    table = np.array(entry, dtype=np.int64)
+    table.flags.writeable = False
+    return table
+
+
+def maglev_lookup(table: np.ndarray, key: np.ndarray, salt: int) -> np.ndarray:
+    """Backend index of each flow key: ``table[hash(key) % M]``."""
+    h = mix64(np.asarray(key, np.int64).view(np.uint64) ^ np.uint64(salt))
+    return table[(h % np.uint64(table.size)).astype(np.int64)]
+
+
+def maglev_lookup_scalar(table: np.ndarray, key: int, salt: int) -> int:
+    """Scalar reference of :func:`maglev_lookup`."""
+    return int(table[(mix64_scalar(key & ((1 << 64) - 1) ^ salt)) % table.size])
+
+
+# -- least connections ------------------------------------------------------------------------
+def least_connections(group: np.ndarray, t: np.ndarray, life: np.ndarray,
+                      candidates: list[np.ndarray]) -> np.ndarray:
+    """Least-connections choice per flow, each ``group`` (an LB instance, a node) on its own state.
+
+    Flows come in time order; a flow opens a connection to its choice at ``t`` and closes it at
+    ``t + life``. It goes to the candidate of its group with the fewest open connections, the
+    first in list order on ties (IPVS ``lc`` keeps the first least-loaded destination). An empty
+    candidate list gives -1. This is sequential by nature; it is its own reference.
+    """
+    import heapq
+    out = np.full(len(t), -1, dtype=np.int64)
+    open_: dict[int, np.ndarray] = {}
+    ends: list[tuple[int, int, int]] = []
+    for f in range(len(t)):
+        now = int(t[f])
+        while ends and ends[0][0] <= now:
+            _, g0, b0 = heapq.heappop(ends)
+            open_[g0][b0] -= 1
+        g = int(group[f])
+        cand = candidates[g]
+        if cand.size == 0:
+            continue
+        conns = open_.get(g)
+        if conns is None:
+            conns = open_[g] = np.zeros(cand.size, np.int64)
+        k = int(conns.argmin())
+        conns[k] += 1
+        heapq.heappush(ends, (now + int(life[f]), g, k))
+        out[f] = int(cand[k])
+    return out
+
+
+def numgen_random(u: np.ndarray, n: int) -> np.ndarray:
+    """nftables ``numgen random mod n``: ``reciprocal_scale(u32, n) = (u32 * n) >> 32`` with
+    ``u32 = floor(u * 2^32)``."""
+    u32 = np.floor(np.asarray(u) * 2.0**32).astype(np.uint64)
+    return ((u32 * np.uint64(n)) >> np.uint64(32)).astype(np.int64)

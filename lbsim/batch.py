@@ -171,7 +171,8 @@ class _Windows:
         n = nat.size + conf.size
         if n < 64:
             return False
-        pods = np.concatenate((self.m.endpoint(p["node"][nat], p["u_ep"][nat]), p["pod"][conf]))
+        pods = np.concatenate((self.m.endpoint(p["node"][nat], p["u_ep"][nat], p["flow"][nat]),
+                               p["pod"][conf]))
         return n < 16 * np.bincount(pods[pods >= 0]).max(initial=1)
 
     def _first_interaction(self, nat: np.ndarray, conf: np.ndarray, t1: int) -> int | None:
@@ -248,7 +249,7 @@ class _Windows:
     def _events_vector(self, nat: np.ndarray, conf: np.ndarray) -> None:
         m, p = self.m, self.pend
         if nat.size:
-            p["pod"][nat] = m.endpoint(p["node"][nat], p["u_ep"][nat])
+            p["pod"][nat] = m.endpoint(p["node"][nat], p["u_ep"][nat], p["flow"][nat])
             lost = nat[p["pod"][nat] < 0]
             if lost.size:
                 self._fail(lost, p["t_nat"][lost], Cause.NO_LOCAL_ENDPOINT)

@@ -21,7 +21,8 @@ import tomli_w
 from .durations import Duration, Fixed, duration_to_toml, parse_duration
 
 __all__ = [
-    "DataPath", "Protocol", "Source", "LBAlgorithm", "ProxyMode", "TrafficPolicy", "NatKernel",
+    "DataPath", "Protocol", "Source", "LBAlgorithm", "ProxyMode", "IpvsScheduler",
+    "CiliumAlgorithm", "SessionAffinity", "TrafficPolicy", "NatKernel",
     "WorkloadConfig", "LBConfig", "ClusterConfig", "PodConfig", "KubeProxyConfig", "NatConfig",
     "ConntrackConfig", "NetworkConfig", "Scenario",
     "MAX_NODES", "MAX_PODS", "MAX_CLIENTS",
@@ -59,15 +60,51 @@ class Source(str, enum.Enum):
 
 
 class LBAlgorithm(str, enum.Enum):
-    """Cloud LB backend choice. ``rr``: each LB instance round-robins over its backends."""
+    """Cloud LB backend choice, made by each LB instance on its own state.
+
+    ``rr`` round robin; ``wrr`` smooth weighted round robin (``lb.weights``); ``lc`` least
+    connections (the instance's own open connections per backend); ``source_hash`` a hash of the
+    client IP; ``maglev`` a Maglev table (``lb.maglev_table_size``) looked up by a hash of the
+    client tuple, the same table on every instance.
+    """
 
     RR = "rr"
+    WRR = "wrr"
+    LC = "lc"
+    SOURCE_HASH = "source_hash"
+    MAGLEV = "maglev"
 
 
 class ProxyMode(str, enum.Enum):
-    """kube-proxy mode. ``iptables``: the statistic-match probability cascade."""
+    """kube-proxy mode (kernel-facts 4, 5). ``iptables``: the statistic-match probability cascade,
+    a new draw per new conntrack entry; ``nftables``: ``numgen random mod n``; ``ipvs``: the
+    IPVS scheduler ``kube_proxy.ipvs_scheduler`` with its own state on every node; ``cilium``:
+    Cilium's kube-proxy replacement, ``kube_proxy.cilium_algorithm`` (endpoint choice only: the
+    NAT and conntrack of the node stay the netfilter ones in lbsim)."""
 
     IPTABLES = "iptables"
+    NFTABLES = "nftables"
+    IPVS = "ipvs"
+    CILIUM = "cilium"
+
+
+class IpvsScheduler(str, enum.Enum):
+    """IPVS schedulers lbsim models: ``rr``, ``lc``, ``sh`` (source hash), ``mh`` (Maglev)."""
+
+    RR = "rr"
+    LC = "lc"
+    SH = "sh"
+    MH = "mh"
+
+
+class CiliumAlgorithm(str, enum.Enum):
+    RANDOM = "random"
+    MAGLEV = "maglev"
+
+
+class SessionAffinity(str, enum.Enum):
+    NONE = "None"
+    CLIENT_IP = "ClientIP"
 
 
 class TrafficPolicy(str, enum.Enum):
@@ -253,10 +290,35 @@ class LBConfig(_Section):
     #: independent LB instances; a flow reaches one by a hash of its tuple (ECMP)
     instances: int = 1
     algorithm: LBAlgorithm = LBAlgorithm.RR
+    #: backend weights for ``wrr`` and ``maglev``: "equal"; "local_pods" (a node weighs its
+    #: number of pods, as Tencent's local-svc-weighted-balance; a pod weighs 1); "workers" (a
+    #: pod weighs its workers, a node the workers of its pods)
+    weights: str = "equal"
+    #: Maglev lookup table size M (a prime, M > 100 x backends keeps disruption near 1 %)
+    maglev_table_size: int = 65537
+    #: session persistence by client IP: a client's new flow goes to the backend of its previous
+    #: flow if that came less than this long ago, seconds (0: off)
+    persistence_s: float = 0.0
+    #: health checks: a node whose check fails (``Local`` with no pod on it answers 503) is out of
+    #: the backend set; pods are ready all run long, so the set is the steady state
+    health_check: bool = True
 
     def __post_init__(self) -> None:
-        _check_int(self._name("instances"), self.instances, 1, 4096)
-        _check_enum(self._name("algorithm"), self.algorithm, LBAlgorithm)
+        n = self._name
+        _check_int(n("instances"), self.instances, 1, 4096)
+        _check_enum(n("algorithm"), self.algorithm, LBAlgorithm)
+        if self.weights not in ("equal", "local_pods", "workers"):
+            _fail(n("weights"), self.weights, 'one of "equal", "local_pods", "workers"')
+        if not _is_int(self.maglev_table_size) or not _is_prime(self.maglev_table_size) \
+                or not 7 <= self.maglev_table_size <= 1_000_003:
+            _fail(n("maglev_table_size"), self.maglev_table_size, "a prime in [7, 1000003]")
+        _check_float(n("persistence_s"), self.persistence_s)
+        if not isinstance(self.health_check, bool):
+            _fail(n("health_check"), self.health_check, "true or false")
+
+
+def _is_prime(m: int) -> bool:
+    return m >= 2 and all(m % d for d in range(2, math.isqrt(m) + 1))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -303,14 +365,23 @@ class PodConfig(_Section):
 
     _prefix: typing.ClassVar[str] = "pod"
 
-    workers: int = 4
+    #: servers per pod: one count for every pod, or a list with one count per pod
+    workers: int | tuple[int, ...] = 4
     #: time a worker spends on one request, seconds
     service_s: Duration = Fixed(value=0.2)
     #: the pod's target port
     port: int = 8080
 
     def __post_init__(self) -> None:
-        _check_int(self._name("workers"), self.workers, 1, 1 << 20)
+        w = self.workers
+        if isinstance(w, list):
+            w = tuple(w)
+            object.__setattr__(self, "workers", w)
+        if isinstance(w, tuple):
+            if not w or not all(_is_int(x) and 1 <= x <= 1 << 20 for x in w):
+                _fail(self._name("workers"), list(w), f"a list of integers in [1, {1 << 20}]")
+        else:
+            _check_int(self._name("workers"), w, 1, 1 << 20)
         _check_int(self._name("port"), self.port, 1, 65535)
         object.__setattr__(self, "service_s", parse_duration(self._name("service_s"), self.service_s))
 
@@ -323,10 +394,31 @@ class KubeProxyConfig(_Section):
 
     mode: ProxyMode = ProxyMode.IPTABLES
     external_traffic_policy: TrafficPolicy = TrafficPolicy.CLUSTER
+    #: with mode = "ipvs": the scheduler (kube-proxy's default is rr)
+    ipvs_scheduler: IpvsScheduler = IpvsScheduler.RR
+    #: with mode = "cilium": loadBalancer.algorithm (Cilium's default is random)
+    cilium_algorithm: CiliumAlgorithm = CiliumAlgorithm.RANDOM
+    #: with cilium_algorithm = "maglev": table size M (Cilium's default 16381)
+    cilium_maglev_table_size: int = 16381
+    #: the Service's sessionAffinity (iptables, nftables: a per-node recent table of client IPs)
+    session_affinity: SessionAffinity = SessionAffinity.NONE
+    #: sessionAffinityConfig.clientIP.timeoutSeconds, seconds (default 10800, at most 86400)
+    session_affinity_timeout_s: float = 10800.0
 
     def __post_init__(self) -> None:
-        _check_enum(self._name("mode"), self.mode, ProxyMode)
-        _check_enum(self._name("external_traffic_policy"), self.external_traffic_policy, TrafficPolicy)
+        n = self._name
+        _check_enum(n("mode"), self.mode, ProxyMode)
+        _check_enum(n("external_traffic_policy"), self.external_traffic_policy, TrafficPolicy)
+        _check_enum(n("ipvs_scheduler"), self.ipvs_scheduler, IpvsScheduler)
+        _check_enum(n("cilium_algorithm"), self.cilium_algorithm, CiliumAlgorithm)
+        if (not _is_int(self.cilium_maglev_table_size) or not _is_prime(self.cilium_maglev_table_size)
+                or not 7 <= self.cilium_maglev_table_size <= 1_000_003):
+            _fail(n("cilium_maglev_table_size"), self.cilium_maglev_table_size,
+                  "a prime in [7, 1000003]")
+        _check_enum(n("session_affinity"), self.session_affinity, SessionAffinity)
+        t = self.session_affinity_timeout_s
+        if not (isinstance(t, (int, float)) and not isinstance(t, bool) and 0 < t <= 86400):
+            _fail(n("session_affinity_timeout_s"), t, "a number in (0, 86400]")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -429,6 +521,10 @@ class Scenario(_Section):
             if isinstance(v, dict):  # allow Scenario(workload={...}) from plain data
                 hint = typing.get_type_hints(type(self))[f.name]
                 object.__setattr__(self, f.name, hint.from_dict(v, f.name))
+        w = self.pod.workers
+        if isinstance(w, tuple) and len(w) != self.cluster.pods:
+            _fail("pod.workers", list(w), f"one count or a list of cluster.pods = "
+                  f"{self.cluster.pods} counts")
 
     # -- conversions -------------------------------------------------------------------------
     @classmethod

@@ -13,8 +13,8 @@ from .model import NS, Cause, Model
 from .tuples import CLIENT_BASE
 
 __all__ = ["FLOW_COLUMNS", "COUNTER_COLUMNS", "GAUGE_COLUMNS", "DROP_COLUMNS", "SNAT_COLUMNS",
-           "SUMMARY_METRICS", "flows_frame", "counters_frame", "gauges_frame", "drops_frame",
-           "snat_frame", "summarize"]
+           "LOAD_COLUMNS", "SUMMARY_METRICS", "flows_frame", "counters_frame", "gauges_frame",
+           "drops_frame", "snat_frame", "load_frame", "summarize"]
 
 FLOW_COLUMNS = {
     "flow": "flow number, in arrival order",
@@ -30,6 +30,7 @@ FLOW_COLUMNS = {
     "attempts": "SYNs sent (1 + retransmissions) or UDP requests sent",
     "connect_latency_s": "first SYN to SYN-ACK at the client, s (NaN: failed or UDP)",
     "response_time_s": "first SYN or request to the response at the client, s (NaN: failed)",
+    "closed_s": "time the client closed the connection (response + hold), s (NaN: failed)",
     "source_ip": "source IP the pod saw, as a 32-bit integer (lbsim.tuples.ip_str formats it)",
     "source_ip_preserved": "the pod saw the client's own IP",
     "second_hop": "the pod ran on another node than the one the LB chose (NodePort only)",
@@ -63,6 +64,15 @@ SNAT_COLUMNS = {
     "ports": "SNAT source ports held by live entries of this (node, pod); pairs with none are left out",
 }
 
+LOAD_COLUMNS = {
+    "t_s": "start of the time bin (the run's span in 100 bins), s",
+    "bin_s": "width of the bin, s",
+    "pod": "pod number",
+    "node": "node the pod runs on",
+    "new_flows": "established flows that arrived in the bin",
+    "connections": "connections open at the pod at the start of the bin (arrival to close)",
+}
+
 GAUGE_COLUMNS = {
     "t_s": "sample time (every conntrack.gc_interval_s), s",
     "node": "node number",
@@ -94,6 +104,14 @@ SUMMARY_METRICS = {
     "response_time_p99_s": "99th percentile response time, s",
     "pod_load_max_over_mean": "established flows per pod: max / mean over all pods",
     "pod_load_cv": "established flows per pod: standard deviation / mean",
+    "pod_load_jain": "Jain's fairness index of established flows per pod, (sum x)^2 / (n sum x^2): "
+                     "1 = even, 1/n = all on one pod",
+    "pod_conn_max_over_mean": "open connections per pod, time-averaged from 0 to the last arrival: "
+                              "max / mean over pods",
+    "node_load_max_over_mean": "established flows per node (the node the LB chose on NodePort, "
+                               "the pod's node on direct): max / mean over nodes",
+    "session_persistence_fraction": "established flows after a client's first that reach the "
+                                    "pod of its first (clients with >= 2 established flows)",
     "source_ip_preserved_fraction": "established flows whose pod saw the client IP",
     "second_hop_fraction": "established flows served by a pod on another node than the LB's",
     "wall_s": "wall-clock time of the run, s",
@@ -122,6 +140,7 @@ def flows_frame(m: Model) -> pd.DataFrame:
         "attempts": m.attempts.astype(np.int64),
         "connect_latency_s": np.where(ok & (m.connect >= 0), m.connect / NS, np.nan),
         "response_time_s": np.where(ok, m.response / NS, np.nan),
+        "closed_s": np.where(ok, (m.t0 + m.response + m.hold) / NS, np.nan),
         "source_ip": np.where(ok, m.src_ip, 0).astype(np.uint32),
         "source_ip_preserved": preserved,
         "second_hop": second,
@@ -177,6 +196,59 @@ def snat_frame(m: Model) -> pd.DataFrame:
                          "ports": np.concatenate([g[2] for g in m.snat_gauges])})
 
 
+def load_frame(m: Model, flows: pd.DataFrame, bins: int = 100) -> pd.DataFrame:
+    """Per pod and time bin: new established flows and open connections (:data:`LOAD_COLUMNS`)."""
+    ok = flows["outcome"].to_numpy() == "established"
+    a = flows["arrival_s"].to_numpy()[ok]
+    c = flows["closed_s"].to_numpy()[ok]
+    pod = m.rec_pod[ok].astype(np.int64)
+    end = float(c.max()) if c.size else 1.0
+    width = end / bins if end > 0 else 1.0
+    edges = np.arange(bins) * width
+    P = m.n_pods
+
+    def per_bin(x: np.ndarray) -> np.ndarray:   # counts per (pod, bin) of times x
+        b = np.minimum((x / width).astype(np.int64), bins - 1)
+        return np.bincount(pod * bins + b, minlength=P * bins).reshape(P, bins)
+
+    new = per_bin(a)
+    # open at edge k: arrived before it, closed at or after it
+    opened = np.cumsum(new, axis=1) - new
+    closed = per_bin(c)
+    closed = np.cumsum(closed, axis=1) - closed
+    return pd.DataFrame({
+        "t_s": np.tile(edges, P), "bin_s": width, "pod": np.repeat(np.arange(P), bins),
+        "node": np.repeat(m.pod_node, bins), "new_flows": new.ravel(),
+        "connections": (opened - closed).ravel(),
+    })
+
+
+def _open_connections(m: Model, flows: pd.DataFrame, ok: np.ndarray) -> float:
+    """Max / mean over pods of the time-average of open connections over [0, last arrival]."""
+    a = flows["arrival_s"].to_numpy()
+    end = float(a.max()) if a.size else 0.0
+    c = np.minimum(flows["closed_s"].to_numpy()[ok], end)
+    inside = np.clip(c - a[ok], 0.0, None)
+    return _max_over_mean(np.bincount(m.rec_pod[ok], weights=inside, minlength=m.n_pods))
+
+
+def _max_over_mean(x: np.ndarray) -> float:
+    mean = x.mean() if x.size else 0.0
+    return float(x.max() / mean) if mean > 0 else float("nan")
+
+
+def _persistence(client: np.ndarray, pod: np.ndarray) -> float:
+    """Flows after each client's first that reach its first pod (flows in arrival order)."""
+    if client.size == 0:
+        return float("nan")
+    order = np.lexsort((np.arange(client.size), client))
+    c, p = client[order], pod[order]
+    first = np.r_[True, c[1:] != c[:-1]]
+    first_pod = p[np.maximum.accumulate(np.where(first, np.arange(c.size), 0))]
+    later = ~first
+    return float((p[later] == first_pod[later]).mean()) if later.any() else float("nan")
+
+
 def _q(x: np.ndarray, q: float) -> float:
     return float(np.quantile(x, q)) if x.size else float("nan")
 
@@ -215,6 +287,13 @@ def summarize(m: Model, flows: pd.DataFrame, wall_s: float) -> dict[str, float]:
         "response_time_p99_s": _q(resp, 0.99),
         "pod_load_max_over_mean": float(load.max() / mean) if mean > 0 else float("nan"),
         "pod_load_cv": float(load.std() / mean) if mean > 0 else float("nan"),
+        "pod_load_jain": float(load.sum() ** 2 / (load.size * (load**2).sum()))
+        if mean > 0 else float("nan"),
+        "pod_conn_max_over_mean": _open_connections(m, flows, ok),
+        "node_load_max_over_mean": _max_over_mean(np.bincount(
+            (m.backend if m.nodeport else m.pod_node[np.maximum(m.rec_pod, 0)])[ok],
+            minlength=m.n_nodes)),
+        "session_persistence_fraction": _persistence(m.client[ok], m.rec_pod[ok]),
         "source_ip_preserved_fraction": float(flows["source_ip_preserved"].to_numpy()[ok].mean())
         if n_ok else float("nan"),
         "second_hop_fraction": float(flows["second_hop"].to_numpy()[ok].mean()) if n_ok else float("nan"),

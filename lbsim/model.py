@@ -26,7 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import tuples
-from .balancing import iptables_endpoint, iptables_endpoint_scalar, round_robin
+from .kube_proxy import PER_ATTEMPT, KubeProxy
+from .lb import LoadBalancer
 from .config import DataPath, NatKernel, Protocol, Scenario, Source, TrafficPolicy
 from .conntrack import NAT_CLASH, SNAT, TCP, DictConntrackTable
 from .nat import ROUNDS, NatRule, select_port
@@ -95,6 +96,9 @@ class Model:
         c = sc.cluster
         self.n_nodes, self.n_pods, self.cpus = c.nodes, c.pods, c.cpus_per_node
         self.pod_node = pod_placement(sc)
+        w = sc.pod.workers
+        self.workers = (np.asarray(w, np.int64) if isinstance(w, tuple)
+                        else np.full(c.pods, w, np.int64))
         self.local_pods = [np.flatnonzero(self.pod_node == n) for n in range(self.n_nodes)]
         net = sc.network
         self.d_in = ns(net.client_to_lb_s + net.lb_to_backend_s)
@@ -119,7 +123,9 @@ class Model:
         self.unconfirmed = np.zeros(self.n_nodes, dtype=np.int64)
         self.rover = [[0] for _ in range(self.n_nodes)]  # 4.x: per node (per protocol) rover
         self.cpu_free = np.zeros(self.n_nodes * self.cpus, dtype=np.int64)
-        self.worker_free = np.zeros((self.n_pods, sc.pod.workers), dtype=np.int64)
+        # a pod with fewer workers than the most has its missing ones busy for ever
+        self.worker_free = np.where(np.arange(self.workers.max()) < self.workers[:, None], 0,
+                                    _NEVER).astype(np.int64)
         self.pending: dict[tuple[int, int], Pending] = {}
         # records (per flow) and counters (per node)
         F = self.F
@@ -173,14 +179,22 @@ class Model:
         self.client, self.sport = client[self.socket], sport[self.socket]
         self.service = _durations(sc.pod.service_s, st, "service", fid)
         self.hold = _durations(w.hold_s, st, "hold", fid)
-        # ECMP: an LB instance by a hash of the client's tuple; then that instance's round robin,
+        # ECMP: an LB instance by a hash of the client's tuple; the instance's choice is made
         # once per socket (the LB tracks a tuple, so a socket's requests share a backend).
+        first = np.full(S, F, np.int64)
+        np.minimum.at(first, self.socket, fid)
+        # how long the LB (or IPVS) counts a connection for least-connections: the handshake,
+        # the service and the hold, without queueing or retransmissions (docs/design.md)
+        self.life = 2 * self.d_in + self.service + self.hold
         tup = (client << np.int64(16)) | sport
         lbhash = mix64(tup.view(np.uint64) ^ st.keys["lb"])
         instance = (lbhash % np.uint64(sc.lb.instances)).astype(np.int64)
-        backends = self.n_nodes if self.nodeport else self.n_pods
-        rr = round_robin(instance, backends, sc.lb.instances)    # sockets arrive in id order
-        self.instance, self.backend = instance[self.socket], rr[self.socket]
+        lb = LoadBalancer(sc, self.pod_node, self.workers, int(st.keys["lb"]) ^ 0x2545F4914F6CDD1D)
+        backend = lb.choose(instance, client, sport, t_sock, self.life[np.minimum(first, F - 1)])
+        self.instance, self.backend = instance[self.socket], backend[self.socket]
+        self.kube_proxy = KubeProxy(sc, self.local_pods, self.n_pods, self.local,
+                                    int(st.keys["endpoint"]) ^ 0x2545F4914F6CDD1D)
+        self.flow_pod = np.full(F, PER_ATTEMPT, np.int64)
         if self.nodeport:
             if self.pod_clients:                 # the client pod's own node
                 self.instance = np.full(F, -1, np.int64)
@@ -188,6 +202,9 @@ class Model:
             self.orig = tuples.orig_key(self.backend, self.client, self.sport)
             rss = mix64(self.orig.view(np.uint64) ^ st.keys["rss"])
             self.cpu = self.backend * self.cpus + (rss % np.uint64(self.cpus)).astype(np.int64)
+            self.flow_pod = self.kube_proxy.flow_pods(self.backend, self.client, self.sport,
+                                                      self.t0, self.life,
+                                                      st.uniform("endpoint", fid, 0))
 
     def attempt_inputs(self, flow: np.ndarray, attempt: np.ndarray) -> dict[str, np.ndarray]:
         """Random inputs of attempts: CPU time, endpoint uniform, NAT offsets, ISN."""
@@ -207,18 +224,12 @@ class Model:
         return {"pkt": pkt, "u_ep": st.uniform("endpoint", flow, attempt),
                 "offsets": offsets, "isn": st.u32("isn", flow, attempt), "cpu": cpu}
 
-    def endpoint(self, node: np.ndarray, u: np.ndarray) -> np.ndarray:
+    def endpoint(self, node: np.ndarray, u: np.ndarray, flow: np.ndarray) -> np.ndarray:
         """kube-proxy's choice of pod for attempts on ``node`` (-1: no local endpoint)."""
-        node = np.asarray(node)
-        if not self.local:
-            return iptables_endpoint(u, self.n_pods)
-        pod = np.full(node.shape, -1, dtype=np.int64)
-        for n in np.unique(node):
-            sel = node == n
-            lp = self.local_pods[n]
-            if lp.size:
-                pod[sel] = lp[iptables_endpoint(u[sel], lp.size)]
-        return pod
+        fixed = self.flow_pod[flow]
+        if not self.kube_proxy.per_attempt:
+            return fixed
+        return self.kube_proxy.endpoint(node, u)
 
     def secure_port(self, node: int, pod: int) -> int:
         """4.x ``--random`` start: ``secure_ipv4_port_ephemeral(nat ip, dst ip, dst port)``, a
@@ -226,12 +237,11 @@ class Model:
         k = np.array([tuples.reply_key(node, pod, 0)], np.int64).view(np.uint64)
         return int(mix64(k ^ self.streams.keys["nat"])[0] >> np.uint64(32))
 
-    def endpoint1(self, node: int, u: float) -> int:
+    def endpoint1(self, node: int, u: float, flow: int) -> int:
         """Scalar :meth:`endpoint` (the cascade's reference lookup)."""
-        if not self.local:
-            return iptables_endpoint_scalar(u, self.n_pods)
-        lp = self.local_pods[node]
-        return int(lp[iptables_endpoint_scalar(u, lp.size)]) if lp.size else -1
+        if not self.kube_proxy.per_attempt:
+            return int(self.flow_pod[flow])
+        return self.kube_proxy.endpoint1(node, u)
 
     def hop(self, node, pod):
         return np.where(self.pod_node[pod] == node, 0, self.d_hop)
@@ -310,7 +320,7 @@ class Model:
                 self.counters["drop"][node] += 1
                 return self.fail(flow, attempt, arrive, t_nat, Cause.TABLE_FULL, node)
             self.counters["early_drop"][node] += killed
-        pod = self.endpoint1(node, float(inp["u_ep"]))
+        pod = self.endpoint1(node, float(inp["u_ep"]), flow)
         if pod < 0:
             return self.fail(flow, attempt, arrive, t_nat, Cause.NO_LOCAL_ENDPOINT, node)
         sport = int(self.sport[flow])

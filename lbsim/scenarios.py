@@ -52,6 +52,19 @@ _DNS = {  # resolvers in pods send A and AAAA back to back from one socket to th
     "nat.kernel": "4.x",
 }
 
+_LONG = {  # long-lived connections (websockets, gRPC streams): few per pod at any time
+    "workload.hold_s": {"dist": "lognormal", "mean": 60.0, "sigma": 1.0},
+    "pod.service_s": 0.01, "pod.workers": 64,
+}
+_SCATTERED = {  # 50 nodes behind 4 LB instances doing least connections, one pod per node
+    **_LONG, "cluster.nodes": 50, "cluster.pods": 50, "lb.instances": 4, "lb.algorithm": "lc",
+    "workload.rate_per_s": 50.0, "workload.flows": 10_000,
+}
+_STICKY = {  # 100 clients, each opening a connection every 2 s on average, 600 s LB persistence
+    "workload.clients": 100, "workload.rate_per_s": 50.0, "workload.flows": 10_000,
+    "cluster.nodes": 10, "cluster.pods": 20, "lb.persistence_s": 600.0, "pod.service_s": 0.02,
+}
+
 SCENARIOS: dict[str, NamedScenario] = {s.name: s for s in [
     NamedScenario(
         "default",
@@ -108,6 +121,55 @@ SCENARIOS: dict[str, NamedScenario] = {s.name: s for s in [
         "dns-race on a current kernel: the losing query is inserted reply-only (NAT_CLASH) and "
         "answered; clash_resolve counts it, nothing is lost. Quick: 10x fewer flows.",
         {**_DNS, "nat.kernel": "modern"}),
+    NamedScenario(
+        "imbalance-cluster",
+        "20 nodes, 40 pods, 4,000 long-lived TCP connections (lognormal hold, mean 60 s) at 40/s: "
+        "the LB round-robins nodes evenly, but each node's kube-proxy draws pods at random on its "
+        "own, so per-pod load is balls-into-bins (direct: the LB round-robins the pods). Quick: "
+        "1,000 connections at 10/s.",
+        {**_LONG, "cluster.nodes": 20, "cluster.pods": 40, "workload.rate_per_s": 40.0,
+         "workload.flows": 4000},
+        {"workload.rate_per_s": 10.0, "workload.flows": 1000}),
+    NamedScenario(
+        "imbalance-local",
+        "externalTrafficPolicy: Local with 2 pods on node A and 1 on node B: the LB splits evenly "
+        "over the two nodes, so the lone pod gets 50 % and the others 25 % each "
+        "(pod_load_max_over_mean 1.5); direct round-robins the three pods. Quick: 10x fewer flows.",
+        {"cluster.nodes": 2, "cluster.pods": 3, "cluster.placement": [2, 1],
+         "kube_proxy.external_traffic_policy": "Local", "workload.rate_per_s": 300.0,
+         "workload.flows": 30_000, "pod.workers": 16, "pod.service_s": 0.01}),
+    NamedScenario(
+        "lb-state-scattered",
+        "50 nodes (one pod each) behind 4 LB instances doing least connections, long-lived "
+        "connections: every instance balances the nodes on its own counts, then each node's "
+        "kube-proxy spreads at random over all 50 pods, so open connections per pod are uneven "
+        "(pod_conn_max_over_mean); direct: the same 4 instances do lc over the pods themselves. "
+        "Quick: 2,500 connections.",
+        _SCATTERED, {"workload.flows": 2500}),
+    NamedScenario(
+        "session-persistence",
+        "100 clients each open a new connection every 2 s on average; the LB keeps a client on its "
+        "backend for 600 s. Direct: the backend is the pod, so a client's flows stay on its first "
+        "pod. NodePort: the LB keeps the node, but kube-proxy draws a pod for every new "
+        "connection (no sessionAffinity), so about 1 in 20 stays. Quick: 10x fewer flows.",
+        _STICKY),
+    NamedScenario(
+        "session-persistence-affinity",
+        "session-persistence with sessionAffinity: ClientIP on the Service: each node's recent "
+        "table pins a client to its pod, so NodePort keeps it too. Quick: 10x fewer flows.",
+        {**_STICKY, "kube_proxy.session_affinity": "ClientIP"}),
+    NamedScenario(
+        "source-ip",
+        "the default cluster (externalTrafficPolicy: Cluster): MASQUERADE replaces every client IP "
+        "with the node's (source_ip_preserved_fraction 0 on NodePort, 1 direct). Quick: 10x fewer "
+        "flows.",
+        {"workload.flows": 20_000, "workload.rate_per_s": 500.0}),
+    NamedScenario(
+        "source-ip-local",
+        "source-ip with externalTrafficPolicy: Local: no SNAT, the client IP arrives (1 on both "
+        "paths), at the price of imbalance-local's skew. Quick: 10x fewer flows.",
+        {"workload.flows": 20_000, "workload.rate_per_s": 500.0,
+         "kube_proxy.external_traffic_policy": "Local"}),
 ]}
 
 

@@ -11,7 +11,8 @@ import pandas as pd
 from .batch import run_batched
 from .config import DataPath, Scenario
 from .conntrack import ConntrackTable, DictConntrackTable
-from .metrics import counters_frame, drops_frame, flows_frame, gauges_frame, snat_frame, summarize
+from .metrics import (counters_frame, drops_frame, flows_frame, gauges_frame, load_frame,
+                      snat_frame, summarize)
 from .model import Model, run_reference
 
 __all__ = ["Result", "Comparison", "run", "compare"]
@@ -31,6 +32,7 @@ class Result:
     gauges : conntrack occupancy per node over time (``lbsim.metrics.GAUGE_COLUMNS``)
     drops : every dropped packet with its time, node and cause (``lbsim.metrics.DROP_COLUMNS``)
     snat : SNAT ports in use per (node, pod) over time (``lbsim.metrics.SNAT_COLUMNS``)
+    load : new flows and open connections per pod over time (``lbsim.metrics.LOAD_COLUMNS``)
     summary : the summary metrics (``lbsim.metrics.SUMMARY_METRICS``)
     """
 
@@ -41,6 +43,7 @@ class Result:
     drops: pd.DataFrame
     snat: pd.DataFrame
     summary: dict[str, float]
+    load: pd.DataFrame
 
 
 def run(scenario: Scenario, *, engine: Engine = "batched", batch_flows: int = 4096) -> Result:
@@ -61,7 +64,7 @@ def run(scenario: Scenario, *, engine: Engine = "batched", batch_flows: int = 40
     wall = time.perf_counter() - start
     flows = flows_frame(model)
     return Result(scenario, flows, counters_frame(model), gauges_frame(model), drops_frame(model),
-                  snat_frame(model), summarize(model, flows, wall))
+                  snat_frame(model), summarize(model, flows, wall), load_frame(model, flows))
 
 
 @dataclass(frozen=True)

@@ -48,3 +48,41 @@ def test_local_policy_shares_follow_pods_per_node():
     half = n // 2
     assert abs(counts[0] - half / 2) < 4 * math.sqrt(half / 4)
     assert r.summary["pod_load_max_over_mean"] == pytest.approx(1.5, abs=0.02)
+
+
+def expected_max_load(n: int) -> float:
+    """E[max bin] for n balls thrown uniformly into n bins, exactly:
+    P(max <= k) = n! / n^n [x^n] (sum_{j<=k} x^j / j!)^n."""
+    e = 0.0
+    log_norm = math.lgamma(n + 1) - n * math.log(n)
+    for k in range(n):
+        base = np.array([1 / math.factorial(j) for j in range(k + 1)] + [0.0] * (n - k))
+        poly = np.zeros(n + 1)
+        poly[0] = 1.0
+        p, b = n, base.copy()
+        while p:                                  # poly = base^n, truncated at degree n
+            if p & 1:
+                poly = np.convolve(poly, b)[:n + 1]
+            b = np.convolve(b, b)[:n + 1]
+            p >>= 1
+        at_most = math.exp(log_norm + math.log(poly[n])) if poly[n] > 0 else 0.0
+        e += 1 - at_most
+        if at_most > 1 - 1e-15:
+            break
+    return e
+
+
+def test_random_endpoint_choice_matches_balls_into_bins():
+    """n flows over n pods through the iptables cascade: the mean of the largest pod count over
+    400 independent groups of n consecutive flows equals the exact E[max] (4 standard errors)."""
+    n, groups = 50, 400
+    sc = lbsim.Scenario().replace(**{"cluster.nodes": 1, "cluster.pods": n, "pod.workers": 1000,
+                                     "workload.flows": n * groups, "workload.rate_per_s": 2000.0,
+                                     "seed": 11})
+    f = lbsim.run(sc).flows
+    assert (f["outcome"] == "established").all()
+    pods = f["pod"].to_numpy().reshape(groups, n)
+    maxima = np.array([np.bincount(g, minlength=n).max() for g in pods])
+    se = maxima.std(ddof=1) / math.sqrt(groups)
+    want = expected_max_load(n)
+    assert abs(maxima.mean() - want) < 4 * se, (maxima.mean(), want, se)

@@ -52,7 +52,7 @@ def _pod_of_flow(sc, flows):
     from lbsim.model import Model
     m = Model(sc)
     inp = m.attempt_inputs(flows["flow"].to_numpy(), np.zeros(len(flows), np.int64))
-    return m.endpoint(np.zeros(len(flows), np.int64), inp["u_ep"])
+    return m.endpoint(np.zeros(len(flows), np.int64), inp["u_ep"], flows["flow"].to_numpy())
 
 
 def _race_scenario(**extra):

@@ -45,3 +45,36 @@ def test_dns_race_five_second_delay_on_4x_and_none_on_modern():
     m, _ = both("dns-race-modern")
     assert m["conntrack_clash_resolve"] > 0 and m["conntrack_drop"] == 0
     assert m["response_time_p99_s"] < 0.1
+
+
+def full(name):
+    c = lbsim.compare(scenarios.get(name))
+    return c.nodeport.summary, c.direct.summary
+
+
+def test_imbalance_local_is_one_and_a_half():
+    n, d = full("imbalance-local")
+    assert n["pod_load_max_over_mean"] == pytest.approx(1.5, abs=0.05)
+    assert d["pod_load_max_over_mean"] == pytest.approx(1.0, abs=0.05)
+
+
+def test_imbalance_cluster_and_scattered_lb_state():
+    n, d = both("imbalance-cluster")
+    assert n["pod_load_max_over_mean"] > 1.2 and d["pod_load_max_over_mean"] == 1.0
+    n, d = both("lb-state-scattered")
+    assert n["pod_conn_max_over_mean"] > d["pod_conn_max_over_mean"]
+
+
+def test_session_persistence_needs_only_the_lb_on_direct():
+    n, d = full("session-persistence")
+    assert d["session_persistence_fraction"] >= 0.99
+    assert n["session_persistence_fraction"] < 0.5     # kube-proxy draws again: ~1 / 20 pods
+    a, _ = full("session-persistence-affinity")
+    assert a["session_persistence_fraction"] >= 0.99
+
+
+def test_source_ip():
+    n, d = full("source-ip")
+    assert n["source_ip_preserved_fraction"] == 0.0 and d["source_ip_preserved_fraction"] == 1.0
+    n, d = full("source-ip-local")
+    assert n["source_ip_preserved_fraction"] == 1.0 and d["source_ip_preserved_fraction"] == 1.0

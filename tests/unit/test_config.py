@@ -18,7 +18,10 @@ def test_round_trip_with_every_kind_of_value(tmp_path):
         "path": "direct", "seed": 7, "workload.protocol": "udp", "workload.hold_s": {"dist": "exponential", "mean": 0.5},
         "pod.service_s": {"dist": "lognormal", "mean": 0.2, "sigma": 1.0}, "cluster.placement": [3, 0, 1],
         "cluster.nodes": 3, "cluster.pods": 4, "nat.port_range": [10000, 10063],
-        "kube_proxy.external_traffic_policy": "Local", "nat.kernel": "5.x"})
+        "kube_proxy.external_traffic_policy": "Local", "nat.kernel": "5.x",
+        "lb.algorithm": "maglev", "lb.weights": "workers", "lb.persistence_s": 30.0,
+        "kube_proxy.mode": "ipvs", "kube_proxy.ipvs_scheduler": "sh",
+        "kube_proxy.session_affinity": "ClientIP", "pod.workers": [1, 2, 3, 4]})
     assert isinstance(s.workload.hold_s, Exponential)
     assert isinstance(s.pod.service_s, LogNormal)
     p = tmp_path / "s.toml"
@@ -85,6 +88,16 @@ BAD = [
     ("[nat]\nrandom_fully = 'yes'", "nat.random_fully"),
     ("[lb]\nalgorithm = 'fastest'", "lb.algorithm"),
     ("[lb]\ninstances = 0", "lb.instances"),
+    ("[lb]\nweights = 'heavy'", "lb.weights"),
+    ("[lb]\nmaglev_table_size = 65536", "lb.maglev_table_size"),
+    ("[lb]\npersistence_s = -1", "lb.persistence_s"),
+    ("[lb]\nhealth_check = 1", "lb.health_check"),
+    ("[kube_proxy]\nmode = 'userspace'", "kube_proxy.mode"),
+    ("[kube_proxy]\nipvs_scheduler = 'wlc'", "kube_proxy.ipvs_scheduler"),
+    ("[kube_proxy]\nsession_affinity_timeout_s = 90000", "kube_proxy.session_affinity_timeout_s"),
+    ("[kube_proxy]\ncilium_maglev_table_size = 16384", "kube_proxy.cilium_maglev_table_size"),
+    ("[cluster]\npods = 3\n[pod]\nworkers = [1, 2]", "pod.workers"),
+    ("[pod]\nworkers = [0]", "pod.workers"),
     ("[kube_proxy]\nexternal_traffic_policy = 'cluster'", "kube_proxy.external_traffic_policy"),
     ("[conntrack]\ntime_wait_s = -1", "conntrack.time_wait_s"),
     ("[conntrack]\nmax = 0", "conntrack.max"),

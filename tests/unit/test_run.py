@@ -66,13 +66,18 @@ def test_flows_frame_columns_are_documented():
     assert list(r.gauges.columns) == list(GAUGE_COLUMNS)
 
 
-def test_local_policy_drops_on_a_node_without_pods():
+def test_local_policy_drops_on_a_node_without_pods_unless_health_checked():
     sc = SMALL.replace(**{"cluster.nodes": 2, "cluster.pods": 2, "cluster.placement": "packed",
-                          "kube_proxy.external_traffic_policy": "Local", "workload.syn_retries": 1})
+                          "kube_proxy.external_traffic_policy": "Local", "workload.syn_retries": 1,
+                          "lb.health_check": False})
     r = lbsim.run(sc)
     # round robin sends every other flow to node 1, which has no pod: all its attempts drop
     assert r.summary["failed_fraction"] == pytest.approx(0.5, abs=1 / 3000)
     assert r.summary["fail_cause_no_local_endpoint"] == 2 * r.summary["failed"]
+    # with health checks node 1 answers 503 and is out of the LB's set: nothing drops
+    checked = lbsim.run(sc.replace(**{"lb.health_check": True}))
+    assert checked.summary["failed"] == 0
+    assert set(checked.flows["node"]) == {0}
 
 
 def test_readme_glossary_lists_every_metric():

@@ -1,0 +1,132 @@
+"""kube-proxy's choice of pod on a node, per mode (kernel-facts 4 and 5).
+
+Two kinds of choice:
+
+* per attempt: iptables (the probability cascade) and nftables (``numgen random``) draw anew for
+  every new conntrack entry, so a SYN retransmitted after an ``insert_failed`` may go elsewhere;
+* per flow: IPVS keeps its own connection table (a retransmitted SYN finds its connection),
+  Cilium its BPF connection tracking, and ``sessionAffinity: ClientIP`` a recent table keyed by the
+  client IP, so the choice is made once, when the flow first reaches the node. Those choices are
+  made up front, node by node in arrival order (:meth:`KubeProxy.flow_pods`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .balancing import (iptables_endpoint, iptables_endpoint_scalar, ipvs_sh_bucket,
+                        ipvs_sh_table, least_connections, maglev_lookup, maglev_table,
+                        numgen_random)
+from .config import CiliumAlgorithm, IpvsScheduler, ProxyMode, Scenario, SessionAffinity
+from .lb import session_starts
+
+__all__ = ["KubeProxy", "PER_ATTEMPT"]
+
+#: ``flow_pods`` value: the flow's pod is drawn anew at each attempt
+PER_ATTEMPT = -2
+IPVS_MH_TABLE = 4093   # IP_VS_MH_TAB_SIZE for the default CONFIG_IP_VS_MH_TAB_INDEX = 12
+
+
+class KubeProxy:
+    """The endpoint choice of every node's kube-proxy."""
+
+    def __init__(self, sc: Scenario, local_pods: list[np.ndarray], n_pods: int, local: bool,
+                 salt: int) -> None:
+        kp = sc.kube_proxy
+        self.mode, self.local, self.salt = kp.mode, local, int(salt)
+        # the endpoints each node's rules list: its own pods with Local, else all of them
+        self.endpoints = (local_pods if local
+                          else [np.arange(n_pods)] * len(local_pods))
+        self.all_pods = np.arange(n_pods)
+        self.affinity_ns = (int(round(kp.session_affinity_timeout_s * 1e9))
+                            if kp.session_affinity is SessionAffinity.CLIENT_IP else 0)
+        self.cfg = kp
+
+    @property
+    def per_attempt(self) -> bool:
+        """True when a retransmitted SYN draws its pod anew (and no affinity pins it)."""
+        return self.mode in (ProxyMode.IPTABLES, ProxyMode.NFTABLES) and not self.affinity_ns
+
+    # -- per-attempt draws ------------------------------------------------------------------------
+    def _draw(self, u: np.ndarray, n: int) -> np.ndarray:
+        if self.mode is ProxyMode.NFTABLES:
+            return numgen_random(u, n)
+        return iptables_endpoint(u, n)
+
+    def endpoint(self, node: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """Pod for attempts on ``node`` from their uniforms (-1: no endpoint on that node)."""
+        node = np.asarray(node)
+        if not self.local:
+            return self.all_pods[self._draw(u, self.all_pods.size)]
+        pod = np.full(node.shape, -1, dtype=np.int64)
+        for n in np.unique(node):
+            sel = node == n
+            ep = self.endpoints[n]
+            if ep.size:
+                pod[sel] = ep[self._draw(u[sel], ep.size)]
+        return pod
+
+    def endpoint1(self, node: int, u: float) -> int:
+        """Scalar reference of :meth:`endpoint`."""
+        ep = self.endpoints[node]
+        if ep.size == 0:
+            return -1
+        if self.mode is ProxyMode.NFTABLES:
+            return int(ep[(int(u * 2**32) * ep.size) >> 32])
+        return int(ep[iptables_endpoint_scalar(u, ep.size)])
+
+    # -- per-flow choices -------------------------------------------------------------------------
+    def flow_pods(self, node: np.ndarray, client: np.ndarray, sport: np.ndarray, t: np.ndarray,
+                  life: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """Pod of each flow (flows in arrival order at their node), or :data:`PER_ATTEMPT`.
+
+        ``u`` is each flow's first-attempt uniform, used by random choices so that a flow whose
+        pod is pinned picks what its first attempt would have picked."""
+        F = node.size
+        if self.per_attempt:
+            return np.full(F, PER_ATTEMPT, np.int64)
+        if self.affinity_ns and self.mode in (ProxyMode.IPTABLES, ProxyMode.NFTABLES):
+            return self._affinity(node, client, t, u)
+        out = np.full(F, -1, np.int64)
+        ip = (11 << 24) + client                                # lbsim.tuples.client_ip
+        for n in np.unique(node):
+            sel = np.flatnonzero(node == n)
+            ep = self.endpoints[n]
+            if ep.size:
+                out[sel] = ep[self._node_choice(ep.size, ip[sel], sport[sel], t[sel], life[sel],
+                                                u[sel])]
+        return out
+
+    def _node_choice(self, n, ip, sport, t, life, u) -> np.ndarray:
+        if self.mode is ProxyMode.IPVS:
+            s = self.cfg.ipvs_scheduler
+            if s is IpvsScheduler.RR:
+                # ip_vs_rr_schedule: the list head's next, so every node's first flow goes to the
+                # first destination, then on in list order
+                return np.arange(ip.size) % n
+            if s is IpvsScheduler.LC:
+                return least_connections(np.zeros(ip.size, np.int64), t, life, [np.arange(n)])
+            if s is IpvsScheduler.SH:
+                return ipvs_sh_table([1] * n)[ipvs_sh_bucket(ip)]
+            table = maglev_table(tuple(range(n)), IPVS_MH_TABLE, self.salt)   # mh: source IP
+            return maglev_lookup(table, ip, self.salt)
+        # cilium
+        if self.cfg.cilium_algorithm is CiliumAlgorithm.MAGLEV:
+            table = maglev_table(tuple(range(n)), self.cfg.cilium_maglev_table_size, self.salt)
+            return maglev_lookup(table, (ip << np.int64(16)) | sport, self.salt)
+        return np.minimum((u * n).astype(np.int64), n - 1)     # random, once per connection
+
+    def _affinity(self, node, client, t, u) -> np.ndarray:
+        """``sessionAffinity: ClientIP``: per node, a client's flow within the timeout of its
+        previous one (``--rcheck --seconds T``, refreshed by ``--set``) follows it; the first
+        flow of a session draws as usual."""
+        key = node * (1 << 24) + client
+        start = session_starts(key, t, self.affinity_ns)
+        pick = np.full(node.size, -1, np.int64)
+        pick[start] = self.endpoint(node[start], u[start])
+        order = np.lexsort((np.arange(key.size), key))
+        s = start[order]
+        last = np.maximum.accumulate(np.where(s, np.arange(key.size), 0))
+        out = np.empty_like(pick)
+        out[order] = pick[order][last]
+        return out

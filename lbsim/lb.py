@@ -1,0 +1,93 @@
+"""The cloud load balancer: ECMP over instances, each instance's backend choice, persistence.
+
+Backends are nodes on the NodePort path and pods on the direct path. Every instance keeps its own
+state (kernel-facts 6.1: "the CLB status may be overly distributed"); ``maglev`` and
+``source_hash`` need none, so all instances agree. Decisions are made once per socket, in arrival
+order, and are a pure function of the scenario and its seed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .balancing import (least_connections, maglev_lookup, maglev_table, round_robin, source_hash,
+                        weighted_round_robin)
+from .config import DataPath, LBAlgorithm, Scenario, TrafficPolicy
+
+__all__ = ["LoadBalancer"]
+
+
+class LoadBalancer:
+    """The LB's view of the cluster: its backend set and their weights."""
+
+    def __init__(self, sc: Scenario, pod_node: np.ndarray, workers: np.ndarray, salt: int) -> None:
+        self.sc, self.cfg, self.salt = sc, sc.lb, int(salt)
+        nodeport = sc.path is DataPath.NODEPORT
+        n_nodes = sc.cluster.nodes
+        pods_on = np.bincount(pod_node, minlength=n_nodes)
+        if nodeport:
+            backends = np.arange(n_nodes)
+            local = sc.kube_proxy.external_traffic_policy is TrafficPolicy.LOCAL
+            if local and self.cfg.health_check:
+                # the health-check node port answers 503 where no local endpoint is ready
+                backends = backends[pods_on > 0]
+            weight = {"equal": np.ones(n_nodes, np.int64), "local_pods": pods_on,
+                      "workers": np.bincount(pod_node, weights=workers, minlength=n_nodes)
+                      .astype(np.int64)}[self.cfg.weights][backends]
+        else:
+            backends = np.arange(sc.cluster.pods)
+            weight = workers if self.cfg.weights == "workers" else np.ones(backends.size, np.int64)
+        if backends.size == 0 or weight.sum() == 0:
+            raise ValueError("the LB has no healthy backend: externalTrafficPolicy Local with no pods")
+        self.backends, self.weight = backends, weight.astype(np.int64)
+
+    def choose(self, instance: np.ndarray, client: np.ndarray, sport: np.ndarray, t: np.ndarray,
+               life: np.ndarray) -> np.ndarray:
+        """Backend of each socket (sockets in arrival order), persistence applied."""
+        p = self.cfg.persistence_s
+        if p <= 0:
+            return self._choose(instance, client, sport, t, life)
+        start = session_starts(client, t, int(round(p * 1e9)))
+        pick = np.full(t.size, -1, np.int64)
+        pick[start] = self._choose(instance[start], client[start], sport[start], t[start],
+                                   life[start])
+        return _follow_sessions(client, start, pick)
+
+    def _choose(self, instance, client, sport, t, life) -> np.ndarray:
+        a, b, w = self.cfg.algorithm, self.backends, self.weight
+        n, salt = b.size, self.salt
+        if a is LBAlgorithm.RR:
+            return b[round_robin(instance, n, self.cfg.instances)]
+        if a is LBAlgorithm.WRR:
+            return b[weighted_round_robin(instance, w, self.cfg.instances)]
+        if a is LBAlgorithm.SOURCE_HASH:
+            return b[source_hash(client, n, salt)]
+        if a is LBAlgorithm.MAGLEV:
+            table = maglev_table(tuple(int(x) for x in b), self.cfg.maglev_table_size, salt,
+                                 tuple(int(x) for x in w))
+            return b[maglev_lookup(table, (client << np.int64(16)) | sport, salt)]
+        # LC: every instance counts its own open connections per backend
+        return least_connections(instance, t, life, [b] * self.cfg.instances)
+
+
+def session_starts(client: np.ndarray, t: np.ndarray, timeout: int) -> np.ndarray:
+    """Boolean per socket (arrival order): the client had no socket in the ``timeout`` before, so
+    its persistence entry had expired (each socket refreshes it)."""
+    order = np.lexsort((np.arange(t.size), client))
+    c, tt = client[order], t[order]
+    first = np.r_[True, c[1:] != c[:-1]]
+    gap = np.r_[0, np.diff(tt)]
+    out = np.empty(t.size, bool)
+    out[order] = first | (gap > timeout)
+    return out
+
+
+def _follow_sessions(client: np.ndarray, start: np.ndarray, pick: np.ndarray) -> np.ndarray:
+    """Every socket takes the pick of its client's latest session start."""
+    order = np.lexsort((np.arange(client.size), client))
+    s = start[order]
+    idx = np.where(s, np.arange(client.size), 0)
+    last = np.maximum.accumulate(idx)
+    out = np.empty_like(pick)
+    out[order] = pick[order][last]
+    return out
