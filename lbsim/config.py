@@ -504,6 +504,10 @@ class Scenario(_Section):
 
     path: DataPath = DataPath.NODEPORT
     seed: int = 1
+    #: what a run keeps: "full" (every table of lbsim.Result) or "summary" (the summary metrics,
+    #: counters and conntrack gauges only: no per-flow, per-drop, SNAT or load tables, so memory
+    #: follows the live conntrack entries, not the flows)
+    records: str = "full"
     workload: WorkloadConfig = field(default_factory=WorkloadConfig)
     lb: LBConfig = field(default_factory=LBConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
@@ -516,6 +520,8 @@ class Scenario(_Section):
     def __post_init__(self) -> None:
         _check_enum("path", self.path, DataPath)
         _check_int("seed", self.seed, 0, (1 << 63) - 1)
+        if self.records not in ("full", "summary"):
+            _fail("records", self.records, '"full" or "summary"')
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
             if isinstance(v, dict):  # allow Scenario(workload={...}) from plain data

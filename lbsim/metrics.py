@@ -14,7 +14,7 @@ from .tuples import CLIENT_BASE
 
 __all__ = ["FLOW_COLUMNS", "COUNTER_COLUMNS", "GAUGE_COLUMNS", "DROP_COLUMNS", "SNAT_COLUMNS",
            "LOAD_COLUMNS", "SUMMARY_METRICS", "flows_frame", "counters_frame", "gauges_frame",
-           "drops_frame", "snat_frame", "load_frame", "summarize"]
+           "drops_frame", "snat_frame", "load_frame", "flow_arrays", "summarize"]
 
 FLOW_COLUMNS = {
     "flow": "flow number, in arrival order",
@@ -119,13 +119,26 @@ SUMMARY_METRICS = {
 }
 
 
+def flow_arrays(m: Model) -> dict[str, np.ndarray]:
+    """The numeric per-flow columns the summary needs, without building a DataFrame."""
+    ok = m.out == 1
+    node = m.backend if m.nodeport else np.full(m.F, -1)
+    return {
+        "arrival_s": m.t0 / NS,
+        "connect_latency_s": np.where(ok & (m.connect >= 0), m.connect / NS, np.nan),
+        "response_time_s": np.where(ok, m.response / NS, np.nan),
+        "closed_s": np.where(ok, (m.t0 + m.response + m.hold) / NS, np.nan),
+        "source_ip_preserved": ok & (m.src_ip == m.client + CLIENT_BASE),
+        "second_hop": (ok & (node >= 0) & (m.pod_node[np.maximum(m.rec_pod, 0)] != node))
+        if m.nodeport else np.zeros(m.F, bool),
+    }
+
+
 def flows_frame(m: Model) -> pd.DataFrame:
     """One row per flow; columns as in :data:`FLOW_COLUMNS`."""
     ok = m.out == 1
     node = m.backend if m.nodeport else np.full(m.F, -1)
-    preserved = ok & (m.src_ip == m.client + CLIENT_BASE)
-    second = ok & (node >= 0) & (m.pod_node[np.maximum(m.rec_pod, 0)] != node) if m.nodeport \
-        else np.zeros(m.F, bool)
+    a = flow_arrays(m)
     return pd.DataFrame({
         "flow": np.arange(m.F),
         "arrival_s": m.t0 / NS,
@@ -138,12 +151,12 @@ def flows_frame(m: Model) -> pd.DataFrame:
         "outcome": pd.Categorical.from_codes(np.where(ok, 0, 1), ["established", "failed"]),
         "cause": pd.Categorical.from_codes(m.cause.astype(np.int64), list(Cause.NAMES)),
         "attempts": m.attempts.astype(np.int64),
-        "connect_latency_s": np.where(ok & (m.connect >= 0), m.connect / NS, np.nan),
-        "response_time_s": np.where(ok, m.response / NS, np.nan),
-        "closed_s": np.where(ok, (m.t0 + m.response + m.hold) / NS, np.nan),
+        "connect_latency_s": a["connect_latency_s"],
+        "response_time_s": a["response_time_s"],
+        "closed_s": a["closed_s"],
         "source_ip": np.where(ok, m.src_ip, 0).astype(np.uint32),
-        "source_ip_preserved": preserved,
-        "second_hop": second,
+        "source_ip_preserved": a["source_ip_preserved"],
+        "second_hop": a["second_hop"],
     })
 
 
@@ -196,11 +209,11 @@ def snat_frame(m: Model) -> pd.DataFrame:
                          "ports": np.concatenate([g[2] for g in m.snat_gauges])})
 
 
-def load_frame(m: Model, flows: pd.DataFrame, bins: int = 100) -> pd.DataFrame:
+def load_frame(m: Model, flows, bins: int = 100) -> pd.DataFrame:
     """Per pod and time bin: new established flows and open connections (:data:`LOAD_COLUMNS`)."""
-    ok = flows["outcome"].to_numpy() == "established"
-    a = flows["arrival_s"].to_numpy()[ok]
-    c = flows["closed_s"].to_numpy()[ok]
+    ok = m.out == 1
+    a = np.asarray(flows["arrival_s"])[ok]
+    c = np.asarray(flows["closed_s"])[ok]
     pod = m.rec_pod[ok].astype(np.int64)
     end = float(c.max()) if c.size else 1.0
     width = end / bins if end > 0 else 1.0
@@ -225,9 +238,9 @@ def load_frame(m: Model, flows: pd.DataFrame, bins: int = 100) -> pd.DataFrame:
 
 def _open_connections(m: Model, flows: pd.DataFrame, ok: np.ndarray) -> float:
     """Max / mean over pods of the time-average of open connections over [0, last arrival]."""
-    a = flows["arrival_s"].to_numpy()
+    a = np.asarray(flows["arrival_s"])
     end = float(a.max()) if a.size else 0.0
-    c = np.minimum(flows["closed_s"].to_numpy()[ok], end)
+    c = np.minimum(np.asarray(flows["closed_s"])[ok], end)
     inside = np.clip(c - a[ok], 0.0, None)
     return _max_over_mean(np.bincount(m.rec_pod[ok], weights=inside, minlength=m.n_pods))
 
@@ -253,15 +266,16 @@ def _q(x: np.ndarray, q: float) -> float:
     return float(np.quantile(x, q)) if x.size else float("nan")
 
 
-def summarize(m: Model, flows: pd.DataFrame, wall_s: float) -> dict[str, float]:
-    """The summary metrics of :data:`SUMMARY_METRICS`."""
-    ok = flows["outcome"].to_numpy() == "established"
+def summarize(m: Model, flows, wall_s: float) -> dict[str, float]:
+    """The summary metrics of :data:`SUMMARY_METRICS` (``flows``: the flows frame or
+    :func:`flow_arrays`)."""
+    ok = m.out == 1
     n_ok = int(ok.sum())
     load = np.bincount(m.rec_pod[ok], minlength=m.n_pods).astype(float)
     mean = load.mean()
-    conn = flows["connect_latency_s"].to_numpy()
+    conn = np.asarray(flows["connect_latency_s"])
     conn = conn[~np.isnan(conn)]
-    resp = flows["response_time_s"].to_numpy()[ok]
+    resp = np.asarray(flows["response_time_s"])[ok]
     c = m.counters
     out: dict[str, float] = {
         "flows": m.F,
@@ -294,9 +308,9 @@ def summarize(m: Model, flows: pd.DataFrame, wall_s: float) -> dict[str, float]:
             (m.backend if m.nodeport else m.pod_node[np.maximum(m.rec_pod, 0)])[ok],
             minlength=m.n_nodes)),
         "session_persistence_fraction": _persistence(m.client[ok], m.rec_pod[ok]),
-        "source_ip_preserved_fraction": float(flows["source_ip_preserved"].to_numpy()[ok].mean())
+        "source_ip_preserved_fraction": float(np.asarray(flows["source_ip_preserved"])[ok].mean())
         if n_ok else float("nan"),
-        "second_hop_fraction": float(flows["second_hop"].to_numpy()[ok].mean()) if n_ok else float("nan"),
+        "second_hop_fraction": float(np.asarray(flows["second_hop"])[ok].mean()) if n_ok else float("nan"),
         "wall_s": wall_s,
         "flows_per_wall_s": m.F / wall_s if wall_s > 0 else float("nan"),
     })

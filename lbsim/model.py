@@ -87,6 +87,7 @@ class Model:
         sc = self.scenario = scenario
         self.streams = st = Streams(sc.seed)
         self.nodeport = sc.path is DataPath.NODEPORT
+        self.full_records = sc.records == "full"
         self.tcp = sc.workload.protocol is Protocol.TCP
         self.pod_clients = sc.workload.source is Source.POD
         # Local restricts external traffic to local pods; pods calling the ClusterIP use them all
@@ -272,7 +273,8 @@ class Model:
         return None
 
     def log_drops(self, t, flow, attempt, node, cause: int) -> None:
-        self.drop_log.append((t, flow, attempt, node, np.full(np.size(t), cause)))
+        if self.full_records:
+            self.drop_log.append((t, flow, attempt, node, np.full(np.size(t), cause)))
 
     def succeed(self, flow, attempt, pod, port, connect, response, src_ip) -> None:
         """Record established flows (scalars or arrays)."""
@@ -468,6 +470,8 @@ class Model:
         alive = tb.alive[:n] & (tb.t_expire[:n] > t)
         live = np.bincount(tb.node[:n][alive], minlength=self.n_nodes)
         self.gauges.append((t, tb.count.copy(), live))
+        if not self.full_records:
+            return
         snat = alive & ((tb.flags[:n] & SNAT) != 0)
         pair = tb.node[:n][snat].astype(np.int64) * self.n_pods + tb.pod[:n][snat]
         pairs, ports = np.unique(pair, return_counts=True)

@@ -65,6 +65,13 @@ _STICKY = {  # 100 clients, each opening a connection every 2 s on average, 600 
     "cluster.nodes": 10, "cluster.pods": 20, "lb.persistence_s": 600.0, "pod.service_s": 0.02,
 }
 
+_PERF = {  # issue 7's benchmark: 100 nodes x 10 pods, 1,000 short TCP connections/s
+    "cluster.nodes": 100, "cluster.pods": 1000, "cluster.cpus_per_node": 2, "pod.workers": 4,
+    "pod.service_s": {"dist": "exponential", "mean": 0.2}, "workload.hold_s": 0.0,
+    "workload.clients": 4096, "conntrack.time_wait_s": 120.0, "nat.random_fully": True,
+    "workload.rate_per_s": 1000.0, "workload.flows": 2_000_000, "records": "summary",
+}
+
 SCENARIOS: dict[str, NamedScenario] = {s.name: s for s in [
     NamedScenario(
         "default",
@@ -170,6 +177,17 @@ SCENARIOS: dict[str, NamedScenario] = {s.name: s for s in [
         "paths), at the price of imbalance-local's skew. Quick: 10x fewer flows.",
         {"workload.flows": 20_000, "workload.rate_per_s": 500.0,
          "kube_proxy.external_traffic_policy": "Local"}),
+    NamedScenario(
+        "perf-nodeport",
+        "the performance benchmark (benchmarks/): 100 nodes with 10 pods each, 1,000 TCP flows/s, "
+        "2,000,000 flows, exponential service (mean 0.2 s), TIME_WAIT 120 s, iptables + Cluster, "
+        "--random-fully, summary records only. Quick: 50,000 flows.",
+        {**_PERF, "path": "nodeport"}, {"workload.flows": 50_000}),
+    NamedScenario(
+        "perf-direct",
+        "perf-nodeport's workload (the bench runs both paths of every scenario; the name says which "
+        "one benchmarks/ times). Quick: 50,000 flows.",
+        {**_PERF, "path": "direct"}, {"workload.flows": 50_000}),
 ]}
 
 

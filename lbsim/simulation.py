@@ -11,8 +11,8 @@ import pandas as pd
 from .batch import run_batched
 from .config import DataPath, Scenario
 from .conntrack import ConntrackTable, DictConntrackTable
-from .metrics import (counters_frame, drops_frame, flows_frame, gauges_frame, load_frame,
-                      snat_frame, summarize)
+from .metrics import (FLOW_COLUMNS, counters_frame, drops_frame, flow_arrays, flows_frame, gauges_frame,
+                      load_frame, snat_frame, summarize)
 from .model import Model, run_reference
 
 __all__ = ["Result", "Comparison", "run", "compare"]
@@ -61,10 +61,21 @@ def run(scenario: Scenario, *, engine: Engine = "batched", batch_flows: int = 40
         model = run_reference(Model(scenario, DictConntrackTable))
     else:
         raise ValueError(f"engine = {engine!r} is invalid: must be 'batched' or 'reference'")
-    wall = time.perf_counter() - start
+    if scenario.records == "summary":
+        arrays = flow_arrays(model)
+        summary = summarize(model, arrays, time.perf_counter() - start)
+        empty = _empty(model)
+        return Result(scenario, empty, counters_frame(model), gauges_frame(model), drops_frame(model),
+                      snat_frame(model), summary, load_frame(model, arrays).iloc[:0])
     flows = flows_frame(model)
+    wall = time.perf_counter() - start
     return Result(scenario, flows, counters_frame(model), gauges_frame(model), drops_frame(model),
                   snat_frame(model), summarize(model, flows, wall), load_frame(model, flows))
+
+
+def _empty(model) -> pd.DataFrame:
+    """The flows table's columns with no rows (``records = "summary"``)."""
+    return pd.DataFrame({k: [] for k in FLOW_COLUMNS})
 
 
 @dataclass(frozen=True)

@@ -134,3 +134,15 @@ def test_every_named_scenario_builds_full_and_quick():
     for name in SCENARIOS:
         full, quick = get(name), get(name, quick=True)
         assert quick.workload.flows <= full.workload.flows
+
+
+def test_summary_records_give_the_same_summary_without_tables():
+    sc = SMALL.replace(**{"nat.port_range": [10000, 10015], "workload.flows": 2000, "nat.kernel": "5.x",
+                          "cluster.nodes": 1, "cluster.pods": 1, "workload.syn_retries": 0})
+    full, lean = lbsim.run(sc), lbsim.run(sc.replace(records="summary"))
+    drop = {"wall_s", "flows_per_wall_s"}
+    assert {k: v for k, v in full.summary.items() if k not in drop} == \
+        pytest.approx({k: v for k, v in lean.summary.items() if k not in drop}, nan_ok=True)
+    assert len(lean.flows) == 0 and len(lean.snat) == 0 and len(lean.drops) == 0
+    assert list(lean.flows.columns) == list(full.flows.columns)
+    assert full.summary["failed"] > 0 and lean.counters.equals(full.counters)

@@ -1,0 +1,96 @@
+"""Benchmark runner: lbsim against the simpy peer, in one run, each in its own process.
+
+    python benchmarks/run.py [--scenario perf-nodeport perf-direct] [--flows N] [--peer-flows N]
+
+For each scenario it runs lbsim (``--flows`` flows; default the scenario's own) and the simpy
+peer (``--peer-flows``, default 100,000: the peer is slow), each in a fresh process so that its
+peak RSS is its own, and prints flows per wall second, lbsim / peer, and peak RSS. Ratios in one
+run are what to compare across machines; absolute rates vary with load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import resource
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def _job(kind: str, name: str, flows: int | None, out, nodes: int | None = None) -> None:
+    import lbsim
+    from lbsim import scenarios
+    sc = scenarios.get(name)
+    if flows:
+        sc = sc.replace(**{"workload.flows": flows})
+    if nodes:   # same pods per node, same total rate
+        per = sc.cluster.pods // sc.cluster.nodes
+        sc = sc.replace(**{"cluster.nodes": nodes, "cluster.pods": nodes * per})
+    start = time.perf_counter()
+    if kind == "lbsim":
+        lbsim.run(sc)
+    else:
+        import simpy_peer
+        simpy_peer.run(sc)
+    wall = time.perf_counter() - start
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # KiB -> MiB on Linux
+    out.put({"flows": sc.workload.flows, "wall_s": wall, "peak_rss_mib": rss})
+
+
+def measure(kind: str, name: str, flows: int | None, nodes: int | None = None) -> dict:
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_job, args=(kind, name, flows, q, nodes))
+    p.start()
+    res = q.get()
+    p.join()
+    res["flows_per_wall_s"] = res["flows"] / res["wall_s"]
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scenario", nargs="+", default=["perf-nodeport", "perf-direct"])
+    ap.add_argument("--flows", type=int, default=None, help="lbsim flows (default: the scenario's)")
+    ap.add_argument("--peer-flows", type=int, default=100_000)
+    ap.add_argument("--json", help="write the measurements here")
+    ap.add_argument("--scaling", action="store_true",
+                    help="instead: lbsim's cost against flows (1e5, 3e5, 1e6) and nodes (10, 100, "
+                         "1000 at the same rate) on the first scenario")
+    a = ap.parse_args(argv)
+    rows = []
+    if a.scaling:
+        name = a.scenario[0]
+        print(f"{'scenario':<16} {'flows':>10} {'nodes':>6} {'wall_s':>8} {'flows/s':>12} {'peak MiB':>9}")
+        for flows, nodes in [(100_000, None), (300_000, None), (1_000_000, None),
+                             (300_000, 10), (300_000, 100), (300_000, 1000)]:
+            r = measure("lbsim", name, flows, nodes)
+            print(f"{name:<16} {flows:>10,} {nodes or '':>6} {r['wall_s']:>8.2f} "
+                  f"{r['flows_per_wall_s']:>12,.0f} {r['peak_rss_mib']:>9.0f}", flush=True)
+            rows.append({"scenario": name, "flows": flows, "nodes": nodes, **r})
+        if a.json:
+            Path(a.json).write_text(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'scenario':<16} {'engine':<7} {'flows':>10} {'wall_s':>8} {'flows/s':>12} "
+          f"{'peak MiB':>9} {'ratio':>7}")
+    for name in a.scenario:
+        peer = measure("peer", name, a.peer_flows)
+        ours = measure("lbsim", name, a.flows)
+        ratio = ours["flows_per_wall_s"] / peer["flows_per_wall_s"]
+        for kind, r in (("simpy", peer), ("lbsim", ours)):
+            print(f"{name:<16} {kind:<7} {r['flows']:>10,} {r['wall_s']:>8.2f} "
+                  f"{r['flows_per_wall_s']:>12,.0f} {r['peak_rss_mib']:>9.0f} "
+                  f"{(ratio if kind == 'lbsim' else 1.0):>7.1f}", flush=True)
+        rows.append({"scenario": name, "simpy": peer, "lbsim": ours, "ratio": ratio})
+    if a.json:
+        Path(a.json).write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
