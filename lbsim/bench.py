@@ -1,22 +1,35 @@
 """``python -m lbsim.bench``: run scenarios on both data paths and print them side by side.
 
+With ``--out DIR`` it also writes the report (``report.md``: the claims of the direct-to-Pod design
+judged from the numbers, then one section per scenario), ``results.json`` and ``figures/*.png``;
+see docs/report.md. ``--jobs N`` runs scenarios in N processes (same results as one).
+
 Exit status: 0 on success, 2 on bad input (one ``error: ...`` line, no traceback).
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures as cf
 import json
 import math
+import os
+import shlex
 import sys
+import threading
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from . import __version__, scenarios
 from .config import Scenario
-from .simulation import compare
+from .report import (Outcome, ReportRun, RunRecord, Task, claims_text, evaluate_claims,
+                     render_markdown, run_scenario, slug)
 
-__all__ = ["main"]
+__all__ = ["main", "default_jobs"]
+
+#: ``--scenario all``: every named scenario
+ALL = "all"
 
 # Rows of the terminal table: (metric, format)
 _TABLE = [
@@ -43,13 +56,20 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m lbsim.bench", description=__doc__.splitlines()[0])
     p.add_argument("--scenario", action="append", metavar="NAME",
-                   help="named scenario to run (repeatable; default: 'default'); see --list")
+                   help="named scenario to run (repeatable; 'all': every named scenario; default: "
+                        "'default', or all of them with --out); see --list")
     p.add_argument("--list", action="store_true", help="list the named scenarios and exit")
     p.add_argument("--config", metavar="FILE.toml", help="run this scenario file instead")
     p.add_argument("--seed", type=int, help="override every scenario's seed")
     p.add_argument("--quick", action="store_true",
-                   help="scaled-down scenarios (10x fewer flows; see --list for how each keeps its effect)")
+                   help="scaled-down scenarios (10x fewer flows; see --list for how each keeps its "
+                        "effect)")
     p.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    p.add_argument("--out", metavar="DIR",
+                   help="write report.md, results.json and figures/*.png to DIR (created if missing)")
+    p.add_argument("--jobs", type=int, metavar="N",
+                   help=f"run scenarios in N parallel processes (default: the CPUs available, "
+                        f"{default_jobs()} here); results do not depend on it")
     p.add_argument("--engine", choices=["batched", "reference"], default="batched",
                    help="simulation engine (both give identical results)")
     p.add_argument("--batch-flows", type=int, default=4096, metavar="N",
@@ -76,23 +96,84 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
-def _runs(args: argparse.Namespace) -> list[tuple[str, Scenario]]:
+def default_jobs() -> int:
+    """``--jobs`` default: the CPUs this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _runs(args: argparse.Namespace) -> list[tuple[str, Scenario, str]]:
+    """(name, scenario, source) of every run; source is "named scenario" or "config file PATH"."""
     if args.config and args.scenario:
         raise ValueError("--config and --scenario cannot be combined")
+    if args.jobs is not None and args.jobs < 1:
+        raise ValueError(f"--jobs = {args.jobs} is invalid: must be >= 1")
     if args.config:
-        runs = [(Path(args.config).stem, Scenario.from_toml(args.config))]
+        runs = [(Path(args.config).stem, Scenario.from_toml(args.config), f"config file {args.config}")]
         if args.quick:
-            runs = [(n, scenarios.quick(s)) for n, s in runs]
+            runs = [(n, scenarios.quick(s), src) for n, s, src in runs]
     else:
-        runs = [(n, scenarios.get(n, args.quick)) for n in (args.scenario or ["default"])]
+        # without --scenario: today's single 'default' run, or every named scenario for a report
+        names = args.scenario or ([ALL] if args.out else ["default"])
+        names = [m for n in names for m in (list(scenarios.SCENARIOS) if n == ALL else [n])]
+        runs = [(n, scenarios.get(n, args.quick), "named scenario") for n in names]
     if args.seed is not None:
-        runs = [(n, s.replace(seed=args.seed)) for n, s in runs]
+        runs = [(n, s.replace(seed=args.seed), src) for n, s, src in runs]
     if args.batch_flows < 1:
         raise ValueError(f"--batch-flows = {args.batch_flows} is invalid: must be >= 1")
     return runs
 
 
+def _progress(total: int) -> Callable[[Outcome], None]:
+    """A callback that prints one stderr line per finished scenario (thread-safe)."""
+    lock, done, start = threading.Lock(), [0], time.perf_counter()
+
+    def report(o: Outcome) -> None:
+        with lock:
+            done[0] += 1
+            figs = f", figures {o.fig_s:.1f} s" if o.figures else ""
+            print(f"[{done[0]}/{total}] {o.name}: simulated in {o.sim_s:.1f} s{figs} "
+                  f"({time.perf_counter() - start:.0f} s elapsed)", file=sys.stderr, flush=True)
+    return report
+
+
+def _execute(tasks: list[Task], jobs: int, on_done: Callable[[Outcome], None]):
+    """Yield the outcomes of ``tasks`` in task order; ``on_done`` as each finishes."""
+    if jobs == 1 or len(tasks) <= 1:
+        for t in tasks:
+            o = run_scenario(t)
+            on_done(o)
+            yield o
+        return
+    ex = cf.ProcessPoolExecutor(max_workers=min(jobs, len(tasks)))
+    try:
+        futures = [ex.submit(run_scenario, t) for t in tasks]
+
+        def done(f: cf.Future) -> None:
+            if not f.cancelled() and f.exception() is None:
+                on_done(f.result())
+
+        for f in futures:
+            f.add_done_callback(done)
+        for f in futures:
+            yield f.result()
+    except BaseException:
+        ex.shutdown(wait=False, cancel_futures=True)
+        raise
+    ex.shutdown()
+
+
+def _write(path: Path, text: str) -> None:
+    try:
+        path.write_text(text)
+    except OSError as e:
+        raise ValueError(f"cannot write {path}: {e.strerror}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     if args.list:
         for s in scenarios.SCENARIOS.values():
@@ -100,26 +181,59 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         runs = _runs(args)
+        out = Path(args.out) if args.out else None
+        if out is not None:
+            try:
+                (out / "figures").mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise ValueError(f"cannot create {out / 'figures'}: {e.strerror}") from None
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    doc: dict[str, Any] = {"lbsim_version": __version__,
-                           "command": " ".join(["python -m lbsim.bench", *(argv if argv is not None else sys.argv[1:])]),
-                           "scenarios": []}
-    for name, sc in runs:
-        c = compare(sc, engine=args.engine, batch_flows=args.batch_flows)
-        summary = {"nodeport": c.nodeport.summary, "direct": c.direct.summary}
-        print(_table(name, summary), flush=True)
+    jobs = args.jobs if args.jobs is not None else default_jobs()
+    command = " ".join(["python -m lbsim.bench", *([shlex.join(argv)] if argv else [])])
+    doc: dict[str, Any] = {"lbsim_version": __version__, "command": command, "scenarios": []}
+    width = len(str(len(runs)))
+    tasks = [Task(i, name, sc, args.engine, args.batch_flows, str(out) if out else None,
+                  f"{i + 1:0{width}d}-{slug(name)}") for i, (name, sc, _) in enumerate(runs)]
+    workers = min(jobs, len(tasks))
+    if out is not None:
+        from . import figures  # noqa: F401  (import matplotlib once; forked workers inherit it)
+    print(f"running {len(tasks)} scenario{'s' if len(tasks) > 1 else ''} "
+          f"({'quick' if args.quick else 'full size'}) on both paths in {workers} "
+          f"process{'es' if workers > 1 else ''}", file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    outcomes: list[Outcome] = []
+    for (name, sc, _), o in zip(runs, _execute(tasks, jobs, _progress(len(tasks)))):
+        outcomes.append(o)
+        print(_table(name, o.paths), flush=True)
         doc["scenarios"].append({
             "name": name, "config": sc.to_dict(),
-            "paths": {p: {k: _jsonable(v) for k, v in s.items()} for p, s in summary.items()},
+            "paths": {p: {k: _jsonable(v) for k, v in s.items()} for p, s in o.paths.items()},
         })
-    if args.json:
-        try:
-            Path(args.json).write_text(json.dumps(doc, indent=2))
-        except OSError as e:
-            print(f"error: cannot write {args.json}: {e.strerror}", file=sys.stderr)
-            return 2
+    wall = time.perf_counter() - start
+    named = {name: RunRecord(name, sc.to_dict(), o.paths)
+             for (name, sc, src), o in zip(runs, outcomes) if src == "named scenario"}
+    claims = evaluate_claims(named, scenarios.SCENARIOS)
+    print(claims_text(claims), flush=True)
+    try:
+        if args.json:
+            _write(Path(args.json), json.dumps(doc, indent=2))
+        if out is not None:
+            _write(out / "results.json", json.dumps(doc, indent=2))
+            report_runs = [ReportRun(name, sc, src, scenarios.SCENARIOS[name].description
+                                     if src == "named scenario" else "", o)
+                           for (name, sc, src), o in zip(runs, outcomes)]
+            _write(out / "report.md", render_markdown(
+                version=__version__, command=command, quick=args.quick, seed_override=args.seed,
+                engine=args.engine, batch_flows=args.batch_flows, jobs=workers, wall_s=wall,
+                runs=report_runs, claims=claims))
+            n_fig = sum(1 for o in outcomes for f in o.figures if f.file)
+            print(f"wrote {out / 'report.md'}, {out / 'results.json'} and {n_fig} figures in "
+                  f"{out / 'figures'} ({wall:.1f} s)", file=sys.stderr)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

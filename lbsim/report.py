@@ -1,0 +1,638 @@
+"""The bench report (``python -m lbsim.bench --out DIR``): the claims of the direct-to-Pod design
+judged from the simulated numbers, and ``report.md`` with one section per scenario.
+
+A claim's verdict is computed from the two paths' summary metrics by the rule stated next to it
+(:data:`CLAIMS`); nothing here is a hard-coded result. A claim whose scenario is not defined in
+:data:`lbsim.scenarios.SCENARIOS`, was not run, or lacks a metric the rule needs is reported as
+"not measured" with the reason.
+
+:func:`run_scenario` is the unit of work of ``--jobs``: it simulates one scenario on both paths and
+draws its figures; it is a module-level function so that worker processes can import it.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from .config import Scenario
+from .metrics import SUMMARY_METRICS
+
+__all__ = ["Claim", "CLAIMS", "ClaimRow", "RunRecord", "ReportRun", "Task", "Outcome", "run_scenario",
+           "evaluate_claims", "claims_markdown", "claims_text", "render_markdown", "describe_version",
+           "fmt_value", "slug", "FAIL_THRESHOLD", "PERSISTENCE_THRESHOLD", "HOTSPOT_MARGIN"]
+
+PATHS = ("nodeport", "direct")
+HOLDS, NOT, DEPENDS = "holds", "does not hold", "depends"
+
+#: a path "fails" above this failed_fraction
+FAIL_THRESHOLD = 0.01
+#: a path "keeps sessions" at or above this session_persistence_fraction
+PERSISTENCE_THRESHOLD = 0.99
+#: NodePort's busiest pod must exceed direct's max/mean by at least this much of the mean load
+HOTSPOT_MARGIN = 0.10
+#: config keys never named as a verdict's condition
+_IGNORED_KEYS = {"seed", "path"}
+#: at most this many differing settings are named per scenario in a "depends" verdict
+_MAX_COND_KEYS = 3
+
+
+def slug(name: str) -> str:
+    """A file-name-safe version of a scenario name."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "scenario"
+
+
+# -- number formatting ----------------------------------------------------------------------------
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def fmt_value(metric: str, v: Any) -> str:
+    """A summary value as the report prints it (NaN and missing values as ``nan``)."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "nan"
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return str(v)
+    if math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    if float(v).is_integer() and not metric.endswith(("_s", "_fraction")) and abs(v) < 1e15:
+        return f"{int(v):,}"
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    return f"{v:.4g}"
+
+
+def _pct(v: float) -> str:
+    return f"{100 * v:.3g} %"
+
+
+def _dt(v: float) -> str:
+    """A time difference in seconds, in a readable unit."""
+    a = abs(v)
+    if a >= 1:
+        return f"{v:.3g} s"
+    if a >= 1e-3:
+        return f"{v * 1e3:.3g} ms"
+    return f"{v * 1e6:.3g} µs"
+
+
+# -- claims ---------------------------------------------------------------------------------------
+
+Summary = Mapping[str, float]
+Config = Mapping[str, Any]
+#: (status, why): status is "holds", "does not hold" or "depends"
+Verdict = tuple[str, str]
+Judge = Callable[[Summary, Summary, Config], Verdict]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One claim of the direct-to-Pod design and how the numbers judge it."""
+
+    text: str
+    #: scenarios that show it; each is judged, the verdict combines them
+    scenarios: tuple[str, ...]
+    #: metrics shown for both paths
+    metrics: tuple[str, ...]
+    #: the verdict rule in words (stated in the report)
+    rule: str
+    #: (nodeport summary, direct summary, scenario config dict) -> (status, why)
+    judge: Judge | None = None
+    #: metrics the judge needs, finite on both paths (default: ``metrics``)
+    needs: tuple[str, ...] | None = None
+    #: the same setup with a setting changed (a newer kernel, say): judged by the same rule; if the
+    #: outcome differs, the verdict is "depends" on the settings that differ
+    contrasts: tuple[str, ...] = ()
+    #: related scenarios (a workaround on the NodePort path, say): judged by the same rule and
+    #: shown after the verdict as "see also", without changing it
+    related: tuple[str, ...] = ()
+    #: set when the model cannot measure the claim at all: the reason
+    not_modelled: str | None = None
+
+    @property
+    def required(self) -> tuple[str, ...]:
+        return self.metrics if self.needs is None else self.needs
+
+
+_LATENCY = ("connect_latency_p50_s", "connect_latency_p99_s", "response_time_p50_s",
+            "response_time_p99_s")
+_SHORT = {"connect_latency_p50_s": "connect p50", "connect_latency_p99_s": "connect p99",
+          "response_time_p50_s": "response p50", "response_time_p99_s": "response p99"}
+
+
+def _judge_latency(np_: Summary, d: Summary, _: Config) -> Verdict:
+    slower = [m for m in _LATENCY if np_[m] > d[m]]
+    not_slower = [m for m in _LATENCY if m not in slower]
+    hop, dhop = np_["second_hop_fraction"], d["second_hop_fraction"]
+    hop_text = f"{_pct(hop)} of NodePort's flows take a second hop (direct {_pct(dhop)})"
+    diffs = ", ".join(f"{_SHORT[m]} +{_dt(np_[m] - d[m])}" for m in slower)
+    if hop > dhop and not not_slower:
+        return HOLDS, f"NodePort slower: {diffs}; {hop_text}"
+    if hop <= dhop and not slower:
+        return NOT, f"NodePort not slower at any of p50/p99 connect/response; {hop_text}"
+    return DEPENDS, (f"NodePort slower at {diffs or 'none'}, not at "
+                     f"{', '.join(_SHORT[m] for m in not_slower) or 'none'}; {hop_text}")
+
+
+def _judge_snat(np_: Summary, d: Summary, _: Config) -> Verdict:
+    f, pe, df = np_["failed_fraction"], np_["fail_cause_port_exhaustion"], d["failed_fraction"]
+    text = (f"NodePort fails {_pct(f)} of flows with {fmt_value('', pe)} packets dropped for port "
+            f"exhaustion, direct {_pct(df)}")
+    if f > FAIL_THRESHOLD and pe > 0 and df == 0:
+        return HOLDS, text
+    if f > FAIL_THRESHOLD and pe > 0:
+        return DEPENDS, text + " (both paths fail)"
+    return NOT, text
+
+
+def _judge_race(np_: Summary, d: Summary, _: Config) -> Verdict:
+    n, dn = np_["conntrack_insert_failed"], d["conntrack_insert_failed"]
+    text = f"conntrack_insert_failed NodePort {fmt_value('', n)}, direct {fmt_value('', dn)}"
+    if n > 0 and dn == 0:
+        return HOLDS, text
+    if n == 0:
+        return NOT, text
+    return DEPENDS, text + " (both paths)"
+
+
+def _judge_balance(np_: Summary, d: Summary, _: Config) -> Verdict:
+    j, dj = np_["pod_load_jain"], d["pod_load_jain"]
+    worse = []  # (measure, NodePort, direct) where NodePort's busiest pod is worse by the margin
+    text = f"Jain's index NodePort {j:.3f} vs direct {dj:.3f}"
+    for m, what in (("pod_load_max_over_mean", "flows"), ("pod_conn_max_over_mean", "open connections")):
+        if _finite(np_.get(m)) and _finite(d.get(m)):
+            text += f"; busiest pod's {what} {np_[m]:.3g} vs {d[m]:.3g} x the mean"
+            if np_[m] - d[m] >= HOTSPOT_MARGIN:
+                worse.append(what)
+    if j < dj and worse:
+        return HOLDS, text
+    if j >= dj and not worse:
+        return NOT, text
+    return DEPENDS, text + (f" (NodePort's busiest pod worse in {' and '.join(worse)}, but its Jain's "
+                            f"index is not lower)" if worse else
+                            f" (NodePort less fair by Jain's index, but no busiest pod worse by "
+                            f"{HOTSPOT_MARGIN:g} of the mean)")
+
+
+def _setting(cfg: Mapping[str, Any], dotted: str) -> str | None:
+    v: Any = cfg
+    for part in dotted.split("."):
+        if not isinstance(v, Mapping) or part not in v:
+            return None
+        v = v[part]
+    return _show(v)
+
+
+def _judge_source_ip(np_: Summary, d: Summary, cfg: Config) -> Verdict:
+    f, df = np_["source_ip_preserved_fraction"], d["source_ip_preserved_fraction"]
+    policy = _setting(cfg, "kube_proxy.external_traffic_policy")
+    text = (f"client IP seen by the pod: direct {_pct(df)} of flows, NodePort {_pct(f)}"
+            + (f" (externalTrafficPolicy {policy})" if policy else ""))
+    if df == 1 and f < 1:
+        return HOLDS, text
+    if df == 1:
+        return DEPENDS, text + ": NodePort keeps it too in this setup"
+    return NOT, text
+
+
+def _judge_persistence(np_: Summary, d: Summary, cfg: Config) -> Verdict:
+    f, df = np_["session_persistence_fraction"], d["session_persistence_fraction"]
+    extra = [f"{k} = {v}" for k in ("lb.persistence_s", "kube_proxy.session_affinity")
+             if (v := _setting(cfg, k)) is not None]
+    text = (f"flows reaching the client's first pod: direct {_pct(df)}, NodePort {_pct(f)}"
+            + (f" ({', '.join(extra)})" if extra else ""))
+    if df >= PERSISTENCE_THRESHOLD > f:
+        return HOLDS, text
+    if df >= PERSISTENCE_THRESHOLD:
+        return DEPENDS, text + ": NodePort keeps sessions too in this setup"
+    return NOT, text
+
+
+_CONTRAST_RULE = ("each contrast scenario (the same setup with a setting changed) is judged by the same "
+                  "rule; when the outcomes differ the verdict is \"depends\" and names the settings")
+
+CLAIMS: list[Claim] = [
+    Claim(
+        "NodePort adds SNAT and a second hop: higher connect latency and response time",
+        ("default",),
+        ("connect_latency_p50_s", "connect_latency_p99_s", "response_time_p50_s", "response_time_p99_s",
+         "second_hop_fraction"),
+        "holds if NodePort's second_hop_fraction > direct's and NodePort's connect_latency_p50_s, "
+        "connect_latency_p99_s, response_time_p50_s and response_time_p99_s are all > direct's; does "
+        "not hold if NodePort has no more second hops and none of the four is > direct's; depends "
+        "otherwise (the verdict names which are higher)",
+        _judge_latency),
+    Claim(
+        "traffic concentrated on a few NodePorts exhausts SNAT source ports",
+        ("snat-exhaustion",),
+        ("failed_fraction", "fail_cause_port_exhaustion"),
+        f"holds if NodePort failed_fraction > {FAIL_THRESHOLD:g} with fail_cause_port_exhaustion > 0 "
+        f"and direct failed_fraction == 0; depends if direct fails too; does not hold otherwise; "
+        + _CONTRAST_RULE,
+        _judge_snat, contrasts=("snat-exhaustion-modern",)),
+    Claim(
+        "NodePort's SNAT causes conntrack insertion conflicts",
+        ("conntrack-race",),
+        ("conntrack_insert_failed", "fail_cause_insert_race", "syn_retransmits"),
+        "holds if NodePort conntrack_insert_failed > 0 and direct's == 0; does not hold if NodePort's "
+        "== 0; " + _CONTRAST_RULE,
+        _judge_race, needs=("conntrack_insert_failed",),
+        contrasts=("conntrack-race-random-fully", "conntrack-race-modern")),
+    Claim(
+        "many nodes behind the LB scatter load-balancing state and unbalance load globally",
+        ("lb-state-scattered", "imbalance-cluster"),
+        ("pod_load_max_over_mean", "pod_load_cv", "pod_load_jain", "pod_conn_max_over_mean"),
+        f"holds if NodePort pod_load_jain (Jain's fairness index of flows per pod, 1 = even) < "
+        f"direct's and NodePort's busiest pod exceeds direct's by >= {HOTSPOT_MARGIN:g} of the mean, "
+        f"in established flows (pod_load_max_over_mean) or in open connections "
+        f"(pod_conn_max_over_mean, where reported); does not hold if NodePort pod_load_jain >= "
+        f"direct's and neither exceeds by that much; depends otherwise; each scenario is judged, and "
+        f"the verdict is \"depends\" when they differ",
+        _judge_balance, needs=("pod_load_max_over_mean", "pod_load_jain"),
+        related=("imbalance-local",)),
+    Claim(
+        "without SNAT the client source IP reaches the pod without externalTrafficPolicy: Local",
+        ("source-ip",),
+        ("source_ip_preserved_fraction",),
+        "holds if direct source_ip_preserved_fraction == 1 and NodePort's < 1; depends if both are 1 "
+        "(NodePort keeps it too in that setup); does not hold if direct's < 1",
+        _judge_source_ip, related=("source-ip-local",)),
+    Claim(
+        "session persistence needs only the LB's persistence",
+        ("session-persistence",),
+        ("session_persistence_fraction",),
+        f"holds if direct session_persistence_fraction >= {PERSISTENCE_THRESHOLD:g} and NodePort's "
+        f"< {PERSISTENCE_THRESHOLD:g}; depends if both are >= {PERSISTENCE_THRESHOLD:g} (NodePort "
+        f"keeps sessions too in that setup); does not hold if direct's < {PERSISTENCE_THRESHOLD:g}",
+        _judge_persistence, related=("session-persistence-affinity",)),
+    Claim(
+        "binding pods directly needs readiness gating (the LB must not send to a pod before it is "
+        "registered and ready)",
+        (), (),
+        "none: lbsim does not model pod readiness, so no number supports or refutes it",
+        not_modelled="pod readiness is not modelled"),
+]
+
+
+# -- evaluation -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What the claims need of one run: its name, config and both paths' summaries."""
+
+    name: str
+    config: Mapping[str, Any]
+    paths: Mapping[str, Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class ClaimRow:
+    claim: Claim
+    scenario: str
+    nodeport: list[str]
+    direct: list[str]
+    verdict: str
+    measured: bool
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _show(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_show(x) for x in v) + "]"
+    if isinstance(v, Mapping):
+        return "{" + ", ".join(f"{k} = {_show(x)}" for k, x in v.items()) + "}"
+    return str(v)
+
+
+def _condition(cfg: Mapping[str, Any], keys: list[str]) -> str:
+    flat = _flatten(cfg)
+    shown = [f"{k} = {_show(flat.get(k, 'unset'))}" for k in keys[:_MAX_COND_KEYS]]
+    if len(keys) > _MAX_COND_KEYS:
+        shown.append(f"… ({len(keys) - _MAX_COND_KEYS} more settings differ)")
+    return ", ".join(shown) if shown else "the same settings"
+
+
+def _differing(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
+    fa, fb = _flatten(a), _flatten(b)
+    return sorted(k for k in set(fa) | set(fb)
+                  if k not in _IGNORED_KEYS and fa.get(k, "unset") != fb.get(k, "unset"))
+
+
+def _judge_one(claim: Claim, name: str, runs: Mapping[str, RunRecord],
+               available: set[str]) -> tuple[str | None, str]:
+    if name not in available:
+        return None, f"scenario {name} not available"
+    if name not in runs:
+        return None, (f"scenario {name} not run (run it with --scenario {name}, or --out without "
+                      f"--scenario)")
+    run = runs[name]
+    for m in claim.required:
+        for p in PATHS:
+            if m not in run.paths[p]:
+                return None, f"metric {m} not available (scenario {name})"
+            if not _finite(run.paths[p][m]):
+                return None, (f"metric {m} is {fmt_value(m, run.paths[p][m])} on the {p} path "
+                              f"(scenario {name})")
+    assert claim.judge is not None
+    return claim.judge(run.paths["nodeport"], run.paths["direct"], run.config)
+
+
+def _cells(claim: Claim, names: Sequence[str], runs: Mapping[str, RunRecord], path: str) -> list[str]:
+    lines = []
+    for name in names:
+        vals = [f"{m} {fmt_value(m, runs[name].paths[path].get(m))}" if m in runs[name].paths[path]
+                else f"{m} n/a" for m in claim.metrics]
+        if len(claim.scenarios) > 1:
+            lines.append(f"{name}: " + ", ".join(vals))
+        else:
+            lines.extend(vals)
+    return lines
+
+
+def _combine(judged: list[tuple[str, str, str]], runs: Mapping[str, RunRecord]) -> str:
+    """One verdict from (scenario, status, why) of every measured scenario of a claim."""
+    statuses = {st for _, st, _ in judged}
+    if len(judged) == 1 or (len(statuses) == 1 and DEPENDS not in statuses):
+        st = judged[0][1]
+        why = "; ".join(f"{w} ({n})" for n, _, w in judged)
+        return f"{st}: {why}"
+    if len(statuses) == 1:  # all "depends"
+        return "depends: " + "; ".join(f"{w} ({n})" for n, _, w in judged)
+    ref_name = judged[0][0]
+    ref = runs[ref_name].config
+    parts = []
+    for name, st, why in judged:
+        if name == ref_name:  # the settings in which any other scenario differs from it
+            keys = sorted({k for other, _, _ in judged if other != ref_name
+                           for k in _differing(ref, runs[other].config)})
+        else:
+            keys = _differing(ref, runs[name].config)
+        parts.append(f"{st} with {_condition(runs[name].config, keys)} ({name}: {why})")
+    return "depends: " + "; ".join(parts)
+
+
+def evaluate_claims(runs: Mapping[str, RunRecord], available: Iterable[str]) -> list[ClaimRow]:
+    """Judge every claim of :data:`CLAIMS` from ``runs`` (named-scenario runs, by name).
+
+    ``available`` are the names defined in ``lbsim.scenarios.SCENARIOS``.
+    """
+    available = set(available)
+    rows = []
+    for claim in CLAIMS:
+        scen = " + ".join(claim.scenarios) or "—"
+        if claim.contrasts:
+            scen += f" (contrast: {', '.join(claim.contrasts)})"
+        if claim.related:
+            scen += f" (see also: {', '.join(claim.related)})"
+        if claim.not_modelled:
+            rows.append(ClaimRow(claim, scen, ["—"], ["—"], f"not measured: {claim.not_modelled}",
+                                 False))
+            continue
+        primary = [(n, *_judge_one(claim, n, runs, available)) for n in claim.scenarios]
+        contrast = [(n, *_judge_one(claim, n, runs, available)) for n in claim.contrasts]
+        measured = [(n, st, w) for n, st, w in primary if st is not None]
+        if not measured:
+            rows.append(ClaimRow(claim, scen, ["—"], ["—"],
+                                 "not measured: " + "; ".join(w for _, _, w in primary), False))
+            continue
+        judged = measured + [(n, st, w) for n, st, w in contrast if st is not None]
+        verdict = _combine(judged, runs)
+        missing = [f"{w}" for n, st, w in primary + contrast if st is None]
+        if missing:
+            verdict += " [not measured: " + "; ".join(missing) + "]"
+        related = [(n, *_judge_one(claim, n, runs, available)) for n in claim.related]
+        seen = []
+        for n, st, w in related:
+            if st is not None:
+                keys = _differing(runs[measured[0][0]].config, runs[n].config)
+                short = 0 < len(keys) <= _MAX_COND_KEYS
+                cond = f" (with {_condition(runs[n].config, keys)})" if short else ""
+                seen.append(f"{n}{cond}: {st}: {w}")
+        if seen:
+            verdict += " — see also (not part of the verdict): " + "; ".join(seen)
+        shown = [n for n, _, _ in measured]
+        rows.append(ClaimRow(claim, scen, _cells(claim, shown, runs, "nodeport"),
+                             _cells(claim, shown, runs, "direct"), verdict, True))
+    return rows
+
+
+# -- rendering ------------------------------------------------------------------------------------
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def claims_markdown(rows: list[ClaimRow]) -> str:
+    """The claims table and its verdict rules, as markdown."""
+    out = ["| # | claim of the direct-to-Pod design | scenario | NodePort | direct | verdict |",
+           "|---|---|---|---|---|---|"]
+    for i, r in enumerate(rows, 1):
+        cells = ["<br>".join(_md(x) for x in lines) for lines in (r.nodeport, r.direct)]
+        out.append(f"| {i} | {_md(r.claim.text)} | {_md(r.scenario)} | {cells[0]} | {cells[1]} | "
+                   f"{_md(r.verdict)} |")
+    out += ["", "Verdict rules (applied to the summary metrics of the named scenarios; a claim whose "
+            "scenario is not defined, not run, or lacks a metric is \"not measured\"; a \"see also\" "
+            "scenario is judged by the same rule but does not change the verdict):", ""]
+    out += [f"{i}. {_md(r.claim.rule)}" for i, r in enumerate(rows, 1)]
+    return "\n".join(out)
+
+
+def claims_text(rows: list[ClaimRow]) -> str:
+    """The claims table for the terminal."""
+    out = ["== claims of the direct-to-Pod design (verdict rules: see report.md or docs/report.md) =="]
+    for i, r in enumerate(rows, 1):
+        out.append(f"{i}. {r.claim.text}  [{r.scenario}]")
+        if r.measured:
+            out.append(f"   NodePort: {'; '.join(r.nodeport)}")
+            out.append(f"   direct:   {'; '.join(r.direct)}")
+        out.append(f"   verdict:  {r.verdict}")
+    return "\n".join(out)
+
+
+# -- the unit of work of --jobs -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Task:
+    """One scenario to run on both paths (and draw, when ``out_dir`` is set)."""
+
+    index: int
+    name: str
+    scenario: Scenario
+    engine: str = "batched"
+    batch_flows: int = 4096
+    out_dir: str | None = None
+    #: start of its figure files' names
+    prefix: str = ""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    index: int
+    name: str
+    #: path -> summary metrics (raw floats; NaN where undefined)
+    paths: dict[str, dict[str, float]]
+    #: FigureInfo of every figure kind (empty without out_dir)
+    figures: list[Any] = field(default_factory=list)
+    sim_s: float = 0.0
+    fig_s: float = 0.0
+
+
+def run_scenario(task: Task) -> Outcome:
+    """Simulate ``task.scenario`` on both paths; draw its figures if ``task.out_dir`` is set."""
+    from .simulation import compare
+
+    t0 = time.perf_counter()
+    c = compare(task.scenario, engine=task.engine, batch_flows=task.batch_flows)
+    t1 = time.perf_counter()
+    figures: list[Any] = []
+    if task.out_dir is not None:
+        from .figures import scenario_figures  # matplotlib only when drawing
+
+        figures = scenario_figures(task.name, c, task.out_dir, task.prefix or None)
+    return Outcome(task.index, task.name, {"nodeport": dict(c.nodeport.summary),
+                                           "direct": dict(c.direct.summary)},
+                   figures, t1 - t0, time.perf_counter() - t1)
+
+
+# -- report.md ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ReportRun:
+    """One scenario section of report.md."""
+
+    name: str
+    scenario: Scenario
+    #: where it came from: "named scenario" or "config file PATH"
+    source: str
+    description: str
+    outcome: Outcome
+
+
+def describe_version(version: str) -> str:
+    """``version``, or for an uninstalled source tree the version in its pyproject.toml; plus the
+    git commit of the source tree (and whether it has uncommitted changes) when there is one."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    text = version
+    if version.endswith("+unknown"):
+        try:
+            import tomllib
+            meta = tomllib.loads((root / "pyproject.toml").read_text())
+            text = f"{meta['project']['version']} (source tree)"
+        except (OSError, KeyError, ValueError):
+            pass
+    if (root / ".git").exists():
+        try:
+            def git(*a: str) -> str:
+                return subprocess.run(["git", "-C", str(root), *a], capture_output=True, text=True,
+                                      timeout=10, check=True).stdout.strip()
+            commit = git("rev-parse", "--short=12", "HEAD")
+            dirty = git("status", "--porcelain", "--untracked-files=no")
+            text += f", git {commit}" + (" with uncommitted changes" if dirty else "")
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return text
+
+
+def _versions() -> str:
+    import matplotlib
+    import numpy
+    import pandas
+    return (f"Python {platform.python_version()}, numpy {numpy.__version__}, "
+            f"pandas {pandas.__version__}, matplotlib {matplotlib.__version__}")
+
+
+def _metric_rows(paths: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    keys = list(paths["nodeport"]) + [k for k in paths["direct"] if k not in paths["nodeport"]]
+    out = ["| metric | NodePort | direct | meaning |", "|---|---:|---:|---|"]
+    for k in keys:
+        out.append(f"| `{k}` | {fmt_value(k, paths['nodeport'].get(k))} | "
+                   f"{fmt_value(k, paths['direct'].get(k))} | {_md(SUMMARY_METRICS.get(k, ''))} |")
+    return out
+
+
+def render_markdown(*, version: str, command: str, quick: bool, seed_override: int | None,
+                    engine: str, batch_flows: int, jobs: int, wall_s: float,
+                    runs: list[ReportRun], claims: list[ClaimRow]) -> str:
+    """The whole report.md."""
+    seeds = sorted({r.scenario.seed for r in runs})
+    sizes = ", ".join(f"{r.name} {r.scenario.workload.flows:,}" for r in runs)
+    lines = [
+        "# lbsim bench report: NodePort vs direct-to-Pod",
+        "",
+        f"- lbsim version: {describe_version(version)}",
+        f"- software: {_versions()}",
+        f"- command: `{command}`",
+        f"- mode: {'quick (scaled-down scenarios, --quick)' if quick else 'full size'}",
+        f"- seed{'s' if len(seeds) > 1 else ''}: {', '.join(map(str, seeds))}"
+        + (" (set by --seed)" if seed_override is not None else " (each scenario's own seed)"),
+        f"- flows per scenario and path: {sizes}",
+        f"- engine: {engine}, {batch_flows:,} new flows per batch; "
+        f"{jobs} process{'es' if jobs > 1 else ''}; wall time {wall_s:.1f} s",
+        "",
+        "A run is a pure function of its config (seed included): the TOML block of each scenario "
+        "below, saved to a file and run with `python -m lbsim.bench --config FILE` (no `--quick`: "
+        "the block is already the size that ran), gives the same numbers but the wall times. Both "
+        "paths of a scenario see the same clients, arrivals and service times.",
+        "",
+        "## Claims",
+        "",
+        claims_markdown(claims),
+        "",
+        "## Runs",
+        "",
+        "| scenario | flows | rate (flows/s) | protocol | nodes | pods | nat.kernel "
+        "| wall NodePort (s) | wall direct (s) |",
+        "|---|---:|---:|---|---:|---:|---|---:|---:|",
+    ]
+    for r in runs:
+        s, p, cfg = r.scenario, r.outcome.paths, r.scenario.to_dict()
+        wall = [p[path].get("wall_s", float("nan")) for path in PATHS]
+        lines.append(f"| [{r.name}](#{_anchor(r.name)}) | {s.workload.flows:,} | "
+                     f"{s.workload.rate_per_s:g} | {_show(cfg['workload']['protocol'])} | "
+                     f"{s.cluster.nodes} | {s.cluster.pods} | {_show(cfg['nat']['kernel'])} | "
+                     f"{wall[0]:.2f} | {wall[1]:.2f} |")
+    lines += ["", "## Scenarios", ""]
+    for r in runs:
+        lines += [f"### {r.name}", "", f"*{r.source}.* {_md(r.description)}" if r.description
+                  else f"*{r.source}.*", "",
+                  "<details><summary>Full config (TOML; <code>path</code> is set per run: both paths "
+                  "are run)</summary>", "", "```toml", r.scenario.to_toml().rstrip(), "```", "",
+                  "</details>",
+                  "", "Metrics:", "", *_metric_rows(r.outcome.paths), "", "Figures:", ""]
+        drawn = [f for f in r.outcome.figures if f.file]
+        for f in r.outcome.figures:
+            if f.file:
+                lines += [f"**{f.title}** ([{f.file}]({f.file})): {f.note}.", "",
+                          f"![{r.name}: {f.title}]({f.file})", ""]
+        for f in r.outcome.figures:
+            if not f.file:
+                lines.append(f"- {f.title}: not drawn, {f.note}.")
+        if not drawn and not r.outcome.figures:
+            lines.append("- none")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _anchor(name: str) -> str:
+    """GitHub's heading anchor for a scenario name."""
+    return "".join(c for c in name.lower().replace(" ", "-") if c.isalnum() or c in "-_")
