@@ -18,7 +18,7 @@ from .balancing import (iptables_endpoint, iptables_endpoint_scalar, ipvs_sh_buc
                         ipvs_sh_table, least_connections, maglev_lookup, maglev_table,
                         numgen_random)
 from .config import CiliumAlgorithm, IpvsScheduler, ProxyMode, Scenario, SessionAffinity
-from .lb import session_starts
+from .lb import follow_sessions, session_starts
 
 __all__ = ["KubeProxy", "PER_ATTEMPT"]
 
@@ -124,9 +124,4 @@ class KubeProxy:
         start = session_starts(key, t, self.affinity_ns)
         pick = np.full(node.size, -1, np.int64)
         pick[start] = self.endpoint(node[start], u[start])
-        order = np.lexsort((np.arange(key.size), key))
-        s = start[order]
-        last = np.maximum.accumulate(np.where(s, np.arange(key.size), 0))
-        out = np.empty_like(pick)
-        out[order] = pick[order][last]
-        return out
+        return follow_sessions(key, start, pick)

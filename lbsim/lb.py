@@ -14,7 +14,7 @@ from .balancing import (least_connections, maglev_lookup, maglev_table, round_ro
                         weighted_round_robin)
 from .config import DataPath, LBAlgorithm, Scenario, TrafficPolicy
 
-__all__ = ["LoadBalancer"]
+__all__ = ["LoadBalancer", "session_starts", "follow_sessions"]
 
 
 class LoadBalancer:
@@ -51,7 +51,7 @@ class LoadBalancer:
         pick = np.full(t.size, -1, np.int64)
         pick[start] = self._choose(instance[start], client[start], sport[start], t[start],
                                    life[start])
-        return _follow_sessions(client, start, pick)
+        return follow_sessions(client, start, pick)
 
     def _choose(self, instance, client, sport, t, life) -> np.ndarray:
         a, b, w = self.cfg.algorithm, self.backends, self.weight
@@ -82,7 +82,7 @@ def session_starts(client: np.ndarray, t: np.ndarray, timeout: int) -> np.ndarra
     return out
 
 
-def _follow_sessions(client: np.ndarray, start: np.ndarray, pick: np.ndarray) -> np.ndarray:
+def follow_sessions(client: np.ndarray, start: np.ndarray, pick: np.ndarray) -> np.ndarray:
     """Every socket takes the pick of its client's latest session start."""
     order = np.lexsort((np.arange(client.size), client))
     s = start[order]
