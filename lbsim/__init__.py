@@ -19,9 +19,18 @@ try:
 except PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0+unknown"
 
+
+def __getattr__(name: str):
+    # lbsim.sweep, imported on first use (so `python -m lbsim.sweep` runs it fresh): the module
+    # lbsim/sweep.py, which called is the sweep function: lbsim.sweep(base, grid, ...)
+    if name == "sweep":
+        import importlib
+        return importlib.import_module(".sweep", __name__)
+    raise AttributeError(f"module 'lbsim' has no attribute {name!r}")
+
 __all__ = [
     "Scenario", "WorkloadConfig", "LBConfig", "ClusterConfig", "PodConfig", "KubeProxyConfig",
     "NatConfig", "ConntrackConfig", "NetworkConfig", "DataPath", "Protocol", "LBAlgorithm",
     "ProxyMode", "TrafficPolicy", "NatKernel", "Fixed", "Exponential", "LogNormal",
-    "run", "compare", "Result", "Comparison", "__version__",
+    "run", "compare", "Result", "Comparison", "sweep", "__version__",
 ]

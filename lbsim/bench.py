@@ -127,15 +127,23 @@ def _runs(args: argparse.Namespace) -> list[tuple[str, Scenario, str]]:
 
 
 def _progress(total: int) -> Callable[[Outcome], None]:
-    """A callback that prints one stderr line per finished scenario (thread-safe)."""
+    """A callback run as each scenario finishes: a tqdm bar (scenarios done, elapsed, ETA) when
+    stderr is a terminal, and one stderr line per finished scenario always, so that CI logs,
+    where a redrawn bar would garble, still show progress (thread-safe)."""
+    from tqdm import tqdm
     lock, done, start = threading.Lock(), [0], time.perf_counter()
+    bar = tqdm(total=total, unit="scenario", file=sys.stderr, disable=None, leave=False,
+               dynamic_ncols=True)
 
     def report(o: Outcome) -> None:
         with lock:
             done[0] += 1
             figs = f", figures {o.fig_s:.1f} s" if o.figures else ""
-            print(f"[{done[0]}/{total}] {o.name}: simulated in {o.sim_s:.1f} s{figs} "
-                  f"({time.perf_counter() - start:.0f} s elapsed)", file=sys.stderr, flush=True)
+            bar.write(f"[{done[0]}/{total}] {o.name}: simulated in {o.sim_s:.1f} s{figs} "
+                      f"({time.perf_counter() - start:.0f} s elapsed)", file=sys.stderr)
+            bar.update(1)
+            if done[0] == total:
+                bar.close()
     return report
 
 
