@@ -5,8 +5,15 @@ Each function states the model it assumes; the tests choose scenarios where thos
 
 from __future__ import annotations
 
+import math
+
 __all__ = ["erlang_b", "time_wait_rate_bound", "same_port_probability_random",
-           "insert_race_rate", "local_pod_shares"]
+           "insert_race_rate", "local_pod_shares", "capped_search_overload_failed_fraction",
+           "CAPPED_SEARCH_PROBES"]
+
+#: Ports one SNAT search probes at most when the range is larger than 128: runs of 128, 64, 32,
+#: 16 and 8 consecutive ports, each from a fresh random start (nf_nat_l4proto_unique_tuple).
+CAPPED_SEARCH_PROBES = 128 + 64 + 32 + 16 + 8
 
 
 def erlang_b(servers: int, offered: float) -> float:
@@ -58,3 +65,27 @@ def local_pod_shares(pods_per_node: list[int]) -> list[float]:
     evenly over the nodes that have pods: ``1 / (ready nodes x pods on that node)``."""
     ready = [n for n in pods_per_node if n > 0]
     return [1.0 / (len(ready) * n) for n in pods_per_node for _ in range(n)]
+
+
+def capped_search_overload_failed_fraction(load: float, probes: int = CAPPED_SEARCH_PROBES) -> float:
+    """Failed fraction of new flows through one node->pod pair whose SNAT search is capped at
+    ``probes`` ports, for an offered load ``load = rate x holding time / ports`` above 1.
+
+    A fluid model of the overloaded range: free ports are few and scattered at a density ``f``, so
+    a search misses them all with probability ``p = exp(-probes f)``; Little's law ties the held
+    ports to the accepted flows, ``1 - f = load (1 - p)``. The fixed point ``p = exp(-probes (1 -
+    load (1 - p)))`` is solved by bisection. It ignores the fluctuations that Erlang-B keeps (so
+    near ``load = 1`` it is too low) and the clumping of free ports below capacity (so below 1 it
+    says ~0 where the kernel fails flows; docs/design.md, "capped search"). Erlang-B tends to
+    ``1 - 1/load``; the cap adds about ``f / load``, with ``f = ln(1/p) / probes``.
+    """
+    if load <= 0 or probes < 1:
+        raise ValueError("load must be > 0 and probes >= 1")
+    lo, hi = 0.0, 1.0
+    for _ in range(100):
+        p = (lo + hi) / 2
+        if p - math.exp(-probes * max(0.0, 1.0 - load * (1.0 - p))) > 0:
+            hi = p
+        else:
+            lo = p
+    return (lo + hi) / 2

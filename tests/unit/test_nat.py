@@ -145,3 +145,21 @@ def test_closed_forms_known_values():
     assert time_wait_rate_bound() == pytest.approx(537.6)         # kernel-facts 7
     assert erlang_b(1, 1.0) == pytest.approx(0.5)
     assert erlang_b(2, 1.0) == pytest.approx(0.2)                 # (1/2) / (1 + 1 + 1/2)
+
+
+def test_capped_search_overload_fixed_point():
+    """The overload fixed point satisfies its own equation, rises with the load, stays above
+    Erlang-B's limit 1 - 1/load and tends to it when the range is far overloaded."""
+    import math
+
+    from lbsim.analytic import CAPPED_SEARCH_PROBES, capped_search_overload_failed_fraction as fp
+    assert CAPPED_SEARCH_PROBES == 248
+    prev = 0.0
+    for load in (1.0, 1.05, 1.1, 1.3, 2.0, 5.0):
+        p = fp(load)
+        assert abs(p - math.exp(-248 * (1 - load * (1 - p)))) < 1e-9
+        assert p > prev and p > 1 - 1 / load
+        prev = p
+    assert fp(5.0) - 0.8 < 1e-3
+    with pytest.raises(ValueError):
+        fp(0.0)
