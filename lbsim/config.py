@@ -34,19 +34,29 @@ MAX_PODS = (1 << 20) - 1
 MAX_CLIENTS = (1 << 24) - 1
 
 
-class DataPath(str, enum.Enum):
+class _Choice(str, enum.Enum):
+    """A config choice: prints and formats as its value ("5.x", not "NatKernel.V5")."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+class DataPath(_Choice):
     """How the LB reaches pods: through every node's NodePort, or bound to pod IP:port."""
 
     NODEPORT = "nodeport"
     DIRECT = "direct"
 
 
-class Protocol(str, enum.Enum):
+class Protocol(_Choice):
     TCP = "tcp"
     UDP = "udp"
 
 
-class Source(str, enum.Enum):
+class Source(_Choice):
     """Where the clients are.
 
     ``external``: outside the cluster, through the cloud LB; a node's NIC steers a flow's packets to
@@ -59,7 +69,7 @@ class Source(str, enum.Enum):
     POD = "pod"
 
 
-class LBAlgorithm(str, enum.Enum):
+class LBAlgorithm(_Choice):
     """Cloud LB backend choice, made by each LB instance on its own state.
 
     ``rr`` round robin; ``wrr`` smooth weighted round robin (``lb.weights``); ``lc`` least
@@ -75,7 +85,7 @@ class LBAlgorithm(str, enum.Enum):
     MAGLEV = "maglev"
 
 
-class ProxyMode(str, enum.Enum):
+class ProxyMode(_Choice):
     """kube-proxy mode (kernel-facts 4, 5). ``iptables``: the statistic-match probability cascade,
     a new draw per new conntrack entry; ``nftables``: ``numgen random mod n``; ``ipvs``: the
     IPVS scheduler ``kube_proxy.ipvs_scheduler`` with its own state on every node; ``cilium``:
@@ -88,7 +98,7 @@ class ProxyMode(str, enum.Enum):
     CILIUM = "cilium"
 
 
-class IpvsScheduler(str, enum.Enum):
+class IpvsScheduler(_Choice):
     """IPVS schedulers lbsim models: ``rr``, ``lc``, ``sh`` (source hash), ``mh`` (Maglev)."""
 
     RR = "rr"
@@ -97,22 +107,22 @@ class IpvsScheduler(str, enum.Enum):
     MH = "mh"
 
 
-class CiliumAlgorithm(str, enum.Enum):
+class CiliumAlgorithm(_Choice):
     RANDOM = "random"
     MAGLEV = "maglev"
 
 
-class SessionAffinity(str, enum.Enum):
+class SessionAffinity(_Choice):
     NONE = "None"
     CLIENT_IP = "ClientIP"
 
 
-class TrafficPolicy(str, enum.Enum):
+class TrafficPolicy(_Choice):
     CLUSTER = "Cluster"
     LOCAL = "Local"
 
 
-class NatKernel(str, enum.Enum):
+class NatKernel(_Choice):
     """Which kernel's SNAT port selection to model (kernel-facts section 1).
 
     ``modern`` (6.5 and later): random offset, runs of 128/64/32/16/8 probes, and a new TCP SYN

@@ -108,8 +108,11 @@ def metric_vs_param(df: pd.DataFrame, param: str, metric: str, ax: Any = None) -
         colour = _COLOURS.get(str(path))
         (line,) = ax.plot(x, mean, marker="o", label=str(path), color=colour)
         band = ~np.isnan(half)
+        lo, hi = mean - half, mean + half
+        if (rows[metric] >= 0).all():          # a count or fraction: the band stops at 0
+            lo = np.maximum(lo, 0.0)
         if band.any():
-            ax.fill_between(x[band], (mean - half)[band], (mean + half)[band], alpha=0.2,
+            ax.fill_between(x[band], lo[band], hi[band], alpha=0.2,
                             color=line.get_color(), linewidth=0, label=f"{path} 95 % CI")
     if not numeric:
         ax.set_xticks(range(len(xs)), [str(x) for x in xs])
@@ -140,14 +143,21 @@ def heatmap(df: pd.DataFrame, x: str, y: str, metric: str, path: str = "nodeport
     for (yv, xv), v in mean.items():
         grid[ys.index(yv), xs.index(xv)] = v
     ax = _axes(ax)
-    image = ax.imshow(np.ma.masked_invalid(grid), origin="lower", aspect="auto", cmap="viridis")
+    finite = grid[np.isfinite(grid)]
+    # a constant grid gets a scale from 0 to its value (0 to 1 if it is 0), not matplotlib's
+    # value +- 0.1, which reads as a spread that is not there
+    span = {}
+    if finite.size and finite.min() == finite.max():
+        v = float(finite[0])
+        span = dict(vmin=min(0.0, v), vmax=max(0.0, v) if v != 0 else 1.0)
+    image = ax.imshow(np.ma.masked_invalid(grid), origin="lower", aspect="auto", cmap="viridis",
+                      **span)
     ax.figure.colorbar(image, ax=ax, label=label(metric))
     ax.set_xticks(range(len(xs)), [str(v) for v in xs])
     ax.set_yticks(range(len(ys)), [str(v) for v in ys])
     ax.set_xlabel(label(x))
     ax.set_ylabel(label(y))
     ax.set_title(f"{metric}, {path} path (mean over replications)", fontsize="medium")
-    finite = grid[np.isfinite(grid)]
     mid = (finite.min() + finite.max()) / 2 if finite.size else 0.0
     for i in range(len(ys)):
         for j in range(len(xs)):
