@@ -47,7 +47,6 @@ class _Windows:
                       "arrive": np.zeros(0, np.int64)}
         self.pend = {f: np.zeros(0, np.float64 if f == "u_ep" else np.int64) for f in _FIELDS}
         self.pend["offsets"] = np.zeros((0, 5), np.int64)
-        self.next_gc = model.gc_interval
 
     # -- the simpy process -----------------------------------------------------------------------
     def run(self, env: simpy.Environment):
@@ -55,16 +54,15 @@ class _Windows:
         t0 = 0
         while m.resolved < m.F:
             nxt = self._next_event_time()
-            if nxt > t0:                     # idle until the next event or GC tick
-                t_next = min(nxt, self.next_gc)
+            if nxt > t0:                     # idle until the next event, GC pass or sample
+                t_next = min(nxt, m.next_tick())
                 yield env.timeout(t_next - t0)
                 t0 = t_next
-            while self.next_gc <= t0:
-                m.gc_tick(self.next_gc)
-                self.next_gc += m.gc_interval
+            while m.next_tick() <= t0:
+                m.tick(m.next_tick())
             if self._next_event_time() > t0:
                 continue
-            t1 = min(self.next_gc, t0 + m.gap_min)
+            t1 = min(m.next_tick(), t0 + m.gap_min)
             if self.next_new + self.B < m.F:
                 t1 = min(t1, int(self.first_arrival[self.next_new + self.B]))
             t1 = max(t1, t0 + 1)

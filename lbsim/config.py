@@ -474,8 +474,9 @@ class ConntrackConfig(_Section):
     #: ``nf_conntrack_udp_timeout_stream``: UDP entry with packets after its reply more than 2 s
     #: after it began (an ASSURED "stream"; needs ``workload.hold_s`` > 0)
     udp_stream_s: float = 120.0
-    #: period of the garbage collector that frees expired entries, seconds
-    gc_interval_s: float = 1.0
+    #: when the garbage collector runs: "auto" (the kernel's autotuning, 5.18+: the next pass
+    #: after the mean remaining timeout of the entries it saw, 1 to 60 s) or a fixed period, s
+    gc_interval_s: float | str = "auto"
 
     def __post_init__(self) -> None:
         n = self._name
@@ -484,7 +485,11 @@ class ConntrackConfig(_Section):
         _check_float(n("time_wait_s"), self.time_wait_s)
         _check_float(n("udp_s"), self.udp_s)
         _check_float(n("udp_stream_s"), self.udp_stream_s)
-        _check_float(n("gc_interval_s"), self.gc_interval_s, positive=True)
+        if self.gc_interval_s != "auto":
+            try:
+                _check_float(n("gc_interval_s"), self.gc_interval_s, positive=True)
+            except ValueError:
+                _fail(n("gc_interval_s"), self.gc_interval_s, '"auto" or a finite number > 0')
 
 
 @dataclass(frozen=True, kw_only=True)

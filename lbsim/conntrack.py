@@ -46,6 +46,15 @@ ENTRY_FIELDS = {
 
 #: NF_CT_EVICTION_RANGE: buckets early_drop scans from the new entry's own bucket
 EVICTION_RANGE = 8
+# gc_worker's autotuning (nf_conntrack_core.c, 5.18+), in ns: the next pass comes after the mean
+# remaining timeout of the entries seen, seeded with GC_INITIAL_COUNT entries of
+# GC_SCAN_INTERVAL_INIT, each clamped to [GC_SCAN_INTERVAL_MIN, GC_SCAN_INTERVAL_CLAMP], the result
+# to [GC_SCAN_INTERVAL_MIN, GC_SCAN_INTERVAL_MAX]
+GC_INTERVAL_MIN = 1_000_000_000
+GC_INTERVAL_MAX = 60_000_000_000
+GC_INTERVAL_CLAMP = 300_000_000_000
+GC_INTERVAL_INIT = GC_INTERVAL_MAX
+GC_INITIAL_COUNT = 100
 
 
 class _EntryStore:
@@ -190,24 +199,41 @@ class _EntryStore:
                 return int(victims.size)
         return 0
 
-    def gc_pass(self, t: int, limit95: int) -> np.ndarray:
-        """One full pass of the GC worker (``gc_worker`` in nf_conntrack_core.c) at ``t``.
+    def gc_pass(self, t: int, limit95: int, due: np.ndarray | None = None,
+                early: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """One full pass of the GC worker (``gc_worker`` in nf_conntrack_core.c) at ``t`` over
+        the nodes in the boolean mask ``due`` (default: all).
 
-        Frees every expired entry. While a node holds at least ``limit95`` entries (95 % of
-        ``nf_conntrack_max``), it also kills entries that ``gc_worker_can_early_drop`` allows: not
-        ASSURED, or TCP and closing (FIN_WAIT .. TIME_WAIT, CLOSE). The pass walks buckets in order
-        and each chain newest first; an entry is met in the first of its two buckets. Returns the
-        number of entries killed early on each node (no ``conntrack -S`` counter counts them).
+        Frees every expired entry. On a node whose ``early`` flag is set (``gc_work->early_drop``:
+        a new entry found the table full since the last pass; default: set) and that holds at
+        least ``limit95`` entries (95 % of ``nf_conntrack_max``), it also kills entries that
+        ``gc_worker_can_early_drop`` allows: not ASSURED, or TCP and closing (FIN_WAIT ..
+        TIME_WAIT, CLOSE). The pass walks buckets in order and each chain newest first; an entry
+        is met in the first of its two buckets.
+
+        Returns ``(killed, next_run)`` per node: entries killed early (no ``conntrack -S``
+        counter counts them) and the autotuned delay to the next pass in ns (5.18+ "revisit gc
+        autotuning"): the running mean, seeded with 100 entries of 60 s, of the remaining
+        timeouts (clamped to 1..300 s) of the unexpired entries met, clamped to 1..60 s.
         """
+        nodes = np.ones(self.nodes, bool) if due is None else np.asarray(due, bool)
+        flag = np.ones(self.nodes, bool) if early is None else np.asarray(early, bool)
         killed = np.zeros(self.nodes, dtype=np.int64)
+        next_run = np.full(self.nodes, GC_INTERVAL_INIT, dtype=np.int64)
         n = self.size
-        held = np.flatnonzero(self.alive[:n])
+        held = np.flatnonzero(self.alive[:n] & nodes[self.node[:n]])
         if held.size == 0:
-            return killed
+            return killed, next_run
         expired = self.t_expire[held] <= t
+        rem = np.clip(self.t_expire[held][~expired] - t, GC_INTERVAL_MIN, GC_INTERVAL_CLAMP)
+        who = self.node[held][~expired]
+        total = np.bincount(who, weights=rem.astype(np.float64), minlength=self.nodes)
+        seen = np.bincount(who, minlength=self.nodes)
+        mean = (GC_INITIAL_COUNT * GC_INTERVAL_INIT + total) / (GC_INITIAL_COUNT + seen)
+        next_run = np.clip(np.floor(mean), GC_INTERVAL_MIN, GC_INTERVAL_MAX).astype(np.int64)
         can = ~expired & ((self.t_assured[held] > t)
                           | (((self.flags[held] & TCP) != 0) & (self.t_close[held] <= t)))
-        over = self.count >= limit95
+        over = nodes & flag & (self.count >= limit95)
         victims = []
         for node in np.flatnonzero(over):
             mine = self.node[held] == node
@@ -221,10 +247,13 @@ class _EntryStore:
             k = int(np.argmin(ok)) if not ok.all() else cand.size
             victims.append(e[cand[:k]])
             killed[node] = k
-        self.collect(t)
+        self.release(held[expired])
         if victims:
             self.release(np.concatenate(victims))
-        return killed
+        # compact only after the kills: compaction renumbers entries
+        if self.size > 4096 and self.count.sum() < self.size // 4:
+            self._compact()
+        return killed, next_run
 
     def _first_bucket(self, eid: np.ndarray) -> np.ndarray:
         ob, rb = self.obucket[eid], self.rbucket[eid]

@@ -147,8 +147,8 @@ def _legend(ax) -> None:
 def _conntrack(name: str, c: Comparison) -> tuple[Figure | None, str]:
     g = c.nodeport.gauges
     if g.empty:
-        return None, ("no gauge sample on the NodePort path (the run is shorter than "
-                      "conntrack.gc_interval_s); the direct path has no conntrack")
+        return None, ("no gauge sample on the NodePort path (the run is shorter than a "
+                      "second); the direct path has no conntrack")
     if not g["entries"].any():
         return None, "the NodePort path's conntrack tables stayed empty; the direct path has none"
     direct_has = not c.direct.gauges.empty and bool(c.direct.gauges["entries"].any())
@@ -163,8 +163,7 @@ def _conntrack(name: str, c: Comparison) -> tuple[Figure | None, str]:
         ax.set_title(f"{LABELS[p]} path", fontsize=10, loc="left")
         _legend(ax)
         _time_axis(ax)
-    fig.suptitle(f"{name}: conntrack entries per node (nf_conntrack_count, sampled every "
-                 f"{c.nodeport.scenario.conntrack.gc_interval_s:g} s)")
+    fig.suptitle(f"{name}: conntrack entries per node (nf_conntrack_count, sampled every second)")
     note = "entries held per node, expired-but-uncollected ones included"
     if not direct_has:
         note += "; direct path not drawn: no conntrack on that path (every sample is 0)"

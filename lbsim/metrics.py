@@ -58,7 +58,7 @@ DROP_COLUMNS = {
 }
 
 SNAT_COLUMNS = {
-    "t_s": "sample time (every conntrack.gc_interval_s), s",
+    "t_s": "sample time (every second), s",
     "node": "node number",
     "pod": "pod number",
     "ports": "SNAT source ports held by live entries of this (node, pod); pairs with none are left out",
@@ -74,7 +74,7 @@ LOAD_COLUMNS = {
 }
 
 GAUGE_COLUMNS = {
-    "t_s": "sample time (every conntrack.gc_interval_s), s",
+    "t_s": "sample time (every second), s",
     "node": "node number",
     "entries": "entries held, expired-but-uncollected included (nf_conntrack_count)",
     "live_entries": "entries not yet expired",

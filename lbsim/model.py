@@ -37,6 +37,8 @@ __all__ = ["Model", "Cause", "run_reference", "NS"]
 
 NS = 1_000_000_000
 _NEVER = np.iinfo(np.int64).max
+#: conntrack and SNAT gauges are sampled every second
+SAMPLE_INTERVAL = NS
 
 
 def ns(seconds: float) -> int:
@@ -108,7 +110,9 @@ class Model:
         self.time_wait = ns(ct.time_wait_s)
         self.udp_t, self.udp_stream_t = ns(ct.udp_s), ns(ct.udp_stream_s)
         self.ct_max = ct.max
-        self.gc_interval = max(1, ns(ct.gc_interval_s))
+        # GC passes per node: autotuned ("auto", the first pass 1 s after start, as
+        # nf_conntrack_init_start queues it HZ after loading) or every gc_interval_s
+        self.gc_fixed = None if ct.gc_interval_s == "auto" else max(1, ns(ct.gc_interval_s))
         self.legacy = sc.nat.kernel is NatKernel.V4
         self.rule = NatRule(random_all=sc.nat.random_fully or sc.nat.random,
                             port_range=sc.nat.port_range,
@@ -124,6 +128,9 @@ class Model:
         self.unconfirmed = np.zeros(self.n_nodes, dtype=np.int64)
         self.rover = [[0] for _ in range(self.n_nodes)]  # 4.x: per node (per protocol) rover
         self.cpu_free = np.zeros(self.n_nodes * self.cpus, dtype=np.int64)
+        self.gc_next = np.full(self.n_nodes, self.gc_fixed or NS, dtype=np.int64)
+        self.gc_flag = np.zeros(self.n_nodes, dtype=bool)    # gc_work->early_drop, per node
+        self.sample_next = SAMPLE_INTERVAL
         # a pod with fewer workers than the most has its missing ones busy for ever
         self.worker_free = np.where(np.arange(self.workers.max()) < self.workers[:, None], 0,
                                     _NEVER).astype(np.int64)
@@ -320,6 +327,7 @@ class Model:
             killed = self.table.early_drop(node, orig, t_nat)
             if not killed:
                 self.counters["drop"][node] += 1
+                self.gc_flag[node] = True            # the next GC pass may early-drop
                 return self.fail(flow, attempt, arrive, t_nat, Cause.TABLE_FULL, node)
             self.counters["early_drop"][node] += killed
         pod = self.endpoint1(node, float(inp["u_ep"]), flow)
@@ -462,9 +470,24 @@ class Model:
         self.succeed(flow, 0, pod, -1, int(connect), int(response),
                      int(tuples.client_ip(self.client[flow])))
 
-    def gc_tick(self, t: int) -> None:
-        """The conntrack GC worker and the gauges, every ``gc_interval_s``."""
-        self.counters["gc_early_drop"] += self.table.gc_pass(t, self.limit95)
+    def next_tick(self) -> int:
+        """Time of the next GC pass on any node or gauge sample."""
+        return min(int(self.gc_next.min()), self.sample_next)
+
+    def tick(self, t: int) -> None:
+        """At ``t == next_tick()``: the GC passes due on each node, then the gauges if due."""
+        due = self.gc_next <= t
+        if due.any():
+            killed, next_run = self.table.gc_pass(t, self.limit95, due, self.gc_flag)
+            self.counters["gc_early_drop"] += killed
+            self.gc_flag[due] = False
+            self.gc_next[due] = t + (next_run[due] if self.gc_fixed is None else self.gc_fixed)
+        if self.sample_next <= t:
+            self.sample_next += SAMPLE_INTERVAL
+            self._sample(t)
+
+    def _sample(self, t: int) -> None:
+        """Conntrack occupancy and SNAT ports per (node, pod), every second."""
         tb = self.table
         n = tb.size
         alive = tb.alive[:n] & (tb.t_expire[:n] > t)
@@ -502,12 +525,11 @@ def run_reference(model: Model) -> Model:
     heapq.heapify(heap)
     arrive_at: dict[tuple[int, int], int] = {}
     times: dict[tuple[int, int], tuple[int, int]] = {}
-    next_gc = model.gc_interval
     while heap:
         t, kind, f, k = heap[0]
-        if next_gc <= t:
-            model.gc_tick(next_gc)
-            next_gc += model.gc_interval
+        tick = model.next_tick()
+        if tick <= t:
+            model.tick(tick)
             continue
         heapq.heappop(heap)
         if kind == ARRIVE:

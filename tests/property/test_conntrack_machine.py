@@ -52,10 +52,14 @@ class TablesAgree(RuleBasedStateMachine):
         self.t += dt
         assert self.fast.early_drop(node, key, self.t) == self.ref.early_drop(node, key, self.t)
 
-    @rule(limit=st.integers(0, 40), dt=st.integers(0, 20))
-    def gc_pass(self, limit, dt):
+    @rule(limit=st.integers(0, 40), dt=st.integers(0, 20),
+          due=st.lists(st.booleans(), min_size=NODES, max_size=NODES),
+          early=st.lists(st.booleans(), min_size=NODES, max_size=NODES))
+    def gc_pass(self, limit, dt, due, early):
         self.t += dt
-        assert np.array_equal(self.fast.gc_pass(self.t, limit), self.ref.gc_pass(self.t, limit))
+        fk, fn = self.fast.gc_pass(self.t, limit, np.array(due), np.array(early))
+        rk, rn = self.ref.gc_pass(self.t, limit, np.array(due), np.array(early))
+        assert np.array_equal(fk, rk) and np.array_equal(fn, rn)
 
     @rule(keys=st.lists(st.integers(0, 1400), max_size=30))
     def lookup(self, keys):

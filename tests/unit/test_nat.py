@@ -163,3 +163,52 @@ def test_capped_search_overload_fixed_point():
     assert fp(5.0) - 0.8 < 1e-3
     with pytest.raises(ValueError):
         fp(0.0)
+
+
+def _gc_next_run_reference(remaining_ns):
+    """gc_worker's loop (5.18+) as written in nf_conntrack_core.c, in ns: avg starts at
+    GC_SCAN_INTERVAL_INIT with count GC_SCAN_INITIAL_COUNT; each unexpired entry moves it by
+    (clamp(expires) - next_run) / ++count; the result is clamped to [MIN, MAX]."""
+    next_run, count = 60 * 10**9, 100
+    for r in remaining_ns:
+        e = min(max(r, 10**9), 300 * 10**9)
+        count += 1
+        next_run += (e - next_run) / count
+    return min(max(next_run, 10**9), 60 * 10**9)
+
+
+@pytest.mark.parametrize("table_cls", [ConntrackTable, DictConntrackTable])
+def test_gc_autotuned_next_run_and_early_drop_flag(table_cls):
+    """The GC pass frees expired entries of the due nodes only, schedules the next pass after
+    the (seeded, clamped) mean remaining timeout, and early-drops only when flagged."""
+    t = 100 * 10**9
+    rng = np.random.default_rng(7)
+    tb = table_cls(2, buckets=64)
+    rem = rng.integers(1, 400 * 10**9, 300)             # node 0: unexpired entries
+    for i, r in enumerate(rem):
+        add_entry(tb, node=0, port=1000 + i, t_assured=0, t_close=0, t_expire=t + int(r))
+    for i in range(50):                                  # node 0 and node 1: expired entries
+        add_entry(tb, node=0, port=5000 + i, t_expire=t - 1)
+        add_entry(tb, node=1, port=5000 + i, t_expire=t - 1)
+    killed, nxt = tb.gc_pass(t, limit95=10**6, due=np.array([True, False]),
+                             early=np.array([True, True]))
+    assert list(killed) == [0, 0]
+    assert tb.count.tolist() == [300, 50]               # node 1 was not due: still held
+    assert abs(nxt[0] - _gc_next_run_reference(rem)) <= 1
+    assert nxt[1] == 60 * 10**9                          # nothing seen: the initial bias
+    # over 95 % but not flagged: nothing killed; flagged: closing TCP entries killed to 95 %
+    killed, _ = tb.gc_pass(t, limit95=200, due=np.array([True, True]), early=np.array([False, False]))
+    assert killed.tolist() == [0, 0] and tb.count.tolist() == [300, 0]
+    killed, _ = tb.gc_pass(t, limit95=200, due=np.array([True, True]), early=np.array([True, False]))
+    assert killed.tolist() == [101, 0] and tb.count.tolist() == [199, 0]
+
+
+def test_gc_next_run_clamps():
+    assert _gc_next_run_reference([]) == 60 * 10**9
+    assert _gc_next_run_reference([1] * 100_000) == pytest.approx((100 * 60e9 + 1e14) / 100_100)
+    t = 10**12
+    tb = ConntrackTable(1, buckets=64)
+    for i in range(5000):
+        add_entry(tb, port=1 + i, t_expire=t + 10**6)    # 1 ms left: counts as 1 s
+    _, nxt = tb.gc_pass(t, limit95=10**6)
+    assert nxt[0] == int((100 * 60e9 + 5000 * 1e9) / 5100)
