@@ -125,6 +125,7 @@ class _Windows:
         t_conf = np.empty_like(end)
         t_nat[order] = end - s
         t_conf[order] = end
+        m.max_cpu_wait = max(m.max_cpu_wait, int((end - s - a).max()))
         last = np.flatnonzero(np.r_[cpu_o[1:] != cpu_o[:-1], True])
         m.cpu_free[cpu_o[last]] = end[last]
         n = flow.size

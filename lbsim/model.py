@@ -130,6 +130,8 @@ class Model:
         self.cpu_free = np.zeros(self.n_nodes * self.cpus, dtype=np.int64)
         self.gc_next = np.full(self.n_nodes, self.gc_fixed or NS, dtype=np.int64)
         self.gc_flag = np.zeros(self.n_nodes, dtype=bool)    # gc_work->early_drop, per node
+        # longest wait of a new packet in a CPU queue (a SYN waiting there is not retransmitted)
+        self.max_cpu_wait = 0
         self.sample_next = SAMPLE_INTERVAL
         # a pod with fewer workers than the most has its missing ones busy for ever
         self.worker_free = np.where(np.arange(self.workers.max()) < self.workers[:, None], 0,
@@ -297,6 +299,7 @@ class Model:
     # -- scalar steps (the reference; the batched engine falls back on them) --------------------
     def cpu_schedule(self, c: int, arrive: int, pkt: int) -> tuple[int, int]:
         t_nat = max(arrive, int(self.cpu_free[c]))
+        self.max_cpu_wait = max(self.max_cpu_wait, t_nat - arrive)
         t_conf = t_nat + pkt
         self.cpu_free[c] = t_conf
         return t_nat, t_conf

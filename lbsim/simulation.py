@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Literal
 
@@ -61,6 +62,7 @@ def run(scenario: Scenario, *, engine: Engine = "batched", batch_flows: int = 40
         model = run_reference(Model(scenario, DictConntrackTable))
     else:
         raise ValueError(f"engine = {engine!r} is invalid: must be 'batched' or 'reference'")
+    _warn_cpu_queue(model, scenario)
     if scenario.records == "summary":
         arrays = flow_arrays(model)
         summary = summarize(model, arrays, time.perf_counter() - start)
@@ -71,6 +73,22 @@ def run(scenario: Scenario, *, engine: Engine = "batched", batch_flows: int = 40
     wall = time.perf_counter() - start
     return Result(scenario, flows, counters_frame(model), gauges_frame(model), drops_frame(model),
                   snat_frame(model), summarize(model, flows, wall), load_frame(model, flows))
+
+
+def _warn_cpu_queue(model, scenario: Scenario) -> None:
+    """A new packet that waits in a node CPU's queue longer than the client's retransmission
+    timeout would be retransmitted by a real client; the model retransmits only dropped packets,
+    so such a run is outside the model: say so rather than return it silently."""
+    w = scenario.workload
+    rto = w.syn_rto_s if w.protocol.value == "tcp" else w.udp_timeout_s
+    wait = model.max_cpu_wait / 1e9
+    if wait > rto:
+        warnings.warn(
+            f"a new packet waited {wait:.3g} s in a node CPU's queue, longer than the client's "
+            f"retransmission timeout ({rto:g} s): the node's CPUs are overloaded (rate x "
+            f"cluster.packet_time_s per CPU >= 1) and client retransmissions of queued packets "
+            f"are not modelled, so this run's latencies and retransmission counts are not what a "
+            f"node would show", RuntimeWarning, stacklevel=3)
 
 
 def _empty(model) -> pd.DataFrame:

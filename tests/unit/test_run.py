@@ -146,3 +146,18 @@ def test_summary_records_give_the_same_summary_without_tables():
     assert len(lean.flows) == 0 and len(lean.snat) == 0 and len(lean.drops) == 0
     assert list(lean.flows.columns) == list(full.flows.columns)
     assert full.summary["failed"] > 0 and lean.counters.equals(full.counters)
+
+
+def test_overloaded_node_cpu_is_reported_not_returned_silently():
+    """A SYN queued at a node CPU for longer than the RTO would be retransmitted by a real client,
+    which the model does not do: the run warns instead of returning such numbers silently."""
+    import warnings
+
+    sc = lbsim.Scenario().replace(**{"workload.flows": 200, "cluster.nodes": 2, "cluster.pods": 2,
+                                     "cluster.packet_time_s": 0.1})
+    with pytest.warns(RuntimeWarning, match="retransmission timeout"):
+        lbsim.run(sc)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lbsim.run(sc.replace(**{"cluster.packet_time_s": 5e-6}))
+        lbsim.run(sc.replace(path="direct", **{"cluster.packet_time_s": 0.1}))
