@@ -5,7 +5,9 @@
 For each scenario it runs lbsim (``--flows`` flows; default the scenario's own) and the simpy
 peer (``--peer-flows``, default 100,000: the peer is slow), each in a fresh process so that its
 peak RSS is its own, and prints flows per wall second, lbsim / peer, and peak RSS. Ratios in one
-run are what to compare across machines; absolute rates vary with load.
+run are what to compare across machines; absolute rates vary with load. lbsim's time excludes the
+one-off compilation of its engine (``jit_s``: ~20-40 s the first time on a machine, then loaded
+from numba's cache in well under a second), as ``python -m lbsim.bench`` does.
 """
 
 from __future__ import annotations
@@ -31,6 +33,13 @@ def _job(kind: str, name: str, flows: int | None, out, nodes: int | None = None)
     if nodes:   # same pods per node, same total rate
         per = sc.cluster.pods // sc.cluster.nodes
         sc = sc.replace(**{"cluster.nodes": nodes, "cluster.pods": nodes * per})
+    jit = 0.0
+    if kind == "lbsim":
+        # compile (first run on a machine) or load from numba's cache: once per process
+        start = time.perf_counter()
+        from lbsim.compiled import warm_up
+        warm_up()
+        jit = time.perf_counter() - start
     start = time.perf_counter()
     if kind == "lbsim":
         lbsim.run(sc)
@@ -39,7 +48,7 @@ def _job(kind: str, name: str, flows: int | None, out, nodes: int | None = None)
         simpy_peer.run(sc)
     wall = time.perf_counter() - start
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # KiB -> MiB on Linux
-    out.put({"flows": sc.workload.flows, "wall_s": wall, "peak_rss_mib": rss})
+    out.put({"flows": sc.workload.flows, "wall_s": wall, "peak_rss_mib": rss, "jit_s": jit})
 
 
 def measure(kind: str, name: str, flows: int | None, nodes: int | None = None) -> dict:
@@ -55,20 +64,20 @@ def measure(kind: str, name: str, flows: int | None, nodes: int | None = None) -
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--scenario", nargs="+", default=["perf-nodeport", "perf-direct"])
+    ap.add_argument("--scenario", nargs="+", default=["perf-nodeport", "perf-direct", "perf-scale"])
     ap.add_argument("--flows", type=int, default=None, help="lbsim flows (default: the scenario's)")
     ap.add_argument("--peer-flows", type=int, default=100_000)
     ap.add_argument("--json", help="write the measurements here")
     ap.add_argument("--scaling", action="store_true",
-                    help="instead: lbsim's cost against flows (1e5, 3e5, 1e6) and nodes (10, 100, "
+                    help="instead: lbsim's cost against flows (1e5, 1e6, 1e7) and nodes (10, 100, "
                          "1000 at the same rate) on the first scenario")
     a = ap.parse_args(argv)
     rows = []
     if a.scaling:
         name = a.scenario[0]
         print(f"{'scenario':<16} {'flows':>10} {'nodes':>6} {'wall_s':>8} {'flows/s':>12} {'peak MiB':>9}")
-        for flows, nodes in [(100_000, None), (300_000, None), (1_000_000, None),
-                             (300_000, 10), (300_000, 100), (300_000, 1000)]:
+        for flows, nodes in [(100_000, None), (1_000_000, None), (10_000_000, None),
+                             (1_000_000, 10), (1_000_000, 100), (1_000_000, 1000)]:
             r = measure("lbsim", name, flows, nodes)
             print(f"{name:<16} {flows:>10,} {nodes or '':>6} {r['wall_s']:>8.2f} "
                   f"{r['flows_per_wall_s']:>12,.0f} {r['peak_rss_mib']:>9.0f}", flush=True)
@@ -77,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             Path(a.json).write_text(json.dumps(rows, indent=2))
         return 0
     print(f"{'scenario':<16} {'engine':<7} {'flows':>10} {'wall_s':>8} {'flows/s':>12} "
-          f"{'peak MiB':>9} {'ratio':>7}")
+          f"{'peak MiB':>9} {'ratio':>7} {'jit_s':>6}")
     for name in a.scenario:
         peer = measure("peer", name, a.peer_flows)
         ours = measure("lbsim", name, a.flows)
@@ -85,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         for kind, r in (("simpy", peer), ("lbsim", ours)):
             print(f"{name:<16} {kind:<7} {r['flows']:>10,} {r['wall_s']:>8.2f} "
                   f"{r['flows_per_wall_s']:>12,.0f} {r['peak_rss_mib']:>9.0f} "
-                  f"{(ratio if kind == 'lbsim' else 1.0):>7.1f}", flush=True)
+                  f"{(ratio if kind == 'lbsim' else 1.0):>7.1f} {r['jit_s']:>6.1f}", flush=True)
         rows.append({"scenario": name, "simpy": peer, "lbsim": ours, "ratio": ratio})
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=2))

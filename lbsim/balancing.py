@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 from functools import lru_cache
 
+import numba as nb
 import numpy as np
 
 from .rng import mix64, mix64_scalar
@@ -76,13 +77,17 @@ def round_robin(instance: np.ndarray, backends: int, instances: int) -> np.ndarr
     Each instance keeps its own counter, starting at backend 0 (as IPVS's rr does with fresh
     state); the k-th flow that reaches an instance goes to backend ``k % backends``.
     """
-    instance = np.asarray(instance, dtype=np.int64)
-    order = np.argsort(instance, kind="stable")
-    counts = np.bincount(instance, minlength=instances)
-    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
-    rank = np.empty(instance.size, dtype=np.int64)
-    rank[order] = np.arange(instance.size) - np.repeat(starts, counts)
-    return rank % backends
+    return _round_robin(np.ascontiguousarray(instance, dtype=np.int64), backends, instances)
+
+
+@nb.njit(cache=True, nogil=True)
+def _round_robin(instance, backends, instances):
+    counter = np.zeros(instances, np.int64)
+    out = np.empty(instance.size, np.int64)
+    for i in range(instance.size):
+        out[i] = counter[instance[i]] % backends
+        counter[instance[i]] += 1
+    return out
 
 
 def round_robin_scalar(instance: list[int], backends: int, instances: int) -> list[int]:

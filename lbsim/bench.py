@@ -70,10 +70,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, metavar="N",
                    help=f"run scenarios in N parallel processes (default: the CPUs available, "
                         f"{default_jobs()} here); results do not depend on it")
-    p.add_argument("--engine", choices=["batched", "reference"], default="batched",
-                   help="simulation engine (both give identical results)")
+    p.add_argument("--engine", choices=["compiled", "batched", "reference"], default="compiled",
+                   help="simulation engine (all give identical results; default compiled)")
     p.add_argument("--batch-flows", type=int, default=4096, metavar="N",
-                   help="new flows per batch of the batched engine (default 4096)")
+                   help="new flows per simpy window of the compiled and batched engines "
+                        "(default 4096; results do not depend on it)")
     return p
 
 

@@ -227,10 +227,11 @@ class _EntryStore:
         expired = self.t_expire[held] <= t
         rem = np.clip(self.t_expire[held][~expired] - t, GC_INTERVAL_MIN, GC_INTERVAL_CLAMP)
         who = self.node[held][~expired]
-        total = np.bincount(who, weights=rem.astype(np.float64), minlength=self.nodes)
+        total = np.zeros(self.nodes, np.int64)       # integers: exact in any order
+        np.add.at(total, who, rem)
         seen = np.bincount(who, minlength=self.nodes)
-        mean = (GC_INITIAL_COUNT * GC_INTERVAL_INIT + total) / (GC_INITIAL_COUNT + seen)
-        next_run = np.clip(np.floor(mean), GC_INTERVAL_MIN, GC_INTERVAL_MAX).astype(np.int64)
+        mean = (GC_INITIAL_COUNT * GC_INTERVAL_INIT + total) // (GC_INITIAL_COUNT + seen)
+        next_run = np.clip(mean, GC_INTERVAL_MIN, GC_INTERVAL_MAX).astype(np.int64)
         can = ~expired & ((self.t_assured[held] > t)
                           | (((self.flags[held] & TCP) != 0) & (self.t_close[held] <= t)))
         over = nodes & flag & (self.count >= limit95)

@@ -6,6 +6,7 @@ Columns and metrics (units in the names: ``_s`` seconds) are documented in ``FLO
 
 from __future__ import annotations
 
+import numba as nb
 import numpy as np
 import pandas as pd
 
@@ -254,12 +255,25 @@ def _persistence(client: np.ndarray, pod: np.ndarray) -> float:
     """Flows after each client's first that reach its first pod (flows in arrival order)."""
     if client.size == 0:
         return float("nan")
-    order = np.lexsort((np.arange(client.size), client))
-    c, p = client[order], pod[order]
-    first = np.r_[True, c[1:] != c[:-1]]
-    first_pod = p[np.maximum.accumulate(np.where(first, np.arange(c.size), 0))]
-    later = ~first
-    return float((p[later] == first_pod[later]).mean()) if later.any() else float("nan")
+    later, same = _first_pod_matches(np.ascontiguousarray(client, np.int64),
+                                     np.ascontiguousarray(pod, np.int64), int(client.max()) + 1)
+    return same / later if later else float("nan")
+
+
+@nb.njit(cache=True, nogil=True)
+def _first_pod_matches(client, pod, clients):
+    """(flows after their client's first, those among them on the first one's pod)."""
+    first = np.full(clients, -1, np.int64)
+    later = 0
+    same = 0
+    for i in range(client.size):
+        c = client[i]
+        if first[c] < 0:
+            first[c] = pod[i]
+        else:
+            later += 1
+            same += pod[i] == first[c]
+    return later, same
 
 
 def _q(x: np.ndarray, q: float) -> float:

@@ -32,6 +32,7 @@ from .config import DataPath, NatKernel, Protocol, Scenario, Source, TrafficPoli
 from .conntrack import NAT_CLASH, SNAT, TCP, DictConntrackTable
 from .nat import ROUNDS, NatRule, select_port
 from .rng import Streams, mix64
+from .compiled import duration_params, durations_ns
 
 __all__ = ["Model", "Cause", "run_reference", "NS"]
 
@@ -180,8 +181,11 @@ class Model:
         t_sock = np.rint(np.cumsum(inter) * NS).astype(np.int64)
         sock = np.repeat(sid, q)[:F]
         t0 = t_sock[sock] + np.tile(np.arange(q), S)[:F] * ns(w.query_gap_s)
-        order = np.argsort(t0, kind="stable")           # flow numbers follow arrival order
-        self.socket, self.t0 = sock[order], t0[order]
+        if np.all(t0[1:] >= t0[:-1]):                  # one query per socket: sorted already
+            self.socket, self.t0 = sock, t0
+        else:                                           # flow numbers follow arrival order
+            order = np.argsort(t0, kind="stable")
+            self.socket, self.t0 = sock[order], t0[order]
         fid = np.arange(F, dtype=np.int64)
         client = np.floor(st.uniform("clients", sid) * w.clients).astype(np.int64)
         lo, hi = w.client_port_range
@@ -220,9 +224,11 @@ class Model:
         """Random inputs of attempts: CPU time, endpoint uniform, NAT offsets, ISN."""
         st = self.streams
         pt = self.scenario.cluster.packet_time_s
-        pkt = np.rint(pt.sample(st.uniform("cpu_time", flow, attempt, 0),
-                                st.uniform("cpu_time", flow, attempt, 1)) * NS).astype(np.int64)
-        pkt = np.maximum(pkt, 1)   # confirm strictly after the NAT decision
+        # the compiled engine's sampler, so that every engine draws the same ns (numpy's and
+        # libm's log1p may differ in the last bit); at least 1 ns: confirm after the NAT decision
+        u0 = np.ravel(st.uniform("cpu_time", flow, attempt, 0))
+        u1 = np.ravel(st.uniform("cpu_time", flow, attempt, 1))
+        pkt = durations_ns(*duration_params(pt), u0, u1).reshape(np.shape(flow))
         offsets = np.stack([st.u16("nat", flow, attempt, r) for r in range(ROUNDS)], axis=-1)
         if self.nodeport and self.pod_clients:   # the sending thread's CPU, per packet
             cpu = self.backend[flow] * self.cpus + np.floor(

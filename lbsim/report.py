@@ -475,7 +475,7 @@ class Task:
     index: int
     name: str
     scenario: Scenario
-    engine: str = "batched"
+    engine: str = "compiled"
     batch_flows: int = 4096
     out_dir: str | None = None
     #: start of its figure files' names

@@ -189,6 +189,12 @@ SCENARIOS: dict[str, NamedScenario] = {s.name: s for s in [
         "perf-nodeport's workload (the bench runs both paths of every scenario; the name says which "
         "one benchmarks/ times). Quick: 50,000 flows.",
         {**_PERF, "path": "direct"}, {"workload.flows": 50_000}),
+    NamedScenario(
+        "perf-scale",
+        "perf-nodeport at 10,000 flows/s with 10,000,000 flows (summary records): the memory "
+        "benchmark, ~1.2 M live conntrack entries. Quick: 100,000 flows.",
+        {**_PERF, "path": "nodeport", "workload.rate_per_s": 10_000.0,
+         "workload.flows": 10_000_000}, {"workload.flows": 100_000}),
 ]}
 
 

@@ -5,6 +5,7 @@ from hypothesis import given, settings, strategies as st
 
 from lbsim import Scenario
 from lbsim.batch import run_batched
+from lbsim.compiled import run_compiled
 from lbsim.conntrack import ConntrackTable, DictConntrackTable
 from lbsim.model import Model, run_reference
 
@@ -62,7 +63,7 @@ def scenarios(draw):
         "conntrack.max": draw(st.sampled_from([3, 40, 262144])),
         "conntrack.time_wait_s": draw(st.sampled_from([0.0, 0.05, 2.0, 120.0])),
         "conntrack.udp_s": draw(st.sampled_from([0.02, 30.0])),
-        "conntrack.gc_interval_s": draw(st.sampled_from([0.01, 1.0])),
+        "conntrack.gc_interval_s": draw(st.sampled_from([0.01, 1.0, "auto"])),
     }
     if width is not None:
         d["nat.port_range"] = [10000, 10000 + width]
@@ -99,6 +100,14 @@ def test_batched_equals_reference(sc, batch):
     assert np.unique(bat.table.reply[:n][alive]).size == alive.sum()
 
 
+@settings(max_examples=150)
+@given(scenarios(), st.sampled_from([1, 2, 7, 64, 4096]))
+def test_compiled_equals_reference(sc, batch):
+    """The compiled engine (the default) takes the reference's every decision, at any window size."""
+    ref = run_reference(Model(sc, DictConntrackTable))
+    assert_same(ref, run_compiled(Model(sc, ConntrackTable), batch))
+
+
 def test_batch_size_independent_deep_in_exhaustion():
     """16 SNAT ports, 2 pods, far more demand than ports: earlier flows win in arrival order."""
     sc = Scenario().replace(**{
@@ -109,3 +118,4 @@ def test_batch_size_independent_deep_in_exhaustion():
     assert ref.cause_count[1] > 100          # port exhaustion really happened
     for batch in (1, 1000, 100_000):
         assert_same(ref, run_batched(Model(sc, ConntrackTable), batch))
+        assert_same(ref, run_compiled(Model(sc, ConntrackTable), batch))
