@@ -147,30 +147,31 @@ def duration_params(d) -> tuple[int, float, float]:
 
 # -- the conntrack index: linear probing over int64 keys (-1 empty, -2 tombstone) ---------------
 @nb.njit(cache=True, inline="always")
-def _home(key, mask):
-    return np.int64(mix64(_U(key)) & _U(mask))
+def _home(key, slots):
+    """Home slot in [0, slots): the top 32 hash bits scaled (any table size, not a power of 2)."""
+    return np.int64(((mix64(_U(key)) >> _U(32)) * _U(slots)) >> _U(32))
 
 
 @_hot
 def _idx_get(IX, key):
-    mask = (IX.size >> 1) - 1
-    s = _home(key, mask)
+    slots = IX.size >> 1
+    s = _home(key, slots)
     while True:
         k = IX[2 * s]
         if k == key:
             return IX[2 * s + 1]
         if k == -1:
             return -1
-        s = (s + 1) & mask
+        s = s + 1 if s + 1 < slots else 0
 
 
 @_hot
 def _idx_put(IX, key, eid):
     """Returns 1 if a never-used slot was taken (the load grows), else 0."""
-    mask = (IX.size >> 1) - 1
-    s = _home(key, mask)
+    slots = IX.size >> 1
+    s = _home(key, slots)
     while IX[2 * s] >= 0:
-        s = (s + 1) & mask
+        s = s + 1 if s + 1 < slots else 0
     fresh = 1 if IX[2 * s] == -1 else 0
     IX[2 * s] = key
     IX[2 * s + 1] = eid
@@ -179,8 +180,8 @@ def _idx_put(IX, key, eid):
 
 @_hot
 def _idx_del(IX, key, eid):
-    mask = (IX.size >> 1) - 1
-    s = _home(key, mask)
+    slots = IX.size >> 1
+    s = _home(key, slots)
     while True:
         k = IX[2 * s]
         if k == key:
@@ -190,7 +191,7 @@ def _idx_del(IX, key, eid):
             return
         if k == -1:
             return
-        s = (s + 1) & mask
+        s = s + 1 if s + 1 < slots else 0
 
 
 @_jit
@@ -421,25 +422,33 @@ def _gc_pass(E, TX, EN, S, free, IX, count, Q, t, due, flag, W, SK, SE):
         _release(E, TX, EN, S, free, IX, count, SE[cap - 1 - j])
 
 
-# -- the event heap: rows (t, kind, flow, attempt, payload), ordered by the first four ----------
+# -- the event heap: rows (t, order, payload); order = kind << 48 | flow << 8 | attempt ranks
+# events of one instant as the reference does (kind, then flow, then attempt) in one comparison
 @nb.njit(cache=True, inline="always")
 def _less(H, i, j):
-    for c in range(4):
-        if H[i, c] != H[j, c]:
-            return H[i, c] < H[j, c]
-    return False
+    return H[i, 0] < H[j, 0] or (H[i, 0] == H[j, 0] and H[i, 1] < H[j, 1])
+
+
+@nb.njit(cache=True, inline="always")
+def _order(kind, flow, attempt):
+    return (kind << 48) | (flow << 8) | attempt
+
+
+@nb.njit(cache=True, inline="always")
+def _swap(H, i, j):
+    for c in range(3):
+        H[i, c], H[j, c] = H[j, c], H[i, c]
 
 
 @_hot
 def _push(H, S, t, kind, flow, attempt, payload):
     i = S[S_HN]
     S[S_HN] += 1
-    H[i, 0], H[i, 1], H[i, 2], H[i, 3], H[i, 4] = t, kind, flow, attempt, payload
+    H[i, 0], H[i, 1], H[i, 2] = t, _order(kind, flow, attempt), payload
     while i > 0:
         p = (i - 1) >> 1
         if _less(H, i, p):
-            for c in range(5):
-                H[i, c], H[p, c] = H[p, c], H[i, c]
+            _swap(H, i, p)
             i = p
         else:
             break
@@ -449,8 +458,7 @@ def _push(H, S, t, kind, flow, attempt, payload):
 def _pop(H, S):
     n = S[S_HN] - 1
     S[S_HN] = n
-    for c in range(5):
-        H[0, c] = H[n, c]
+    H[0, 0], H[0, 1], H[0, 2] = H[n, 0], H[n, 1], H[n, 2]
     i = 0
     while True:
         l = 2 * i + 1
@@ -460,8 +468,7 @@ def _pop(H, S):
         if l + 1 < n and _less(H, l + 1, l):
             s = l + 1
         if _less(H, s, i):
-            for c in range(5):
-                H[i, c], H[s, c] = H[s, c], H[i, c]
+            _swap(H, i, s)
             i = s
         else:
             break
@@ -705,7 +712,7 @@ def _serve_nodeport(E, TX, EN, S, free, IX, count, K, Q, C, worker_free, pod_nod
 
 
 @_hot
-def _advance(T1, S, Q, K, pt, gaps, first_arrival, backend, orig_key, cpu_of, sport_of, client,
+def _advance(T1, S, Q, K, pt, gaps, backend, sport_of, client,
              service, hold, t0, flow_pod, pod_node, ep_ptr, ep_list, cdf, out, cause_rec,
              attempts_rec, rec_pod, rec_port, connect, response, src_ip, count, unconfirmed, rover,
              cpu_free, gc_next, gc_flag, C, worker_free, E, TX, EN, free, IX, H, PD, pfree, D,
@@ -724,15 +731,14 @@ def _advance(T1, S, Q, K, pt, gaps, first_arrival, backend, orig_key, cpu_of, sp
             return _DONE
         from_heap = hn > 0
         if nn < F:
-            ta = first_arrival[nn]
+            ta = t0[nn] + Q[Q_DIN]
             if from_heap:
-                ht, hk, hf, ha = H[0, 0], H[0, 1], H[0, 2], H[0, 3]
-                from_heap = (ht < ta or (ht == ta and (hk < ARRIVE or (hk == ARRIVE and (
-                    hf < nn or (hf == nn and ha < 0))))))
+                from_heap = H[0, 0] < ta or (H[0, 0] == ta and H[0, 1] < _order(ARRIVE, nn, 0))
         if from_heap:
-            t, kind, f, k, ps = H[0, 0], H[0, 1], H[0, 2], H[0, 3], H[0, 4]
+            t, o, ps = H[0, 0], H[0, 1], H[0, 2]
+            kind, f, k = o >> 48, (o >> 8) & 0xFFFFFFFFFF, o & 0xFF
         else:
-            t, kind, f, k, ps = first_arrival[nn], ARRIVE, nn, 0, -1
+            t, kind, f, k, ps = t0[nn] + Q[Q_DIN], ARRIVE, nn, 0, -1
         nt = S[S_NEXT_TICK]
         if nt <= t:
             if nt >= T1:
@@ -775,7 +781,8 @@ def _advance(T1, S, Q, K, pt, gaps, first_arrival, backend, orig_key, cpu_of, sp
             if Q[Q_POD_CLIENTS]:
                 c = backend[f] * cpus + np.int64(math.floor(_uniform(ekeys[K_RSS], f, k, 0) * cpus))
             else:
-                c = cpu_of[f]
+                orig = (1 << 62) | (backend[f] << 40) | (client[f] << 16) | sport_of[f]
+                c = backend[f] * cpus + np.int64(mix64(_U(orig) ^ ekeys[K_RSS]) % _U(cpus))
             t_nat = max(t, cpu_free[c])
             S[S_MAX_WAIT] = max(S[S_MAX_WAIT], t_nat - t)
             t_conf = t_nat + pkt
@@ -794,7 +801,7 @@ def _advance(T1, S, Q, K, pt, gaps, first_arrival, backend, orig_key, cpu_of, sp
         pending = False
         if kind == NAT:
             node = backend[f]
-            orig = orig_key[f]
+            orig = (1 << 62) | (backend[f] << 40) | (client[f] << 16) | sport_of[f]
             isn = np.int64(_bits(ekeys[K_ISN], f, k, 0) >> _U(32))
             follow = -1
             dropped = False
@@ -948,8 +955,7 @@ class _State:
         self.S[S_NEXT_TICK] = min(int(gc_next.min()), _NS)
         self.fixed = dict(
             Q=Q, K=K, pt=np.array([a, b], np.float64), gaps=i64(m.gaps),
-            first_arrival=i64(m.t0 + m.d_in), backend=i64(m.backend),
-            orig_key=i64(m.orig) if m.nodeport else one, cpu_of=i64(m.cpu) if m.nodeport else one,
+            backend=i64(m.backend),
             sport_of=i64(m.sport), client=i64(m.client), service=i64(m.service),
             hold=i64(m.hold), t0=i64(m.t0), flow_pod=i64(m.flow_pod), pod_node=i64(m.pod_node),
             ep_ptr=ep_ptr, ep_list=ep_list, cdf=cdf, out=m.out, cause_rec=m.cause,
@@ -966,12 +972,12 @@ class _State:
             E=np.zeros((cap, _NE), np.int64), TX=np.full(cap, -1, np.int64),
             EN=np.zeros(cap, np.int64), SK=np.zeros(cap, np.int64), SE=np.zeros(cap, np.int64),
             free=np.zeros(cap, np.int64),
-            H=np.zeros((cap, 5), np.int64), PD=np.zeros((cap, _NP), np.int64),
+            H=np.zeros((cap, 3), np.int64), PD=np.zeros((cap, _NP), np.int64),
             pfree=np.zeros(cap, np.int64), D=np.zeros((cap if m.full_records else 1, 5), np.int64),
             G_t=np.zeros(64, np.int64), G_count=np.zeros((64, nodes), np.int64),
             G_live=np.zeros((64, nodes), np.int64),
             SG=np.zeros((cap if m.full_records else 1, 3), np.int64))
-        self.IX = np.full(2 * _pow2(4 * cap), -1, np.int64)
+        self.IX = np.full(2 * 3 * cap, -1, np.int64)
         # list heads: rows 0 .. nodes-1 of E, never held (TX -1)
         E = self.grow["E"]
         E[:nodes, NXT] = E[:nodes, PRV] = np.arange(nodes)
@@ -982,8 +988,7 @@ class _State:
     def advance(self, T1: int) -> int:
         f, g = self.fixed, self.grow
         return _advance(
-            T1, self.S, f["Q"], f["K"], f["pt"], f["gaps"], f["first_arrival"], f["backend"],
-            f["orig_key"], f["cpu_of"], f["sport_of"], f["client"], f["service"], f["hold"],
+            T1, self.S, f["Q"], f["K"], f["pt"], f["gaps"], f["backend"], f["sport_of"], f["client"], f["service"], f["hold"],
             f["t0"], f["flow_pod"], f["pod_node"], f["ep_ptr"], f["ep_list"], f["cdf"], f["out"],
             f["cause_rec"], f["attempts_rec"], f["rec_pod"], f["rec_port"], f["connect"],
             f["response"], f["src_ip"], f["count"], f["unconfirmed"], f["rover"], f["cpu_free"],
@@ -1000,7 +1005,7 @@ class _State:
             old = g[name]
             if rows <= old.shape[0]:
                 return
-            new = np.full((max(rows, 2 * old.shape[0]),) + old.shape[1:], fill, old.dtype)
+            new = np.full((max(rows, old.shape[0] * 3 // 2),) + old.shape[1:], fill, old.dtype)
             new[: old.shape[0]] = old
             g[name] = new
 
@@ -1018,19 +1023,20 @@ class _State:
             bigger("SG", int(S[S_NSNAT] + S[S_SIZE]) + 1)
         for name in ("G_t", "G_count", "G_live"):
             bigger(name, int(S[S_NGAUGE]) + 1)
-        if 4 * (int(S[S_USED]) + 2) > self.IX.size:
+        if 4 * (int(S[S_USED]) + 2) > self.IX.size:   # keys + tombstones > 50 % of slots
             keys = 2 * int(self.fixed["count"].sum()) + 2
-            self.IX, used = rebuild_index(g["E"], g["TX"], S[S_SIZE], _pow2(4 * keys + 16))
+            self.IX = None                                   # free the old index first
+            self.IX, used = rebuild_index(g["E"], g["TX"], S[S_SIZE], 4 * keys + 64)
             S[S_USED] = used
 
     def run(self, env: simpy.Environment, batch_flows: int):
         """The simpy process: one window per ``batch_flows`` new flows."""
         m, S = self.m, self.S
-        first = self.fixed["first_arrival"]
+        t0, d_in = self.fixed["t0"], m.d_in
         t = 0
         while True:
             nn = int(S[S_NEXT_NEW])
-            T1 = int(first[nn + batch_flows]) if nn + batch_flows < m.F else _NEVER
+            T1 = int(t0[nn + batch_flows]) + d_in if nn + batch_flows < m.F else _NEVER
             code = self.advance(T1)
             while code == _ROOM:
                 self.make_room()

@@ -20,6 +20,7 @@ to a pod, which serves it. :func:`run_reference` processes these steps one event
 
 from __future__ import annotations
 
+import functools
 import heapq
 from dataclasses import dataclass
 
@@ -182,43 +183,55 @@ class Model:
         sock = np.repeat(sid, q)[:F]
         t0 = t_sock[sock] + np.tile(np.arange(q), S)[:F] * ns(w.query_gap_s)
         if np.all(t0[1:] >= t0[:-1]):                  # one query per socket: sorted already
-            self.socket, self.t0 = sock, t0
+            socket, self.t0 = sock, t0
         else:                                           # flow numbers follow arrival order
             order = np.argsort(t0, kind="stable")
-            self.socket, self.t0 = sock[order], t0[order]
+            socket, self.t0 = sock[order], t0[order]
         fid = np.arange(F, dtype=np.int64)
         client = np.floor(st.uniform("clients", sid) * w.clients).astype(np.int64)
         lo, hi = w.client_port_range
         sport = lo + np.floor(st.uniform("client_ports", sid) * (hi - lo + 1)).astype(np.int64)
-        self.client, self.sport = client[self.socket], sport[self.socket]
+        self.client, self.sport = client[socket], sport[socket]
         self.service = _durations(sc.pod.service_s, st, "service", fid)
         self.hold = _durations(w.hold_s, st, "hold", fid)
         # ECMP: an LB instance by a hash of the client's tuple; the instance's choice is made
         # once per socket (the LB tracks a tuple, so a socket's requests share a backend).
         first = np.full(S, F, np.int64)
-        np.minimum.at(first, self.socket, fid)
+        np.minimum.at(first, socket, fid)
         # how long the LB (or IPVS) counts a connection for least-connections: the handshake,
         # the service and the hold, without queueing or retransmissions (docs/design.md)
-        self.life = 2 * self.d_in + self.service + self.hold
+        life = 2 * self.d_in + self.service + self.hold
         tup = (client << np.int64(16)) | sport
         lbhash = mix64(tup.view(np.uint64) ^ st.keys["lb"])
         instance = (lbhash % np.uint64(sc.lb.instances)).astype(np.int64)
         lb = LoadBalancer(sc, self.pod_node, self.workers, int(st.keys["lb"]) ^ 0x2545F4914F6CDD1D)
-        backend = lb.choose(instance, client, sport, t_sock, self.life[np.minimum(first, F - 1)])
-        self.instance, self.backend = instance[self.socket], backend[self.socket]
+        backend = lb.choose(instance, client, sport, t_sock, life[np.minimum(first, F - 1)])
+        self.instance, self.backend = instance[socket], backend[socket]
         self.kube_proxy = KubeProxy(sc, self.local_pods, self.n_pods, self.local,
                                     int(st.keys["endpoint"]) ^ 0x2545F4914F6CDD1D)
-        self.flow_pod = np.full(F, PER_ATTEMPT, np.int64)
+        # a flow's pod when it is fixed per flow; per-attempt modes draw it at each attempt
+        # (one placeholder element then: nothing reads it)
+        self.flow_pod = np.full(1, PER_ATTEMPT, np.int64)
         if self.nodeport:
             if self.pod_clients:                 # the client pod's own node
                 self.instance = np.full(F, -1, np.int64)
                 self.backend = self.client % self.n_nodes
-            self.orig = tuples.orig_key(self.backend, self.client, self.sport)
-            rss = mix64(self.orig.view(np.uint64) ^ st.keys["rss"])
-            self.cpu = self.backend * self.cpus + (rss % np.uint64(self.cpus)).astype(np.int64)
-            self.flow_pod = self.kube_proxy.flow_pods(self.backend, self.client, self.sport,
-                                                      self.t0, self.life,
-                                                      st.uniform("endpoint", fid, 0))
+            if not self.kube_proxy.per_attempt:
+                self.flow_pod = self.kube_proxy.flow_pods(self.backend, self.client, self.sport,
+                                                          self.t0, life,
+                                                          st.uniform("endpoint", fid, 0))
+
+    @functools.cached_property
+    def orig(self) -> np.ndarray:
+        """ORIGINAL-tuple key of each flow in its node's table (NodePort; the compiled engine
+        computes it per attempt instead of holding F of them)."""
+        return tuples.orig_key(self.backend, self.client, self.sport)
+
+    @functools.cached_property
+    def cpu(self) -> np.ndarray:
+        """The node CPU (global index) of each flow: an RSS hash of its tuple."""
+        rss = mix64(self.orig.view(np.uint64) ^ self.streams.keys["rss"])
+        return self.backend * self.cpus + (rss % np.uint64(self.cpus)).astype(np.int64)
 
     def attempt_inputs(self, flow: np.ndarray, attempt: np.ndarray) -> dict[str, np.ndarray]:
         """Random inputs of attempts: CPU time, endpoint uniform, NAT offsets, ISN."""
@@ -242,9 +255,8 @@ class Model:
 
     def endpoint(self, node: np.ndarray, u: np.ndarray, flow: np.ndarray) -> np.ndarray:
         """kube-proxy's choice of pod for attempts on ``node`` (-1: no local endpoint)."""
-        fixed = self.flow_pod[flow]
         if not self.kube_proxy.per_attempt:
-            return fixed
+            return self.flow_pod[flow]
         return self.kube_proxy.endpoint(node, u)
 
     def secure_port(self, node: int, pod: int) -> int:
