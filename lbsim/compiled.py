@@ -195,13 +195,13 @@ def _idx_del(IX, key, eid):
 
 
 @_jit
-def rebuild_index(E, TX, size, slots):
+def rebuild_index(E, size, slots):
     """A fresh index with ``slots`` slots (a power of two) holding every held entry's keys:
     (key, entry) pairs side by side, so that a probe touches one cache line."""
     IX = np.full(2 * slots, -1, np.int64)
     used = 0
     for e in range(size):
-        if TX[e] >= 0:
+        if E[e, T_EXPIRE] >= 0:
             used += _idx_put(IX, E[e, REPLY], e)
             if E[e, ORIG] >= 0:
                 used += _idx_put(IX, E[e, ORIG], e)
@@ -239,13 +239,13 @@ def _cal_link(E, S, Q, e, tx):
 
 
 @_hot
-def _release(E, TX, EN, S, free, IX, count, e):
-    if TX[e] < 0:
+def _release(E, S, free, IX, count, e):
+    if E[e, T_EXPIRE] < 0:
         return
-    TX[e] = -1
-    count[EN[e]] -= 1
+    E[e, T_EXPIRE] = -1
+    count[E[e, NODE]] -= 1
     if E[e, CPV] < 0:
-        E[EN[e], EXPD] -= 1
+        E[E[e, NODE], EXPD] -= 1
     else:
         _cal_unlink(E, e)
     p, nx = E[e, PRV], E[e, NXT]
@@ -259,7 +259,7 @@ def _release(E, TX, EN, S, free, IX, count, e):
 
 
 @_hot
-def _add(E, TX, EN, S, free, IX, count, K, Q, orig, reply, node, pod, flow, t_confirm, t_assured,
+def _add(E, S, free, IX, count, K, Q, orig, reply, node, pod, flow, t_confirm, t_assured,
          t_close, t_expire, flags, seq):
     if S[S_NFREE] > 0:
         S[S_NFREE] -= 1
@@ -269,9 +269,9 @@ def _add(E, TX, EN, S, free, IX, count, K, Q, orig, reply, node, pod, flow, t_co
         S[S_SIZE] += 1
     salt, buckets = K[K_CT_SALT], Q[Q_BUCKETS]
     E[e, ORIG], E[e, REPLY], E[e, NODE], E[e, POD], E[e, FLOW] = orig, reply, node, pod, flow
-    E[e, T_CONFIRM], E[e, T_ASSURED], E[e, T_CLOSE], TX[e] = (t_confirm, t_assured,
+    E[e, T_CONFIRM], E[e, T_ASSURED], E[e, T_CLOSE], E[e, T_EXPIRE] = (t_confirm, t_assured,
                                                                        t_close, t_expire)
-    E[e, FLAGS], E[e, SEQ], EN[e] = flags, seq, node
+    E[e, FLAGS], E[e, SEQ] = flags, seq
     _cal_link(E, S, Q, e, t_expire)
     E[e, OBUCKET] = _bucket(orig, salt, buckets) if orig >= 0 else -1
     E[e, RBUCKET] = _bucket(reply, salt, buckets)
@@ -289,13 +289,13 @@ def _add(E, TX, EN, S, free, IX, count, K, Q, orig, reply, node, pod, flow, t_co
 
 
 @_hot
-def _live_eid(E, TX, EN, S, free, IX, count, key, t):
+def _live_eid(E, S, free, IX, count, key, t):
     """Entry held under ``key`` and live at ``t``, or -1; an expired one met is freed."""
     e = _idx_get(IX, key)
     if e < 0:
         return -1
-    if TX[e] <= t:
-        _release(E, TX, EN, S, free, IX, count, e)
+    if E[e, T_EXPIRE] <= t:
+        _release(E, S, free, IX, count, e)
         return -1
     return e
 
@@ -326,7 +326,7 @@ def _sift(key, val, root, end):
 
 
 @_hot
-def _early_drop(E, TX, EN, S, free, IX, count, K, Q, SK, node, new_orig, t):
+def _early_drop(E, S, free, IX, count, K, Q, SK, node, new_orig, t):
     """``conntrack._EntryStore.early_drop``: 8 buckets from the new tuple's, non-ASSURED only."""
     buckets = Q[Q_BUCKETS]
     b0 = _bucket(new_orig, K[K_CT_SALT], buckets)
@@ -342,14 +342,14 @@ def _early_drop(E, TX, EN, S, free, IX, count, K, Q, SK, node, new_orig, t):
         b = (b0 + i) % buckets
         for j in range(cnt):            # expired entries in this bucket's chains are freed
             e = SK[j]
-            if TX[e] >= 0 and (E[e, OBUCKET] == b or E[e, RBUCKET] == b) and TX[e] <= t:
-                _release(E, TX, EN, S, free, IX, count, e)
+            if E[e, T_EXPIRE] >= 0 and (E[e, OBUCKET] == b or E[e, RBUCKET] == b) and E[e, T_EXPIRE] <= t:
+                _release(E, S, free, IX, count, e)
         killed = 0
         for j in range(cnt):
             e = SK[j]
-            if (TX[e] >= 0 and (E[e, OBUCKET] == b or E[e, RBUCKET] == b)
-                    and TX[e] > t and E[e, T_ASSURED] > t):
-                _release(E, TX, EN, S, free, IX, count, e)
+            if (E[e, T_EXPIRE] >= 0 and (E[e, OBUCKET] == b or E[e, RBUCKET] == b)
+                    and E[e, T_EXPIRE] > t and E[e, T_ASSURED] > t):
+                _release(E, S, free, IX, count, e)
                 killed += 1
         if killed:
             return killed
@@ -357,7 +357,7 @@ def _early_drop(E, TX, EN, S, free, IX, count, K, Q, SK, node, new_orig, t):
 
 
 @_hot
-def _gc_pass(E, TX, EN, S, free, IX, count, Q, t, due, flag, W, SK, SE):
+def _gc_pass(E, S, free, IX, count, Q, t, due, flag, W, SK, SE):
     """``conntrack._EntryStore.gc_pass`` over the nodes with ``due``: frees expired entries,
     kills early on flagged nodes at >= 95 % (bucket order, newest first). Leaves the kills in
     ``W[0]`` and the autotuned delay to the next pass in ``W[1]`` (``W[2:4]`` are scratch)."""
@@ -370,17 +370,22 @@ def _gc_pass(E, TX, EN, S, free, IX, count, Q, t, due, flag, W, SK, SE):
         killed[v] = 0
         if not due[v]:
             continue
+        early = flag[v] and count[v] >= limit95
         total = 0
         seen = 0
         e = E[v, NXT]
         while e != v:
-            if TX[e] > t:
-                total += min(max(TX[e] - t, GC_INTERVAL_MIN), GC_INTERVAL_CLAMP)
+            nx = E[e, NXT]
+            x = E[e, T_EXPIRE]
+            if x > t:
+                total += min(max(x - t, GC_INTERVAL_MIN), GC_INTERVAL_CLAMP)
                 seen += 1
-            e = E[e, NXT]
+            elif not early:              # no early drop: free expired entries on the way
+                _release(E, S, free, IX, count, e)
+            e = nx
         mean = (GC_INITIAL_COUNT * GC_INTERVAL_INIT + total) // (GC_INITIAL_COUNT + seen)
         next_run[v] = min(max(mean, GC_INTERVAL_MIN), GC_INTERVAL_MAX)
-        if not (flag[v] and count[v] >= limit95):
+        if not early:
             continue
         m = 0
         e = E[v, NXT]
@@ -396,7 +401,7 @@ def _gc_pass(E, TX, EN, S, free, IX, count, Q, t, due, flag, W, SK, SE):
         k = 0
         for j in range(m):
             e = SE[j]
-            if TX[e] <= t:
+            if E[e, T_EXPIRE] <= t:
                 freed_before += 1
                 continue
             can = E[e, T_ASSURED] > t or ((E[e, FLAGS] & F_TCP) != 0 and E[e, T_CLOSE] <= t)
@@ -411,15 +416,15 @@ def _gc_pass(E, TX, EN, S, free, IX, count, Q, t, due, flag, W, SK, SE):
         nv += k
         killed[v] = k
     for v in range(nodes):
-        if due[v]:
+        if due[v] and flag[v] and count[v] >= limit95:   # the early-drop nodes: still >= 95 %
             e = E[v, NXT]
             while e != v:
                 nx = E[e, NXT]
-                if TX[e] <= t:
-                    _release(E, TX, EN, S, free, IX, count, e)
+                if E[e, T_EXPIRE] <= t:
+                    _release(E, S, free, IX, count, e)
                 e = nx
     for j in range(nv):
-        _release(E, TX, EN, S, free, IX, count, SE[cap - 1 - j])
+        _release(E, S, free, IX, count, SE[cap - 1 - j])
 
 
 # -- the event heap: rows (t, order, payload); order = kind << 48 | flow << 8 | attempt ranks
@@ -476,7 +481,7 @@ def _pop(H, S):
 
 # -- NAT: nat.select_port -----------------------------------------------------------------------
 @_hot
-def _select_port(E, TX, EN, S, free, IX, count, K, Q, rover, t, node, pod, sport, flow, attempt, isn):
+def _select_port(E, S, free, IX, count, K, Q, rover, t, node, pod, sport, flow, attempt, isn):
     """Returns (port, exhausted, found); frees expired entries met, evicts as the kernel does."""
     found = 0
     base = (node << 36) | (pod << 16)
@@ -494,12 +499,12 @@ def _select_port(E, TX, EN, S, free, IX, count, K, Q, rover, t, node, pod, sport
             if Q[Q_LO] <= sport <= Q[Q_HI]:
                 if size == 1:
                     return sport, False, found
-                e = _live_eid(E, TX, EN, S, free, IX, count, base | sport, t)
+                e = _live_eid(E, S, free, IX, count, base | sport, t)
                 if e < 0:
                     return sport, False, found
                 found += 1
         else:
-            e = _live_eid(E, TX, EN, S, free, IX, count, base | sport, t)
+            e = _live_eid(E, S, free, IX, count, base | sport, t)
             if e < 0:
                 return sport, False, found
             found += 1
@@ -515,7 +520,7 @@ def _select_port(E, TX, EN, S, free, IX, count, K, Q, rover, t, node, pod, sport
             port = mn + off % size
             i += 1
             if i != size:
-                e = _live_eid(E, TX, EN, S, free, IX, count, base | port, t)
+                e = _live_eid(E, S, free, IX, count, base | port, t)
                 if e >= 0:
                     found += 1
                     off = (off + 1) & 0xFFFF
@@ -525,7 +530,7 @@ def _select_port(E, TX, EN, S, free, IX, count, K, Q, rover, t, node, pod, sport
             exhausted = False
             if i == size:
                 e = _idx_get(IX, base | port)
-                exhausted = e >= 0 and TX[e] > t
+                exhausted = e >= 0 and E[e, T_EXPIRE] > t
             return port, exhausted, found
     evict = Q[Q_EVICT] and Q[Q_TCP]
     attempts = min(size, 128)
@@ -534,7 +539,7 @@ def _select_port(E, TX, EN, S, free, IX, count, K, Q, rover, t, node, pod, sport
         off = np.int64(_bits(K[K_NAT], flow, attempt, r) >> _U(48))
         for i in range(attempts):
             port = mn + off % size
-            e = _live_eid(E, TX, EN, S, free, IX, count, base | port, t)
+            e = _live_eid(E, S, free, IX, count, base | port, t)
             if e < 0:
                 return port, False, found
             found += 1
@@ -543,7 +548,7 @@ def _select_port(E, TX, EN, S, free, IX, count, K, Q, rover, t, node, pod, sport
                 d = (isn + 1 - E[e, SEQ]) & 0xFFFFFFFF
                 if ((fl & F_TCP) != 0 and t >= E[e, T_CLOSE] and (fl & F_SNAT) != 0
                         and (fl & F_NAT_CLASH) == 0 and 0 < d < (1 << 31)):
-                    _release(E, TX, EN, S, free, IX, count, e)
+                    _release(E, S, free, IX, count, e)
                     return port, False, found
             off = (off + 1) & 0xFFFF
         if attempts >= size or attempts < 16:
@@ -604,7 +609,7 @@ def _endpoint(Q, ep_ptr, ep_list, cdf, flow_pod, node, u, flow):
 
 
 @_hot
-def _tick(E, TX, EN, S, free, IX, count, Q, C, gc_next, gc_flag, G_t, G_count, G_live, SG, due,
+def _tick(E, S, free, IX, count, Q, C, gc_next, gc_flag, G_t, G_count, G_live, SG, due,
           W, SK, SE, t):
     """``Model.tick``: the GC passes due at ``t``, then the gauges if due."""
     nodes = Q[Q_NODES]
@@ -613,7 +618,7 @@ def _tick(E, TX, EN, S, free, IX, count, Q, C, gc_next, gc_flag, G_t, G_count, G
         due[v] = gc_next[v] <= t
         anydue |= due[v]
     if anydue:
-        _gc_pass(E, TX, EN, S, free, IX, count, Q, t, due, gc_flag, W, SK, SE)
+        _gc_pass(E, S, free, IX, count, Q, t, due, gc_flag, W, SK, SE)
         for v in range(nodes):
             C[C_GC_EARLY, v] += W[0, v]
             if due[v]:
@@ -629,10 +634,10 @@ def _tick(E, TX, EN, S, free, IX, count, Q, C, gc_next, gc_flag, G_t, G_count, G
         e = E[head, CNX]
         while e != head:                 # the entries whose expiry second this is
             nx = E[e, CNX]
-            if (TX[e] + _NS - 1) // _NS == sec:
+            if (E[e, T_EXPIRE] + _NS - 1) // _NS == sec:
                 _cal_unlink(E, e)
                 E[e, CPV] = -1
-                E[EN[e], EXPD] += 1
+                E[E[e, NODE], EXPD] += 1
             e = nx
         S[S_LAST_SAMPLE] = sec
         for v in range(nodes):
@@ -642,8 +647,8 @@ def _tick(E, TX, EN, S, free, IX, count, Q, C, gc_next, gc_flag, G_t, G_count, G
         if Q[Q_FULL]:
             m = 0
             for e in range(n):
-                if TX[e] > t and (E[e, FLAGS] & F_SNAT) != 0:
-                    SK[m] = EN[e] * Q[Q_PODS] + E[e, POD]
+                if E[e, T_EXPIRE] > t and (E[e, FLAGS] & F_SNAT) != 0:
+                    SK[m] = E[e, NODE] * Q[Q_PODS] + E[e, POD]
                     SE[m] = 0
                     m += 1
             _sort_pairs(SK, SE, m)
@@ -664,7 +669,7 @@ def _tick(E, TX, EN, S, free, IX, count, Q, C, gc_next, gc_flag, G_t, G_count, G
 
 
 @_hot
-def _serve_nodeport(E, TX, EN, S, free, IX, count, K, Q, C, worker_free, pod_node, service, hold, t0,
+def _serve_nodeport(E, S, free, IX, count, K, Q, C, worker_free, pod_node, service, hold, t0,
                     client, out, attempts_rec, rec_pod, rec_port, connect, response, src_ip,
                     flow, attempt, t, node, pod, port, orig, reply, isn, adopt, nat_clash):
     tcp = Q[Q_TCP]
@@ -695,8 +700,8 @@ def _serve_nodeport(E, TX, EN, S, free, IX, count, K, Q, C, worker_free, pod_nod
     src_ip[flow] = NODE_BASE + node if Q[Q_SNAT] else CLIENT_BASE + client[flow]
     S[S_RESOLVED] += 1
     if adopt >= 0:
-        if t_expire > TX[adopt]:
-            TX[adopt] = t_expire
+        if t_expire > E[adopt, T_EXPIRE]:
+            E[adopt, T_EXPIRE] = t_expire
             _cal_unlink(E, adopt)            # live, so not counted yet: move it
             _cal_link(E, S, Q, adopt, t_expire)
         return
@@ -707,7 +712,7 @@ def _serve_nodeport(E, TX, EN, S, free, IX, count, K, Q, C, worker_free, pod_nod
     if Q[Q_LEGACY]:
         C[C_INSERT, node] += 1
     C[C_INSERTED, node] += 1
-    _add(E, TX, EN, S, free, IX, count, K, Q, -1 if nat_clash else orig, reply, node, pod, flow, t,
+    _add(E, S, free, IX, count, K, Q, -1 if nat_clash else orig, reply, node, pod, flow, t,
          t_assured, t_close, t_expire, flags, (isn + 2) & 0xFFFFFFFF)
 
 
@@ -715,7 +720,7 @@ def _serve_nodeport(E, TX, EN, S, free, IX, count, K, Q, C, worker_free, pod_nod
 def _advance(T1, S, Q, K, pt, gaps, backend, sport_of, client,
              service, hold, t0, flow_pod, pod_node, ep_ptr, ep_list, cdf, out, cause_rec,
              attempts_rec, rec_pod, rec_port, connect, response, src_ip, count, unconfirmed, rover,
-             cpu_free, gc_next, gc_flag, C, worker_free, E, TX, EN, free, IX, H, PD, pfree, D,
+             cpu_free, gc_next, gc_flag, C, worker_free, E, free, IX, H, PD, pfree, D,
              cause_count, G_t, G_count, G_live, SG, due, W, SK, SE):
     """Process events (and ticks) before ``T1``; returns _DONE, _PAUSE (reached ``T1``) or _ROOM
     (an array must grow before the next step)."""
@@ -745,7 +750,7 @@ def _advance(T1, S, Q, K, pt, gaps, backend, sport_of, client,
                 return _PAUSE
             if S[S_NGAUGE] >= G_t.size or (Q[Q_FULL] and S[S_NSNAT] + S[S_SIZE] > SG.shape[0]):
                 return _ROOM
-            _tick(E, TX, EN, S, free, IX, count, Q, C, gc_next, gc_flag, G_t, G_count, G_live, SG,
+            _tick(E, S, free, IX, count, Q, C, gc_next, gc_flag, G_t, G_count, G_live, SG,
                   due, W, SK, SE, nt)
             continue
         if t >= T1:
@@ -805,12 +810,12 @@ def _advance(T1, S, Q, K, pt, gaps, backend, sport_of, client,
             isn = np.int64(_bits(ekeys[K_ISN], f, k, 0) >> _U(32))
             follow = -1
             dropped = False
-            e = _live_eid(E, TX, EN, S, free, IX, count, orig, t)
+            e = _live_eid(E, S, free, IX, count, orig, t)
             if e >= 0:
                 if not tcp:
                     follow = e
                 elif t >= E[e, T_CLOSE]:
-                    _release(E, TX, EN, S, free, IX, count, e)
+                    _release(E, S, free, IX, count, e)
                 else:
                     nxt = _fail(S, Q, gaps, D, cause_count, out, cause_rec, attempts_rec, f, k,
                                 arrive, t, TUPLE_IN_USE, node)
@@ -823,7 +828,7 @@ def _advance(T1, S, Q, K, pt, gaps, backend, sport_of, client,
                 pending = True
             elif not dropped:
                 if count[node] + unconfirmed[node] + 1 > Q[Q_CTMAX]:
-                    killed = _early_drop(E, TX, EN, S, free, IX, count, K, Q, SK, node, orig, t)
+                    killed = _early_drop(E, S, free, IX, count, K, Q, SK, node, orig, t)
                     if killed == 0:
                         C[C_DROP, node] += 1
                         gc_flag[node] = True
@@ -845,7 +850,7 @@ def _advance(T1, S, Q, K, pt, gaps, backend, sport_of, client,
                             port, exhausted = sp, False
                         else:
                             port, exhausted, found = _select_port(
-                                E, TX, EN, S, free, IX, count, K, Q, rover, t, node, pod, sp, f, k,
+                                E, S, free, IX, count, K, Q, rover, t, node, pod, sp, f, k,
                                 isn)
                             C[C_FOUND, node] += found
                         unconfirmed[node] += 1
@@ -866,9 +871,9 @@ def _advance(T1, S, Q, K, pt, gaps, backend, sport_of, client,
             orig, reply, isn = PD[ps, PA_ORIG], PD[ps, PA_REPLY], PD[ps, PA_ISN]
             done = False
             if PD[ps, PA_FOLLOW]:
-                e = _live_eid(E, TX, EN, S, free, IX, count, orig, t)
+                e = _live_eid(E, S, free, IX, count, orig, t)
                 if e >= 0:
-                    _serve_nodeport(E, TX, EN, S, free, IX, count, K, Q, C, worker_free, pod_node,
+                    _serve_nodeport(E, S, free, IX, count, K, Q, C, worker_free, pod_node,
                                     service, hold, t0, client, out, attempts_rec, rec_pod,
                                     rec_port, connect, response, src_ip, f, k, t, node, pod, port,
                                     orig, reply, isn, e, False)
@@ -877,8 +882,8 @@ def _advance(T1, S, Q, K, pt, gaps, backend, sport_of, client,
                     unconfirmed[node] += 1
             if not done:
                 unconfirmed[node] -= 1
-                e_orig = _live_eid(E, TX, EN, S, free, IX, count, orig, t)
-                e_reply = _live_eid(E, TX, EN, S, free, IX, count, reply, t)
+                e_orig = _live_eid(E, S, free, IX, count, orig, t)
+                e_reply = _live_eid(E, S, free, IX, count, reply, t)
                 adopt, clash = -2, False
                 if e_orig < 0 and e_reply < 0:
                     adopt = -1
@@ -890,7 +895,7 @@ def _advance(T1, S, Q, K, pt, gaps, backend, sport_of, client,
                         C[C_CLASH, node] += 1
                         adopt, clash = -1, True
                 if adopt >= -1:
-                    _serve_nodeport(E, TX, EN, S, free, IX, count, K, Q, C, worker_free, pod_node,
+                    _serve_nodeport(E, S, free, IX, count, K, Q, C, worker_free, pod_node,
                                     service, hold, t0, client, out, attempts_rec, rec_pod,
                                     rec_port, connect, response, src_ip, f, k, t, node, pod, port,
                                     orig, reply, isn, adopt, clash)
@@ -969,8 +974,7 @@ class _State:
             W=np.zeros((4, nodes), np.int64))
         cap = 1024 + nodes + _R
         self.grow = dict(
-            E=np.zeros((cap, _NE), np.int64), TX=np.full(cap, -1, np.int64),
-            EN=np.zeros(cap, np.int64), SK=np.zeros(cap, np.int64), SE=np.zeros(cap, np.int64),
+            E=np.zeros((cap, _NE), np.int64), SK=np.zeros(cap, np.int64), SE=np.zeros(cap, np.int64),
             free=np.zeros(cap, np.int64),
             H=np.zeros((cap, 3), np.int64), PD=np.zeros((cap, _NP), np.int64),
             pfree=np.zeros(cap, np.int64), D=np.zeros((cap if m.full_records else 1, 5), np.int64),
@@ -978,9 +982,10 @@ class _State:
             G_live=np.zeros((64, nodes), np.int64),
             SG=np.zeros((cap if m.full_records else 1, 3), np.int64))
         self.IX = np.full(2 * 3 * cap, -1, np.int64)
-        # list heads: rows 0 .. nodes-1 of E, never held (TX -1)
+        # list heads: rows 0 .. nodes-1 of E, never held
         E = self.grow["E"]
         E[:nodes, NXT] = E[:nodes, PRV] = np.arange(nodes)
+        E[:, T_EXPIRE] = -1                  # T_EXPIRE -1: the row holds no entry
         cal = nodes + np.arange(_R)
         E[cal, CNX] = E[cal, CPV] = cal
         self.S[S_SIZE] = nodes + _R
@@ -992,7 +997,7 @@ class _State:
             f["t0"], f["flow_pod"], f["pod_node"], f["ep_ptr"], f["ep_list"], f["cdf"], f["out"],
             f["cause_rec"], f["attempts_rec"], f["rec_pod"], f["rec_port"], f["connect"],
             f["response"], f["src_ip"], f["count"], f["unconfirmed"], f["rover"], f["cpu_free"],
-            f["gc_next"], f["gc_flag"], f["C"], f["worker_free"], g["E"], g["TX"], g["EN"],
+            f["gc_next"], f["gc_flag"], f["C"], f["worker_free"], g["E"],
             g["free"], self.IX, g["H"], g["PD"], g["pfree"], g["D"], f["cause_count"], g["G_t"],
             g["G_count"], g["G_live"], g["SG"], f["due"], f["W"], g["SK"], g["SE"])
 
@@ -1010,8 +1015,6 @@ class _State:
             g[name] = new
 
         bigger("E", int(S[S_SIZE]) + 1)
-        bigger("TX", g["E"].shape[0], fill=-1)
-        bigger("EN", g["E"].shape[0])
         bigger("free", g["E"].shape[0])
         bigger("SK", g["E"].shape[0])
         bigger("SE", g["E"].shape[0])
@@ -1026,7 +1029,7 @@ class _State:
         if 4 * (int(S[S_USED]) + 2) > self.IX.size:   # keys + tombstones > 50 % of slots
             keys = 2 * int(self.fixed["count"].sum()) + 2
             self.IX = None                                   # free the old index first
-            self.IX, used = rebuild_index(g["E"], g["TX"], S[S_SIZE], 4 * keys + 64)
+            self.IX, used = rebuild_index(g["E"], S[S_SIZE], 4 * keys + 64)
             S[S_USED] = used
 
     def run(self, env: simpy.Environment, batch_flows: int):

@@ -180,24 +180,27 @@ class Model:
         sid = np.arange(S, dtype=np.int64)
         inter = -np.log1p(-st.uniform("arrivals", sid)) / (w.rate_per_s / q)
         t_sock = np.rint(np.cumsum(inter) * NS).astype(np.int64)
-        sock = np.repeat(sid, q)[:F]
-        t0 = t_sock[sock] + np.tile(np.arange(q), S)[:F] * ns(w.query_gap_s)
-        if np.all(t0[1:] >= t0[:-1]):                  # one query per socket: sorted already
-            socket, self.t0 = sock, t0
-        else:                                           # flow numbers follow arrival order
-            order = np.argsort(t0, kind="stable")
+        if q == 1:                                      # a socket per flow, in arrival order
+            socket, self.t0 = sid, t_sock
+        else:
+            sock = np.repeat(sid, q)[:F]
+            t0 = t_sock[sock] + np.tile(np.arange(q), S)[:F] * ns(w.query_gap_s)
+            order = np.argsort(t0, kind="stable")       # flow numbers follow arrival order
             socket, self.t0 = sock[order], t0[order]
         fid = np.arange(F, dtype=np.int64)
         client = np.floor(st.uniform("clients", sid) * w.clients).astype(np.int64)
         lo, hi = w.client_port_range
         sport = lo + np.floor(st.uniform("client_ports", sid) * (hi - lo + 1)).astype(np.int64)
-        self.client, self.sport = client[socket], sport[socket]
+        self.client, self.sport = (client, sport) if q == 1 else (client[socket], sport[socket])
         self.service = _durations(sc.pod.service_s, st, "service", fid)
         self.hold = _durations(w.hold_s, st, "hold", fid)
         # ECMP: an LB instance by a hash of the client's tuple; the instance's choice is made
         # once per socket (the LB tracks a tuple, so a socket's requests share a backend).
-        first = np.full(S, F, np.int64)
-        np.minimum.at(first, socket, fid)
+        if q == 1:
+            first = fid
+        else:
+            first = np.full(S, F, np.int64)
+            np.minimum.at(first, socket, fid)
         # how long the LB (or IPVS) counts a connection for least-connections: the handshake,
         # the service and the hold, without queueing or retransmissions (docs/design.md)
         life = 2 * self.d_in + self.service + self.hold
@@ -205,8 +208,10 @@ class Model:
         lbhash = mix64(tup.view(np.uint64) ^ st.keys["lb"])
         instance = (lbhash % np.uint64(sc.lb.instances)).astype(np.int64)
         lb = LoadBalancer(sc, self.pod_node, self.workers, int(st.keys["lb"]) ^ 0x2545F4914F6CDD1D)
-        backend = lb.choose(instance, client, sport, t_sock, life[np.minimum(first, F - 1)])
-        self.instance, self.backend = instance[socket], backend[socket]
+        backend = lb.choose(instance, client, sport, t_sock,
+                            life if q == 1 else life[np.minimum(first, F - 1)])
+        self.instance, self.backend = ((instance, backend) if q == 1
+                                       else (instance[socket], backend[socket]))
         self.kube_proxy = KubeProxy(sc, self.local_pods, self.n_pods, self.local,
                                     int(st.keys["endpoint"]) ^ 0x2545F4914F6CDD1D)
         # a flow's pod when it is fixed per flow; per-attempt modes draw it at each attempt

@@ -53,6 +53,16 @@ def _counter(flow: np.ndarray, attempt: np.ndarray | int, draw: int) -> np.ndarr
 
 
 @nb.njit(cache=True, nogil=True)
+def _uniform_1d(flow, attempt, draw, key):
+    """``Streams.uniform`` for a 1-D array of flows: the bits, then the same exact conversion."""
+    b = _bits_1d(flow, attempt, draw, key)
+    out = np.empty(b.size, np.float64)
+    for i in range(b.size):
+        out[i] = np.float64(b[i] >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+    return out
+
+
+@nb.njit(cache=True, nogil=True)
 def _bits_1d(flow, attempt, draw, key):
     """``Streams.bits`` for a 1-D array of flows and one attempt: the same uint64 arithmetic in
     one pass (no temporaries; numpy needs ~15 passes over the array)."""
@@ -91,6 +101,9 @@ class Streams:
     def uniform(self, stream: str, flow: np.ndarray, attempt: np.ndarray | int = 0,
                 draw: int = 0) -> np.ndarray:
         """Uniform doubles in [0, 1) with 53 random bits."""
+        if (isinstance(flow, np.ndarray) and flow.ndim == 1 and flow.dtype.kind in "iu"
+                and np.ndim(attempt) == 0 and flow.size > 64):
+            return _uniform_1d(flow, int(attempt), int(draw), self.keys[stream])
         b = self.bits(stream, flow, attempt, draw)
         return (b >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
 

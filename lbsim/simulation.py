@@ -7,6 +7,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import pandas as pd
 
 from .batch import run_batched
@@ -75,7 +76,7 @@ def run(scenario: Scenario, *, engine: Engine = "compiled", batch_flows: int = 4
         summary = summarize(model, arrays, time.perf_counter() - start)
         empty = _empty(model)
         return Result(scenario, empty, counters_frame(model), gauges_frame(model), drops_frame(model),
-                      snat_frame(model), summary, load_frame(model, arrays).iloc[:0])
+                      snat_frame(model), summary, _empty_load())
     flows = flows_frame(model)
     wall = time.perf_counter() - start
     return Result(scenario, flows, counters_frame(model), gauges_frame(model), drops_frame(model),
@@ -96,6 +97,13 @@ def _warn_cpu_queue(model, scenario: Scenario) -> None:
             f"cluster.packet_time_s per CPU >= 1) and client retransmissions of queued packets "
             f"are not modelled, so this run's latencies and retransmission counts are not what a "
             f"node would show", RuntimeWarning, stacklevel=3)
+
+
+def _empty_load() -> pd.DataFrame:
+    """The load table's columns with no rows (``records = "summary"``)."""
+    return pd.DataFrame({"t_s": np.zeros(0), "bin_s": np.zeros(0), "pod": np.zeros(0, np.int64),
+                         "node": np.zeros(0, np.int64), "new_flows": np.zeros(0, np.int64),
+                         "connections": np.zeros(0, np.int64)})
 
 
 def _empty(model) -> pd.DataFrame:
