@@ -40,10 +40,12 @@ _NS = 1_000_000_000
 _NEVER = np.iinfo(np.int64).max
 _U = np.uint64
 
-# entry fields (rows of E)
-ORIG, REPLY, NODE, POD, FLOW, T_CONFIRM, T_ASSURED, T_CLOSE, T_EXPIRE, FLAGS, SEQ, OBUCKET, \
-    RBUCKET, NXT, BORN, PRV, CNX, CPV, EXPD = range(19)
-_NE = 19
+# entry fields (rows of E: 16 int64, two cache lines; what a GC walk and a release read comes
+# first, in one line)
+NXT, T_EXPIRE, NODE, PRV, REPLY, ORIG, CPV, CNX, POD, T_ASSURED, T_CLOSE, FLAGS, SEQ, OBUCKET, \
+    RBUCKET, BORN = range(16)
+_NE = 16
+EXPD = POD   # in a node's head row (which holds no entry)
 # Rows 0 .. nodes-1 of E are the heads of each node's circular list of held entries (NXT, PRV),
 # so that a node's GC pass and early_drop walk that node's entries only; their EXPD counts the
 # node's held entries already expired at the last gauge sample (live = count - EXPD).
@@ -268,9 +270,8 @@ def _add(E, S, free, IX, count, K, Q, orig, reply, node, pod, flow, t_confirm, t
         e = S[S_SIZE]
         S[S_SIZE] += 1
     salt, buckets = K[K_CT_SALT], Q[Q_BUCKETS]
-    E[e, ORIG], E[e, REPLY], E[e, NODE], E[e, POD], E[e, FLOW] = orig, reply, node, pod, flow
-    E[e, T_CONFIRM], E[e, T_ASSURED], E[e, T_CLOSE], E[e, T_EXPIRE] = (t_confirm, t_assured,
-                                                                       t_close, t_expire)
+    E[e, ORIG], E[e, REPLY], E[e, NODE], E[e, POD] = orig, reply, node, pod
+    E[e, T_ASSURED], E[e, T_CLOSE], E[e, T_EXPIRE] = t_assured, t_close, t_expire
     E[e, FLAGS], E[e, SEQ] = flags, seq
     _cal_link(E, S, Q, e, t_expire)
     E[e, OBUCKET] = _bucket(orig, salt, buckets) if orig >= 0 else -1

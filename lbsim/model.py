@@ -34,6 +34,7 @@ from .conntrack import NAT_CLASH, SNAT, TCP, DictConntrackTable
 from .nat import ROUNDS, NatRule, select_port
 from .rng import Streams, mix64
 from .compiled import duration_params, durations_ns
+from .durations import Fixed, LogNormal
 
 __all__ = ["Model", "Cause", "run_reference", "NS"]
 
@@ -528,8 +529,12 @@ class Model:
 
 
 def _durations(d, st: Streams, stream: str, fid: np.ndarray) -> np.ndarray:
-    s = d.sample(st.uniform(stream, fid, 0, 0), st.uniform(stream, fid, 0, 1))
-    return np.rint(s * NS).astype(np.int64)
+    # draw only the uniforms the distribution reads (a fixed one none, an exponential one)
+    if isinstance(d, Fixed):
+        return np.full(fid.size, int(np.rint(float(d.value) * NS)), np.int64)
+    u1 = st.uniform(stream, fid, 0, 0)
+    u2 = st.uniform(stream, fid, 0, 1) if isinstance(d, LogNormal) else u1
+    return np.rint(d.sample(u1, u2) * NS).astype(np.int64)
 
 
 def pod_placement(sc: Scenario) -> np.ndarray:
