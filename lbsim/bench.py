@@ -211,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"running {len(tasks)} scenario{'s' if len(tasks) > 1 else ''} "
           f"({'quick' if args.quick else 'full size'}) on both paths in {workers} "
           f"process{'es' if workers > 1 else ''}", file=sys.stderr, flush=True)
+    if args.engine == "compiled":
+        from .compiled import warm_up
+        warm_up()            # compile once here, before worker processes fork from this one
     start = time.perf_counter()
     outcomes: list[Outcome] = []
     for (name, sc, _), o in zip(runs, _execute(tasks, jobs, _progress(len(tasks)))):

@@ -1083,12 +1083,19 @@ def warm_up() -> None:
     if _warm:
         return
     _warm = True
+    import sys
+    import time
     from .config import Scenario
     from .model import Model
     from .conntrack import ConntrackTable
+    start = time.perf_counter()
     sc = Scenario().replace(**{"workload.flows": 2})
     for path in ("nodeport", "direct"):
         run_compiled(Model(sc.replace(path=path), ConntrackTable))
+    took = time.perf_counter() - start
+    if took > 5:
+        print(f"lbsim: compiled the simulation engine in {took:.0f} s (first run with this "
+              f"version on this machine; numba caches it on disk)", file=sys.stderr, flush=True)
 
 
 def run_compiled(model, batch_flows: int = 4096):

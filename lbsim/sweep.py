@@ -293,6 +293,8 @@ def _execute(tasks: list[dict[str, Any]], executor: Any, jobs: int | None
             for t in tasks:
                 yield _run_task(t)
         else:
+            from .compiled import warm_up
+            warm_up()        # compile (or load) once here: the workers then load numba's cache
             yield from _run_futures(_process_pool(n), tasks, own=True)
     elif isinstance(executor, str) and executor == "dask":
         from distributed import Client, LocalCluster
