@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import functools
 import heapq
+import math
 from dataclasses import dataclass
 
+import numba as nb
 import numpy as np
 
 from . import tuples
@@ -189,9 +191,9 @@ class Model:
             order = np.argsort(t0, kind="stable")       # flow numbers follow arrival order
             socket, self.t0 = sock[order], t0[order]
         fid = np.arange(F, dtype=np.int64)
-        client = np.floor(st.uniform("clients", sid) * w.clients).astype(np.int64)
+        client = _scaled(st.uniform("clients", sid), w.clients, 0)       # floor(u * n)
         lo, hi = w.client_port_range
-        sport = lo + np.floor(st.uniform("client_ports", sid) * (hi - lo + 1)).astype(np.int64)
+        sport = _scaled(st.uniform("client_ports", sid), hi - lo + 1, lo)
         self.client, self.sport = (client, sport) if q == 1 else (client[socket], sport[socket])
         self.service = _durations(sc.pod.service_s, st, "service", fid)
         self.hold = _durations(w.hold_s, st, "hold", fid)
@@ -205,9 +207,7 @@ class Model:
         # how long the LB (or IPVS) counts a connection for least-connections: the handshake,
         # the service and the hold, without queueing or retransmissions (docs/design.md)
         life = 2 * self.d_in + self.service + self.hold
-        tup = (client << np.int64(16)) | sport
-        lbhash = mix64(tup.view(np.uint64) ^ st.keys["lb"])
-        instance = (lbhash % np.uint64(sc.lb.instances)).astype(np.int64)
+        instance = _lb_instance(client, sport, st.keys["lb"], sc.lb.instances)
         lb = LoadBalancer(sc, self.pod_node, self.workers, int(st.keys["lb"]) ^ 0x2545F4914F6CDD1D)
         backend = lb.choose(instance, client, sport, t_sock,
                             life if q == 1 else life[np.minimum(first, F - 1)])
@@ -526,6 +526,28 @@ class Model:
         pair = tb.node[:n][snat].astype(np.int64) * self.n_pods + tb.pod[:n][snat]
         pairs, ports = np.unique(pair, return_counts=True)
         self.snat_gauges.append((t, pairs, ports))
+
+
+@nb.njit(cache=True, nogil=True)
+def _scaled(u, n, lo):
+    """``lo + floor(u * n)`` as int64, element by element (numpy's float ops, one pass)."""
+    out = np.empty(u.size, np.int64)
+    for i in range(u.size):
+        out[i] = lo + np.int64(math.floor(u[i] * np.float64(n)))
+    return out
+
+
+@nb.njit(cache=True, nogil=True)
+def _lb_instance(client, sport, key, instances):
+    """ECMP: ``mix64((client << 16 | sport) ^ key) % instances`` (the rng's SplitMix64)."""
+    out = np.empty(client.size, np.int64)
+    for i in range(client.size):
+        z = (np.uint64((client[i] << 16) | sport[i]) ^ key) + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+        out[i] = np.int64(z % np.uint64(instances))
+    return out
 
 
 def _durations(d, st: Streams, stream: str, fid: np.ndarray) -> np.ndarray:
