@@ -311,12 +311,17 @@ def summarize(m: Model, flows, wall_s: float) -> dict[str, float]:
     """The summary metrics of :data:`SUMMARY_METRICS` (``flows``: the flows frame or
     :func:`flow_arrays`)."""
     ok = m.out == 1
-    n_ok = int(ok.sum())
-    load = np.bincount(m.rec_pod[ok], minlength=m.n_pods).astype(float)
+    n_ok = int(np.count_nonzero(ok))
+
+    def est(x: np.ndarray) -> np.ndarray:   # the established flows' values (no copy if all are)
+        return x if n_ok == m.F else x[ok]
+
+    rec_pod = est(m.rec_pod)
+    load = np.bincount(rec_pod, minlength=m.n_pods).astype(float)
     mean = load.mean()
     conn = np.asarray(flows["connect_latency_s"])
     conn = conn[~np.isnan(conn)]
-    resp = np.asarray(flows["response_time_s"])[ok]
+    resp = est(np.asarray(flows["response_time_s"]))
     c50, c99 = _q2(conn, 0.5, 0.99)
     r50, r99 = _q2(resp, 0.5, 0.99)
     c = m.counters
@@ -325,7 +330,8 @@ def summarize(m: Model, flows, wall_s: float) -> dict[str, float]:
         "established": n_ok,
         "failed": m.F - n_ok,
         "failed_fraction": (m.F - n_ok) / m.F,
-        "syn_retransmits": int((m.attempts.astype(np.int64) - 1).clip(0).sum()),
+        # sum of (attempts - 1) over flows with an attempt
+        "syn_retransmits": int(m.attempts.sum(dtype=np.int64)) - int(np.count_nonzero(m.attempts)),
         "conntrack_insert": int(c["insert"].sum()),
         "conntrack_insert_failed": int(c["insert_failed"].sum()),
         "conntrack_drop": int(c["drop"].sum()),
@@ -348,12 +354,12 @@ def summarize(m: Model, flows, wall_s: float) -> dict[str, float]:
         if mean > 0 else float("nan"),
         "pod_conn_max_over_mean": _open_connections(m, flows, ok),
         "node_load_max_over_mean": _max_over_mean(np.bincount(
-            (m.backend if m.nodeport else m.pod_node[np.maximum(m.rec_pod, 0)])[ok],
-            minlength=m.n_nodes)),
-        "session_persistence_fraction": _persistence(m.client[ok], m.rec_pod[ok]),
-        "source_ip_preserved_fraction": float(np.asarray(flows["source_ip_preserved"])[ok].mean())
+            est(m.backend) if m.nodeport else m.pod_node[rec_pod], minlength=m.n_nodes)),
+        "session_persistence_fraction": _persistence(est(m.client), rec_pod),
+        # both flags imply an established flow
+        "source_ip_preserved_fraction": np.count_nonzero(flows["source_ip_preserved"]) / n_ok
         if n_ok else float("nan"),
-        "second_hop_fraction": float(np.asarray(flows["second_hop"])[ok].mean()) if n_ok else float("nan"),
+        "second_hop_fraction": np.count_nonzero(flows["second_hop"]) / n_ok if n_ok else float("nan"),
         "wall_s": wall_s,
         "flows_per_wall_s": m.F / wall_s if wall_s > 0 else float("nan"),
     })
