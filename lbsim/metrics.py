@@ -258,11 +258,22 @@ def load_frame(m: Model, flows, bins: int = 100) -> pd.DataFrame:
 
 def _open_connections(m: Model, flows: pd.DataFrame, ok: np.ndarray) -> float:
     """Max / mean over pods of the time-average of open connections over [0, last arrival]."""
-    a = np.asarray(flows["arrival_s"])
+    a = np.ascontiguousarray(flows["arrival_s"], dtype=np.float64)
     end = float(a.max()) if a.size else 0.0
-    c = np.minimum(np.asarray(flows["closed_s"])[ok], end)
-    inside = np.clip(c - a[ok], 0.0, None)
-    return _max_over_mean(np.bincount(m.rec_pod[ok], weights=inside, minlength=m.n_pods))
+    return _max_over_mean(_open_time(a, np.ascontiguousarray(flows["closed_s"], dtype=np.float64),
+                                     ok, np.ascontiguousarray(m.rec_pod, dtype=np.int64), end,
+                                     m.n_pods))
+
+
+@nb.njit(cache=True, nogil=True)
+def _open_time(arrival, closed, ok, pod, end, pods):
+    """Per pod, the sum over its established flows of max(min(closed, end) - arrival, 0), added
+    in flow order (as np.bincount with weights adds)."""
+    out = np.zeros(pods)
+    for i in range(arrival.size):
+        if ok[i]:
+            out[pod[i]] += max(min(closed[i], end) - arrival[i], 0.0)
+    return out
 
 
 def _max_over_mean(x: np.ndarray) -> float:

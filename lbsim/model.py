@@ -540,7 +540,9 @@ def _scaled(u, n, lo):
 @nb.njit(cache=True, nogil=True)
 def _lb_instance(client, sport, key, instances):
     """ECMP: ``mix64((client << 16 | sport) ^ key) % instances`` (the rng's SplitMix64)."""
-    out = np.empty(client.size, np.int64)
+    out = np.zeros(client.size, np.int64)
+    if instances == 1:
+        return out
     for i in range(client.size):
         z = (np.uint64((client[i] << 16) | sport[i]) ^ key) + np.uint64(0x9E3779B97F4A7C15)
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
