@@ -36,7 +36,7 @@ from .conntrack import NAT_CLASH, SNAT, TCP, DictConntrackTable
 from .nat import ROUNDS, NatRule, select_port
 from .rng import Streams, mix64
 from .compiled import duration_params, durations_ns
-from .durations import Fixed, LogNormal
+from .durations import Exponential, Fixed, LogNormal
 
 __all__ = ["Model", "Cause", "run_reference", "NS"]
 
@@ -147,10 +147,13 @@ class Model:
         self.out = np.zeros(F, dtype=np.int8)
         self.cause = np.zeros(F, dtype=np.int8)
         self.attempts = np.zeros(F, dtype=np.int16)
-        self.rec_pod = np.full(F, -1, dtype=np.int32)
-        self.rec_port = np.full(F, -1, dtype=np.int32)
-        self.connect = np.full(F, -1, dtype=np.int64)
-        self.response = np.full(F, -1, dtype=np.int64)
+        # -1 until set; every engine sets these for every flow of the direct path (all served)
+        unset = ((lambda dt: np.full(F, -1, dtype=dt)) if self.nodeport
+                 else (lambda dt: np.empty(F, dtype=dt)))
+        self.rec_pod = unset(np.int32)
+        self.rec_port = unset(np.int32)
+        self.connect = unset(np.int64)
+        self.response = unset(np.int64)
         self.src_ip = np.zeros(F, dtype=np.int64)
         self.counters = {k: np.zeros(self.n_nodes, dtype=np.int64)
                          for k in ("found", "insert", "insert_failed", "drop", "early_drop",
@@ -181,8 +184,8 @@ class Model:
         q = w.queries_per_socket
         S = -(-F // q)
         sid = np.arange(S, dtype=np.int64)
-        inter = -np.log1p(-st.uniform("arrivals", sid)) / (w.rate_per_s / q)
-        t_sock = np.rint(np.cumsum(inter) * NS).astype(np.int64)
+        # rint(cumsum(-log1p(-u) / (rate / q)) * 1e9): log1p by numpy, the rest in one pass
+        t_sock = _arrival_ns(np.log1p(-st.uniform("arrivals", sid)), w.rate_per_s / q)
         if q == 1:                                      # a socket per flow, in arrival order
             socket, self.t0 = sid, t_sock
         else:
@@ -529,6 +532,28 @@ class Model:
 
 
 @nb.njit(cache=True, nogil=True)
+def _arrival_ns(log1p_neg_u, rate):
+    """Socket start times in ns: the running sum of exponential gaps ``-log1p(-u) / rate``
+    (added in order, as np.cumsum does), times 1e9, rounded half to even."""
+    out = np.empty(log1p_neg_u.size, np.int64)
+    acc = 0.0
+    for i in range(log1p_neg_u.size):
+        acc += -log1p_neg_u[i] / rate
+        out[i] = np.int64(np.rint(acc * 1e9))
+    return out
+
+
+@nb.njit(cache=True, nogil=True)
+def _exponential_ns(log1p_neg_u, mean):
+    """``rint(-mean * log1p(-u) * 1e9)`` as int64 (Exponential.sample, then ns)."""
+    out = np.empty(log1p_neg_u.size, np.int64)
+    m = -mean
+    for i in range(log1p_neg_u.size):
+        out[i] = np.int64(np.rint(m * log1p_neg_u[i] * 1e9))
+    return out
+
+
+@nb.njit(cache=True, nogil=True)
 def _scaled(u, n, lo):
     """``lo + floor(u * n)`` as int64, element by element (numpy's float ops, one pass)."""
     out = np.empty(u.size, np.int64)
@@ -557,6 +582,8 @@ def _durations(d, st: Streams, stream: str, fid: np.ndarray) -> np.ndarray:
     if isinstance(d, Fixed):
         return np.full(fid.size, int(np.rint(float(d.value) * NS)), np.int64)
     u1 = st.uniform(stream, fid, 0, 0)
+    if isinstance(d, Exponential):    # -mean * log1p(-u): log1p by numpy, the rest in one pass
+        return _exponential_ns(np.log1p(-u1), float(d.mean))
     u2 = st.uniform(stream, fid, 0, 1) if isinstance(d, LogNormal) else u1
     return np.rint(d.sample(u1, u2) * NS).astype(np.int64)
 
