@@ -185,7 +185,7 @@ class Model:
         S = -(-F // q)
         sid = np.arange(S, dtype=np.int64)
         # rint(cumsum(-log1p(-u) / (rate / q)) * 1e9): log1p by numpy, the rest in one pass
-        t_sock = _arrival_ns(np.log1p(-st.uniform("arrivals", sid)), w.rate_per_s / q)
+        t_sock = _arrival_ns(_log1p_neg(st.uniform("arrivals", sid)), w.rate_per_s / q)
         if q == 1:                                      # a socket per flow, in arrival order
             socket, self.t0 = sid, t_sock
         else:
@@ -531,6 +531,12 @@ class Model:
         self.snat_gauges.append((t, pairs, ports))
 
 
+def _log1p_neg(u: np.ndarray) -> np.ndarray:
+    """``np.log1p(-u)``, computed in ``u``'s own memory (no new arrays to fault in)."""
+    np.negative(u, out=u)
+    return np.log1p(u, out=u)
+
+
 @nb.njit(cache=True, nogil=True)
 def _arrival_ns(log1p_neg_u, rate):
     """Socket start times in ns: the running sum of exponential gaps ``-log1p(-u) / rate``
@@ -583,7 +589,7 @@ def _durations(d, st: Streams, stream: str, fid: np.ndarray) -> np.ndarray:
         return np.full(fid.size, int(np.rint(float(d.value) * NS)), np.int64)
     u1 = st.uniform(stream, fid, 0, 0)
     if isinstance(d, Exponential):    # -mean * log1p(-u): log1p by numpy, the rest in one pass
-        return _exponential_ns(np.log1p(-u1), float(d.mean))
+        return _exponential_ns(_log1p_neg(u1), float(d.mean))
     u2 = st.uniform(stream, fid, 0, 1) if isinstance(d, LogNormal) else u1
     return np.rint(d.sample(u1, u2) * NS).astype(np.int64)
 

@@ -54,11 +54,20 @@ def _counter(flow: np.ndarray, attempt: np.ndarray | int, draw: int) -> np.ndarr
 
 @nb.njit(cache=True, nogil=True)
 def _uniform_1d(flow, attempt, draw, key):
-    """``Streams.uniform`` for a 1-D array of flows: the bits, then the same exact conversion."""
-    b = _bits_1d(flow, attempt, draw, key)
-    out = np.empty(b.size, np.float64)
-    for i in range(b.size):
-        out[i] = np.float64(b[i] >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+    """``Streams.uniform`` for a 1-D array of flows: the bits, then the same exact conversion
+    (one output array: fresh memory costs page faults)."""
+    out = np.empty(flow.size, np.float64)
+    hi = (np.uint64(attempt) << np.uint64(16)) | np.uint64(draw)
+    for i in range(flow.size):
+        z = ((np.uint64(flow[i]) << np.uint64(24)) | hi) + np.uint64(_GOLDEN)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(_C1)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(_C2)
+        z = (z ^ (z >> np.uint64(31))) ^ key
+        z = z + np.uint64(_GOLDEN)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(_C1)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(_C2)
+        z = z ^ (z >> np.uint64(31))
+        out[i] = np.float64(z >> np.uint64(11)) * (1.0 / 9007199254740992.0)
     return out
 
 
