@@ -42,15 +42,16 @@ class LoadBalancer:
         self.backends, self.weight = backends, weight.astype(np.int64)
 
     def choose(self, instance: np.ndarray, client: np.ndarray, sport: np.ndarray, t: np.ndarray,
-               life: np.ndarray) -> np.ndarray:
-        """Backend of each socket (sockets in arrival order), persistence applied."""
+               life: np.ndarray | None) -> np.ndarray:
+        """Backend of each socket (sockets in arrival order), persistence applied. ``life``
+        (connection lifetimes, ns) is read by least connections only; None otherwise."""
         p = self.cfg.persistence_s
         if p <= 0:
             return self._choose(instance, client, sport, t, life)
         start = session_starts(client, t, int(round(p * 1e9)))
         pick = np.full(t.size, -1, np.int64)
         pick[start] = self._choose(instance[start], client[start], sport[start], t[start],
-                                   life[start])
+                                   None if life is None else life[start])
         return follow_sessions(client, start, pick)
 
     def _choose(self, instance, client, sport, t, life) -> np.ndarray:

@@ -31,7 +31,7 @@ import numpy as np
 from . import tuples
 from .kube_proxy import PER_ATTEMPT, KubeProxy
 from .lb import LoadBalancer
-from .config import DataPath, NatKernel, Protocol, Scenario, Source, TrafficPolicy
+from .config import DataPath, LBAlgorithm, NatKernel, Protocol, Scenario, Source, TrafficPolicy
 from .conntrack import NAT_CLASH, SNAT, TCP, DictConntrackTable
 from .nat import ROUNDS, NatRule, select_port
 from .rng import Streams, mix64
@@ -207,17 +207,20 @@ class Model:
         else:
             first = np.full(S, F, np.int64)
             np.minimum.at(first, socket, fid)
+        self.kube_proxy = KubeProxy(sc, self.local_pods, self.n_pods, self.local,
+                                    int(st.keys["endpoint"]) ^ 0x2545F4914F6CDD1D)
         # how long the LB (or IPVS) counts a connection for least-connections: the handshake,
-        # the service and the hold, without queueing or retransmissions (docs/design.md)
-        life = 2 * self.d_in + self.service + self.hold
+        # the service and the hold, without queueing or retransmissions (docs/design.md); only
+        # the LB's lc and the per-flow kube-proxy choices read it
+        life = (2 * self.d_in + self.service + self.hold
+                if sc.lb.algorithm is LBAlgorithm.LC
+                or (self.nodeport and not self.kube_proxy.per_attempt) else None)
         instance = _lb_instance(client, sport, st.keys["lb"], sc.lb.instances)
         lb = LoadBalancer(sc, self.pod_node, self.workers, int(st.keys["lb"]) ^ 0x2545F4914F6CDD1D)
         backend = lb.choose(instance, client, sport, t_sock,
-                            life if q == 1 else life[np.minimum(first, F - 1)])
+                            life if q == 1 or life is None else life[np.minimum(first, F - 1)])
         self.instance, self.backend = ((instance, backend) if q == 1
                                        else (instance[socket], backend[socket]))
-        self.kube_proxy = KubeProxy(sc, self.local_pods, self.n_pods, self.local,
-                                    int(st.keys["endpoint"]) ^ 0x2545F4914F6CDD1D)
         # a flow's pod when it is fixed per flow; per-attempt modes draw it at each attempt
         # (one placeholder element then: nothing reads it)
         self.flow_pod = np.full(1, PER_ATTEMPT, np.int64)
@@ -586,7 +589,8 @@ def _lb_instance(client, sport, key, instances):
 def _durations(d, st: Streams, stream: str, fid: np.ndarray) -> np.ndarray:
     # draw only the uniforms the distribution reads (a fixed one none, an exponential one)
     if isinstance(d, Fixed):
-        return np.full(fid.size, int(np.rint(float(d.value) * NS)), np.int64)
+        v = int(np.rint(float(d.value) * NS))
+        return np.zeros(fid.size, np.int64) if v == 0 else np.full(fid.size, v, np.int64)
     u1 = st.uniform(stream, fid, 0, 0)
     if isinstance(d, Exponential):    # -mean * log1p(-u): log1p by numpy, the rest in one pass
         return _exponential_ns(_log1p_neg(u1), float(d.mean))
