@@ -256,13 +256,54 @@ def load_frame(m: Model, flows, bins: int = 100) -> pd.DataFrame:
     })
 
 
-def _open_connections(m: Model, flows: pd.DataFrame, ok: np.ndarray) -> float:
-    """Max / mean over pods of the time-average of open connections over [0, last arrival]."""
+def _open_connection_time(m: Model, flows, ok: np.ndarray) -> np.ndarray:
+    """Per pod, the time its connections were open within [0, last arrival], s (their max over
+    mean is ``pod_conn_max_over_mean``)."""
     a = np.ascontiguousarray(flows["arrival_s"], dtype=np.float64)
     end = float(a.max()) if a.size else 0.0
-    return _max_over_mean(_open_time(a, np.ascontiguousarray(flows["closed_s"], dtype=np.float64),
-                                     ok, np.ascontiguousarray(m.rec_pod, dtype=np.int64), end,
-                                     m.n_pods))
+    return _open_time(a, np.ascontiguousarray(flows["closed_s"], dtype=np.float64), ok,
+                      np.ascontiguousarray(m.rec_pod, dtype=np.int64), end, m.n_pods)
+
+
+@nb.njit(cache=True, nogil=True)
+def _open_time_ns(t0, response, hold, ok, pod, pods):
+    """:func:`_open_time` from the integer records, with the same float operations (arrival
+    t0 / 1e9, close (t0 + response + hold) / 1e9), without materializing those columns."""
+    end = 0.0
+    for i in range(t0.size):
+        end = max(end, np.float64(t0[i]) / 1e9)
+    out = np.zeros(pods)
+    for i in range(t0.size):
+        if ok[i]:
+            a = np.float64(t0[i]) / 1e9
+            c = np.float64(t0[i] + response[i] + hold[i]) / 1e9
+            out[pod[i]] += max(min(c, end) - a, 0.0)
+    return out
+
+
+@nb.njit(cache=True, nogil=True)
+def _lean_columns(out, connect, response, src_ip, client, backend, pod_node, rec_pod, nodeport,
+                  client_base, n_ok):
+    """Connect latencies (established TCP flows) and response times (established flows) in s,
+    in flow order, and the counts of source-IP-preserved and second-hop flows."""
+    conn = np.empty(n_ok)
+    resp = np.empty(n_ok)
+    nc = 0
+    nr = 0
+    preserved = 0
+    second = 0
+    for i in range(out.size):
+        if out[i] != 1:
+            continue
+        if connect[i] >= 0:
+            conn[nc] = np.float64(connect[i]) / 1e9
+            nc += 1
+        resp[nr] = np.float64(response[i]) / 1e9
+        nr += 1
+        preserved += src_ip[i] == client[i] + client_base
+        if nodeport:
+            second += backend[i] >= 0 and pod_node[max(rec_pod[i], 0)] != backend[i]
+    return conn[:nc], resp, preserved, second
 
 
 @nb.njit(cache=True, nogil=True)
@@ -319,8 +360,8 @@ def _q(x: np.ndarray, q: float) -> float:
 
 
 def summarize(m: Model, flows, wall_s: float) -> dict[str, float]:
-    """The summary metrics of :data:`SUMMARY_METRICS` (``flows``: the flows frame or
-    :func:`flow_arrays`)."""
+    """The summary metrics of :data:`SUMMARY_METRICS` (``flows``: the flows frame, or None to
+    read the model's records directly, as ``records = "summary"`` runs do)."""
     ok = m.out == 1
     n_ok = int(np.count_nonzero(ok))
 
@@ -330,9 +371,22 @@ def summarize(m: Model, flows, wall_s: float) -> dict[str, float]:
     rec_pod = est(m.rec_pod)
     load = np.bincount(rec_pod, minlength=m.n_pods).astype(float)
     mean = load.mean()
-    conn = np.asarray(flows["connect_latency_s"])
-    conn = conn[~np.isnan(conn)]
-    resp = est(np.asarray(flows["response_time_s"]))
+    if flows is None:
+        i64 = lambda a: np.ascontiguousarray(a, dtype=np.int64)  # noqa: E731
+        conn, resp, preserved, second = _lean_columns(
+            np.ascontiguousarray(m.out), i64(m.connect), i64(m.response), i64(m.src_ip),
+            i64(m.client), i64(m.backend), i64(m.pod_node), i64(m.rec_pod), bool(m.nodeport),
+            CLIENT_BASE, n_ok)
+        open_time = _open_time_ns(i64(m.t0), i64(m.response), i64(m.hold), ok, i64(m.rec_pod),
+                                  m.n_pods)
+    else:
+        conn = np.asarray(flows["connect_latency_s"])
+        conn = conn[~np.isnan(conn)]
+        resp = est(np.asarray(flows["response_time_s"]))
+        # both flags imply an established flow
+        preserved = int(np.count_nonzero(flows["source_ip_preserved"]))
+        second = int(np.count_nonzero(flows["second_hop"]))
+        open_time = _open_connection_time(m, flows, ok)
     c50, c99 = _q2(conn, 0.5, 0.99)
     r50, r99 = _q2(resp, 0.5, 0.99)
     c = m.counters
@@ -363,14 +417,12 @@ def summarize(m: Model, flows, wall_s: float) -> dict[str, float]:
         "pod_load_cv": float(load.std() / mean) if mean > 0 else float("nan"),
         "pod_load_jain": float(load.sum() ** 2 / (load.size * (load**2).sum()))
         if mean > 0 else float("nan"),
-        "pod_conn_max_over_mean": _open_connections(m, flows, ok),
+        "pod_conn_max_over_mean": _max_over_mean(open_time),
         "node_load_max_over_mean": _max_over_mean(np.bincount(
             est(m.backend) if m.nodeport else m.pod_node[rec_pod], minlength=m.n_nodes)),
         "session_persistence_fraction": _persistence(est(m.client), rec_pod),
-        # both flags imply an established flow
-        "source_ip_preserved_fraction": np.count_nonzero(flows["source_ip_preserved"]) / n_ok
-        if n_ok else float("nan"),
-        "second_hop_fraction": np.count_nonzero(flows["second_hop"]) / n_ok if n_ok else float("nan"),
+        "source_ip_preserved_fraction": preserved / n_ok if n_ok else float("nan"),
+        "second_hop_fraction": second / n_ok if n_ok else float("nan"),
         "wall_s": wall_s,
         "flows_per_wall_s": m.F / wall_s if wall_s > 0 else float("nan"),
     })

@@ -14,7 +14,7 @@ from .batch import run_batched
 from .compiled import run_compiled, warm_up
 from .config import DataPath, Scenario
 from .conntrack import ConntrackTable, DictConntrackTable
-from .metrics import (FLOW_COLUMNS, counters_frame, drops_frame, flow_arrays, flows_frame, gauges_frame,
+from .metrics import (FLOW_COLUMNS, counters_frame, drops_frame, flows_frame, gauges_frame,
                       load_frame, snat_frame, summarize)
 from .model import Model, run_reference
 
@@ -72,8 +72,7 @@ def run(scenario: Scenario, *, engine: Engine = "compiled", batch_flows: int = 4
         raise ValueError(f"engine = {engine!r} is invalid: must be 'compiled', 'batched' or 'reference'")
     _warn_cpu_queue(model, scenario)
     if scenario.records == "summary":
-        arrays = flow_arrays(model)
-        summary = summarize(model, arrays, time.perf_counter() - start)
+        summary = summarize(model, None, time.perf_counter() - start)
         empty = _empty(model)
         return Result(scenario, empty, counters_frame(model), gauges_frame(model), drops_frame(model),
                       snat_frame(model), summary, _empty_load())
