@@ -299,6 +299,8 @@ def _execute(tasks: list[dict[str, Any]], executor: Any, jobs: int | None
     elif isinstance(executor, str) and executor == "dask":
         from distributed import Client, LocalCluster
 
+        from .compiled import warm_up
+        warm_up()            # the local workers then load numba's on-disk cache, not compile
         with LocalCluster(n_workers=jobs or default_jobs(), threads_per_worker=1,
                           dashboard_address=None) as cluster, Client(cluster) as client:
             yield from _run_dask(client, tasks)
