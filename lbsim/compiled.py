@@ -32,7 +32,7 @@ from .conntrack import (EVICTION_RANGE, GC_INITIAL_COUNT, GC_INTERVAL_CLAMP, GC_
 from .durations import Exponential, Fixed, LogNormal
 from .balancing import iptables_cascade_cdf
 from .config import ProxyMode
-from .rng import STREAMS
+from .rng import STREAMS, bits_nb as _bits, mix64_nb as mix64, uniform_nb as _uniform
 
 __all__ = ["run_compiled", "duration_ns"]
 
@@ -91,26 +91,6 @@ PT_FIXED, PT_EXP, PT_LOGNORMAL = 0, 1, 2
 _jit = nb.njit(cache=True, nogil=True)
 # the per-event functions allocate nothing: without NRT, passing arrays costs no atomic refcounts
 _hot = nb.njit(cache=True, nogil=True, _nrt=False)
-
-
-# -- random draws (lbsim.rng, bit for bit) ------------------------------------------------------
-@nb.njit(cache=True, inline="always")
-def mix64(x):
-    z = x + _U(0x9E3779B97F4A7C15)
-    z = (z ^ (z >> _U(30))) * _U(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> _U(27))) * _U(0x94D049BB133111EB)
-    return z ^ (z >> _U(31))
-
-
-@nb.njit(cache=True, inline="always")
-def _bits(key, flow, attempt, draw):
-    c = (_U(flow) << _U(24)) | (_U(attempt) << _U(16)) | _U(draw)
-    return mix64(mix64(c) ^ key)
-
-
-@nb.njit(cache=True, inline="always")
-def _uniform(key, flow, attempt, draw):
-    return np.float64(_bits(key, flow, attempt, draw) >> _U(11)) * (1.0 / 9007199254740992.0)
 
 
 @_jit
@@ -375,7 +355,7 @@ def _early_drop(E, S, free, IX, count, K, Q, SK, node, new_orig, t):
 def _gc_pass(E, S, free, IX, count, Q, t, due, flag, W, SK, SE):
     """``conntrack._EntryStore.gc_pass`` over the nodes with ``due``: frees expired entries,
     kills early on flagged nodes at >= 95 % (bucket order, newest first). Leaves the kills in
-    ``W[0]`` and the autotuned delay to the next pass in ``W[1]`` (``W[2:4]`` are scratch)."""
+    ``W[0]`` and the autotuned delay to the next pass in ``W[1]``."""
     nodes = Q[Q_NODES]
     limit95 = Q[Q_LIMIT95]
     killed, next_run = W[0], W[1]
@@ -927,10 +907,6 @@ def _advance(T1, S, Q, K, pt, gaps, backend, sport_of, client,
 
 
 # -- the driver ------------------------------------------------------------------------------------
-def _pow2(n: int) -> int:
-    return 1 << max(4, int(n - 1).bit_length())
-
-
 class _State:
     """All arrays of one run, in the order :func:`_advance` takes them."""
 
@@ -986,7 +962,7 @@ class _State:
             gc_next=gc_next, gc_flag=np.zeros(nodes, np.bool_),
             C=np.zeros((len(COUNTERS), nodes), np.int64), worker_free=m.worker_free,
             cause_count=m.cause_count, due=np.zeros(nodes, np.bool_),
-            W=np.zeros((4, nodes), np.int64))
+            W=np.zeros((2, nodes), np.int64))
         cap = 1024 + nodes + _R
         self.grow = dict(
             E=np.zeros((cap, _NE), np.int64), SK=np.zeros(cap, np.int64), SE=np.zeros(cap, np.int64),

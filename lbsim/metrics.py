@@ -256,19 +256,12 @@ def load_frame(m: Model, flows, bins: int = 100) -> pd.DataFrame:
     })
 
 
-def _open_connection_time(m: Model, flows, ok: np.ndarray) -> np.ndarray:
-    """Per pod, the time its connections were open within [0, last arrival], s (their max over
-    mean is ``pod_conn_max_over_mean``)."""
-    a = np.ascontiguousarray(flows["arrival_s"], dtype=np.float64)
-    end = float(a.max()) if a.size else 0.0
-    return _open_time(a, np.ascontiguousarray(flows["closed_s"], dtype=np.float64), ok,
-                      np.ascontiguousarray(m.rec_pod, dtype=np.int64), end, m.n_pods)
-
-
 @nb.njit(cache=True, nogil=True)
 def _open_time_ns(t0, response, hold, ok, pod, pods):
-    """:func:`_open_time` from the integer records, with the same float operations (arrival
-    t0 / 1e9, close (t0 + response + hold) / 1e9), without materializing those columns."""
+    """Per pod, the time its established connections were open within [0, last arrival], s:
+    the sum, in flow order, of max(min(close, end) - arrival, 0) with arrival t0 / 1e9 and close
+    (t0 + response + hold) / 1e9, the flows table's float operations (its max over mean is
+    ``pod_conn_max_over_mean``)."""
     end = 0.0
     for i in range(t0.size):
         end = max(end, np.float64(t0[i]) / 1e9)
@@ -304,17 +297,6 @@ def _lean_columns(out, connect, response, src_ip, client, backend, pod_node, rec
         if nodeport:
             second += backend[i] >= 0 and pod_node[max(rec_pod[i], 0)] != backend[i]
     return conn[:nc], resp, preserved, second
-
-
-@nb.njit(cache=True, nogil=True)
-def _open_time(arrival, closed, ok, pod, end, pods):
-    """Per pod, the sum over its established flows of max(min(closed, end) - arrival, 0), added
-    in flow order (as np.bincount with weights adds)."""
-    out = np.zeros(pods)
-    for i in range(arrival.size):
-        if ok[i]:
-            out[pod[i]] += max(min(closed[i], end) - arrival[i], 0.0)
-    return out
 
 
 def _max_over_mean(x: np.ndarray) -> float:
@@ -359,9 +341,9 @@ def _q(x: np.ndarray, q: float) -> float:
     return float(np.quantile(x, q)) if x.size else float("nan")
 
 
-def summarize(m: Model, flows, wall_s: float) -> dict[str, float]:
-    """The summary metrics of :data:`SUMMARY_METRICS` (``flows``: the flows frame, or None to
-    read the model's records directly, as ``records = "summary"`` runs do)."""
+def summarize(m: Model, wall_s: float) -> dict[str, float]:
+    """The summary metrics of :data:`SUMMARY_METRICS`, from the model's per-flow records (the
+    same values the flows table's columns are derived from)."""
     ok = m.out == 1
     n_ok = int(np.count_nonzero(ok))
 
@@ -371,22 +353,13 @@ def summarize(m: Model, flows, wall_s: float) -> dict[str, float]:
     rec_pod = est(m.rec_pod)
     load = np.bincount(rec_pod, minlength=m.n_pods).astype(float)
     mean = load.mean()
-    if flows is None:
-        i64 = lambda a: np.ascontiguousarray(a, dtype=np.int64)  # noqa: E731
-        conn, resp, preserved, second = _lean_columns(
-            np.ascontiguousarray(m.out), i64(m.connect), i64(m.response), i64(m.src_ip),
-            i64(m.client), i64(m.backend), i64(m.pod_node), i64(m.rec_pod), bool(m.nodeport),
-            CLIENT_BASE, n_ok)
-        open_time = _open_time_ns(i64(m.t0), i64(m.response), i64(m.hold), ok, i64(m.rec_pod),
-                                  m.n_pods)
-    else:
-        conn = np.asarray(flows["connect_latency_s"])
-        conn = conn[~np.isnan(conn)]
-        resp = est(np.asarray(flows["response_time_s"]))
-        # both flags imply an established flow
-        preserved = int(np.count_nonzero(flows["source_ip_preserved"]))
-        second = int(np.count_nonzero(flows["second_hop"]))
-        open_time = _open_connection_time(m, flows, ok)
+    i64 = lambda a: np.ascontiguousarray(a, dtype=np.int64)  # noqa: E731
+    conn, resp, preserved, second = _lean_columns(
+        np.ascontiguousarray(m.out), i64(m.connect), i64(m.response), i64(m.src_ip),
+        i64(m.client), i64(m.backend), i64(m.pod_node), i64(m.rec_pod), bool(m.nodeport),
+        CLIENT_BASE, n_ok)
+    open_time = _open_time_ns(i64(m.t0), i64(m.response), i64(m.hold), ok, i64(m.rec_pod),
+                              m.n_pods)
     c50, c99 = _q2(conn, 0.5, 0.99)
     r50, r99 = _q2(resp, 0.5, 0.99)
     c = m.counters

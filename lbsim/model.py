@@ -34,7 +34,7 @@ from .lb import LoadBalancer
 from .config import DataPath, LBAlgorithm, NatKernel, Protocol, Scenario, Source, TrafficPolicy
 from .conntrack import NAT_CLASH, SNAT, TCP, DictConntrackTable
 from .nat import ROUNDS, NatRule, select_port
-from .rng import Streams, mix64
+from .rng import Streams, mix64, mix64_nb
 from .compiled import duration_params, durations_ns
 from .durations import Exponential, Fixed, LogNormal
 
@@ -578,10 +578,7 @@ def _lb_instance(client, sport, key, instances):
     if instances == 1:
         return out
     for i in range(client.size):
-        z = (np.uint64((client[i] << 16) | sport[i]) ^ key) + np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z = z ^ (z >> np.uint64(31))
+        z = mix64_nb(np.uint64((client[i] << 16) | sport[i]) ^ key)
         out[i] = np.int64(z % np.uint64(instances))
     return out
 

@@ -52,40 +52,44 @@ def _counter(flow: np.ndarray, attempt: np.ndarray | int, draw: int) -> np.ndarr
     return f | a | np.uint64(draw)
 
 
+@nb.njit(cache=True, inline="always")
+def mix64_nb(x):
+    """Compiled :func:`mix64` of one uint64 (for numba code: the same wrapping arithmetic)."""
+    z = x + np.uint64(_GOLDEN)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(_C1)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(_C2)
+    return z ^ (z >> np.uint64(31))
+
+
+@nb.njit(cache=True, inline="always")
+def bits_nb(key, flow, attempt, draw):
+    """Compiled :meth:`Streams.bits` of one (flow, attempt, draw) under a stream's ``key``."""
+    c = (np.uint64(flow) << np.uint64(24)) | (np.uint64(attempt) << np.uint64(16)) | np.uint64(draw)
+    return mix64_nb(mix64_nb(c) ^ key)
+
+
+@nb.njit(cache=True, inline="always")
+def uniform_nb(key, flow, attempt, draw):
+    """Compiled :meth:`Streams.uniform` of one draw."""
+    return np.float64(bits_nb(key, flow, attempt, draw) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+
+
 @nb.njit(cache=True, nogil=True)
 def _uniform_1d(flow, attempt, draw, key):
-    """``Streams.uniform`` for a 1-D array of flows: the bits, then the same exact conversion
-    (one output array: fresh memory costs page faults)."""
+    """``Streams.uniform`` for a 1-D array of flows, in one pass into one output array (numpy
+    needs ~15 passes, and fresh temporaries cost page faults)."""
     out = np.empty(flow.size, np.float64)
-    hi = (np.uint64(attempt) << np.uint64(16)) | np.uint64(draw)
     for i in range(flow.size):
-        z = ((np.uint64(flow[i]) << np.uint64(24)) | hi) + np.uint64(_GOLDEN)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(_C1)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(_C2)
-        z = (z ^ (z >> np.uint64(31))) ^ key
-        z = z + np.uint64(_GOLDEN)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(_C1)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(_C2)
-        z = z ^ (z >> np.uint64(31))
-        out[i] = np.float64(z >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+        out[i] = uniform_nb(key, flow[i], attempt, draw)
     return out
 
 
 @nb.njit(cache=True, nogil=True)
 def _bits_1d(flow, attempt, draw, key):
-    """``Streams.bits`` for a 1-D array of flows and one attempt: the same uint64 arithmetic in
-    one pass (no temporaries; numpy needs ~15 passes over the array)."""
+    """``Streams.bits`` for a 1-D array of flows and one attempt, in one pass."""
     out = np.empty(flow.size, np.uint64)
-    hi = (np.uint64(attempt) << np.uint64(16)) | np.uint64(draw)
     for i in range(flow.size):
-        z = ((np.uint64(flow[i]) << np.uint64(24)) | hi) + np.uint64(_GOLDEN)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(_C1)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(_C2)
-        z = (z ^ (z >> np.uint64(31))) ^ key
-        z = z + np.uint64(_GOLDEN)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(_C1)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(_C2)
-        out[i] = z ^ (z >> np.uint64(31))
+        out[i] = bits_nb(key, flow[i], attempt, draw)
     return out
 
 

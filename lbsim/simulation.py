@@ -72,14 +72,14 @@ def run(scenario: Scenario, *, engine: Engine = "compiled", batch_flows: int = 4
         raise ValueError(f"engine = {engine!r} is invalid: must be 'compiled', 'batched' or 'reference'")
     _warn_cpu_queue(model, scenario)
     if scenario.records == "summary":
-        summary = summarize(model, None, time.perf_counter() - start)
+        summary = summarize(model, time.perf_counter() - start)
         empty = _empty(model)
         return Result(scenario, empty, counters_frame(model), gauges_frame(model), drops_frame(model),
                       snat_frame(model), summary, _empty_load())
     flows = flows_frame(model)
     wall = time.perf_counter() - start
     return Result(scenario, flows, counters_frame(model), gauges_frame(model), drops_frame(model),
-                  snat_frame(model), summarize(model, flows, wall), load_frame(model, flows))
+                  snat_frame(model), summarize(model, wall), load_frame(model, flows))
 
 
 def _warn_cpu_queue(model, scenario: Scenario) -> None:
