@@ -121,37 +121,18 @@ SUMMARY_METRICS = {
 
 
 def flow_arrays(m: Model) -> dict[str, np.ndarray]:
-    """The numeric per-flow columns the summary needs, without building a DataFrame.
-
-    arrival_s: t0 / 1e9; connect_latency_s, response_time_s, closed_s (t0 + response + hold):
-    / 1e9 for established flows (and a TCP connect), else NaN; source_ip_preserved: established
-    and the pod saw the client IP; second_hop: established on NodePort on another node's pod.
-    One compiled pass; the same float operations as numpy's."""
-    i64 = lambda a: np.ascontiguousarray(a, dtype=np.int64)  # noqa: E731
-    cols = _flow_columns(np.ascontiguousarray(m.out), i64(m.connect), i64(m.response), i64(m.t0),
-                         i64(m.hold), i64(m.src_ip), i64(m.client), i64(m.backend),
-                         i64(m.pod_node), i64(m.rec_pod), bool(m.nodeport), CLIENT_BASE)
-    return dict(zip(("arrival_s", "connect_latency_s", "response_time_s", "closed_s",
-                     "source_ip_preserved", "second_hop"), cols))
-
-
-@nb.njit(cache=True, nogil=True)
-def _flow_columns(out, connect, response, t0, hold, src_ip, client, backend, pod_node, rec_pod,
-                  nodeport, client_base):
-    F = out.size
-    arrival, conn = np.empty(F), np.empty(F)
-    resp, closed = np.empty(F), np.empty(F)
-    preserved, second = np.zeros(F, np.bool_), np.zeros(F, np.bool_)
-    for i in range(F):
-        ok = out[i] == 1
-        arrival[i] = np.float64(t0[i]) / 1e9
-        conn[i] = np.float64(connect[i]) / 1e9 if ok and connect[i] >= 0 else np.nan
-        resp[i] = np.float64(response[i]) / 1e9 if ok else np.nan
-        closed[i] = np.float64(t0[i] + response[i] + hold[i]) / 1e9 if ok else np.nan
-        preserved[i] = ok and src_ip[i] == client[i] + client_base
-        if nodeport:
-            second[i] = ok and backend[i] >= 0 and pod_node[max(rec_pod[i], 0)] != backend[i]
-    return arrival, conn, resp, closed, preserved, second
+    """The numeric per-flow columns of the flows table that are derived from the records."""
+    ok = m.out == 1
+    node = m.backend if m.nodeport else np.full(m.F, -1)
+    return {
+        "arrival_s": m.t0 / NS,
+        "connect_latency_s": np.where(ok & (m.connect >= 0), m.connect / NS, np.nan),
+        "response_time_s": np.where(ok, m.response / NS, np.nan),
+        "closed_s": np.where(ok, (m.t0 + m.response + m.hold) / NS, np.nan),
+        "source_ip_preserved": ok & (m.src_ip == m.client + CLIENT_BASE),
+        "second_hop": (ok & (node >= 0) & (m.pod_node[np.maximum(m.rec_pod, 0)] != node))
+        if m.nodeport else np.zeros(m.F, bool),
+    }
 
 
 def flows_frame(m: Model) -> pd.DataFrame:
