@@ -45,17 +45,24 @@ _U = np.uint64
 
 # entry fields (rows of E: 16 int64, two cache lines; what a GC walk and a release read comes
 # first, in one line)
-NXT, T_EXPIRE, NODE, PRV, REPLY, ORIG, CPV, CNX, POD, T_ASSURED, T_CLOSE, FLAGS, SEQ, OBUCKET, \
-    RBUCKET, BORN = range(16)
+NXT, T_EXPIRE, NODE, PRV, REPLY, ORIG, _SPARE1, _SPARE2, POD, T_ASSURED, T_CLOSE, FLAGS, SEQ, \
+    OBUCKET, RBUCKET, BORN = range(16)
 _NE = 16
-EXPD = POD   # in a node's head row (which holds no entry)
-# Rows 0 .. nodes-1 of E are the heads of each node's circular list of held entries (NXT, PRV),
-# so that a node's GC pass and early_drop walk that node's entries only; their EXPD counts the
-# node's held entries already expired at the last gauge sample (live = count - EXPD).
-# Rows nodes .. nodes+_R-1 head a calendar ring (CNX, CPV): an entry not yet counted as expired
-# waits in the bucket of its expiry second ceil(t_expire / 1 s) mod _R, so that a gauge sample
-# visits only the entries expiring in that second instead of the whole table. CPV = -1: counted.
-_R = 4096
+# Each node files its held entries in an expiry calendar: a ring of _R one-second buckets
+# (doubly linked lists through NXT/PRV) for the seconds lo .. lo+_R-1, where bucket b holds the
+# entries with ceil(t_expire / 1 s) = b, plus a "far" list for later seconds. A GC pass then
+# visits only the expired buckets and the one or two seconds near its time; the rest of its
+# autotune mean comes from running sums over the ring (HS = sum of t_expire - lo s, HC = their
+# number): every ring entry's remaining time lies within [GC_INTERVAL_MIN, GC_INTERVAL_CLAMP]
+# except those in the first buckets, which the pass walks. A gauge sample adds a bucket's count
+# of entries not yet counted to the node's EXPD (held entries already expired: live = count -
+# EXPD), so it visits no entry. Node v's block of HD is rows v*(_R+2) + (b mod _R: the ring's
+# heads, _R: the far list's head, _R+1: the node's (lo, HS, HC, EXPD)); a head row is (next,
+# prev, entries not yet counted as expired, -), and a link value < 0 names head row -1-link.
+_R = 256
+assert _R & (_R - 1) == 0 and _R * _NS <= GC_INTERVAL_CLAMP   # ring entries never clamp high
+H_NEXT, H_PREV, H_CNT = 0, 1, 2
+N_LO, N_HS, N_HC, N_EXPD = 0, 1, 2, 3
 # pending attempts (rows of PD): between the CPU (ARRIVE) and the confirm
 PA_ARRIVE, PA_TNAT, PA_TCONF, PA_NODE, PA_POD, PA_PORT, PA_EXH, PA_ORIG, PA_REPLY, PA_ISN, \
     PA_FOLLOW = range(11)
@@ -234,42 +241,112 @@ def _bucket(key, salt, buckets):
 
 
 # -- the entry store -------------------------------------------------------------------------------
-@_hot
-def _cal_unlink(E, e):
-    p, nx = E[e, CPV], E[e, CNX]
-    E[p, CNX] = nx
-    E[nx, CPV] = p
+@nb.njit(cache=True, inline="always")
+def _head(v, b):
+    return v * (_R + 2) + (b & (_R - 1))
+
+
+@nb.njit(cache=True, inline="always")
+def _far(v):
+    return v * (_R + 2) + _R
+
+
+@nb.njit(cache=True, inline="always")
+def _nd(v):
+    """HD row of node ``v``'s calendar state (N_LO, N_HS, N_HC, N_EXPD)."""
+    return v * (_R + 2) + _R + 1
+
+
+@nb.njit(cache=True, inline="always")
+def _second(x):
+    return (x + _NS - 1) // _NS
 
 
 @_hot
-def _cal_link(E, S, Q, e, tx):
-    """Put held entry ``e`` (expiring at ``tx``) in its calendar bucket, or count it as expired
-    if its second was sampled already."""
-    sec = (tx + _NS - 1) // _NS
-    if sec <= S[S_LAST_SAMPLE]:
-        E[e, CPV] = -1
-        E[E[e, NODE], EXPD] += 1
-        return
-    head = Q[Q_NODES] + (sec & (_R - 1))
-    nx = E[head, CNX]
-    E[e, CNX], E[e, CPV] = nx, head
-    E[nx, CPV] = e
-    E[head, CNX] = e
+def _list_push(E, HD, h, e):
+    """Link entry ``e`` at the front of list ``h``."""
+    nx = HD[h, H_NEXT]
+    E[e, NXT], E[e, PRV] = nx, -1 - h
+    if nx >= 0:
+        E[nx, PRV] = e
+    else:
+        HD[-1 - nx, H_PREV] = e
+    HD[h, H_NEXT] = e
 
 
 @_hot
-def _release(E, S, free, IX, count, e):
-    if E[e, T_EXPIRE] < 0:
+def _list_drop(E, HD, e):
+    """Unlink entry ``e`` from its list."""
+    p, nx = E[e, PRV], E[e, NXT]
+    if p >= 0:
+        E[p, NXT] = nx
+    else:
+        HD[-1 - p, H_NEXT] = nx
+    if nx >= 0:
+        E[nx, PRV] = p
+    else:
+        HD[-1 - nx, H_PREV] = p
+
+
+@_hot
+def _cal_link(E, HD, S, e, v, x):
+    """File held entry ``e`` of node ``v``, expiring at ``x``, in the node's calendar."""
+    b = _second(x)
+    n = _nd(v)
+    lo = HD[n, N_LO]
+    if b >= lo + _R:
+        _list_push(E, HD, _far(v), e)
+    else:
+        h = _head(v, b)
+        _list_push(E, HD, h, e)
+        HD[n, N_HS] += x - lo * _NS
+        HD[n, N_HC] += 1
+        if b > S[S_LAST_SAMPLE]:
+            HD[h, H_CNT] += 1
+    if b <= S[S_LAST_SAMPLE]:        # its second was sampled already: expired at once
+        HD[n, N_EXPD] += 1
+
+
+@_hot
+def _cal_unlink(E, HD, S, e, v, x):
+    """Take entry ``e`` (filed at expiry ``x``) out of node ``v``'s calendar."""
+    b = _second(x)
+    n = _nd(v)
+    lo = HD[n, N_LO]
+    _list_drop(E, HD, e)
+    if b < lo + _R:
+        HD[n, N_HS] -= x - lo * _NS
+        HD[n, N_HC] -= 1
+        if b > S[S_LAST_SAMPLE]:
+            HD[_head(v, b), H_CNT] -= 1
+    if b <= S[S_LAST_SAMPLE]:
+        HD[n, N_EXPD] -= 1
+
+
+@_hot
+def _collect(E, HD, v, out):
+    """Every entry node ``v`` holds, into ``out[:m]``; returns ``m``."""
+    m = 0
+    lo = HD[_nd(v), N_LO]
+    for b in range(lo, lo + _R + 1):
+        h = _head(v, b) if b < lo + _R else _far(v)
+        e = HD[h, H_NEXT]
+        while e >= 0:
+            out[m] = e
+            m += 1
+            e = E[e, NXT]
+    return m
+
+
+@_hot
+def _release(E, HD, S, free, IX, count, e):
+    x = E[e, T_EXPIRE]
+    if x < 0:
         return
     E[e, T_EXPIRE] = -1
-    count[E[e, NODE]] -= 1
-    if E[e, CPV] < 0:
-        E[E[e, NODE], EXPD] -= 1
-    else:
-        _cal_unlink(E, e)
-    p, nx = E[e, PRV], E[e, NXT]
-    E[p, NXT] = nx
-    E[nx, PRV] = p
+    v = E[e, NODE]
+    count[v] -= 1
+    _cal_unlink(E, HD, S, e, v, x)
     S[S_USED] -= _idx_del(IX, E[e, REPLY], e)
     if E[e, ORIG] >= 0:
         S[S_USED] -= _idx_del(IX, E[e, ORIG], e)
@@ -278,7 +355,7 @@ def _release(E, S, free, IX, count, e):
 
 
 @_hot
-def _add(E, S, free, IX, count, K, Q, orig, reply, node, pod, flow, t_confirm, t_assured,
+def _add(E, HD, S, free, IX, count, K, Q, orig, reply, node, pod, flow, t_confirm, t_assured,
          t_close, t_expire, flags, seq):
     if S[S_NFREE] > 0:
         S[S_NFREE] -= 1
@@ -290,16 +367,12 @@ def _add(E, S, free, IX, count, K, Q, orig, reply, node, pod, flow, t_confirm, t
     E[e, ORIG], E[e, REPLY], E[e, NODE], E[e, POD] = orig, reply, node, pod
     E[e, T_ASSURED], E[e, T_CLOSE], E[e, T_EXPIRE] = t_assured, t_close, t_expire
     E[e, FLAGS], E[e, SEQ] = flags, seq
-    _cal_link(E, S, Q, e, t_expire)
+    _cal_link(E, HD, S, e, node, t_expire)
     E[e, OBUCKET] = _bucket(orig, salt, buckets) if orig >= 0 else -1
     E[e, RBUCKET] = _bucket(reply, salt, buckets)
     E[e, BORN] = S[S_BORN]
     S[S_BORN] += 1
     count[node] += 1
-    nx = E[node, NXT]
-    E[e, NXT], E[e, PRV] = nx, node
-    E[nx, PRV] = e
-    E[node, NXT] = e
     S[S_USED] += _idx_put(IX, reply, e)
     if orig >= 0:
         S[S_USED] += _idx_put(IX, orig, e)
@@ -307,13 +380,13 @@ def _add(E, S, free, IX, count, K, Q, orig, reply, node, pod, flow, t_confirm, t
 
 
 @_hot
-def _live_eid(E, S, free, IX, count, key, t):
+def _live_eid(E, HD, S, free, IX, count, key, t):
     """Entry held under ``key`` and live at ``t``, or -1; an expired one met is freed."""
     e = _idx_get(IX, key)
     if e < 0:
         return -1
     if E[e, T_EXPIRE] <= t:
-        _release(E, S, free, IX, count, e)
+        _release(E, HD, S, free, IX, count, e)
         return -1
     return e
 
@@ -344,38 +417,103 @@ def _sift(key, val, root, end):
 
 
 @_hot
-def _early_drop(E, S, free, IX, count, K, Q, SK, node, new_orig, t):
+def _early_drop(E, HD, S, free, IX, count, K, Q, SK, node, new_orig, t):
     """``conntrack._EntryStore.early_drop``: 8 buckets from the new tuple's, non-ASSURED only."""
     buckets = Q[Q_BUCKETS]
     b0 = _bucket(new_orig, K[K_CT_SALT], buckets)
     cnt = 0
-    e = E[node, NXT]
-    while e != node:
+    for j in range(_collect(E, HD, node, SK)):
+        e = SK[j]
         ob, rb = E[e, OBUCKET], E[e, RBUCKET]
         if (ob >= 0 and (ob - b0) % buckets < EVICTION_RANGE) or (rb - b0) % buckets < EVICTION_RANGE:
             SK[cnt] = e
             cnt += 1
-        e = E[e, NXT]
     for i in range(EVICTION_RANGE):
         b = (b0 + i) % buckets
         for j in range(cnt):            # expired entries in this bucket's chains are freed
             e = SK[j]
             if E[e, T_EXPIRE] >= 0 and (E[e, OBUCKET] == b or E[e, RBUCKET] == b) and E[e, T_EXPIRE] <= t:
-                _release(E, S, free, IX, count, e)
+                _release(E, HD, S, free, IX, count, e)
         killed = 0
         for j in range(cnt):
             e = SK[j]
             if (E[e, T_EXPIRE] >= 0 and (E[e, OBUCKET] == b or E[e, RBUCKET] == b)
                     and E[e, T_EXPIRE] > t and E[e, T_ASSURED] > t):
-                _release(E, S, free, IX, count, e)
+                _release(E, HD, S, free, IX, count, e)
                 killed += 1
         if killed:
             return killed
     return 0
 
 
+@nb.njit(cache=True, inline="always")
+def _clamped(d):
+    return min(max(d, GC_INTERVAL_MIN), GC_INTERVAL_CLAMP)
+
+
 @_hot
-def _gc_pass(E, S, free, IX, count, Q, t, due, flag, W, SK, SE):
+def _gc_sweep(E, HD, S, free, IX, count, v, t):
+    """Free node ``v``'s expired entries and advance its calendar to ``t``'s second; returns
+    (total, seen) of ``gc_pass``'s mean: the sum of the clamped remaining times of the entries
+    left, and their number. Visits the expired buckets, the far list and the buckets within
+    GC_INTERVAL_MIN of ``t`` only (see the calendar note at the top)."""
+    n = _nd(v)
+    lo = HD[n, N_LO]
+    bt = _second(t)
+    for b in range(lo, min(bt, lo + _R)):       # wholly expired seconds
+        h = _head(v, b)
+        e = HD[h, H_NEXT]
+        while e >= 0:
+            nx = E[e, NXT]
+            _release(E, HD, S, free, IX, count, e)
+            e = nx
+    if bt < lo + _R:                             # t's own second: its expired part
+        h = _head(v, bt)
+        e = HD[h, H_NEXT]
+        while e >= 0:
+            nx = E[e, NXT]
+            if E[e, T_EXPIRE] <= t:
+                _release(E, HD, S, free, IX, count, e)
+            e = nx
+    total, seen = 0, 0
+    h = _far(v)
+    e = HD[h, H_NEXT]
+    while e >= 0:
+        nx = E[e, NXT]
+        x = E[e, T_EXPIRE]
+        b = _second(x)
+        if x <= t:
+            _release(E, HD, S, free, IX, count, e)
+        elif b < bt + _R:                        # within the ring from now on: move it there
+            _list_drop(E, HD, e)                 # (its slot's old second, b - _R < bt, is empty)
+            hb = _head(v, b)
+            _list_push(E, HD, hb, e)
+            HD[n, N_HS] += x - lo * _NS
+            HD[n, N_HC] += 1
+            if b > S[S_LAST_SAMPLE]:
+                HD[hb, H_CNT] += 1
+        else:
+            total += _clamped(x - t)
+            seen += 1
+        e = nx
+    # the ring now holds seconds >= bt only: re-anchor it there
+    HD[n, N_HS] -= HD[n, N_HC] * ((bt - lo) * _NS)
+    HD[n, N_LO] = bt
+    # ring entries: remaining x - t < _R s <= CLAMP, so clamped = x - t except below MIN
+    total += HD[n, N_HS] + HD[n, N_HC] * (bt * _NS - t)
+    seen += HD[n, N_HC]
+    for b in range(bt, min(_second(t + GC_INTERVAL_MIN), bt + _R - 1) + 1):
+        h = _head(v, b)
+        e = HD[h, H_NEXT]
+        while e >= 0:
+            d = E[e, T_EXPIRE] - t
+            total += _clamped(d) - d
+            e = E[e, NXT]
+    return total, seen
+
+
+@_hot
+def _gc_pass(E, HD, S, free, IX, count, Q, t, due, flag, W, SK, SE):
     """``conntrack._EntryStore.gc_pass`` over the nodes with ``due``: frees expired entries,
     kills early on flagged nodes at >= 95 % (bucket order, newest first). Leaves the kills in
     ``W[0]`` and the autotuned delay to the next pass in ``W[1]``."""
@@ -389,31 +527,26 @@ def _gc_pass(E, S, free, IX, count, Q, t, due, flag, W, SK, SE):
         if not due[v]:
             continue
         early = flag[v] and count[v] >= limit95
-        total = 0
-        seen = 0
-        e = E[v, NXT]
-        while e != v:
-            nx = E[e, NXT]
-            x = E[e, T_EXPIRE]
-            if x > t:
-                total += min(max(x - t, GC_INTERVAL_MIN), GC_INTERVAL_CLAMP)
-                seen += 1
-            elif not early:              # no early drop: free expired entries on the way
-                _release(E, S, free, IX, count, e)
-            e = nx
+        if not early:
+            total, seen = _gc_sweep(E, HD, S, free, IX, count, v, t)
+        else:                            # rare: walk every entry, free nothing yet
+            total, seen = 0, 0
+            m = _collect(E, HD, v, SK)
+            for j in range(m):
+                x = E[SK[j], T_EXPIRE]
+                if x > t:
+                    total += _clamped(x - t)
+                    seen += 1
         mean = (GC_INITIAL_COUNT * GC_INTERVAL_INIT + total) // (GC_INITIAL_COUNT + seen)
         next_run[v] = min(max(mean, GC_INTERVAL_MIN), GC_INTERVAL_MAX)
         if not early:
             continue
-        m = 0
-        e = E[v, NXT]
-        while e != v:
+        m = _collect(E, HD, v, SE)
+        for j in range(m):
+            e = SE[j]
             ob, rb = E[e, OBUCKET], E[e, RBUCKET]
             first = min(ob, rb) if ob >= 0 else rb
-            SK[m] = (first << 32) | (0xFFFFFFFF - E[e, BORN])
-            SE[m] = e
-            m += 1
-            e = E[e, NXT]
+            SK[j] = (first << 32) | (0xFFFFFFFF - E[e, BORN])
         _sort_pairs(SK, SE, m)
         freed_before = 0
         k = 0
@@ -435,14 +568,12 @@ def _gc_pass(E, S, free, IX, count, Q, t, due, flag, W, SK, SE):
         killed[v] = k
     for v in range(nodes):
         if due[v] and flag[v] and count[v] >= limit95:   # the early-drop nodes: still >= 95 %
-            e = E[v, NXT]
-            while e != v:
-                nx = E[e, NXT]
+            for j in range(_collect(E, HD, v, SK)):
+                e = SK[j]
                 if E[e, T_EXPIRE] <= t:
-                    _release(E, S, free, IX, count, e)
-                e = nx
+                    _release(E, HD, S, free, IX, count, e)
     for j in range(nv):
-        _release(E, S, free, IX, count, SE[cap - 1 - j])
+        _release(E, HD, S, free, IX, count, SE[cap - 1 - j])
 
 
 # -- the event heap: rows (t, order, payload); order = kind << 48 | flow << 8 | attempt ranks
@@ -511,7 +642,7 @@ def _port_range(Q, sport):
 
 
 @_hot
-def _select_port(E, S, free, IX, count, K, Q, rover, t, node, pod, sport, flow, attempt, isn):
+def _select_port(E, HD, S, free, IX, count, K, Q, rover, t, node, pod, sport, flow, attempt, isn):
     """Returns (port, exhausted, found); frees expired entries met, evicts as the kernel does."""
     found = 0
     base = (node << 36) | (pod << 16)
@@ -521,12 +652,12 @@ def _select_port(E, S, free, IX, count, K, Q, rover, t, node, pod, sport, flow, 
             if Q[Q_LO] <= sport <= Q[Q_HI]:
                 if size == 1:
                     return sport, False, found
-                e = _live_eid(E, S, free, IX, count, base | sport, t)
+                e = _live_eid(E, HD, S, free, IX, count, base | sport, t)
                 if e < 0:
                     return sport, False, found
                 found += 1
         else:
-            e = _live_eid(E, S, free, IX, count, base | sport, t)
+            e = _live_eid(E, HD, S, free, IX, count, base | sport, t)
             if e < 0:
                 return sport, False, found
             found += 1
@@ -542,7 +673,7 @@ def _select_port(E, S, free, IX, count, K, Q, rover, t, node, pod, sport, flow, 
             port = mn + off % size
             i += 1
             if i != size:
-                e = _live_eid(E, S, free, IX, count, base | port, t)
+                e = _live_eid(E, HD, S, free, IX, count, base | port, t)
                 if e >= 0:
                     found += 1
                     off = (off + 1) & 0xFFFF
@@ -561,7 +692,7 @@ def _select_port(E, S, free, IX, count, K, Q, rover, t, node, pod, sport, flow, 
         off = np.int64(_bits(K[K_NAT], flow, attempt, r) >> _U(48))
         for i in range(attempts):
             port = mn + off % size
-            e = _live_eid(E, S, free, IX, count, base | port, t)
+            e = _live_eid(E, HD, S, free, IX, count, base | port, t)
             if e < 0:
                 return port, False, found
             found += 1
@@ -570,7 +701,7 @@ def _select_port(E, S, free, IX, count, K, Q, rover, t, node, pod, sport, flow, 
                 d = (isn + 1 - E[e, SEQ]) & 0xFFFFFFFF
                 if ((fl & F_TCP) != 0 and t >= E[e, T_CLOSE] and (fl & F_SNAT) != 0
                         and (fl & F_NAT_CLASH) == 0 and 0 < d < (1 << 31)):
-                    _release(E, S, free, IX, count, e)
+                    _release(E, HD, S, free, IX, count, e)
                     return port, False, found
             off = (off + 1) & 0xFFFF
         if attempts >= size or attempts < 16:
@@ -631,7 +762,7 @@ def _endpoint(Q, ep_ptr, ep_list, cdf, flow_pod, node, u, flow):
 
 
 @_hot
-def _tick(E, S, free, IX, count, Q, C, gc_next, gc_flag, G_t, G_count, G_live, SG, due,
+def _tick(E, HD, S, free, IX, count, Q, C, gc_next, gc_flag, G_t, G_count, G_live, SG, due,
           W, SK, SE, t):
     """``Model.tick``: the GC passes due at ``t``, then the gauges if due."""
     nodes = Q[Q_NODES]
@@ -640,7 +771,7 @@ def _tick(E, S, free, IX, count, Q, C, gc_next, gc_flag, G_t, G_count, G_live, S
         due[v] = gc_next[v] <= t
         anydue |= due[v]
     if anydue:
-        _gc_pass(E, S, free, IX, count, Q, t, due, gc_flag, W, SK, SE)
+        _gc_pass(E, HD, S, free, IX, count, Q, t, due, gc_flag, W, SK, SE)
         for v in range(nodes):
             C[C_GC_EARLY, v] += W[0, v]
             if due[v]:
@@ -652,19 +783,23 @@ def _tick(E, S, free, IX, count, Q, C, gc_next, gc_flag, G_t, G_count, G_live, S
         G_t[g] = t
         n = S[S_SIZE]
         sec = t // _NS                   # samples fall on whole seconds
-        head = nodes + (sec & (_R - 1))
-        e = E[head, CNX]
-        while e != head:                 # the entries whose expiry second this is
-            nx = E[e, CNX]
-            if (E[e, T_EXPIRE] + _NS - 1) // _NS == sec:
-                _cal_unlink(E, e)
-                E[e, CPV] = -1
-                E[E[e, NODE], EXPD] += 1
-            e = nx
+        for v in range(nodes):           # count the entries whose expiry second this is
+            nd = _nd(v)
+            lo = HD[nd, N_LO]
+            if lo <= sec < lo + _R:
+                h = _head(v, sec)
+                HD[nd, N_EXPD] += HD[h, H_CNT]
+                HD[h, H_CNT] = 0
+            elif sec >= lo + _R:         # a node whose calendar lags (no GC sweep for long)
+                e = HD[_far(v), H_NEXT]
+                while e >= 0:
+                    if _second(E[e, T_EXPIRE]) == sec:
+                        HD[nd, N_EXPD] += 1
+                    e = E[e, NXT]
         S[S_LAST_SAMPLE] = sec
         for v in range(nodes):
             G_count[g, v] = count[v]
-            G_live[g, v] = count[v] - E[v, EXPD]
+            G_live[g, v] = count[v] - HD[_nd(v), N_EXPD]
         S[S_NGAUGE] += 1
         if Q[Q_FULL]:
             m = 0
@@ -691,7 +826,7 @@ def _tick(E, S, free, IX, count, Q, C, gc_next, gc_flag, G_t, G_count, G_live, S
 
 
 @_hot
-def _serve_nodeport(E, S, free, IX, count, K, Q, C, worker_free, pod_node, service, hold, t0,
+def _serve_nodeport(E, HD, S, free, IX, count, K, Q, C, worker_free, pod_node, service, hold, t0,
                     client, out, attempts_rec, rec_pod, rec_port, connect, response, src_ip,
                     flow, attempt, t, node, pod, port, orig, reply, isn, adopt, nat_clash):
     tcp = Q[Q_TCP]
@@ -723,9 +858,9 @@ def _serve_nodeport(E, S, free, IX, count, K, Q, C, worker_free, pod_node, servi
     S[S_RESOLVED] += 1
     if adopt >= 0:
         if t_expire > E[adopt, T_EXPIRE]:
+            _cal_unlink(E, HD, S, adopt, node, E[adopt, T_EXPIRE])
             E[adopt, T_EXPIRE] = t_expire
-            _cal_unlink(E, adopt)            # live, so not counted yet: move it
-            _cal_link(E, S, Q, adopt, t_expire)
+            _cal_link(E, HD, S, adopt, node, t_expire)
         return
     flags = (F_TCP if tcp else 0) | (F_SNAT if Q[Q_SNAT] else 0)
     if nat_clash:
@@ -734,7 +869,7 @@ def _serve_nodeport(E, S, free, IX, count, K, Q, C, worker_free, pod_node, servi
     if Q[Q_LEGACY]:
         C[C_INSERT, node] += 1
     C[C_INSERTED, node] += 1
-    _add(E, S, free, IX, count, K, Q, -1 if nat_clash else orig, reply, node, pod, flow, t,
+    _add(E, HD, S, free, IX, count, K, Q, -1 if nat_clash else orig, reply, node, pod, flow, t,
          t_assured, t_close, t_expire, flags, (isn + 2) & 0xFFFFFFFF)
 
 
@@ -742,27 +877,10 @@ _AHEAD = 16   # flows ahead whose index slots are prefetched (see prefetch)
 
 
 @_hot
-def _lookahead(Q, K, IX, backend, client, sport_of, flow_pod, ep_ptr, ep_list, cdf, g):
-    """Prefetch the index slots flow ``g``'s first attempt will probe: its ORIGINAL tuple (is it
-    in use?) and, under random-fully SNAT, the first port ``select_port`` will try."""
-    slots = IX.size >> 1
-    node = backend[g]
-    sp = sport_of[g]
-    orig = (1 << 62) | (node << 40) | (client[g] << 16) | sp
-    prefetch(IX, 2 * _home(orig, slots))
-    if Q[Q_SNAT] and Q[Q_RANDOM_ALL] and not Q[Q_LEGACY]:
-        pod = _endpoint(Q, ep_ptr, ep_list, cdf, flow_pod, node, _uniform(K[K_ENDPOINT], g, 0, 0), g)
-        if pod >= 0:
-            mn, size = _port_range(Q, sp)
-            port = mn + np.int64(_bits(K[K_NAT], g, 0, 0) >> _U(48)) % size
-            prefetch(IX, 2 * _home((node << 36) | (pod << 16) | port, slots))
-
-
-@_hot
 def _advance(T1, S, Q, K, pt, gaps, backend, sport_of, client,
              service, hold, t0, flow_pod, pod_node, ep_ptr, ep_list, cdf, out, cause_rec,
              attempts_rec, rec_pod, rec_port, connect, response, src_ip, count, unconfirmed, rover,
-             cpu_free, gc_next, gc_flag, C, worker_free, E, free, IX, H, PD, pfree, D,
+             cpu_free, gc_next, gc_flag, C, worker_free, E, HD, free, IX, H, PD, pfree, D,
              cause_count, G_t, G_count, G_live, SG, due, W, SK, SE):
     """Process events (and ticks) before ``T1``; returns _DONE, _PAUSE (reached ``T1``) or _ROOM
     (an array must grow before the next step)."""
@@ -792,7 +910,7 @@ def _advance(T1, S, Q, K, pt, gaps, backend, sport_of, client,
                 return _PAUSE
             if S[S_NGAUGE] >= G_t.size or (Q[Q_FULL] and S[S_NSNAT] + S[S_SIZE] > SG.shape[0]):
                 return _ROOM
-            _tick(E, S, free, IX, count, Q, C, gc_next, gc_flag, G_t, G_count, G_live, SG,
+            _tick(E, HD, S, free, IX, count, Q, C, gc_next, gc_flag, G_t, G_count, G_live, SG,
                   due, W, SK, SE, nt)
             continue
         if t >= T1:
@@ -805,8 +923,21 @@ def _advance(T1, S, Q, K, pt, gaps, backend, sport_of, client,
         else:
             S[S_NEXT_NEW] = nn + 1
             if nodeport and nn + _AHEAD < F:
-                _lookahead(Q, K, IX, backend, client, sport_of, flow_pod, ep_ptr, ep_list, cdf,
-                           nn + _AHEAD)
+                # prefetch the index slots flow g's first attempt will probe: its ORIGINAL
+                # tuple and, under random-fully SNAT, the first port select_port tries. (Written
+                # out here: a call passing arrays costs a few hundred cycles of arguments.)
+                g = nn + _AHEAD
+                slots = IX.size >> 1
+                gnode = backend[g]
+                gsp = sport_of[g]
+                prefetch(IX, 2 * _home((1 << 62) | (gnode << 40) | (client[g] << 16) | gsp, slots))
+                if Q[Q_SNAT] and Q[Q_RANDOM_ALL] and not Q[Q_LEGACY]:
+                    gpod = _endpoint(Q, ep_ptr, ep_list, cdf, flow_pod, gnode,
+                                     _uniform(K[K_ENDPOINT], g, 0, 0), g)
+                    if gpod >= 0:
+                        mn, size = _port_range(Q, gsp)
+                        port = mn + np.int64(_bits(K[K_NAT], g, 0, 0) >> _U(48)) % size
+                        prefetch(IX, 2 * _home((gnode << 36) | (gpod << 16) | port, slots))
         if kind == ARRIVE:
             if not nodeport:
                 pod = backend[f]
@@ -855,12 +986,12 @@ def _advance(T1, S, Q, K, pt, gaps, backend, sport_of, client,
             isn = np.int64(_bits(ekeys[K_ISN], f, k, 0) >> _U(32))
             follow = -1
             dropped = False
-            e = _live_eid(E, S, free, IX, count, orig, t)
+            e = _live_eid(E, HD, S, free, IX, count, orig, t)
             if e >= 0:
                 if not tcp:
                     follow = e
                 elif t >= E[e, T_CLOSE]:
-                    _release(E, S, free, IX, count, e)
+                    _release(E, HD, S, free, IX, count, e)
                 else:
                     nxt = _fail(S, Q, gaps, D, cause_count, out, cause_rec, attempts_rec, f, k,
                                 arrive, t, TUPLE_IN_USE, node)
@@ -873,7 +1004,7 @@ def _advance(T1, S, Q, K, pt, gaps, backend, sport_of, client,
                 pending = True
             elif not dropped:
                 if count[node] + unconfirmed[node] + 1 > Q[Q_CTMAX]:
-                    killed = _early_drop(E, S, free, IX, count, K, Q, SK, node, orig, t)
+                    killed = _early_drop(E, HD, S, free, IX, count, K, Q, SK, node, orig, t)
                     if killed == 0:
                         C[C_DROP, node] += 1
                         gc_flag[node] = True
@@ -895,7 +1026,7 @@ def _advance(T1, S, Q, K, pt, gaps, backend, sport_of, client,
                             port, exhausted = sp, False
                         else:
                             port, exhausted, found = _select_port(
-                                E, S, free, IX, count, K, Q, rover, t, node, pod, sp, f, k,
+                                E, HD, S, free, IX, count, K, Q, rover, t, node, pod, sp, f, k,
                                 isn)
                             C[C_FOUND, node] += found
                         unconfirmed[node] += 1
@@ -916,9 +1047,9 @@ def _advance(T1, S, Q, K, pt, gaps, backend, sport_of, client,
             orig, reply, isn = PD[ps, PA_ORIG], PD[ps, PA_REPLY], PD[ps, PA_ISN]
             done = False
             if PD[ps, PA_FOLLOW]:
-                e = _live_eid(E, S, free, IX, count, orig, t)
+                e = _live_eid(E, HD, S, free, IX, count, orig, t)
                 if e >= 0:
-                    _serve_nodeport(E, S, free, IX, count, K, Q, C, worker_free, pod_node,
+                    _serve_nodeport(E, HD, S, free, IX, count, K, Q, C, worker_free, pod_node,
                                     service, hold, t0, client, out, attempts_rec, rec_pod,
                                     rec_port, connect, response, src_ip, f, k, t, node, pod, port,
                                     orig, reply, isn, e, False)
@@ -927,8 +1058,8 @@ def _advance(T1, S, Q, K, pt, gaps, backend, sport_of, client,
                     unconfirmed[node] += 1
             if not done:
                 unconfirmed[node] -= 1
-                e_orig = _live_eid(E, S, free, IX, count, orig, t)
-                e_reply = _live_eid(E, S, free, IX, count, reply, t)
+                e_orig = _live_eid(E, HD, S, free, IX, count, orig, t)
+                e_reply = _live_eid(E, HD, S, free, IX, count, reply, t)
                 adopt, clash = -2, False
                 if e_orig < 0 and e_reply < 0:
                     adopt = -1
@@ -940,7 +1071,7 @@ def _advance(T1, S, Q, K, pt, gaps, backend, sport_of, client,
                         C[C_CLASH, node] += 1
                         adopt, clash = -1, True
                 if adopt >= -1:
-                    _serve_nodeport(E, S, free, IX, count, K, Q, C, worker_free, pod_node,
+                    _serve_nodeport(E, HD, S, free, IX, count, K, Q, C, worker_free, pod_node,
                                     service, hold, t0, client, out, attempts_rec, rec_pod,
                                     rec_port, connect, response, src_ip, f, k, t, node, pod, port,
                                     orig, reply, isn, adopt, clash)
@@ -957,6 +1088,15 @@ def _advance(T1, S, Q, K, pt, gaps, backend, sport_of, client,
 
 
 # -- the driver ------------------------------------------------------------------------------------
+def _calendar_heads(nodes: int) -> np.ndarray:
+    """HD for ``nodes`` nodes: every list empty (a head links to itself), every count 0."""
+    HD = np.zeros((nodes * (_R + 2), 4), np.int64)
+    heads = np.arange(HD.shape[0])
+    HD[:, H_NEXT] = HD[:, H_PREV] = -1 - heads
+    HD[np.arange(nodes) * (_R + 2) + _R + 1, :] = 0   # the node rows: lo = 0, sums 0
+    return HD
+
+
 class _State:
     """All arrays of one run, in the order :func:`_advance` takes them."""
 
@@ -1012,8 +1152,8 @@ class _State:
             gc_next=gc_next, gc_flag=np.zeros(nodes, np.bool_),
             C=np.zeros((len(COUNTERS), nodes), np.int64), worker_free=m.worker_free,
             cause_count=m.cause_count, due=np.zeros(nodes, np.bool_),
-            W=np.zeros((2, nodes), np.int64))
-        cap = 1024 + nodes + _R
+            W=np.zeros((2, nodes), np.int64), HD=_calendar_heads(nodes))
+        cap = 1024
         self.grow = dict(
             E=np.zeros((cap, _NE), np.int64), SK=np.zeros(cap, np.int64), SE=np.zeros(cap, np.int64),
             free=np.zeros(cap, np.int64),
@@ -1023,13 +1163,7 @@ class _State:
             G_live=np.zeros((64, nodes), np.int64),
             SG=np.zeros((cap if m.full_records else 1, 3), np.int64))
         self.IX = np.full(2 * 3 * cap, -1, np.int64)
-        # list heads: rows 0 .. nodes-1 of E, never held
-        E = self.grow["E"]
-        E[:nodes, NXT] = E[:nodes, PRV] = np.arange(nodes)
-        E[:, T_EXPIRE] = -1                  # T_EXPIRE -1: the row holds no entry
-        cal = nodes + np.arange(_R)
-        E[cal, CNX] = E[cal, CPV] = cal
-        self.S[S_SIZE] = nodes + _R
+        self.grow["E"][:, T_EXPIRE] = -1     # T_EXPIRE -1: the row holds no entry
 
     def advance(self, T1: int) -> int:
         f, g = self.fixed, self.grow
@@ -1038,7 +1172,7 @@ class _State:
             f["t0"], f["flow_pod"], f["pod_node"], f["ep_ptr"], f["ep_list"], f["cdf"], f["out"],
             f["cause_rec"], f["attempts_rec"], f["rec_pod"], f["rec_port"], f["connect"],
             f["response"], f["src_ip"], f["count"], f["unconfirmed"], f["rover"], f["cpu_free"],
-            f["gc_next"], f["gc_flag"], f["C"], f["worker_free"], g["E"],
+            f["gc_next"], f["gc_flag"], f["C"], f["worker_free"], g["E"], f["HD"],
             g["free"], self.IX, g["H"], g["PD"], g["pfree"], g["D"], f["cause_count"], g["G_t"],
             g["G_count"], g["G_live"], g["SG"], f["due"], f["W"], g["SK"], g["SE"])
 
