@@ -91,6 +91,7 @@ CONFIRM, NAT, ARRIVE = 1, 2, 3
 OK, FAILED = 1, 2
 PORT_EXHAUSTION, INSERT_RACE, TABLE_FULL, NO_LOCAL_ENDPOINT, TUPLE_IN_USE = 1, 2, 3, 4, 5
 _DONE, _PAUSE, _ROOM = 0, 1, 2
+_AHEAD = 16   # how far ahead index slots are prefetched (flows; releases in a GC sweep)
 # flags
 F_TCP, F_SNAT, F_NAT_CLASH = 1, 2, 4
 NODE_BASE = 167772160 + 1   # tuples.NODE_BASE + 1
@@ -235,6 +236,18 @@ def rebuild_index(E, size, slots):
 
 
 @nb.njit(cache=True, inline="always")
+def _prefetch_slot(IX, key, neighbours):
+    """Prefetch ``key``'s home slot, and with ``neighbours`` the slots either side of it (a
+    delete reads both: a slot may start a new cache line)."""
+    slots = IX.size >> 1
+    s = _home(key, slots)
+    prefetch(IX, 2 * s)
+    if neighbours:
+        prefetch(IX, 2 * (s + 1 if s + 1 < slots else 0))
+        prefetch(IX, 2 * (s - 1 if s > 0 else slots - 1))
+
+
+@nb.njit(cache=True, inline="always")
 def _bucket(key, salt, buckets):
     h = mix64(_U(key) ^ salt) >> _U(32)
     return np.int64((h * _U(buckets)) >> _U(32))
@@ -355,31 +368,6 @@ def _release(E, HD, S, free, IX, count, e):
 
 
 @_hot
-def _add(E, HD, S, free, IX, count, K, Q, orig, reply, node, pod, flow, t_confirm, t_assured,
-         t_close, t_expire, flags, seq):
-    if S[S_NFREE] > 0:
-        S[S_NFREE] -= 1
-        e = free[S[S_NFREE]]
-    else:
-        e = S[S_SIZE]
-        S[S_SIZE] += 1
-    salt, buckets = K[K_CT_SALT], Q[Q_BUCKETS]
-    E[e, ORIG], E[e, REPLY], E[e, NODE], E[e, POD] = orig, reply, node, pod
-    E[e, T_ASSURED], E[e, T_CLOSE], E[e, T_EXPIRE] = t_assured, t_close, t_expire
-    E[e, FLAGS], E[e, SEQ] = flags, seq
-    _cal_link(E, HD, S, e, node, t_expire)
-    E[e, OBUCKET] = _bucket(orig, salt, buckets) if orig >= 0 else -1
-    E[e, RBUCKET] = _bucket(reply, salt, buckets)
-    E[e, BORN] = S[S_BORN]
-    S[S_BORN] += 1
-    count[node] += 1
-    S[S_USED] += _idx_put(IX, reply, e)
-    if orig >= 0:
-        S[S_USED] += _idx_put(IX, orig, e)
-    return e
-
-
-@_hot
 def _live_eid(E, HD, S, free, IX, count, key, t):
     """Entry held under ``key`` and live at ``t``, or -1; an expired one met is freed."""
     e = _idx_get(IX, key)
@@ -452,7 +440,7 @@ def _clamped(d):
 
 
 @_hot
-def _gc_sweep(E, HD, S, free, IX, count, v, t):
+def _gc_sweep(E, HD, S, free, IX, count, v, t, SK, CUR):
     """Free node ``v``'s expired entries and advance its calendar to ``t``'s second; returns
     (total, seen) of ``gc_pass``'s mean: the sum of the clamped remaining times of the entries
     left, and their number. Visits the expired buckets, the far list and the buckets within
@@ -460,21 +448,37 @@ def _gc_sweep(E, HD, S, free, IX, count, v, t):
     n = _nd(v)
     lo = HD[n, N_LO]
     bt = _second(t)
-    for b in range(lo, min(bt, lo + _R)):       # wholly expired seconds
-        h = _head(v, b)
-        e = HD[h, H_NEXT]
-        while e >= 0:
+    # The seconds lo .. bt-1 are wholly expired, bt partly. Their lists are chased side by side
+    # (one step of each in turn: independent loads overlap, where one chain's are serial),
+    # into SK[:m]; then the releases, with the index slots they will probe prefetched ahead.
+    chains = 0
+    for b in range(lo, min(bt, lo + _R - 1) + 1):
+        e = HD[_head(v, b), H_NEXT]
+        if e >= 0:
+            CUR[chains] = e
+            chains += 1
+    m = 0
+    while chains > 0:
+        k = 0
+        for j in range(chains):
+            e = CUR[j]
+            SK[m] = e
+            m += 1
             nx = E[e, NXT]
-            _release(E, HD, S, free, IX, count, e)
-            e = nx
-    if bt < lo + _R:                             # t's own second: its expired part
-        h = _head(v, bt)
-        e = HD[h, H_NEXT]
-        while e >= 0:
-            nx = E[e, NXT]
+            if nx >= 0:
+                CUR[k] = nx
+                k += 1
+        chains = k
+    for i in range(m + _AHEAD):
+        if i < m:
+            e = SK[i]
+            _prefetch_slot(IX, E[e, REPLY], True)
+            if E[e, ORIG] >= 0:
+                _prefetch_slot(IX, E[e, ORIG], True)
+        if i >= _AHEAD:
+            e = SK[i - _AHEAD]
             if E[e, T_EXPIRE] <= t:
                 _release(E, HD, S, free, IX, count, e)
-            e = nx
     total, seen = 0, 0
     h = _far(v)
     e = HD[h, H_NEXT]
@@ -528,7 +532,7 @@ def _gc_pass(E, HD, S, free, IX, count, Q, t, due, flag, W, SK, SE):
             continue
         early = flag[v] and count[v] >= limit95
         if not early:
-            total, seen = _gc_sweep(E, HD, S, free, IX, count, v, t)
+            total, seen = _gc_sweep(E, HD, S, free, IX, count, v, t, SK, W[2])
         else:                            # rare: walk every entry, free nothing yet
             total, seen = 0, 0
             m = _collect(E, HD, v, SK)
@@ -826,57 +830,6 @@ def _tick(E, HD, S, free, IX, count, Q, C, gc_next, gc_flag, G_t, G_count, G_liv
 
 
 @_hot
-def _serve_nodeport(E, HD, S, free, IX, count, K, Q, C, worker_free, pod_node, service, hold, t0,
-                    client, out, attempts_rec, rec_pod, rec_port, connect, response, src_ip,
-                    flow, attempt, t, node, pod, port, orig, reply, isn, adopt, nat_clash):
-    tcp = Q[Q_TCP]
-    hop = 0 if pod_node[pod] == node else Q[Q_DHOP]
-    d_in = Q[Q_DIN]
-    q = t + 3 * hop + 2 * d_in if tcp else t + hop
-    finish = _serve(worker_free, pod, q, service[flow])
-    resp = finish + hop + d_in
-    if tcp:
-        synack = t + 2 * hop + d_in
-        t_assured = synack + d_in
-        t_close = resp + hold[flow] + d_in
-        t_expire = t_close + Q[Q_TW]
-        conn = synack - t0[flow]
-    else:
-        t_rep = finish + hop
-        t_close = t_rep + hold[flow]
-        stream = hold[flow] > 0 and t_close - t > 2 * _NS
-        t_assured = max(t_rep, t + 2 * _NS) if stream else _NEVER
-        t_expire = t_close + (Q[Q_UDP_STREAM] if stream else Q[Q_UDP])
-        conn = -1
-    out[flow] = OK
-    attempts_rec[flow] = attempt + 1
-    rec_pod[flow] = pod
-    rec_port[flow] = port if Q[Q_SNAT] else -1
-    connect[flow] = conn
-    response[flow] = resp - t0[flow]
-    src_ip[flow] = NODE_BASE + node if Q[Q_SNAT] else CLIENT_BASE + client[flow]
-    S[S_RESOLVED] += 1
-    if adopt >= 0:
-        if t_expire > E[adopt, T_EXPIRE]:
-            _cal_unlink(E, HD, S, adopt, node, E[adopt, T_EXPIRE])
-            E[adopt, T_EXPIRE] = t_expire
-            _cal_link(E, HD, S, adopt, node, t_expire)
-        return
-    flags = (F_TCP if tcp else 0) | (F_SNAT if Q[Q_SNAT] else 0)
-    if nat_clash:
-        flags |= F_NAT_CLASH
-        t_expire, t_assured = t + _NS, _NEVER
-    if Q[Q_LEGACY]:
-        C[C_INSERT, node] += 1
-    C[C_INSERTED, node] += 1
-    _add(E, HD, S, free, IX, count, K, Q, -1 if nat_clash else orig, reply, node, pod, flow, t,
-         t_assured, t_close, t_expire, flags, (isn + 2) & 0xFFFFFFFF)
-
-
-_AHEAD = 16   # flows ahead whose index slots are prefetched (see prefetch)
-
-
-@_hot
 def _advance(T1, S, Q, K, pt, gaps, backend, sport_of, client,
              service, hold, t0, flow_pod, pod_node, ep_ptr, ep_list, cdf, out, cause_rec,
              attempts_rec, rec_pod, rec_port, connect, response, src_ip, count, unconfirmed, rover,
@@ -927,17 +880,16 @@ def _advance(T1, S, Q, K, pt, gaps, backend, sport_of, client,
                 # tuple and, under random-fully SNAT, the first port select_port tries. (Written
                 # out here: a call passing arrays costs a few hundred cycles of arguments.)
                 g = nn + _AHEAD
-                slots = IX.size >> 1
                 gnode = backend[g]
                 gsp = sport_of[g]
-                prefetch(IX, 2 * _home((1 << 62) | (gnode << 40) | (client[g] << 16) | gsp, slots))
+                _prefetch_slot(IX, (1 << 62) | (gnode << 40) | (client[g] << 16) | gsp, False)
                 if Q[Q_SNAT] and Q[Q_RANDOM_ALL] and not Q[Q_LEGACY]:
                     gpod = _endpoint(Q, ep_ptr, ep_list, cdf, flow_pod, gnode,
                                      _uniform(K[K_ENDPOINT], g, 0, 0), g)
                     if gpod >= 0:
                         mn, size = _port_range(Q, gsp)
                         port = mn + np.int64(_bits(K[K_NAT], g, 0, 0) >> _U(48)) % size
-                        prefetch(IX, 2 * _home((gnode << 36) | (gpod << 16) | port, slots))
+                        _prefetch_slot(IX, (gnode << 36) | (gpod << 16) | port, False)
         if kind == ARRIVE:
             if not nodeport:
                 pod = backend[f]
@@ -1045,22 +997,16 @@ def _advance(T1, S, Q, K, pt, gaps, backend, sport_of, client,
             t = PD[ps, PA_TCONF]
             node, pod, port = PD[ps, PA_NODE], PD[ps, PA_POD], PD[ps, PA_PORT]
             orig, reply, isn = PD[ps, PA_ORIG], PD[ps, PA_REPLY], PD[ps, PA_ISN]
-            done = False
+            adopt, clash = -2, False     # -2: dropped, -1: a new entry, >= 0: the entry followed
             if PD[ps, PA_FOLLOW]:
-                e = _live_eid(E, HD, S, free, IX, count, orig, t)
-                if e >= 0:
-                    _serve_nodeport(E, HD, S, free, IX, count, K, Q, C, worker_free, pod_node,
-                                    service, hold, t0, client, out, attempts_rec, rec_pod,
-                                    rec_port, connect, response, src_ip, f, k, t, node, pod, port,
-                                    orig, reply, isn, e, False)
-                    done = True
-                else:
+                adopt = _live_eid(E, HD, S, free, IX, count, orig, t)
+                if adopt < 0:
+                    adopt = -2
                     unconfirmed[node] += 1
-            if not done:
+            if adopt == -2:
                 unconfirmed[node] -= 1
                 e_orig = _live_eid(E, HD, S, free, IX, count, orig, t)
                 e_reply = _live_eid(E, HD, S, free, IX, count, reply, t)
-                adopt, clash = -2, False
                 if e_orig < 0 and e_reply < 0:
                     adopt = -1
                 elif not tcp and e_orig >= 0:
@@ -1070,17 +1016,74 @@ def _advance(T1, S, Q, K, pt, gaps, backend, sport_of, client,
                     elif e_reply < 0 and not Q[Q_LEGACY]:
                         C[C_CLASH, node] += 1
                         adopt, clash = -1, True
-                if adopt >= -1:
-                    _serve_nodeport(E, HD, S, free, IX, count, K, Q, C, worker_free, pod_node,
-                                    service, hold, t0, client, out, attempts_rec, rec_pod,
-                                    rec_port, connect, response, src_ip, f, k, t, node, pod, port,
-                                    orig, reply, isn, adopt, clash)
+            if adopt == -2:
+                C[C_INSERT_FAILED, node] += 1
+                C[C_DROP, node] += 1
+                nxt = _fail(S, Q, gaps, D, cause_count, out, cause_rec, attempts_rec, f, k,
+                            arrive, t, PORT_EXHAUSTION if PD[ps, PA_EXH] else INSERT_RACE, node)
+            else:
+                # Model.serve_nodeport, then the entry's insert (or the followed one's timeout
+                # raised). Written out here: this runs once per flow, and a call passing arrays
+                # costs a few hundred cycles of arguments.
+                hop = 0 if pod_node[pod] == node else Q[Q_DHOP]
+                d_in = Q[Q_DIN]
+                q = t + 3 * hop + 2 * d_in if tcp else t + hop
+                finish = _serve(worker_free, pod, q, service[f])
+                resp = finish + hop + d_in
+                if tcp:
+                    synack = t + 2 * hop + d_in
+                    t_assured = synack + d_in
+                    t_close = resp + hold[f] + d_in
+                    t_expire = t_close + Q[Q_TW]
+                    conn = synack - t0[f]
                 else:
-                    C[C_INSERT_FAILED, node] += 1
-                    C[C_DROP, node] += 1
-                    nxt = _fail(S, Q, gaps, D, cause_count, out, cause_rec, attempts_rec, f, k,
-                                arrive, t, PORT_EXHAUSTION if PD[ps, PA_EXH] else INSERT_RACE,
-                                node)
+                    t_rep = finish + hop
+                    t_close = t_rep + hold[f]
+                    stream = hold[f] > 0 and t_close - t > 2 * _NS
+                    t_assured = max(t_rep, t + 2 * _NS) if stream else _NEVER
+                    t_expire = t_close + (Q[Q_UDP_STREAM] if stream else Q[Q_UDP])
+                    conn = -1
+                out[f] = OK
+                attempts_rec[f] = k + 1
+                rec_pod[f] = pod
+                rec_port[f] = port if Q[Q_SNAT] else -1
+                connect[f] = conn
+                response[f] = resp - t0[f]
+                src_ip[f] = NODE_BASE + node if Q[Q_SNAT] else CLIENT_BASE + client[f]
+                S[S_RESOLVED] += 1
+                if adopt >= 0:
+                    if t_expire > E[adopt, T_EXPIRE]:
+                        _cal_unlink(E, HD, S, adopt, node, E[adopt, T_EXPIRE])
+                        E[adopt, T_EXPIRE] = t_expire
+                        _cal_link(E, HD, S, adopt, node, t_expire)
+                else:
+                    flags = (F_TCP if tcp else 0) | (F_SNAT if Q[Q_SNAT] else 0)
+                    if clash:
+                        flags |= F_NAT_CLASH
+                        t_expire, t_assured = t + _NS, _NEVER
+                        orig = -1
+                    if Q[Q_LEGACY]:
+                        C[C_INSERT, node] += 1
+                    C[C_INSERTED, node] += 1
+                    if S[S_NFREE] > 0:
+                        S[S_NFREE] -= 1
+                        e = free[S[S_NFREE]]
+                    else:
+                        e = S[S_SIZE]
+                        S[S_SIZE] += 1
+                    salt, buckets = K[K_CT_SALT], Q[Q_BUCKETS]
+                    E[e, ORIG], E[e, REPLY], E[e, NODE], E[e, POD] = orig, reply, node, pod
+                    E[e, T_ASSURED], E[e, T_CLOSE], E[e, T_EXPIRE] = t_assured, t_close, t_expire
+                    E[e, FLAGS], E[e, SEQ] = flags, (isn + 2) & 0xFFFFFFFF
+                    _cal_link(E, HD, S, e, node, t_expire)
+                    E[e, OBUCKET] = _bucket(orig, salt, buckets) if orig >= 0 else -1
+                    E[e, RBUCKET] = _bucket(reply, salt, buckets)
+                    E[e, BORN] = S[S_BORN]
+                    S[S_BORN] += 1
+                    count[node] += 1
+                    S[S_USED] += _idx_put(IX, reply, e)
+                    if orig >= 0:
+                        S[S_USED] += _idx_put(IX, orig, e)
         pfree[S[S_PFREE]] = ps            # the attempt is over: free its pending slot
         S[S_PFREE] += 1
         if nxt >= 0:
@@ -1152,7 +1155,7 @@ class _State:
             gc_next=gc_next, gc_flag=np.zeros(nodes, np.bool_),
             C=np.zeros((len(COUNTERS), nodes), np.int64), worker_free=m.worker_free,
             cause_count=m.cause_count, due=np.zeros(nodes, np.bool_),
-            W=np.zeros((2, nodes), np.int64), HD=_calendar_heads(nodes))
+            W=np.zeros((3, max(nodes, _R)), np.int64), HD=_calendar_heads(nodes))
         cap = 1024
         self.grow = dict(
             E=np.zeros((cap, _NE), np.int64), SK=np.zeros(cap, np.int64), SE=np.zeros(cap, np.int64),
