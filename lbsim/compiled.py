@@ -49,20 +49,20 @@ NXT, T_EXPIRE, NODE, PRV, REPLY, ORIG, _SPARE1, _SPARE2, POD, T_ASSURED, T_CLOSE
     OBUCKET, RBUCKET, BORN = range(16)
 _NE = 16
 # Each node files its held entries in an expiry calendar: a ring of _R one-second buckets
-# (doubly linked lists through NXT/PRV) for the seconds lo .. lo+_R-1, where bucket b holds the
-# entries with ceil(t_expire / 1 s) = b, plus a "far" list for later seconds. A GC pass then
-# visits only the expired buckets and the one or two seconds near its time; the rest of its
-# autotune mean comes from running sums over the ring (HS = sum of t_expire - lo s, HC = their
-# number): every ring entry's remaining time lies within [GC_INTERVAL_MIN, GC_INTERVAL_CLAMP]
-# except those in the first buckets, which the pass walks. A gauge sample adds a bucket's count
-# of entries not yet counted to the node's EXPD (held entries already expired: live = count -
-# EXPD), so it visits no entry. Node v's block of HD is rows v*(_R+2) + (b mod _R: the ring's
-# heads, _R: the far list's head, _R+1: the node's (lo, HS, HC, EXPD)); a head row is (next,
-# prev, entries not yet counted as expired, -), and a link value < 0 names head row -1-link.
+# (lists through NXT/PRV) for the seconds lo .. lo+_R-1, where bucket b holds the entries with
+# ceil(t_expire / 1 s) = b, plus a "far" list for later seconds. A GC pass then visits only the
+# expired buckets and the one or two seconds near its time; the rest of its autotune mean comes
+# from running sums over the ring (HS = sum of t_expire - lo s, HC = their number): every ring
+# entry's remaining time lies within [GC_INTERVAL_MIN, GC_INTERVAL_CLAMP] except those in the
+# first buckets, which the pass walks. A gauge sample adds a bucket's count of entries not yet
+# counted to the node's EXPD (held entries already expired: live = count - EXPD), so it visits
+# no entry. Node v's block of HD is rows v*(_R+3) + (b mod _R: the ring's heads, _R: the far
+# list's head, _R+1 and _R+2: the node's (lo, HS) and (HC, EXPD)); a head row is (first entry or
+# -1, entries not yet counted as expired); an entry's PRV < 0 names its head row -1-PRV.
 _R = 256
 assert _R & (_R - 1) == 0 and _R * _NS <= GC_INTERVAL_CLAMP   # ring entries never clamp high
-H_NEXT, H_PREV, H_CNT = 0, 1, 2
-N_LO, N_HS, N_HC, N_EXPD = 0, 1, 2, 3
+H_NEXT, H_CNT = 0, 1
+N_LO, N_HS, N_HC, N_EXPD = 0, 1, 0, 1   # (lo, HS) in a node's first row, (HC, EXPD) in its second
 # pending attempts (rows of PD): between the CPU (ARRIVE) and the confirm
 PA_ARRIVE, PA_TNAT, PA_TCONF, PA_NODE, PA_POD, PA_PORT, PA_EXH, PA_ORIG, PA_REPLY, PA_ISN, \
     PA_FOLLOW = range(11)
@@ -106,7 +106,7 @@ _hot = nb.njit(cache=True, nogil=True, _nrt=False)
 
 @intrinsic
 def prefetch(typingctx, arr, index):
-    """Hint the CPU to fetch ``arr[index]`` into cache (LLVM's ``llvm.prefetch``; no effect on
+    """Hint the CPU to fetch ``arr[index]`` (an int, or a tuple for a 2-D array) into cache (LLVM's ``llvm.prefetch``; no effect on
     results). The loop is bound by cache misses on the conntrack index and entry rows, each of
     which stalls it ~150 ns when met cold; fetched a few flows ahead they overlap instead."""
     sig = nb_types.void(arr, index)
@@ -114,7 +114,11 @@ def prefetch(typingctx, arr, index):
     def codegen(context, builder, signature, args):
         aryty = signature.args[0]
         ary = context.make_array(aryty)(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]], wraparound=False)
+        if isinstance(signature.args[1], nb_types.BaseTuple):     # arr[i, j]
+            idx = cgutils.unpack_tuple(builder, args[1], len(signature.args[1]))
+        else:
+            idx = [args[1]]
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, idx, wraparound=False)
         i8p, i32 = llvm_ir.IntType(8).as_pointer(), llvm_ir.IntType(32)
         fnty = llvm_ir.FunctionType(llvm_ir.VoidType(), [i8p, i32, i32, i32])
         fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
@@ -223,7 +227,7 @@ def _idx_del(IX, key, eid):
 
 @_jit
 def rebuild_index(E, size, slots):
-    """A fresh index with ``slots`` slots (a power of two) holding every held entry's keys:
+    """A fresh index with ``slots`` slots holding every held entry's keys:
     (key, entry) pairs side by side, so that a probe touches one cache line."""
     IX = np.full(2 * slots, -1, np.int64)
     used = 0
@@ -256,18 +260,18 @@ def _bucket(key, salt, buckets):
 # -- the entry store -------------------------------------------------------------------------------
 @nb.njit(cache=True, inline="always")
 def _head(v, b):
-    return v * (_R + 2) + (b & (_R - 1))
+    return v * (_R + 3) + (b & (_R - 1))
 
 
 @nb.njit(cache=True, inline="always")
 def _far(v):
-    return v * (_R + 2) + _R
+    return v * (_R + 3) + _R
 
 
 @nb.njit(cache=True, inline="always")
 def _nd(v):
-    """HD row of node ``v``'s calendar state (N_LO, N_HS, N_HC, N_EXPD)."""
-    return v * (_R + 2) + _R + 1
+    """First of node ``v``'s two HD rows of calendar state: (N_LO, N_HS), then (N_HC, N_EXPD)."""
+    return v * (_R + 3) + _R + 1
 
 
 @nb.njit(cache=True, inline="always")
@@ -282,8 +286,6 @@ def _list_push(E, HD, h, e):
     E[e, NXT], E[e, PRV] = nx, -1 - h
     if nx >= 0:
         E[nx, PRV] = e
-    else:
-        HD[-1 - nx, H_PREV] = e
     HD[h, H_NEXT] = e
 
 
@@ -297,8 +299,6 @@ def _list_drop(E, HD, e):
         HD[-1 - p, H_NEXT] = nx
     if nx >= 0:
         E[nx, PRV] = p
-    else:
-        HD[-1 - nx, H_PREV] = p
 
 
 @_hot
@@ -313,11 +313,11 @@ def _cal_link(E, HD, S, e, v, x):
         h = _head(v, b)
         _list_push(E, HD, h, e)
         HD[n, N_HS] += x - lo * _NS
-        HD[n, N_HC] += 1
+        HD[n + 1, N_HC] += 1
         if b > S[S_LAST_SAMPLE]:
             HD[h, H_CNT] += 1
     if b <= S[S_LAST_SAMPLE]:        # its second was sampled already: expired at once
-        HD[n, N_EXPD] += 1
+        HD[n + 1, N_EXPD] += 1
 
 
 @_hot
@@ -329,11 +329,11 @@ def _cal_unlink(E, HD, S, e, v, x):
     _list_drop(E, HD, e)
     if b < lo + _R:
         HD[n, N_HS] -= x - lo * _NS
-        HD[n, N_HC] -= 1
+        HD[n + 1, N_HC] -= 1
         if b > S[S_LAST_SAMPLE]:
             HD[_head(v, b), H_CNT] -= 1
     if b <= S[S_LAST_SAMPLE]:
-        HD[n, N_EXPD] -= 1
+        HD[n + 1, N_EXPD] -= 1
 
 
 @_hot
@@ -493,7 +493,7 @@ def _gc_sweep(E, HD, S, free, IX, count, v, t, SK, CUR):
             hb = _head(v, b)
             _list_push(E, HD, hb, e)
             HD[n, N_HS] += x - lo * _NS
-            HD[n, N_HC] += 1
+            HD[n + 1, N_HC] += 1
             if b > S[S_LAST_SAMPLE]:
                 HD[hb, H_CNT] += 1
         else:
@@ -501,11 +501,11 @@ def _gc_sweep(E, HD, S, free, IX, count, v, t, SK, CUR):
             seen += 1
         e = nx
     # the ring now holds seconds >= bt only: re-anchor it there
-    HD[n, N_HS] -= HD[n, N_HC] * ((bt - lo) * _NS)
+    HD[n, N_HS] -= HD[n + 1, N_HC] * ((bt - lo) * _NS)
     HD[n, N_LO] = bt
     # ring entries: remaining x - t < _R s <= CLAMP, so clamped = x - t except below MIN
-    total += HD[n, N_HS] + HD[n, N_HC] * (bt * _NS - t)
-    seen += HD[n, N_HC]
+    total += HD[n, N_HS] + HD[n + 1, N_HC] * (bt * _NS - t)
+    seen += HD[n + 1, N_HC]
     for b in range(bt, min(_second(t + GC_INTERVAL_MIN), bt + _R - 1) + 1):
         h = _head(v, b)
         e = HD[h, H_NEXT]
@@ -766,6 +766,26 @@ def _endpoint(Q, ep_ptr, ep_list, cdf, flow_pod, node, u, flow):
 
 
 @_hot
+def _count_expired(E, HD, S, nodes, sec):
+    """At the gauge sample of second ``sec``: count the held entries whose expiry second it is
+    as expired (each node's N_EXPD), from the calendar's counts."""
+    for v in range(nodes):
+        nd = _nd(v)
+        lo = HD[nd, N_LO]
+        if lo <= sec < lo + _R:
+            h = _head(v, sec)
+            HD[nd + 1, N_EXPD] += HD[h, H_CNT]
+            HD[h, H_CNT] = 0
+        elif sec >= lo + _R:             # a node whose calendar lags (no GC sweep for long)
+            e = HD[_far(v), H_NEXT]
+            while e >= 0:
+                if _second(E[e, T_EXPIRE]) == sec:
+                    HD[nd + 1, N_EXPD] += 1
+                e = E[e, NXT]
+    S[S_LAST_SAMPLE] = sec
+
+
+@_hot
 def _tick(E, HD, S, free, IX, count, Q, C, gc_next, gc_flag, G_t, G_count, G_live, SG, due,
           W, SK, SE, t):
     """``Model.tick``: the GC passes due at ``t``, then the gauges if due."""
@@ -786,24 +806,10 @@ def _tick(E, HD, S, free, IX, count, Q, C, gc_next, gc_flag, G_t, G_count, G_liv
         g = S[S_NGAUGE]
         G_t[g] = t
         n = S[S_SIZE]
-        sec = t // _NS                   # samples fall on whole seconds
-        for v in range(nodes):           # count the entries whose expiry second this is
-            nd = _nd(v)
-            lo = HD[nd, N_LO]
-            if lo <= sec < lo + _R:
-                h = _head(v, sec)
-                HD[nd, N_EXPD] += HD[h, H_CNT]
-                HD[h, H_CNT] = 0
-            elif sec >= lo + _R:         # a node whose calendar lags (no GC sweep for long)
-                e = HD[_far(v), H_NEXT]
-                while e >= 0:
-                    if _second(E[e, T_EXPIRE]) == sec:
-                        HD[nd, N_EXPD] += 1
-                    e = E[e, NXT]
-        S[S_LAST_SAMPLE] = sec
+        _count_expired(E, HD, S, nodes, t // _NS)    # samples fall on whole seconds
         for v in range(nodes):
             G_count[g, v] = count[v]
-            G_live[g, v] = count[v] - HD[_nd(v), N_EXPD]
+            G_live[g, v] = count[v] - HD[_nd(v) + 1, N_EXPD]
         S[S_NGAUGE] += 1
         if Q[Q_FULL]:
             m = 0
@@ -887,6 +893,7 @@ def _advance(T1, S, Q, K, pt, gaps, backend, sport_of, client,
                     gpod = _endpoint(Q, ep_ptr, ep_list, cdf, flow_pod, gnode,
                                      _uniform(K[K_ENDPOINT], g, 0, 0), g)
                     if gpod >= 0:
+                        prefetch(worker_free, (gpod, 0))   # its pod's workers, served soon
                         mn, size = _port_range(Q, gsp)
                         port = mn + np.int64(_bits(K[K_NAT], g, 0, 0) >> _U(48)) % size
                         _prefetch_slot(IX, (gnode << 36) | (gpod << 16) | port, False)
@@ -1093,10 +1100,10 @@ def _advance(T1, S, Q, K, pt, gaps, backend, sport_of, client,
 # -- the driver ------------------------------------------------------------------------------------
 def _calendar_heads(nodes: int) -> np.ndarray:
     """HD for ``nodes`` nodes: every list empty (a head links to itself), every count 0."""
-    HD = np.zeros((nodes * (_R + 2), 4), np.int64)
-    heads = np.arange(HD.shape[0])
-    HD[:, H_NEXT] = HD[:, H_PREV] = -1 - heads
-    HD[np.arange(nodes) * (_R + 2) + _R + 1, :] = 0   # the node rows: lo = 0, sums 0
+    HD = np.zeros((nodes * (_R + 3), 2), np.int64)
+    HD[:, H_NEXT] = -1                   # lists end at -1 (heads need no back link: a list is
+    first = np.arange(nodes) * (_R + 3) + _R + 1     # only ever pushed at its front)
+    HD[first] = HD[first + 1] = 0        # the node rows: lo = 0, sums 0
     return HD
 
 
