@@ -28,3 +28,22 @@ def test_index_matches_dict(operations, slots):
         assert used == int(np.count_nonzero(IX[0::2] != -1))
     for key, eid in ref.items():
         assert _idx_get(IX, key) == eid
+
+
+@settings(max_examples=200)
+@given(st.integers(1, 20000), st.lists(st.floats(0.0, 1.0, exclude_max=True), max_size=50),
+       st.lists(st.integers(0, 20000), max_size=10))
+def test_compiled_endpoint_is_the_cascade_bisection(n, us, at):
+    """The compiled iptables endpoint choice (a walk from u * n) picks what the cascade's
+    bisection picks, also for uniforms exactly on a CDF step."""
+    from lbsim import compiled as c
+    from lbsim.balancing import iptables_cascade_cdf, iptables_endpoint
+    cdf = np.asarray(iptables_cascade_cdf(n), np.float64)
+    us = np.array(us + [float(cdf[i % n]) for i in at] + [0.0], np.float64)
+    us = us[us < 1.0]
+    Q = np.zeros(c._NQ, np.int64)
+    Q[c.Q_PER_ATTEMPT] = 1
+    ep_ptr = np.array([0, n], np.int64)
+    ep_list = np.arange(n, dtype=np.int64) + 7
+    got = [c._endpoint(Q, ep_ptr, ep_list, cdf, ep_list[:1], 0, u, 0) for u in us]
+    assert got == list(iptables_endpoint(us, n) + 7)
