@@ -1271,12 +1271,18 @@ def warm_up() -> None:
     import sys
     import time
     from .config import Scenario
-    from .model import Model
-    from .conntrack import ConntrackTable
+    from .scenarios import get
+    from .simulation import run
     start = time.perf_counter()
-    sc = Scenario().replace(**{"workload.flows": 2})
-    for path in ("nodeport", "direct"):
-        run_compiled(Model(sc.replace(path=path), ConntrackTable))
+    # both paths, both record modes, the draws of the default and the perf scenarios: every
+    # compiled function a run calls (the summary's included) is loaded here, not inside a run
+    for sc in (Scenario(), get("perf-nodeport")):
+        for path in ("nodeport", "direct"):
+            for records in ("summary", "full"):
+                run(sc.replace(**{"workload.flows": 300, "path": path, "records": records}))
+    E = np.zeros((2, _NE), np.int64)
+    E[:, T_EXPIRE] = -1
+    rebuild_index(E, 2, 16)
     took = time.perf_counter() - start
     if took > 5:
         print(f"lbsim: compiled the simulation engine in {took:.0f} s (first run with this "
