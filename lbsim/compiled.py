@@ -517,19 +517,17 @@ def _gc_sweep(E, HD, S, free, IX, count, v, t, SK, CUR):
 
 
 @_hot
-def _gc_pass(E, HD, S, free, IX, count, Q, t, due, flag, W, SK, SE):
-    """``conntrack._EntryStore.gc_pass`` over the nodes with ``due``: frees expired entries,
-    kills early on flagged nodes at >= 95 % (bucket order, newest first). Leaves the kills in
-    ``W[0]`` and the autotuned delay to the next pass in ``W[1]``."""
-    nodes = Q[Q_NODES]
+def _gc_pass(E, HD, S, free, IX, count, Q, t, due, ndue, flag, W, SK, SE):
+    """``conntrack._EntryStore.gc_pass`` over the nodes ``due[:ndue]`` (ascending): frees
+    expired entries, kills early on flagged nodes at >= 95 % (bucket order, newest first). Leaves
+    the kills in ``W[0]`` and the autotuned delay to the next pass in ``W[1]``."""
     limit95 = Q[Q_LIMIT95]
     killed, next_run = W[0], W[1]
     nv = 0                               # victims go to SE[-nv:] (from the end)
     cap = SE.size
-    for v in range(nodes):
+    for i in range(ndue):
+        v = due[i]
         killed[v] = 0
-        if not due[v]:
-            continue
         early = flag[v] and count[v] >= limit95
         if not early:
             total, seen = _gc_sweep(E, HD, S, free, IX, count, v, t, SK, W[2])
@@ -570,8 +568,9 @@ def _gc_pass(E, HD, S, free, IX, count, Q, t, due, flag, W, SK, SE):
             SE[cap - 1 - nv - j] = SK[j]
         nv += k
         killed[v] = k
-    for v in range(nodes):
-        if due[v] and flag[v] and count[v] >= limit95:   # the early-drop nodes: still >= 95 %
+    for i in range(ndue):
+        v = due[i]
+        if flag[v] and count[v] >= limit95:   # the early-drop nodes: still >= 95 %
             for j in range(_collect(E, HD, v, SK)):
                 e = SK[j]
                 if E[e, T_EXPIRE] <= t:
@@ -791,17 +790,22 @@ def _tick(E, HD, S, free, IX, count, Q, C, gc_next, gc_flag, G_t, G_count, G_liv
           W, SK, SE, t):
     """``Model.tick``: the GC passes due at ``t``, then the gauges if due."""
     nodes = Q[Q_NODES]
-    anydue = False
+    ndue = 0
+    nt = _NEVER                          # the next GC time of the nodes not due now
     for v in range(nodes):
-        due[v] = gc_next[v] <= t
-        anydue |= due[v]
-    if anydue:
-        _gc_pass(E, HD, S, free, IX, count, Q, t, due, gc_flag, W, SK, SE)
-        for v in range(nodes):
+        if gc_next[v] <= t:
+            due[ndue] = v
+            ndue += 1
+        else:
+            nt = min(nt, gc_next[v])
+    if ndue:
+        _gc_pass(E, HD, S, free, IX, count, Q, t, due, ndue, gc_flag, W, SK, SE)
+        for i in range(ndue):
+            v = due[i]
             C[C_GC_EARLY, v] += W[0, v]
-            if due[v]:
-                gc_flag[v] = False
-                gc_next[v] = t + (W[1, v] if Q[Q_GCFIXED] == 0 else Q[Q_GCFIXED])
+            gc_flag[v] = False
+            gc_next[v] = t + (W[1, v] if Q[Q_GCFIXED] == 0 else Q[Q_GCFIXED])
+            nt = min(nt, gc_next[v])
     if S[S_SAMPLE_NEXT] <= t:
         S[S_SAMPLE_NEXT] += _NS
         g = S[S_NGAUGE]
@@ -830,10 +834,7 @@ def _tick(E, HD, S, free, IX, count, Q, C, gc_next, gc_flag, G_t, G_count, G_liv
                 j += 1
                 i = k
             S[S_NSNAT] = j
-    nt = S[S_SAMPLE_NEXT]
-    for v in range(nodes):
-        nt = min(nt, gc_next[v])
-    S[S_NEXT_TICK] = nt
+    S[S_NEXT_TICK] = min(nt, S[S_SAMPLE_NEXT])
 
 
 @_hot
@@ -1162,7 +1163,7 @@ class _State:
             rover=np.zeros(nodes, np.int64), cpu_free=np.zeros(nodes * m.cpus, np.int64),
             gc_next=gc_next, gc_flag=np.zeros(nodes, np.bool_),
             C=np.zeros((len(COUNTERS), nodes), np.int64), worker_free=m.worker_free,
-            cause_count=m.cause_count, due=np.zeros(nodes, np.bool_),
+            cause_count=m.cause_count, due=np.zeros(nodes, np.int64),
             W=np.zeros((3, max(nodes, _R)), np.int64), HD=_calendar_heads(nodes))
         cap = 1024
         self.grow = dict(
