@@ -259,6 +259,17 @@ def _bucket(key, salt, buckets):
 
 # -- the entry store -------------------------------------------------------------------------------
 @nb.njit(cache=True, inline="always")
+def _take(free, S, n_free, n_size):
+    """A row from a free list (a stack of ``S[n_free]`` rows) or, if it is empty, the next
+    never-used one (``S[n_size]``)."""
+    if S[n_free] > 0:
+        S[n_free] -= 1
+        return free[S[n_free]]
+    S[n_size] += 1
+    return S[n_size] - 1
+
+
+@nb.njit(cache=True, inline="always")
 def _head(v, b):
     return v * (_R + 3) + (b & (_R - 1))
 
@@ -302,6 +313,19 @@ def _list_drop(E, HD, e):
 
 
 @_hot
+def _ring_push(E, HD, S, e, v, x, b, lo):
+    """File entry ``e`` (expiring at ``x``, in second ``b``) in node ``v``'s ring, anchored at
+    second ``lo``: its bucket, the running sums, the bucket's count if ``b`` is not sampled yet."""
+    h = _head(v, b)
+    _list_push(E, HD, h, e)
+    n = _nd(v)
+    HD[n, N_HS] += x - lo * _NS
+    HD[n + 1, N_HC] += 1
+    if b > S[S_LAST_SAMPLE]:
+        HD[h, H_CNT] += 1
+
+
+@_hot
 def _cal_link(E, HD, S, e, v, x):
     """File held entry ``e`` of node ``v``, expiring at ``x``, in the node's calendar."""
     b = _second(x)
@@ -310,12 +334,7 @@ def _cal_link(E, HD, S, e, v, x):
     if b >= lo + _R:
         _list_push(E, HD, _far(v), e)
     else:
-        h = _head(v, b)
-        _list_push(E, HD, h, e)
-        HD[n, N_HS] += x - lo * _NS
-        HD[n + 1, N_HC] += 1
-        if b > S[S_LAST_SAMPLE]:
-            HD[h, H_CNT] += 1
+        _ring_push(E, HD, S, e, v, x, b, lo)
     if b <= S[S_LAST_SAMPLE]:        # its second was sampled already: expired at once
         HD[n + 1, N_EXPD] += 1
 
@@ -490,12 +509,7 @@ def _gc_sweep(E, HD, S, free, IX, count, v, t, SK, CUR):
             _release(E, HD, S, free, IX, count, e)
         elif b < bt + _R:                        # within the ring from now on: move it there
             _list_drop(E, HD, e)                 # (its slot's old second, b - _R < bt, is empty)
-            hb = _head(v, b)
-            _list_push(E, HD, hb, e)
-            HD[n, N_HS] += x - lo * _NS
-            HD[n + 1, N_HC] += 1
-            if b > S[S_LAST_SAMPLE]:
-                HD[hb, H_CNT] += 1
+            _ring_push(E, HD, S, e, v, x, b, lo)
         else:
             total += _clamped(x - t)
             seen += 1
@@ -929,12 +943,7 @@ def _advance(T1, S, Q, K, pt, gaps, backend, sport_of, client,
             S[S_MAX_WAIT] = max(S[S_MAX_WAIT], t_nat - t)
             t_conf = t_nat + pkt
             cpu_free[c] = t_conf
-            if S[S_PFREE] > 0:
-                S[S_PFREE] -= 1
-                slot = pfree[S[S_PFREE]]
-            else:
-                slot = S[S_PSIZE]
-                S[S_PSIZE] += 1
+            slot = _take(pfree, S, S_PFREE, S_PSIZE)
             PD[slot, PA_ARRIVE], PD[slot, PA_TNAT], PD[slot, PA_TCONF] = t, t_nat, t_conf
             _push(H, S, t_nat, NAT, f, k, slot)
             continue
@@ -1074,12 +1083,7 @@ def _advance(T1, S, Q, K, pt, gaps, backend, sport_of, client,
                     if Q[Q_LEGACY]:
                         C[C_INSERT, node] += 1
                     C[C_INSERTED, node] += 1
-                    if S[S_NFREE] > 0:
-                        S[S_NFREE] -= 1
-                        e = free[S[S_NFREE]]
-                    else:
-                        e = S[S_SIZE]
-                        S[S_SIZE] += 1
+                    e = _take(free, S, S_NFREE, S_SIZE)
                     salt, buckets = K[K_CT_SALT], Q[Q_BUCKETS]
                     E[e, ORIG], E[e, REPLY], E[e, NODE], E[e, POD] = orig, reply, node, pod
                     E[e, T_ASSURED], E[e, T_CLOSE], E[e, T_EXPIRE] = t_assured, t_close, t_expire
