@@ -42,7 +42,6 @@ class Calendar:
         self.IX = np.full(8 * CAP, -1, np.int64)
         self.count = np.zeros(NODES, np.int64)
         self.SK = np.zeros(CAP, np.int64)
-        self.CUR = np.zeros(c._R, np.int64)
         self.next_key = 1
 
     def held(self, v=None):
@@ -77,7 +76,7 @@ class Calendar:
 
     def sweep(self, v, t):
         return c._gc_sweep(self.E, self.HD, self.S, self.free, self.IX, self.count, v, t,
-                           self.SK, self.CUR)
+                           self.SK)
 
     def expired_counted(self, v):
         return self.HD[c._nd(v) + 1, c.N_EXPD]
