@@ -43,11 +43,10 @@ _NS = 1_000_000_000
 _NEVER = np.iinfo(np.int64).max
 _U = np.uint64
 
-# entry fields (rows of E: 16 int64, two cache lines; what a GC walk and a release read comes
-# first, in one line)
-NXT, T_EXPIRE, NODE, PRV, REPLY, ORIG, _SPARE1, _SPARE2, POD, T_ASSURED, T_CLOSE, FLAGS, SEQ, \
-    OBUCKET, RBUCKET, BORN = range(16)
-_NE = 16
+# entry fields (rows of E: 14 int64, 112 bytes; what a GC walk and a release read comes first)
+NXT, T_EXPIRE, NODE, PRV, REPLY, ORIG, POD, T_ASSURED, T_CLOSE, FLAGS, SEQ, OBUCKET, RBUCKET, \
+    BORN = range(14)
+_NE = 14
 # Each node files its held entries in an expiry calendar: a ring of _R one-second buckets
 # (lists through NXT/PRV) for the seconds lo .. lo+_R-1, where bucket b holds the entries with
 # ceil(t_expire / 1 s) = b, plus a "far" list for later seconds. A GC pass then visits only the
@@ -106,9 +105,10 @@ _hot = nb.njit(cache=True, nogil=True, _nrt=False)
 
 @intrinsic
 def prefetch(typingctx, arr, index):
-    """Hint the CPU to fetch ``arr[index]`` (an int, or a tuple for a 2-D array) into cache (LLVM's ``llvm.prefetch``; no effect on
-    results). The loop is bound by cache misses on the conntrack index and entry rows, each of
-    which stalls it ~150 ns when met cold; fetched a few flows ahead they overlap instead."""
+    """Hint the CPU to fetch ``arr[index]`` (an int, or a tuple for a 2-D array) into cache
+    (LLVM's ``llvm.prefetch``; no effect on results). The loop is bound by cache misses on the
+    conntrack index and entry rows, each of which stalls it ~165 ns when met cold (measured
+    here); fetched a few flows ahead they overlap instead."""
     sig = nb_types.void(arr, index)
 
     def codegen(context, builder, signature, args):
@@ -237,6 +237,18 @@ def rebuild_index(E, size, slots):
             if E[e, ORIG] >= 0:
                 used += _idx_put(IX, E[e, ORIG], e)
     return IX, used
+
+
+@nb.njit(cache=True, inline="always")
+def _orig_key(node, client, sport):
+    """:func:`lbsim.tuples.orig_key` of one flow."""
+    return (1 << 62) | (node << 40) | (client << 16) | sport
+
+
+@nb.njit(cache=True, inline="always")
+def _reply_key(node, pod, port):
+    """:func:`lbsim.tuples.reply_key` of one flow."""
+    return (node << 36) | (pod << 16) | port
 
 
 @nb.njit(cache=True, inline="always")
@@ -654,7 +666,7 @@ def _port_range(Q, sport):
 def _select_port(E, HD, S, free, IX, count, K, Q, rover, t, node, pod, sport, flow, attempt, isn):
     """Returns (port, exhausted, found); frees expired entries met, evicts as the kernel does."""
     found = 0
-    base = (node << 36) | (pod << 16)
+    base = _reply_key(node, pod, 0)
     mn, size = _port_range(Q, sport)
     if not Q[Q_RANDOM_ALL]:
         if Q[Q_HAS_RANGE]:
@@ -896,7 +908,7 @@ def _advance(T1, S, Q, K, pt, gaps, backend, sport_of, client,
                 g = nn + _AHEAD
                 gnode = backend[g]
                 gsp = sport_of[g]
-                _prefetch_slot(IX, (1 << 62) | (gnode << 40) | (client[g] << 16) | gsp, False)
+                _prefetch_slot(IX, _orig_key(gnode, client[g], gsp), False)
                 if Q[Q_SNAT] and Q[Q_RANDOM_ALL] and not Q[Q_LEGACY]:
                     gpod = _endpoint(Q, ep_ptr, ep_list, cdf, flow_pod, gnode,
                                      _uniform(K[K_ENDPOINT], g, 0, 0), g)
@@ -904,7 +916,7 @@ def _advance(T1, S, Q, K, pt, gaps, backend, sport_of, client,
                         prefetch(worker_free, (gpod, 0))   # its pod's workers, served soon
                         mn, size = _port_range(Q, gsp)
                         port = mn + np.int64(_bits(K[K_NAT], g, 0, 0) >> _U(48)) % size
-                        _prefetch_slot(IX, (gnode << 36) | (gpod << 16) | port, False)
+                        _prefetch_slot(IX, _reply_key(gnode, gpod, port), False)
         if kind == ARRIVE:
             if not nodeport:
                 pod = backend[f]
@@ -929,7 +941,7 @@ def _advance(T1, S, Q, K, pt, gaps, backend, sport_of, client,
             if Q[Q_POD_CLIENTS]:
                 c = backend[f] * cpus + np.int64(math.floor(_uniform(ekeys[K_RSS], f, k, 0) * cpus))
             else:
-                orig = (1 << 62) | (backend[f] << 40) | (client[f] << 16) | sport_of[f]
+                orig = _orig_key(backend[f], client[f], sport_of[f])
                 c = backend[f] * cpus + np.int64(mix64(_U(orig) ^ ekeys[K_RSS]) % _U(cpus))
             t_nat = max(t, cpu_free[c])
             S[S_MAX_WAIT] = max(S[S_MAX_WAIT], t_nat - t)
@@ -944,7 +956,7 @@ def _advance(T1, S, Q, K, pt, gaps, backend, sport_of, client,
         pending = False
         if kind == NAT:
             node = backend[f]
-            orig = (1 << 62) | (backend[f] << 40) | (client[f] << 16) | sport_of[f]
+            orig = _orig_key(backend[f], client[f], sport_of[f])
             isn = np.int64(_bits(ekeys[K_ISN], f, k, 0) >> _U(32))
             follow = -1
             dropped = False
@@ -993,7 +1005,7 @@ def _advance(T1, S, Q, K, pt, gaps, backend, sport_of, client,
                             C[C_FOUND, node] += found
                         unconfirmed[node] += 1
                         if Q[Q_SNAT]:
-                            reply = (node << 36) | (pod << 16) | port
+                            reply = _reply_key(node, pod, port)
                         else:
                             reply = (1 << 61) | (pod << 40) | (client[f] << 16) | sp
                         PD[ps, PA_NODE], PD[ps, PA_POD], PD[ps, PA_PORT] = node, pod, port
@@ -1097,7 +1109,7 @@ def _advance(T1, S, Q, K, pt, gaps, backend, sport_of, client,
 
 # -- the driver ------------------------------------------------------------------------------------
 def _calendar_heads(nodes: int) -> np.ndarray:
-    """HD for ``nodes`` nodes: every list empty (a head links to itself), every count 0."""
+    """HD for ``nodes`` nodes: every list empty (first entry -1), every count and sum 0."""
     HD = np.zeros((nodes * (_R + 3), 2), np.int64)
     HD[:, H_NEXT] = -1                   # lists end at -1 (heads need no back link: a list is
     first = np.arange(nodes) * (_R + 3) + _R + 1     # only ever pushed at its front)
