@@ -7,9 +7,8 @@ peer (``--peer-flows``, default 100,000: the peer is slow), each in a fresh proc
 peak RSS is its own, and prints flows per wall second, lbsim / peer, and peak RSS. lbsim's
 ``wall_s`` is its run's own (the per-flow inputs and the simulation, as ``python -m lbsim.bench``
 reports it; ``call_s`` adds the summary and result tables built after it); the peer's is its
-whole call. Ratios in one
-run are what to compare across machines; absolute rates vary with load. lbsim's time excludes the
-one-off compilation of its engine (``jit_s``: ~20-40 s the first time on a machine, then loaded
+whole call. Ratios in one run are what to compare across machines; absolute rates vary with
+load. lbsim's time excludes the one-off compilation of its engine (``jit_s``: ~20-40 s the first time on a machine, then loaded
 from numba's cache in well under a second), as ``python -m lbsim.bench`` does.
 """
 
@@ -49,11 +48,11 @@ def _job(kind: str, name: str, flows: int | None, out, nodes: int | None = None)
         # event loop, in this fresh process (page faults included), not the summary's percentiles
         # and result tables built after it (call_s includes them)
         wall = lbsim.run(sc).summary["wall_s"]
+        call = time.perf_counter() - start
     else:
         import simpy_peer
         simpy_peer.run(sc)
-    call = time.perf_counter() - start
-    wall = call if kind != "lbsim" else wall
+        wall = call = time.perf_counter() - start
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # KiB -> MiB on Linux
     out.put({"flows": sc.workload.flows, "wall_s": wall, "call_s": call, "peak_rss_mib": rss,
              "jit_s": jit})
