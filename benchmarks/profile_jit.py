@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def write_perf_map() -> int:
     """Map every function in the compiled loop's code library; returns how many."""
-    from lbsim import compiled
+    from lbsim.compiled.loop import advance
     names = {}
-    for cres in compiled._advance.overloads.values():
+    for cres in advance.overloads.values():
         lib = cres.library
         for fn in lib._final_module.functions:
             if not fn.is_declaration:
@@ -49,8 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="lbsim-profile-")
     import lbsim
-    from lbsim import compiled, scenarios
-    compiled.warm_up()
+    from lbsim import scenarios
+    from lbsim.simulation import warm_up
+    warm_up()
     print(f"mapped {write_perf_map()} functions", file=sys.stderr)
     sc = scenarios.get(a.scenario).replace(**{"workload.flows": a.flows, "path": "nodeport"})
     start = time.perf_counter()

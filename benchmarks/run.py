@@ -39,7 +39,7 @@ def _job(kind: str, name: str, flows: int | None, out, nodes: int | None = None)
     if kind == "lbsim":
         # compile (first run on a machine) or load from numba's cache: once per process
         start = time.perf_counter()
-        from lbsim.compiled import warm_up
+        from lbsim.simulation import warm_up
         warm_up()
         jit = time.perf_counter() - start
     start = time.perf_counter()

@@ -10,9 +10,9 @@ from __future__ import annotations
 import bisect
 from functools import lru_cache
 
-import numba as nb
 import numpy as np
 
+from .jit import jit
 from .rng import mix64, mix64_scalar
 
 __all__ = [
@@ -80,7 +80,7 @@ def round_robin(instance: np.ndarray, backends: int, instances: int) -> np.ndarr
     return _round_robin(np.ascontiguousarray(instance, dtype=np.int64), backends, instances)
 
 
-@nb.njit(cache=True, nogil=True)
+@jit
 def _round_robin(instance, backends, instances):
     counter = np.zeros(instances, np.int64)
     out = np.empty(instance.size, np.int64)

@@ -70,10 +70,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, metavar="N",
                    help=f"run scenarios in N parallel processes (default: the CPUs available, "
                         f"{default_jobs()} here); results do not depend on it")
-    p.add_argument("--engine", choices=["compiled", "batched", "reference"], default="compiled",
+    p.add_argument("--engine", choices=["compiled", "reference"], default="compiled",
                    help="simulation engine (all give identical results; default compiled)")
     p.add_argument("--batch-flows", type=int, default=4096, metavar="N",
-                   help="new flows per simpy window of the compiled and batched engines "
+                   help="new flows per simpy window of the engines "
                         "(default 4096; results do not depend on it)")
     return p
 
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
           f"({'quick' if args.quick else 'full size'}) on both paths in {workers} "
           f"process{'es' if workers > 1 else ''}", file=sys.stderr, flush=True)
     if args.engine == "compiled":
-        from .compiled import warm_up
+        from .simulation import warm_up
         warm_up()            # compile once here, before worker processes fork from this one
     start = time.perf_counter()
     outcomes: list[Outcome] = []

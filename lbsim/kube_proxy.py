@@ -19,8 +19,9 @@ from .balancing import (iptables_endpoint, iptables_endpoint_scalar, ipvs_sh_buc
                         numgen_random)
 from .config import CiliumAlgorithm, IpvsScheduler, ProxyMode, Scenario, SessionAffinity
 from .lb import follow_sessions, session_starts
+from .tuples import client_ip
 
-__all__ = ["KubeProxy", "PER_ATTEMPT"]
+__all__ = ["KubeProxy", "PER_ATTEMPT", "endpoint_scalar"]
 
 #: ``flow_pods`` value: the flow's pod is drawn anew at each attempt
 PER_ATTEMPT = -2
@@ -47,6 +48,14 @@ class KubeProxy:
         """True when a retransmitted SYN draws its pod anew (and no affinity pins it)."""
         return self.mode in (ProxyMode.IPTABLES, ProxyMode.NFTABLES) and not self.affinity_ns
 
+    @staticmethod
+    def per_attempt_mode(sc: Scenario) -> bool:
+        """:attr:`per_attempt` of ``sc``'s kube-proxy."""
+        kp = sc.kube_proxy
+        affinity_ns = (int(round(kp.session_affinity_timeout_s * 1e9))
+                       if kp.session_affinity is SessionAffinity.CLIENT_IP else 0)
+        return kp.mode in (ProxyMode.IPTABLES, ProxyMode.NFTABLES) and not affinity_ns
+
     # -- per-attempt draws ------------------------------------------------------------------------
     def _draw(self, u: np.ndarray, n: int) -> np.ndarray:
         if self.mode is ProxyMode.NFTABLES:
@@ -68,12 +77,7 @@ class KubeProxy:
 
     def endpoint1(self, node: int, u: float) -> int:
         """Scalar reference of :meth:`endpoint`."""
-        ep = self.endpoints[node]
-        if ep.size == 0:
-            return -1
-        if self.mode is ProxyMode.NFTABLES:
-            return int(ep[(int(u * 2**32) * ep.size) >> 32])
-        return int(ep[iptables_endpoint_scalar(u, ep.size)])
+        return endpoint_scalar(self.mode is ProxyMode.NFTABLES, self.endpoints[node], u)
 
     # -- per-flow choices -------------------------------------------------------------------------
     def flow_pods(self, node: np.ndarray, client: np.ndarray, sport: np.ndarray, t: np.ndarray,
@@ -88,7 +92,7 @@ class KubeProxy:
         if self.affinity_ns and self.mode in (ProxyMode.IPTABLES, ProxyMode.NFTABLES):
             return self._affinity(node, client, t, u)
         out = np.full(F, -1, np.int64)
-        ip = (11 << 24) + client                                # lbsim.tuples.client_ip
+        ip = client_ip(client)
         for n in np.unique(node):
             sel = np.flatnonzero(node == n)
             ep = self.endpoints[n]
@@ -125,3 +129,14 @@ class KubeProxy:
         pick = np.full(node.size, -1, np.int64)
         pick[start] = self.endpoint(node[start], u[start])
         return follow_sessions(key, start, pick)
+
+
+def endpoint_scalar(nftables: bool, endpoints: np.ndarray, u: float) -> int:
+    """One per-attempt choice among ``endpoints`` from the uniform ``u`` (-1 if there are none):
+    nftables ``numgen random mod n`` or the iptables probability cascade."""
+    n = endpoints.size
+    if n == 0:
+        return -1
+    if nftables:
+        return int(endpoints[(int(u * 2**32) * n) >> 32])
+    return int(endpoints[iptables_endpoint_scalar(u, n)])

@@ -6,11 +6,12 @@ Columns and metrics (units in the names: ``_s`` seconds) are documented in ``FLO
 
 from __future__ import annotations
 
-import numba as nb
 import numpy as np
 import pandas as pd
 
-from .model import NS, Cause, Model
+from .jit import jit
+from .kernel import CAUSE_NAMES, NS, OK
+from .records import Records
 from .tuples import CLIENT_BASE
 
 __all__ = ["FLOW_COLUMNS", "COUNTER_COLUMNS", "GAUGE_COLUMNS", "DROP_COLUMNS", "SNAT_COLUMNS",
@@ -120,106 +121,106 @@ SUMMARY_METRICS = {
 }
 
 
-def flow_arrays(m: Model) -> dict[str, np.ndarray]:
+def flow_arrays(r: Records) -> dict[str, np.ndarray]:
     """The numeric per-flow columns of the flows table that are derived from the records."""
-    ok = m.out == 1
-    node = m.backend if m.nodeport else np.full(m.F, -1)
+    w = r.workload
+    p = w.params
+    ok = r.outcome == OK
+    node = w.backend if p.nodeport else np.full(p.flows, -1)
     return {
-        "arrival_s": m.t0 / NS,
-        "connect_latency_s": np.where(ok & (m.connect >= 0), m.connect / NS, np.nan),
-        "response_time_s": np.where(ok, m.response / NS, np.nan),
-        "closed_s": np.where(ok, (m.t0 + m.response + m.hold) / NS, np.nan),
-        "source_ip_preserved": ok & (m.src_ip == m.client + CLIENT_BASE),
-        "second_hop": (ok & (node >= 0) & (m.pod_node[np.maximum(m.rec_pod, 0)] != node))
-        if m.nodeport else np.zeros(m.F, bool),
+        "arrival_s": w.t0 / NS,
+        "connect_latency_s": np.where(ok & (r.connect_ns >= 0), r.connect_ns / NS, np.nan),
+        "response_time_s": np.where(ok, r.response_ns / NS, np.nan),
+        "closed_s": np.where(ok, (w.t0 + r.response_ns + w.hold) / NS, np.nan),
+        "source_ip_preserved": ok & (r.src_ip == w.client + CLIENT_BASE),
+        "second_hop": (ok & (node >= 0) & (w.pod_node[np.maximum(r.pod, 0)] != node))
+        if p.nodeport else np.zeros(p.flows, bool),
     }
 
 
-def flows_frame(m: Model) -> pd.DataFrame:
+def flows_frame(r: Records) -> pd.DataFrame:
     """One row per flow; columns as in :data:`FLOW_COLUMNS`."""
-    ok = m.out == 1
-    node = m.backend if m.nodeport else np.full(m.F, -1)
-    a = flow_arrays(m)
+    w = r.workload
+    p = w.params
+    ok = r.outcome == OK
+    node = w.backend if p.nodeport else np.full(p.flows, -1)
+    a = flow_arrays(r)
     return pd.DataFrame({
-        "flow": np.arange(m.F),
-        "arrival_s": m.t0 / NS,
-        "client": m.client,
-        "client_port": m.sport,
-        "lb_instance": m.instance,
+        "flow": np.arange(p.flows),
+        "arrival_s": w.t0 / NS,
+        "client": w.client,
+        "client_port": w.sport,
+        "lb_instance": w.instance,
         "node": node,
-        "pod": np.where(ok, m.rec_pod, -1),
-        "snat_port": np.where(ok, m.rec_port, -1),
+        "pod": np.where(ok, r.pod, -1),
+        "snat_port": np.where(ok, r.nat_port, -1),
         "outcome": pd.Categorical.from_codes(np.where(ok, 0, 1), ["established", "failed"]),
-        "cause": pd.Categorical.from_codes(m.cause.astype(np.int64), list(Cause.NAMES)),
-        "attempts": m.attempts.astype(np.int64),
+        "cause": pd.Categorical.from_codes(r.cause.astype(np.int64), list(CAUSE_NAMES)),
+        "attempts": r.attempts.astype(np.int64),
         "connect_latency_s": a["connect_latency_s"],
         "response_time_s": a["response_time_s"],
         "closed_s": a["closed_s"],
-        "source_ip": np.where(ok, m.src_ip, 0).astype(np.uint32),
+        "source_ip": np.where(ok, r.src_ip, 0).astype(np.uint32),
         "source_ip_preserved": a["source_ip_preserved"],
         "second_hop": a["second_hop"],
     })
 
 
-def counters_frame(m: Model) -> pd.DataFrame:
+def counters_frame(r: Records) -> pd.DataFrame:
     """Per-node ``conntrack -S`` counters (all zero on the direct path: no node is crossed)."""
-    df = pd.DataFrame({"node": np.arange(m.n_nodes)})
+    w = r.workload
+    p = w.params
+    df = pd.DataFrame({"node": np.arange(p.nodes)})
     for k in COUNTER_COLUMNS:
         if k != "node":
-            df[k] = m.counters[k]
+            df[k] = r.counters[k]
     return df
 
 
-def gauges_frame(m: Model) -> pd.DataFrame:
+def gauges_frame(r: Records) -> pd.DataFrame:
     """Conntrack occupancy per node over time, long format."""
-    if not m.gauges:
+    nodes = r.workload.params.nodes
+    n = r.gauge_t_ns.size
+    if not n:
         return pd.DataFrame({k: [] for k in GAUGE_COLUMNS})
-    t = np.repeat([g[0] / NS for g in m.gauges], m.n_nodes)
     return pd.DataFrame({
-        "t_s": t,
-        "node": np.tile(np.arange(m.n_nodes), len(m.gauges)),
-        "entries": np.concatenate([g[1] for g in m.gauges]),
-        "live_entries": np.concatenate([g[2] for g in m.gauges]),
+        "t_s": np.repeat(r.gauge_t_ns / NS, nodes),
+        "node": np.tile(np.arange(nodes), n),
+        "entries": r.gauge_entries.ravel(),
+        "live_entries": r.gauge_live.ravel(),
     })
 
 
-def drops_frame(m: Model) -> pd.DataFrame:
+def drops_frame(r: Records) -> pd.DataFrame:
     """Every dropped packet, in time order (ties by flow and attempt)."""
-    if not m.drop_log:
-        cols = {k: np.zeros(0, np.int64) for k in DROP_COLUMNS}
-        cols["t_s"] = np.zeros(0)
-        cols["cause"] = pd.Categorical.from_codes(np.zeros(0, np.int64), list(Cause.NAMES))
-        return pd.DataFrame(cols)
-    t, flow, attempt, node, cause = (np.concatenate(c) for c in zip(*m.drop_log))
+    t, flow, attempt = r.drop_t_ns, r.drop_flow, r.drop_attempt
     order = np.lexsort((attempt, flow, t))
     return pd.DataFrame({
         "t_s": t[order] / NS, "flow": flow[order], "attempt": attempt[order],
-        "node": node[order],
-        "cause": pd.Categorical.from_codes(cause[order].astype(np.int64), list(Cause.NAMES)),
+        "node": r.drop_node[order],
+        "cause": pd.Categorical.from_codes(r.drop_cause[order], list(CAUSE_NAMES)),
     })
 
 
-def snat_frame(m: Model) -> pd.DataFrame:
+def snat_frame(r: Records) -> pd.DataFrame:
     """SNAT ports in use per (node, pod) over time, long format, nonzero rows only."""
-    if not m.snat_gauges:
-        return pd.DataFrame({"t_s": np.zeros(0), "node": np.zeros(0, np.int64),
-                             "pod": np.zeros(0, np.int64), "ports": np.zeros(0, np.int64)})
-    t = np.concatenate([np.full(g[1].size, g[0]) for g in m.snat_gauges]) / NS
-    pair = np.concatenate([g[1] for g in m.snat_gauges])
-    return pd.DataFrame({"t_s": t, "node": pair // m.n_pods, "pod": pair % m.n_pods,
-                         "ports": np.concatenate([g[2] for g in m.snat_gauges])})
+    pods = r.workload.params.pods
+    return pd.DataFrame({"t_s": r.snat_t_ns / NS, "node": r.snat_pair // pods,
+                         "pod": r.snat_pair % pods, "ports": r.snat_ports})
 
 
-def load_frame(m: Model, flows, bins: int = 100) -> pd.DataFrame:
+def load_frame(r: Records, flows, bins: int = 100) -> pd.DataFrame:
     """Per pod and time bin: new established flows and open connections (:data:`LOAD_COLUMNS`)."""
-    ok = m.out == 1
+    w = r.workload
+    p = w.params
+    ok = r.outcome == OK
     a = np.asarray(flows["arrival_s"])[ok]
     c = np.asarray(flows["closed_s"])[ok]
-    pod = m.rec_pod[ok].astype(np.int64)
+    pod = r.pod[ok].astype(np.int64)
     end = float(c.max()) if c.size else 1.0
     width = end / bins if end > 0 else 1.0
     edges = np.arange(bins) * width
-    P = m.n_pods
+    P = p.pods
 
     def per_bin(x: np.ndarray) -> np.ndarray:   # counts per (pod, bin) of times x
         b = np.minimum((x / width).astype(np.int64), bins - 1)
@@ -232,12 +233,12 @@ def load_frame(m: Model, flows, bins: int = 100) -> pd.DataFrame:
     closed = np.cumsum(closed, axis=1) - closed
     return pd.DataFrame({
         "t_s": np.tile(edges, P), "bin_s": width, "pod": np.repeat(np.arange(P), bins),
-        "node": np.repeat(m.pod_node, bins), "new_flows": new.ravel(),
+        "node": np.repeat(w.pod_node, bins), "new_flows": new.ravel(),
         "connections": (opened - closed).ravel(),
     })
 
 
-@nb.njit(cache=True, nogil=True)
+@jit
 def _open_time_ns(t0, response, hold, ok, pod, pods):
     """Per pod, the time its established connections were open within [0, last arrival], s:
     the sum, in flow order, of max(min(close, end) - arrival, 0) with arrival t0 / 1e9 and close
@@ -255,7 +256,7 @@ def _open_time_ns(t0, response, hold, ok, pod, pods):
     return out
 
 
-@nb.njit(cache=True, nogil=True)
+@jit
 def _lean_columns(out, connect, response, src_ip, client, backend, pod_node, rec_pod, nodeport,
                   client_base, n_ok):
     """Connect latencies (established TCP flows) and response times (established flows) in s,
@@ -294,7 +295,7 @@ def _persistence(client: np.ndarray, pod: np.ndarray) -> float:
     return same / later if later else float("nan")
 
 
-@nb.njit(cache=True, nogil=True)
+@jit
 def _first_pod_matches(client, pod, clients):
     """(flows after their client's first, those among them on the first one's pod)."""
     first = np.full(clients, -1, np.int64)
@@ -322,35 +323,37 @@ def _q(x: np.ndarray, q: float) -> float:
     return float(np.quantile(x, q)) if x.size else float("nan")
 
 
-def summarize(m: Model, wall_s: float) -> dict[str, float]:
+def summarize(r: Records, wall_s: float) -> dict[str, float]:
     """The summary metrics of :data:`SUMMARY_METRICS`, from the model's per-flow records (the
     same values the flows table's columns are derived from)."""
-    ok = m.out == 1
+    w = r.workload
+    p = w.params
+    ok = r.outcome == OK
     n_ok = int(np.count_nonzero(ok))
 
     def est(x: np.ndarray) -> np.ndarray:   # the established flows' values (no copy if all are)
-        return x if n_ok == m.F else x[ok]
+        return x if n_ok == p.flows else x[ok]
 
-    rec_pod = est(m.rec_pod)
-    load = np.bincount(rec_pod, minlength=m.n_pods).astype(float)
+    rec_pod = est(r.pod)
+    load = np.bincount(rec_pod, minlength=p.pods).astype(float)
     mean = load.mean()
     i64 = lambda a: np.ascontiguousarray(a, dtype=np.int64)  # noqa: E731
     conn, resp, preserved, second = _lean_columns(
-        np.ascontiguousarray(m.out), i64(m.connect), i64(m.response), i64(m.src_ip),
-        i64(m.client), i64(m.backend), i64(m.pod_node), i64(m.rec_pod), bool(m.nodeport),
+        np.ascontiguousarray(r.outcome), i64(r.connect_ns), i64(r.response_ns), i64(r.src_ip),
+        i64(w.client), i64(w.backend), i64(w.pod_node), i64(r.pod), bool(p.nodeport),
         CLIENT_BASE, n_ok)
-    open_time = _open_time_ns(i64(m.t0), i64(m.response), i64(m.hold), ok, i64(m.rec_pod),
-                              m.n_pods)
+    open_time = _open_time_ns(i64(w.t0), i64(r.response_ns), i64(w.hold), ok, i64(r.pod),
+                              p.pods)
     c50, c99 = _q2(conn, 0.5, 0.99)
     r50, r99 = _q2(resp, 0.5, 0.99)
-    c = m.counters
+    c = r.counters
     out: dict[str, float] = {
-        "flows": m.F,
+        "flows": p.flows,
         "established": n_ok,
-        "failed": m.F - n_ok,
-        "failed_fraction": (m.F - n_ok) / m.F,
+        "failed": p.flows - n_ok,
+        "failed_fraction": (p.flows - n_ok) / p.flows,
         # sum of (attempts - 1) over flows with an attempt
-        "syn_retransmits": int(m.attempts.sum(dtype=np.int64)) - int(np.count_nonzero(m.attempts)),
+        "syn_retransmits": int(r.attempts.sum(dtype=np.int64)) - int(np.count_nonzero(r.attempts)),
         "conntrack_insert": int(c["insert"].sum()),
         "conntrack_insert_failed": int(c["insert_failed"].sum()),
         "conntrack_drop": int(c["drop"].sum()),
@@ -359,9 +362,9 @@ def summarize(m: Model, wall_s: float) -> dict[str, float]:
         "conntrack_found": int(c["found"].sum()),
         "conntrack_entries_inserted": int(c["entries_inserted"].sum()),
     }
-    for code, name in enumerate(Cause.NAMES):
+    for code, name in enumerate(CAUSE_NAMES):
         if code:
-            out[f"fail_cause_{name}"] = int(m.cause_count[code])
+            out[f"fail_cause_{name}"] = int(r.cause_count[code])
     out.update({
         "connect_latency_p50_s": c50,
         "connect_latency_p99_s": c99,
@@ -373,11 +376,11 @@ def summarize(m: Model, wall_s: float) -> dict[str, float]:
         if mean > 0 else float("nan"),
         "pod_conn_max_over_mean": _max_over_mean(open_time),
         "node_load_max_over_mean": _max_over_mean(np.bincount(
-            est(m.backend) if m.nodeport else m.pod_node[rec_pod], minlength=m.n_nodes)),
-        "session_persistence_fraction": _persistence(est(m.client), rec_pod),
+            est(w.backend) if p.nodeport else w.pod_node[rec_pod], minlength=p.nodes)),
+        "session_persistence_fraction": _persistence(est(w.client), rec_pod),
         "source_ip_preserved_fraction": preserved / n_ok if n_ok else float("nan"),
         "second_hop_fraction": second / n_ok if n_ok else float("nan"),
         "wall_s": wall_s,
-        "flows_per_wall_s": m.F / wall_s if wall_s > 0 else float("nan"),
+        "flows_per_wall_s": p.flows / wall_s if wall_s > 0 else float("nan"),
     })
     return out

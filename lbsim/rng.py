@@ -11,8 +11,9 @@ Nothing here touches numpy's or Python's global generators.
 
 from __future__ import annotations
 
-import numba as nb
 import numpy as np
+
+from .jit import jit
 
 __all__ = ["STREAMS", "Streams", "mix64", "mix64_scalar"]
 
@@ -52,7 +53,7 @@ def _counter(flow: np.ndarray, attempt: np.ndarray | int, draw: int) -> np.ndarr
     return f | a | np.uint64(draw)
 
 
-@nb.njit(cache=True, inline="always")
+@jit(inline="always")
 def mix64_nb(x):
     """Compiled :func:`mix64` of one uint64 (for numba code: the same wrapping arithmetic)."""
     z = x + np.uint64(_GOLDEN)
@@ -61,20 +62,20 @@ def mix64_nb(x):
     return z ^ (z >> np.uint64(31))
 
 
-@nb.njit(cache=True, inline="always")
+@jit(inline="always")
 def bits_nb(key, flow, attempt, draw):
     """Compiled :meth:`Streams.bits` of one (flow, attempt, draw) under a stream's ``key``."""
     c = (np.uint64(flow) << np.uint64(24)) | (np.uint64(attempt) << np.uint64(16)) | np.uint64(draw)
     return mix64_nb(mix64_nb(c) ^ key)
 
 
-@nb.njit(cache=True, inline="always")
+@jit(inline="always")
 def uniform_nb(key, flow, attempt, draw):
     """Compiled :meth:`Streams.uniform` of one draw."""
     return np.float64(bits_nb(key, flow, attempt, draw) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
 
 
-@nb.njit(cache=True, nogil=True)
+@jit
 def _uniform_1d(flow, attempt, draw, key):
     """``Streams.uniform`` for a 1-D array of flows, in one pass into one output array (numpy
     needs ~15 passes, and fresh temporaries cost page faults)."""
@@ -84,7 +85,7 @@ def _uniform_1d(flow, attempt, draw, key):
     return out
 
 
-@nb.njit(cache=True, nogil=True)
+@jit
 def _bits_1d(flow, attempt, draw, key):
     """``Streams.bits`` for a 1-D array of flows and one attempt, in one pass."""
     out = np.empty(flow.size, np.uint64)

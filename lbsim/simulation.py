@@ -5,22 +5,25 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 import pandas as pd
+import simpy
 
-from .batch import run_batched
-from .compiled import run_compiled, warm_up
+from .compiled import compiled_engine
 from .config import DataPath, Scenario
-from .conntrack import ConntrackTable, DictConntrackTable
+from .control import ControlPlane, run_engine
 from .metrics import (FLOW_COLUMNS, counters_frame, drops_frame, flows_frame, gauges_frame,
                       load_frame, snat_frame, summarize)
-from .model import Model, run_reference
+from .records import Records
+from .reference import ReferenceEngine
+from .workload import draw_workload
 
-__all__ = ["Result", "Comparison", "run", "compare"]
+__all__ = ["Result", "Comparison", "run", "compare", "simulate", "warm_up"]
 
-Engine = Literal["compiled", "batched", "reference"]
+Engine = Literal["compiled", "reference"]
+Control = Callable[[simpy.Environment, ControlPlane], object]
 
 
 @dataclass(frozen=True)
@@ -49,46 +52,58 @@ class Result:
     load: pd.DataFrame
 
 
-def run(scenario: Scenario, *, engine: Engine = "compiled", batch_flows: int = 4096) -> Result:
+def simulate(scenario: Scenario, *, engine: Engine = "compiled", batch_flows: int = 4096,
+             control: Control | None = None) -> Records:
+    """Draw ``scenario``'s workload and run it through ``engine`` under simpy; the records.
+
+    ``control(env, plane)`` may start simpy processes that change the data plane at instants
+    (:mod:`lbsim.control`); both engines see a change from its instant on.
+    """
+    if engine not in ("compiled", "reference"):
+        raise ValueError(f"engine = {engine!r} is invalid: must be 'compiled' or 'reference'")
+    if batch_flows < 1:
+        raise ValueError(f"batch_flows = {batch_flows} is invalid: must be >= 1")
+    w = draw_workload(scenario)
+    eng = compiled_engine(w) if engine == "compiled" else ReferenceEngine(w)
+    p = w.params
+    run_engine(eng, w.t0 + p.d_in, batch_flows, p.nodes, p.pods, control)
+    return eng.records()
+
+
+def run(scenario: Scenario, *, engine: Engine = "compiled", batch_flows: int = 4096,
+        control: Control | None = None) -> Result:
     """Simulate ``scenario``.
 
-    ``engine="compiled"`` (default) runs the reference event loop compiled with numba, in simpy
-    windows of ``batch_flows`` new flows; ``engine="batched"`` moves flows in numpy batches of up to
-    ``batch_flows`` new flows; ``engine="reference"`` processes one event at a time in Python. All
-    three give identical records (tests/property/test_engines_agree.py).
+    ``engine="compiled"`` (default) runs the event loop compiled with numba, in simpy windows of
+    at most ``batch_flows`` new flows; ``engine="reference"`` processes one event at a time in
+    Python. Both give identical records (tests/property/test_engines_agree.py). ``control``: a
+    control plane (:func:`simulate`).
     """
     if not isinstance(scenario, Scenario):
         raise TypeError(f"scenario must be an lbsim.Scenario, not {type(scenario).__name__}")
     if engine == "compiled":
         warm_up()          # the one-off JIT compilation is not part of a run's wall time
     start = time.perf_counter()
-    if engine == "compiled":
-        model = run_compiled(Model(scenario, ConntrackTable), batch_flows)
-    elif engine == "batched":
-        model = run_batched(Model(scenario, ConntrackTable), batch_flows)
-    elif engine == "reference":
-        model = run_reference(Model(scenario, DictConntrackTable))
-    else:
-        raise ValueError(f"engine = {engine!r} is invalid: must be 'compiled', 'batched' or 'reference'")
-    _warn_cpu_queue(model, scenario)
+    records = simulate(scenario, engine=engine, batch_flows=batch_flows, control=control)
+    _warn_cpu_queue(records, scenario)
     if scenario.records == "summary":
-        summary = summarize(model, time.perf_counter() - start)
-        empty = _empty(model)
-        return Result(scenario, empty, counters_frame(model), gauges_frame(model), drops_frame(model),
-                      snat_frame(model), summary, _empty_load())
-    flows = flows_frame(model)
+        summary = summarize(records, time.perf_counter() - start)
+        return Result(scenario, _empty(), counters_frame(records), gauges_frame(records),
+                      drops_frame(records), snat_frame(records), summary, _empty_load())
+    flows = flows_frame(records)
     wall = time.perf_counter() - start
-    return Result(scenario, flows, counters_frame(model), gauges_frame(model), drops_frame(model),
-                  snat_frame(model), summarize(model, wall), load_frame(model, flows))
+    return Result(scenario, flows, counters_frame(records), gauges_frame(records),
+                  drops_frame(records), snat_frame(records), summarize(records, wall),
+                  load_frame(records, flows))
 
 
-def _warn_cpu_queue(model, scenario: Scenario) -> None:
+def _warn_cpu_queue(records: Records, scenario: Scenario) -> None:
     """A new packet that waits in a node CPU's queue longer than the client's retransmission
     timeout would be retransmitted by a real client; the model retransmits only dropped packets,
     so such a run is outside the model: say so rather than return it silently."""
     w = scenario.workload
     rto = w.syn_rto_s if w.protocol.value == "tcp" else w.udp_timeout_s
-    wait = model.max_cpu_wait / 1e9
+    wait = records.max_cpu_wait_ns / 1e9
     if wait > rto:
         warnings.warn(
             f"a new packet waited {wait:.3g} s in a node CPU's queue, longer than the client's "
@@ -105,7 +120,7 @@ def _empty_load() -> pd.DataFrame:
                          "connections": np.zeros(0, np.int64)})
 
 
-def _empty(model) -> pd.DataFrame:
+def _empty() -> pd.DataFrame:
     """The flows table's columns with no rows (``records = "summary"``)."""
     return pd.DataFrame({k: [] for k in FLOW_COLUMNS})
 
@@ -128,3 +143,34 @@ def compare(scenario: Scenario, **kwargs) -> Comparison:
     """Run ``scenario`` on the NodePort path and on the direct path; ``kwargs`` go to :func:`run`."""
     return Comparison(run(scenario.replace(path=DataPath.NODEPORT), **kwargs),
                       run(scenario.replace(path=DataPath.DIRECT), **kwargs))
+
+
+_warm = False
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's on-disk cache) the engine once per process, so that a run's
+    ``wall_s`` measures the simulation, not the one-off compilation (benchmarks/ times both)."""
+    global _warm
+    if _warm:
+        return
+    _warm = True
+    import sys
+
+    from .compiled.index import rebuild_index
+    from .compiled.layout import ENTRY_WIDTH, T_EXPIRE
+    start = time.perf_counter()
+    from .scenarios import get
+    # both paths, both record modes, the draws of the default and the perf scenarios: every
+    # compiled function a run calls (the summary's included) is loaded here, not inside a run
+    for sc in (Scenario(), get("perf-nodeport")):
+        for path in ("nodeport", "direct"):
+            for records in ("summary", "full"):
+                run(sc.replace(**{"workload.flows": 300, "path": path, "records": records}))
+    E = np.zeros((2, ENTRY_WIDTH), np.int64)
+    E[:, T_EXPIRE] = -1
+    rebuild_index(E, 2, 16)
+    took = time.perf_counter() - start
+    if took > 5:
+        print(f"lbsim: compiled the simulation engine in {took:.0f} s (first run with this "
+              f"version on this machine; numba caches it on disk)", file=sys.stderr, flush=True)

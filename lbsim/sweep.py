@@ -293,13 +293,13 @@ def _execute(tasks: list[dict[str, Any]], executor: Any, jobs: int | None
             for t in tasks:
                 yield _run_task(t)
         else:
-            from .compiled import warm_up
+            from .simulation import warm_up
             warm_up()        # compile (or load) once here: the workers then load numba's cache
             yield from _run_futures(_process_pool(n), tasks, own=True)
     elif isinstance(executor, str) and executor == "dask":
         from distributed import Client, LocalCluster
 
-        from .compiled import warm_up
+        from .simulation import warm_up
         warm_up()            # the local workers then load numba's on-disk cache, not compile
         with LocalCluster(n_workers=jobs or default_jobs(), threads_per_worker=1,
                           dashboard_address=None) as cluster, Client(cluster) as client:

@@ -21,29 +21,29 @@ import numpy as np
 
 __all__ = ["orig_key", "reply_key", "reply_key_nosnat", "client_ip", "node_ip", "pod_ip", "ip_str"]
 
-_ORIG = np.int64(1 << 62)
-
 CLIENT_BASE = int(ipaddress.IPv4Address("11.0.0.0"))
 NODE_BASE = int(ipaddress.IPv4Address("10.0.0.0"))
 POD_BASE = int(ipaddress.IPv4Address("10.128.0.0"))
+#: the source address a masqueraded packet carries: node 0's IP (node_ip)
+NODE_IP_BASE = NODE_BASE + 1
+
+# The key functions are plain integer arithmetic on Python ints, int64 numpy arrays or numba
+# int64s, so that the compiled engine compiles these very functions (one packing for every engine).
 
 
 def orig_key(node, client, client_port):
     """Key of the ORIGINAL tuple client:port -> node:NodePort in ``node``'s table."""
-    return (_ORIG | (np.asarray(node, np.int64) << np.int64(40))
-            | (np.asarray(client, np.int64) << np.int64(16)) | np.asarray(client_port, np.int64))
+    return (1 << 62) | (node << 40) | (client << 16) | client_port
 
 
 def reply_key(node, pod, nat_port):
     """Key of the REPLY tuple pod:port -> node:nat_port in ``node``'s table."""
-    return ((np.asarray(node, np.int64) << np.int64(36)) | (np.asarray(pod, np.int64) << np.int64(16))
-            | np.asarray(nat_port, np.int64))
+    return (node << 36) | (pod << 16) | nat_port
 
 
 def reply_key_nosnat(pod, client, client_port):
     """Key of the REPLY tuple pod:port -> client:port of a flow that was not masqueraded."""
-    return (np.int64(1 << 61) | (np.asarray(pod, np.int64) << np.int64(40))
-            | (np.asarray(client, np.int64) << np.int64(16)) | np.asarray(client_port, np.int64))
+    return (1 << 61) | (pod << 40) | (client << 16) | client_port
 
 
 def client_ip(client):
@@ -53,7 +53,7 @@ def client_ip(client):
 
 def node_ip(node):
     """IPv4 address of node ``node``: 10.0.0.1 + node."""
-    return np.asarray(node, np.int64) + NODE_BASE + 1
+    return np.asarray(node, np.int64) + NODE_IP_BASE
 
 
 def pod_ip(pod):

@@ -11,8 +11,9 @@ extended timeouts.
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
-from lbsim import compiled as c
-from lbsim.conntrack import GC_INTERVAL_CLAMP, GC_INTERVAL_MIN
+from lbsim.compiled import calendar as calmod, layout as L, table
+from lbsim.compiled.index import idx_put
+from lbsim.kernel import GC_INTERVAL_CLAMP, GC_INTERVAL_MIN
 
 NS = 1_000_000_000
 NODES = 2
@@ -34,10 +35,10 @@ class Calendar:
     """The compiled state arrays, driven through the engine's own functions."""
 
     def __init__(self):
-        self.E = np.zeros((CAP, c._NE), np.int64)
-        self.E[:, c.T_EXPIRE] = -1
-        self.HD = c._calendar_heads(NODES)
-        self.S = np.zeros(c._NS_STATE, np.int64)
+        self.E = np.zeros((CAP, L.ENTRY_WIDTH), np.int64)
+        self.E[:, L.T_EXPIRE] = -1
+        self.HD = calmod.calendar_heads(NODES)
+        self.S = np.zeros(L.STATE_SLOTS, np.int64)
         self.free = np.zeros(CAP, np.int64)
         self.IX = np.full(8 * CAP, -1, np.int64)
         self.count = np.zeros(NODES, np.int64)
@@ -45,41 +46,41 @@ class Calendar:
         self.next_key = 1
 
     def held(self, v=None):
-        e = np.flatnonzero(self.E[: self.S[c.S_SIZE], c.T_EXPIRE] >= 0)
-        return e if v is None else e[self.E[e, c.NODE] == v]
+        e = np.flatnonzero(self.E[: self.S[L.S_SIZE], L.T_EXPIRE] >= 0)
+        return e if v is None else e[self.E[e, L.NODE] == v]
 
     def add(self, v, x):
         S = self.S
-        if S[c.S_NFREE] > 0:
-            S[c.S_NFREE] -= 1
-            e = self.free[S[c.S_NFREE]]
-        elif S[c.S_SIZE] < CAP:
-            e = S[c.S_SIZE]
-            S[c.S_SIZE] += 1
+        if S[L.S_NFREE] > 0:
+            S[L.S_NFREE] -= 1
+            e = self.free[S[L.S_NFREE]]
+        elif S[L.S_SIZE] < CAP:
+            e = S[L.S_SIZE]
+            S[L.S_SIZE] += 1
         else:
             return
-        self.E[e, c.REPLY], self.E[e, c.ORIG], self.E[e, c.NODE] = self.next_key, -1, v
-        self.E[e, c.T_EXPIRE] = x
+        self.E[e, L.REPLY], self.E[e, L.ORIG], self.E[e, L.NODE] = self.next_key, -1, v
+        self.E[e, L.T_EXPIRE] = x
         self.next_key += 1
-        c._cal_link(self.E, self.HD, S, e, v, x)
+        calmod.cal_link(self.E, self.HD, S, e, v, x)
         self.count[v] += 1
-        S[c.S_USED] += c._idx_put(self.IX, self.E[e, c.REPLY], e)
+        S[L.S_USED] += idx_put(self.IX, self.E[e, L.REPLY], e)
 
     def release(self, e):
-        c._release(self.E, self.HD, self.S, self.free, self.IX, self.count, e)
+        table.release(self.E, self.HD, self.S, self.free, self.IX, self.count, e)
 
     def extend(self, e, x):
-        v, old = self.E[e, c.NODE], self.E[e, c.T_EXPIRE]
-        c._cal_unlink(self.E, self.HD, self.S, e, v, old)
-        self.E[e, c.T_EXPIRE] = x
-        c._cal_link(self.E, self.HD, self.S, e, v, x)
+        v, old = self.E[e, L.NODE], self.E[e, L.T_EXPIRE]
+        calmod.cal_unlink(self.E, self.HD, self.S, e, v, old)
+        self.E[e, L.T_EXPIRE] = x
+        calmod.cal_link(self.E, self.HD, self.S, e, v, x)
 
     def sweep(self, v, t):
-        return c._gc_sweep(self.E, self.HD, self.S, self.free, self.IX, self.count, v, t,
+        return table._gc_sweep(self.E, self.HD, self.S, self.free, self.IX, self.count, v, t,
                            self.SK)
 
     def expired_counted(self, v):
-        return self.HD[c._nd(v) + 1, c.N_EXPD]
+        return self.HD[calmod.nd(v) + 1, L.N_EXPD]
 
 
 def step(cal, t, op):
@@ -92,34 +93,34 @@ def step(cal, t, op):
         t += op[1]
     elif op[0] == "sample":                  # every second up to the next whole one, in turn
         t = -(-t // NS) * NS
-        for sec in range(cal.S[c.S_LAST_SAMPLE] + 1, t // NS + 1):
-            c._count_expired(E, cal.HD, cal.S, NODES, sec)
+        for sec in range(cal.S[L.S_LAST_SAMPLE] + 1, t // NS + 1):
+            calmod.count_expired(E, cal.HD, cal.S, NODES, sec)
     elif op[0] == "release":
         held = cal.held()
         if held.size:
             cal.release(held[op[1] % held.size])
     elif op[0] == "extend":
         held = cal.held()
-        live = held[E[held, c.T_EXPIRE] > t]
+        live = held[E[held, L.T_EXPIRE] > t]
         if live.size:
             e = live[op[1] % live.size]
-            if t + op[2] > E[e, c.T_EXPIRE]:
+            if t + op[2] > E[e, L.T_EXPIRE]:
                 cal.extend(e, t + op[2])
     else:
         v = op[1]
         before = cal.held(v)
-        keep = before[E[before, c.T_EXPIRE] > t]
-        d = E[keep, c.T_EXPIRE] - t
+        keep = before[E[before, L.T_EXPIRE] > t]
+        d = E[keep, L.T_EXPIRE] - t
         want = (int(np.clip(d, GC_INTERVAL_MIN, GC_INTERVAL_CLAMP).sum()), keep.size)
         assert cal.sweep(v, t) == want
         assert set(cal.held(v)) == set(keep)
-    ls = cal.S[c.S_LAST_SAMPLE]
+    ls = cal.S[L.S_LAST_SAMPLE]
     for v in range(NODES):
         held = cal.held(v)
         assert cal.count[v] == held.size
-        seconds = -(-E[held, c.T_EXPIRE] // NS)
+        seconds = -(-E[held, L.T_EXPIRE] // NS)
         assert cal.expired_counted(v) == int((seconds <= ls).sum())
-        assert c._collect(E, cal.HD, v, cal.SK) == held.size
+        assert calmod.collect(E, cal.HD, v, cal.SK) == held.size
     return t
 
 
@@ -143,7 +144,7 @@ def test_calendar_long_random_runs():
         next_sweep = [NS, NS]
         for _ in range(4000):
             t = step(cal, t, ("wait", int(rng.integers(0, NS // 2))))
-            if t // NS > cal.S[c.S_LAST_SAMPLE] + 1 or rng.random() < 0.2:
+            if t // NS > cal.S[L.S_LAST_SAMPLE] + 1 or rng.random() < 0.2:
                 t = step(cal, t, ("sample",))
             for v in range(NODES):
                 if next_sweep[v] <= t:

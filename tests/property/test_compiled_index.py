@@ -4,7 +4,7 @@ a probe run allows) against a dict, operation by operation."""
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
-from lbsim.compiled import _idx_del, _idx_get, _idx_put
+from lbsim.compiled.index import idx_del as _idx_del, idx_get as _idx_get, idx_put as _idx_put
 
 ops = st.lists(st.tuples(st.sampled_from(["put", "del", "get"]), st.integers(0, 40)),
                min_size=1, max_size=300)
@@ -36,14 +36,18 @@ def test_index_matches_dict(operations, slots):
 def test_compiled_endpoint_is_the_cascade_bisection(n, us, at):
     """The compiled iptables endpoint choice (a walk from u * n) picks what the cascade's
     bisection picks, also for uniforms exactly on a CDF step."""
-    from lbsim import compiled as c
+    from lbsim import Scenario
     from lbsim.balancing import iptables_cascade_cdf, iptables_endpoint
+    from lbsim.compiled.handlers import endpoint
+    from lbsim.compiled.layout import engine_params
+    from lbsim.workload import Params
     cdf = np.asarray(iptables_cascade_cdf(n), np.float64)
     us = np.array(us + [float(cdf[i % n]) for i in at] + [0.0], np.float64)
     us = us[us < 1.0]
-    Q = np.zeros(c._NQ, np.int64)
-    Q[c.Q_PER_ATTEMPT] = 1
+    P = engine_params(Params.of(Scenario()))
+    assert P.per_attempt and not P.nftables
     ep_ptr = np.array([0, n], np.int64)
     ep_list = np.arange(n, dtype=np.int64) + 7
-    got = [c._endpoint(Q, ep_ptr, ep_list, cdf, ep_list[:1], 0, u, 0) for u in us]
+    group = np.zeros(1, np.int64)
+    got = [endpoint(P, group, ep_ptr, ep_list, cdf, ep_list[:1], 0, u, 0) for u in us]
     assert got == list(iptables_endpoint(us, n) + 7)

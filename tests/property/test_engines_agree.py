@@ -1,16 +1,21 @@
-"""The batched engine and the per-flow reference engine agree flow for flow, at any batch size."""
+"""The compiled engine takes the reference engine's every decision, at any window size; and its
+own state keeps the table's invariants after every window."""
 
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
 from lbsim import Scenario
-from lbsim.batch import run_batched
-from lbsim.compiled import run_compiled
-from lbsim.conntrack import ConntrackTable, DictConntrackTable
-from lbsim.model import Model, run_reference
+from lbsim.compiled import compiled_engine
+from lbsim.compiled.layout import NODE, REPLY, S_SIZE, T_EXPIRE
+from lbsim.control import run_engine
+from lbsim.metrics import drops_frame
+from lbsim.reference import ReferenceEngine
+from lbsim.simulation import simulate
+from lbsim.workload import draw_workload
 
-RECORDS = ["out", "cause", "attempts", "rec_pod", "rec_port", "connect", "response", "src_ip",
-           "cause_count"]
+RECORDS = ["outcome", "cause", "attempts", "pod", "nat_port", "connect_ns", "response_ns",
+           "src_ip", "cause_count", "table_count", "gauge_t_ns", "gauge_entries", "gauge_live",
+           "snat_t_ns", "snat_pair", "snat_ports"]
 
 
 @st.composite
@@ -72,42 +77,53 @@ def scenarios(draw):
     return Scenario().replace(**d)
 
 
-def assert_same(a: Model, b: Model):
+def assert_same(a, b):
     for f in RECORDS:
         assert np.array_equal(getattr(a, f), getattr(b, f)), f
     for k in a.counters:
         assert np.array_equal(a.counters[k], b.counters[k]), k
-    assert len(a.gauges) == len(b.gauges)
-    for ga, gb in zip(a.gauges, b.gauges):
-        assert ga[0] == gb[0] and np.array_equal(ga[1], gb[1]) and np.array_equal(ga[2], gb[2])
-    assert np.array_equal(a.table.count, b.table.count)
-    assert len(a.snat_gauges) == len(b.snat_gauges)
-    for ga, gb in zip(a.snat_gauges, b.snat_gauges):
-        assert ga[0] == gb[0] and np.array_equal(ga[1], gb[1]) and np.array_equal(ga[2], gb[2])
-    from lbsim.metrics import drops_frame
+    assert a.max_cpu_wait_ns == b.max_cpu_wait_ns and a.resolved == b.resolved
     assert drops_frame(a).equals(drops_frame(b))
 
 
-@settings(max_examples=60)
-@given(scenarios(), st.sampled_from([1, 2, 7, 64, 4096]))
-def test_batched_equals_reference(sc, batch):
-    ref = run_reference(Model(sc, DictConntrackTable))
-    bat = run_batched(Model(sc, ConntrackTable), batch)
-    assert ref.resolved == sc.workload.flows
-    assert_same(ref, bat)
-    # invariants: the table never held more than nf_conntrack_max; live reply tuples are unique
-    assert all(g[1].max() <= sc.conntrack.max for g in ref.gauges)
-    n = bat.table.size
-    alive = bat.table.alive[:n]
-    assert np.unique(bat.table.reply[:n][alive]).size == alive.sum()
+class _Checked:
+    """The compiled engine, its table's invariants asserted after every window: entries never
+    exceed nf_conntrack_max on any node, and no reply tuple is held twice."""
+
+    def __init__(self, engine, ct_max):
+        self.engine, self.ct_max, self.windows = engine, ct_max, 0
+
+    def advance(self, t1):
+        done = self.engine.advance(t1)
+        self.windows += 1
+        X = getattr(self.engine, "X", None)
+        if X is not None:
+            held = np.flatnonzero(X.E[: X.S[S_SIZE], T_EXPIRE] >= 0)
+            assert (X.count <= self.ct_max).all()
+            assert np.array_equal(np.bincount(X.E[held, NODE], minlength=X.count.size), X.count)
+            assert np.unique(X.E[held, REPLY]).size == held.size
+        return done
+
+    def set_endpoints(self, node, pods):
+        self.engine.set_endpoints(node, pods)
+
+
+def run_checked(sc, batch):
+    w = draw_workload(sc)
+    eng = _Checked(compiled_engine(w), sc.conntrack.max)
+    run_engine(eng, w.t0 + w.params.d_in, batch, w.params.nodes, w.params.pods)
+    return eng.engine.records()
 
 
 @settings(max_examples=150)
 @given(scenarios(), st.sampled_from([1, 2, 7, 64, 4096]))
 def test_compiled_equals_reference(sc, batch):
-    """The compiled engine (the default) takes the reference's every decision, at any window size."""
-    ref = run_reference(Model(sc, DictConntrackTable))
-    assert_same(ref, run_compiled(Model(sc, ConntrackTable), batch))
+    """The compiled engine (the default) takes the reference's every decision, at any window size,
+    and keeps the table's invariants after every window."""
+    ref = simulate(sc, engine="reference")
+    assert ref.resolved == sc.workload.flows
+    assert all(g.max(initial=0) <= sc.conntrack.max for g in ref.gauge_entries)
+    assert_same(ref, run_checked(sc, batch))
 
 
 def test_batch_size_independent_deep_in_exhaustion():
@@ -116,11 +132,10 @@ def test_batch_size_independent_deep_in_exhaustion():
         "workload.flows": 1500, "workload.rate_per_s": 400.0, "workload.syn_retries": 2,
         "cluster.nodes": 2, "cluster.pods": 2, "nat.port_range": [10000, 10015],
         "conntrack.time_wait_s": 0.5})
-    ref = run_reference(Model(sc, DictConntrackTable))
+    ref = simulate(sc, engine="reference")
     assert ref.cause_count[1] > 100          # port exhaustion really happened
     for batch in (1, 1000, 100_000):
-        assert_same(ref, run_batched(Model(sc, ConntrackTable), batch))
-        assert_same(ref, run_compiled(Model(sc, ConntrackTable), batch))
+        assert_same(ref, run_checked(sc, batch))
 
 
 def test_compiled_calendar_long_lived_entries():
@@ -133,7 +148,7 @@ def test_compiled_calendar_long_lived_entries():
             "workload.clients": 50, "cluster.nodes": 2, "cluster.pods": 3}
     for extra in ({}, {"conntrack.max": 300, "conntrack.time_wait_s": 60.0}):
         sc = Scenario().replace(**base, **extra)
-        ref = run_reference(Model(sc, DictConntrackTable))
-        assert_same(ref, run_compiled(Model(sc, ConntrackTable), 64))
+        ref = simulate(sc, engine="reference")
+        assert_same(ref, run_checked(sc, 64))
         if extra:
             assert ref.cause_count[3] > 100 and sum(ref.counters["gc_early_drop"]) > 0

@@ -1,15 +1,20 @@
-"""Every vectorized hot path agrees with its scalar reference, decision for decision."""
-
-import copy
+"""Every vectorized or compiled hot path agrees with its readable reference, decision for decision."""
 
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
+from lbsim import Scenario
 from lbsim.balancing import iptables_endpoint, iptables_endpoint_scalar, round_robin, round_robin_scalar
-from lbsim.conntrack import NAT_CLASH, SNAT, TCP, ConntrackTable
-from lbsim.nat import NatRule, select_port, select_ports
-from lbsim.rng import Streams, mix64, mix64_scalar
-from tests.helpers import add_entry
+from lbsim.compiled import layout as L
+from lbsim.compiled.layout import engine_params
+from lbsim.compiled.nat import select_port as select_port_nb
+from lbsim.kernel import F_NAT_CLASH, F_SNAT, F_TCP, ROUNDS
+from lbsim.reference.conntrack import ConntrackTable
+from lbsim.reference.nat import NatRule, select_port
+from lbsim.rng import STREAMS, Streams, mix64, mix64_scalar
+from lbsim.tuples import reply_key
+from lbsim.workload import Params
+from tests.helpers import add_entry, compiled_table
 
 
 @given(st.lists(st.integers(0, 2**64 - 1), min_size=1, max_size=50))
@@ -44,50 +49,52 @@ def test_round_robin_matches_scalar(inst, backends):
 
 @settings(max_examples=150)
 @given(data=st.data(), rows=st.integers(1, 6), width=st.sampled_from([1, 4, 64, 200, None]),
-       random_all=st.booleans(), evict=st.booleans(), tcp=st.booleans())
-def test_select_ports_matches_select_port(data, rows, width, random_all, evict, tcp):
-    """Random tables near exhaustion: each row (a distinct node, pod) chooses like the scalar."""
+       random_all=st.booleans(), evict=st.booleans(), tcp=st.booleans(),
+       kernel=st.sampled_from(["modern", "4.x"]), legacy_random=st.booleans())
+def test_compiled_select_port_matches_reference(data, rows, width, random_all, evict, tcp, kernel,
+                                                legacy_random):
+    """Random tables near exhaustion: the compiled search takes the reference's every probe
+    (port, exhausted, found, what it freed or evicted), with the offsets of the same stream."""
     rng_ports = (10000, 10000 + width - 1) if width else None
     lo, hi = rng_ports if rng_ports else (1024, 1024 + 300)
-    table = ConntrackTable(rows)
+    legacy = kernel == "4.x"
+    table = ConntrackTable(rows, buckets=64, salt=3)
     for r in range(rows):
         taken = data.draw(st.lists(st.integers(lo, hi), max_size=80, unique=True))
         for p in taken:
             add_entry(table, node=r, pod=r, port=p,
                       t_close=data.draw(st.sampled_from([0, 100, 10**6])),
                       t_expire=data.draw(st.sampled_from([50, 10**6])),
-                      flags=data.draw(st.sampled_from([int(TCP | SNAT), int(TCP), int(TCP | SNAT | NAT_CLASH)])),
+                      flags=data.draw(st.sampled_from([F_TCP | F_SNAT, F_TCP,
+                                                       F_TCP | F_SNAT | F_NAT_CLASH])),
                       seq=data.draw(st.integers(0, 2**32 - 1)))
-    t = np.array(data.draw(st.lists(st.sampled_from([0, 60, 200]), min_size=rows, max_size=rows)))
-    sport = np.array(data.draw(st.lists(st.sampled_from([lo, lo + 1, 40000, 300, 800]), min_size=rows, max_size=rows)))
-    offs = np.array(data.draw(st.lists(st.lists(st.integers(0, 65535), min_size=5, max_size=5),
-                                       min_size=rows, max_size=rows)))
-    isn = np.array(data.draw(st.lists(st.integers(0, 2**32 - 1), min_size=rows, max_size=rows)))
-    rule = NatRule(random_all=random_all, port_range=rng_ports, evict_closing=evict, tcp=tcp)
-    ref = copy.deepcopy(table)
-    want = [select_port(ref, int(t[r]), r, r, int(sport[r]), offs[r], int(isn[r]), rule) for r in range(rows)]
-    port, ex, found, ev = select_ports(table, t, np.arange(rows), np.arange(rows), sport, offs, isn, rule)
-    assert list(port) == [w.port for w in want]
-    assert list(ex) == [w.exhausted for w in want]
-    assert list(found) == [w.found for w in want]
-    assert list(ev) == [w.evicted for w in want]
-    assert np.array_equal(table.count, ref.count)
-    assert np.array_equal(table.alive[:table.size], ref.alive[:ref.size])
-
-
-@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 10**6), st.integers(1, 10**5)),
-                min_size=1, max_size=60),
-       st.lists(st.integers(0, 2 * 10**6), min_size=4, max_size=4))
-def test_cpu_queue_closed_form_matches_the_recursion(jobs, free):
-    """Each CPU is a FIFO single server: end_i = max(a_i, end_{i-1}) + s_i (the reference), computed
-    in batch by a segmented closed form in integers."""
-    from lbsim.batch import _lindley
-    jobs = sorted(jobs)                          # by CPU, then arrival
-    cpu = np.array([j[0] for j in jobs]); a = np.array([j[1] for j in jobs]); s = np.array([j[2] for j in jobs])
-    free = np.array(free, np.int64)
-    want, last = [], {}
-    for c, ai, si in jobs:
-        end = max(ai, last.get(c, int(free[c]))) + si
-        last[c] = end
-        want.append(end)
-    assert list(_lindley(cpu, a, s, free)) == want
+    E, HD, S, free, IX, count = compiled_table(table)
+    streams = Streams(data.draw(st.integers(0, 2**32)))
+    K = np.zeros(len(STREAMS) + 1, np.uint64)
+    K[: len(STREAMS)] = [streams.keys[n] for n in STREAMS]
+    P = engine_params(Params.of(Scenario().replace(**{
+        "nat.kernel": kernel, "nat.random_fully": random_all and not legacy_random,
+        "nat.random": random_all and legacy_random,
+        "workload.protocol": "tcp" if tcp else "udp",
+        **({"nat.port_range": list(rng_ports)} if rng_ports else {})})))
+    rule = NatRule(random_all=bool(P.random_all), port_range=rng_ports,
+                   evict_closing=bool(P.evict_closing), tcp=tcp, legacy=legacy,
+                   legacy_random=bool(P.legacy_random))
+    rover_ref = [[data.draw(st.integers(0, 65535))] for _ in range(rows)]
+    rover = np.array([r[0] for r in rover_ref], np.int64)
+    for r in range(rows):
+        t = data.draw(st.sampled_from([0, 60, 200]))
+        sport = data.draw(st.sampled_from([lo, lo + 1, 40000, 300, 800]))
+        isn = data.draw(st.integers(0, 2**32 - 1))
+        offs = [int(streams.u16("nat", np.array([r]), 0, j)[0]) for j in range(ROUNDS)]
+        secure = 0
+        if legacy and P.legacy_random:
+            k = np.array([reply_key(r, r, 0)], np.int64).view(np.uint64)
+            secure = int(mix64(k ^ streams.keys["nat"])[0] >> np.uint64(32))
+        want = select_port(table, t, r, r, sport, offs, isn, rule, rover_ref[r], secure)
+        got = select_port_nb(E, HD, S, free, IX, count, K, P, rover, t, r, r, sport, r, 0, isn)
+        assert (want.port, want.exhausted, want.found) == got
+        assert rover[r] == rover_ref[r][0]
+    assert np.array_equal(count, table.count)
+    held = np.flatnonzero(E[: S[L.S_SIZE], L.T_EXPIRE] >= 0)
+    assert sorted(E[held, L.REPLY]) == sorted(table.reply[: table.size][table.alive[: table.size]])

@@ -49,10 +49,11 @@ def test_port_exhaustion_is_erlang_b(offered):
 
 def _pod_of_flow(sc, flows):
     """The pod kube-proxy chose for each flow's (only) attempt, from the same random stream."""
-    from lbsim.model import Model
-    m = Model(sc)
-    inp = m.attempt_inputs(flows["flow"].to_numpy(), np.zeros(len(flows), np.int64))
-    return m.endpoint(np.zeros(len(flows), np.int64), inp["u_ep"], flows["flow"].to_numpy())
+    from lbsim.reference import ReferenceEngine
+    from lbsim.workload import draw_workload
+    eng = ReferenceEngine(draw_workload(sc))
+    return np.array([eng.endpoint(0, eng.attempt_inputs(f, 0)["u_ep"], f)
+                     for f in flows["flow"].to_numpy()])
 
 
 def _race_scenario(**extra):

@@ -161,3 +161,14 @@ def test_overloaded_node_cpu_is_reported_not_returned_silently():
         warnings.simplefilter("error")
         lbsim.run(sc.replace(**{"cluster.packet_time_s": 5e-6}))
         lbsim.run(sc.replace(path="direct", **{"cluster.packet_time_s": 0.1}))
+
+
+def test_the_batched_engine_is_gone():
+    with pytest.raises(ValueError, match="engine = 'batched' is invalid: must be 'compiled' or 'reference'"):
+        lbsim.run(SMALL, engine="batched")
+    r = subprocess.run([sys.executable, "-m", "lbsim.bench", "--engine", "batched"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        "error: argument --engine: invalid choice: 'batched' (choose from compiled, reference)"] \
+        or "invalid choice: 'batched'" in r.stderr.strip().splitlines()[-1]

@@ -1,0 +1,149 @@
+"""The compiled NodePort engine's driver: it allocates the run's arrays, runs the loop up to an
+instant (growing arrays between events when the loop asks), applies control-plane changes, and
+hands out :class:`~lbsim.records.Records`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..balancing import iptables_cascade_cdf
+from ..kernel import NEVER, NS
+from ..records import Records, RecordsBuilder
+from ..rng import STREAMS
+from ..workload import Workload
+from .calendar import calendar_heads
+from .index import rebuild_index
+from .layout import (DONE, ENTRY_WIDTH, PENDING_WIDTH, ROOM, S_HN, S_MAX_WAIT, S_NDROP,
+                     S_NEXT_TICK, S_NGAUGE, S_NSNAT, S_PSIZE, S_RESOLVED, S_SAMPLE_NEXT, S_SIZE,
+                     S_USED, STATE_SLOTS, T_EXPIRE, Inputs, Outputs, State, engine_params)
+from .loop import advance
+
+__all__ = ["CompiledEngine"]
+
+_CAP = 1024   # first capacity of the growing arrays (rows)
+
+
+def _endpoint_groups(groups: list[np.ndarray]):
+    """(ep_ptr, ep_list, cdf) of endpoint groups: group g lists ep_list[ep_ptr[g]:ep_ptr[g+1]]
+    and, for the iptables cascade, its CDF at the same offsets."""
+    sizes = np.array([g.size for g in groups], np.int64)
+    ptr = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+    lst = np.concatenate([np.asarray(g, np.int64) for g in groups] + [np.zeros(0, np.int64)])
+    cdf = np.concatenate([iptables_cascade_cdf(int(n)) if n else np.zeros(0) for n in sizes]
+                         + [np.zeros(0)]).astype(np.float64)
+    return ptr, lst.astype(np.int64), cdf
+
+
+class CompiledEngine:
+    """The NodePort path compiled: the reference engine's every decision, on flat arrays."""
+
+    def __init__(self, w: Workload) -> None:
+        p = w.params
+        self.w, self.p, self.P = w, p, engine_params(p)
+        self.rec = r = RecordsBuilder(w)
+        K = np.zeros(len(STREAMS) + 1, np.uint64)
+        K[: len(STREAMS)] = [w.keys[name] for name in STREAMS]
+        K[len(STREAMS)] = w.keys["ct_hash"]
+        self.I = Inputs(K=K, pt=np.array([p.packet_a, p.packet_b], np.float64),
+                        gaps=np.array(p.gaps, np.int64), backend=w.backend, sport=w.sport,
+                        client=w.client, service=w.service, hold=w.hold, t0=w.t0,
+                        flow_pod=w.flow_pod, pod_node=w.pod_node)
+        self.O = Outputs(outcome=r.outcome, cause=r.cause, attempts=r.attempts, pod=r.pod,
+                         nat_port=r.nat_port, connect=r.connect_ns, response=r.response_ns,
+                         src_ip=r.src_ip, C=r.counters, cause_count=r.cause_count)
+        # the nodes of a Cluster service share one endpoint group, Local ones have their own
+        self.groups = list(w.endpoints) if p.local else [w.endpoints[0]]
+        ep_group = np.arange(p.nodes) if p.local else np.zeros(p.nodes, np.int64)
+        ep_ptr, ep_list, cdf = _endpoint_groups(self.groups)
+        S = np.zeros(STATE_SLOTS, np.int64)
+        S[S_SAMPLE_NEXT] = NS
+        gc_next = np.full(p.nodes, p.gc_fixed or NS, np.int64)
+        S[S_NEXT_TICK] = min(int(gc_next.min()), NS)
+        E = np.zeros((_CAP, ENTRY_WIDTH), np.int64)
+        E[:, T_EXPIRE] = -1                  # T_EXPIRE -1: the row holds no entry
+        full = _CAP if p.full_records else 1
+        self.X = State(
+            S=S, count=np.zeros(p.nodes, np.int64), unconfirmed=np.zeros(p.nodes, np.int64),
+            rover=np.zeros(p.nodes, np.int64), cpu_free=np.zeros(p.nodes * p.cpus, np.int64),
+            gc_next=gc_next, gc_flag=np.zeros(p.nodes, np.bool_),
+            worker_free=np.where(np.arange(w.workers.max()) < w.workers[:, None], 0,
+                                 NEVER).astype(np.int64),
+            HD=calendar_heads(p.nodes), due=np.zeros(p.nodes, np.int64),
+            W=np.zeros((2, p.nodes), np.int64), ep_group=ep_group.astype(np.int64),
+            ep_ptr=ep_ptr, ep_list=ep_list, cdf=cdf,
+            E=E, IX=np.full(2 * 3 * _CAP, -1, np.int64), free=np.zeros(_CAP, np.int64),
+            SK=np.zeros(_CAP, np.int64), SE=np.zeros(_CAP, np.int64),
+            H=np.zeros((_CAP, 3), np.int64), PD=np.zeros((_CAP, PENDING_WIDTH), np.int64),
+            pfree=np.zeros(_CAP, np.int64), D=np.zeros((full, 5), np.int64),
+            G_t=np.zeros(64, np.int64), G_count=np.zeros((64, p.nodes), np.int64),
+            G_live=np.zeros((64, p.nodes), np.int64), SG=np.zeros((full, 3), np.int64))
+
+    def advance(self, t1: int) -> bool:
+        """Process the ticks and events before ``t1``; True once every flow is resolved."""
+        code = advance(t1, self.P, self.I, self.O, self.X)
+        while code == ROOM:
+            self._make_room()
+            code = advance(t1, self.P, self.I, self.O, self.X)
+        return code == DONE
+
+    def next_arrival(self) -> int:
+        """When the next flow not yet started arrives (NEVER if none)."""
+        nn = int(self.X.S[0])
+        return int(self.w.t0[nn]) + self.p.d_in if nn < self.p.flows else NEVER
+
+    def set_endpoints(self, node: int, pods: np.ndarray) -> None:
+        """From now on, ``node``'s kube-proxy lists ``pods`` (per-attempt choices): the node gets
+        an endpoint group of its own."""
+        X = self.X
+        g = len(self.groups)
+        self.groups.append(np.asarray(pods, np.int64))
+        ep_group = X.ep_group.copy()
+        ep_group[node] = g
+        ep_ptr, ep_list, cdf = _endpoint_groups(self.groups)
+        self.X = X._replace(ep_group=ep_group, ep_ptr=ep_ptr, ep_list=ep_list, cdf=cdf)
+
+    def _make_room(self) -> None:
+        """Grow whatever the next step might overflow (see lbsim.compiled.loop)."""
+        X, p = self.X, self.p
+        S = X.S
+        new = {}
+
+        def bigger(name, rows, fill=0):
+            old = new.get(name, getattr(X, name))
+            if rows > old.shape[0]:
+                arr = np.full((max(rows, old.shape[0] * 3 // 2),) + old.shape[1:], fill,
+                              old.dtype)
+                arr[: old.shape[0]] = old
+                new[name] = arr
+            return new.get(name, old)
+
+        rows = bigger("E", int(S[S_SIZE]) + 1).shape[0]
+        if "E" in new:
+            new["E"][X.E.shape[0]:, T_EXPIRE] = -1
+        for name in ("free", "SK", "SE"):
+            bigger(name, rows)
+        bigger("H", int(S[S_HN]) + 2)
+        bigger("pfree", bigger("PD", int(S[S_PSIZE]) + 1).shape[0])
+        if p.full_records:
+            bigger("D", int(S[S_NDROP]) + 1)
+            bigger("SG", int(S[S_NSNAT] + S[S_SIZE]) + 1)
+        for name in ("G_t", "G_count", "G_live"):
+            bigger(name, int(S[S_NGAUGE]) + 1)
+        if 4 * (int(S[S_USED]) + 2) > X.IX.size:   # keys + tombstones > 50 % of slots
+            keys = 2 * int(X.count.sum()) + 2
+            self.X = X = X._replace(IX=np.zeros(0, np.int64))   # free the old index first
+            new["IX"], S[S_USED] = rebuild_index(new.get("E", X.E), S[S_SIZE], 4 * keys + 64)
+        self.X = X._replace(**new)
+
+    def records(self) -> Records:
+        X, S = self.X, self.X.S
+        n = int(S[S_NGAUGE])
+        D = X.D[: int(S[S_NDROP])] if self.p.full_records else np.zeros((0, 5), np.int64)
+        SG = X.SG[: int(S[S_NSNAT])] if self.p.full_records else np.zeros((0, 3), np.int64)
+        return self.rec.freeze(
+            table_count=X.count.copy(), gauge_t_ns=X.G_t[:n].copy(),
+            gauge_entries=X.G_count[:n].copy(), gauge_live=X.G_live[:n].copy(),
+            drops=tuple(D[:, i].copy() for i in range(5)),
+            snat=tuple(SG[:, i].copy() for i in range(3)),
+            max_cpu_wait_ns=int(S[S_MAX_WAIT]), resolved=int(S[S_RESOLVED]))

@@ -1,0 +1,330 @@
+"""The data plane's event handlers: an attempt's arrival, its NAT step, its confirm, and the ticks.
+
+Each handler is the compiled twin of the reference engine's step of the same name
+(:class:`lbsim.reference.engine.ReferenceEngine`), and is inlined into the loop (lbsim.compiled.loop)
+by numba, so that it costs no call and no argument passing: the arrays travel in the
+:mod:`lbsim.compiled.layout` named tuples ``P`` (parameters), ``I`` (inputs), ``O`` (records) and
+``X`` (state).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..kernel import (C_CLASH_RESOLVE, C_DROP, C_EARLY_DROP, C_ENTRIES_INSERTED, C_FOUND,
+                      C_GC_EARLY_DROP, C_INSERT, C_INSERT_FAILED, F_NAT_CLASH, F_SNAT,
+                      F_TCP, FAILED, INSERT_RACE, NAT, NAT_CLASH_TIMEOUT, NEVER, NO_LOCAL_ENDPOINT,
+                      NS, OK, PORT_EXHAUSTION, TABLE_FULL, TUPLE_IN_USE, UDP_STREAM_AFTER)
+from ..rng import bits_nb as bits, mix64_nb as mix64, uniform_nb as uniform
+from ..sampling import PT_FIXED, duration_ns
+from ..tuples import CLIENT_BASE, NODE_IP_BASE
+from .calendar import count_expired, nd
+from .events import push
+from .index import orig_key, reply_key, reply_key_nosnat
+from .layout import (FLAGS, K_CPU_TIME, K_CT_SALT, K_ENDPOINT, K_ISN, K_RSS, N_EXPD, NODE, PA_ARRIVE,
+                     PA_EXH, PA_FOLLOW, PA_ISN, PA_NODE, PA_ORIG, PA_POD, PA_PORT, PA_REPLY,
+                     PA_TCONF, PA_TNAT, POD, REPLY, S_MAX_WAIT, S_NDROP, S_NGAUGE, S_NEXT_TICK,
+                     S_NSNAT, S_PFREE, S_PSIZE, S_RESOLVED, S_SAMPLE_NEXT, S_SIZE, T_CLOSE,
+                     T_EXPIRE, hot, inline)
+from .nat import select_port
+from .table import early_drop, extend, gc_pass, insert, live_eid, release, sort_pairs, take
+
+__all__ = ["on_arrive", "on_direct", "on_nat", "on_confirm", "tick", "endpoint"]
+
+_U = np.uint64
+
+
+@hot
+def fail(S, P, gaps, D, cause_count, outcome, cause_rec, attempts_rec, flow, attempt, arrive,
+         t_fail, cause, node):
+    """Record a dropped attempt (``ReferenceEngine.fail``); returns the next attempt's arrival,
+    or -1."""
+    cause_count[cause] += 1
+    if P.full_records:
+        i = S[S_NDROP]
+        D[i, 0], D[i, 1], D[i, 2], D[i, 3], D[i, 4] = t_fail, flow, attempt, node, cause
+        S[S_NDROP] += 1
+    cause_rec[flow] = cause
+    if attempt < P.retries:
+        return max(arrive + gaps[attempt], t_fail + P.gap_min)
+    outcome[flow] = FAILED
+    attempts_rec[flow] = attempt + 1
+    S[S_RESOLVED] += 1
+    return -1
+
+
+@hot
+def serve(worker_free, pod, q, service):
+    """FIFO with ``workers`` servers (``ReferenceEngine.serve``)."""
+    w = 0
+    for j in range(1, worker_free.shape[1]):
+        if worker_free[pod, j] < worker_free[pod, w]:
+            w = j
+    finish = max(q, worker_free[pod, w]) + service
+    worker_free[pod, w] = finish
+    return finish
+
+
+@hot
+def endpoint(P, ep_group, ep_ptr, ep_list, cdf, flow_pod, node, u, flow):
+    """kube-proxy's pod for an attempt on ``node`` (``ReferenceEngine.endpoint``), -1: none."""
+    if not P.per_attempt:
+        return flow_pod[flow]
+    g = ep_group[node]
+    a, b = ep_ptr[g], ep_ptr[g + 1]
+    n = b - a
+    if n == 0:
+        return -1
+    if P.nftables:
+        return ep_list[a + ((np.int64(u * 4294967296.0) * n) >> 32)]
+    # bisect_right(cdf, u), at most n - 1: the first i with u < cdf[i]. The cascade's CDF is
+    # uniform up to the rules' fixed-point rounding, so the search starts at u * n and walks
+    # (a step or two; a bisection costs ~log2(n) mispredicted branches, per flow)
+    i = min(np.int64(u * n), n - 1)
+    while i > 0 and u < cdf[a + i - 1]:
+        i -= 1
+    while i < n and cdf[a + i] <= u:
+        i += 1
+    return ep_list[a + min(i, n - 1)]
+
+
+@inline
+def _record_ok(P, O, f, k, pod, port, conn, resp, src):
+    O.outcome[f] = OK
+    O.attempts[f] = k + 1
+    O.pod[f] = pod
+    O.nat_port[f] = port
+    O.connect[f] = conn
+    O.response[f] = resp
+    O.src_ip[f] = src
+
+
+@inline
+def on_direct(P, I, O, X, f, t):
+    """The direct path (``ReferenceEngine.serve_direct``): the LB's pod serves the request."""
+    pod = I.backend[f]
+    d_in = P.d_in
+    finish = serve(X.worker_free, pod, t + 2 * d_in if P.tcp else t, I.service[f])
+    _record_ok(P, O, f, 0, pod, -1, t + d_in - I.t0[f] if P.tcp else -1,
+               finish + d_in - I.t0[f], CLIENT_BASE + I.client[f])
+    X.S[S_RESOLVED] += 1
+
+
+@inline
+def on_arrive(P, I, X, f, k, t):
+    """An attempt reaches its node (``ReferenceEngine.arrive``): it waits for its CPU."""
+    if P.packet_kind == PT_FIXED:
+        pkt = duration_ns(PT_FIXED, I.pt[0], 0.0, 0.0, 0.0)
+    else:
+        pkt = duration_ns(P.packet_kind, I.pt[0], I.pt[1], uniform(I.K[K_CPU_TIME], f, k, 0),
+                          uniform(I.K[K_CPU_TIME], f, k, 1))
+    node = I.backend[f]
+    if P.pod_clients:                    # the sending thread's CPU, per packet
+        c = node * P.cpus + np.int64(math.floor(uniform(I.K[K_RSS], f, k, 0) * P.cpus))
+    else:                                # an RSS hash of the tuple
+        orig = orig_key(node, I.client[f], I.sport[f])
+        c = node * P.cpus + np.int64(mix64(_U(orig) ^ I.K[K_RSS]) % _U(P.cpus))
+    S = X.S
+    t_nat = max(t, X.cpu_free[c])
+    S[S_MAX_WAIT] = max(S[S_MAX_WAIT], t_nat - t)
+    t_conf = t_nat + pkt
+    X.cpu_free[c] = t_conf
+    slot = take(X.pfree, S, S_PFREE, S_PSIZE)
+    PD = X.PD
+    PD[slot, PA_ARRIVE], PD[slot, PA_TNAT], PD[slot, PA_TCONF] = t, t_nat, t_conf
+    push(X.H, S, t_nat, NAT, f, k, slot)
+
+
+@inline
+def _fail(P, I, O, X, f, k, arrive, t, cause, node):
+    return fail(X.S, P, I.gaps, X.D, O.cause_count, O.outcome, O.cause, O.attempts, f, k, arrive,
+                t, cause, node)
+
+
+@inline
+def _pend(PD, ps, node, pod, port, exhausted, orig, reply, isn, follow):
+    PD[ps, PA_NODE], PD[ps, PA_POD], PD[ps, PA_PORT] = node, pod, port
+    PD[ps, PA_EXH], PD[ps, PA_ORIG], PD[ps, PA_REPLY] = exhausted, orig, reply
+    PD[ps, PA_ISN], PD[ps, PA_FOLLOW] = isn, follow
+
+
+@inline
+def on_nat(P, I, O, X, f, k, t, ps):
+    """Conntrack lookup, allocation, DNAT and SNAT at ``t`` (``ReferenceEngine.nat_step``).
+    Returns the next attempt's arrival if dropped (-1: none), or -2: the attempt is pending."""
+    E, S, count = X.E, X.S, X.count
+    arrive = X.PD[ps, PA_ARRIVE]
+    node = I.backend[f]
+    orig = orig_key(node, I.client[f], I.sport[f])
+    isn = np.int64(bits(I.K[K_ISN], f, k, 0) >> _U(32))
+    e = live_eid(E, X.HD, S, X.free, X.IX, count, orig, t)
+    if e >= 0 and not P.tcp:             # a UDP packet of a tracked flow: no new entry
+        _pend(X.PD, ps, node, E[e, POD], E[e, REPLY] & 0xFFFF, 0, orig, E[e, REPLY], isn, 1)
+        return -2
+    if e >= 0:
+        if t < E[e, T_CLOSE]:
+            return _fail(P, I, O, X, f, k, arrive, t, TUPLE_IN_USE, node)
+        release(E, X.HD, S, X.free, X.IX, count, e)  # a SYN reopens a TIME_WAIT/CLOSE tuple
+    if count[node] + X.unconfirmed[node] + 1 > P.ct_max:
+        killed = early_drop(E, X.HD, S, X.free, X.IX, count, I.K[K_CT_SALT], P.buckets, X.SK,
+                            node, orig, t)
+        if killed == 0:
+            O.C[C_DROP, node] += 1
+            X.gc_flag[node] = True
+            return _fail(P, I, O, X, f, k, arrive, t, TABLE_FULL, node)
+        O.C[C_EARLY_DROP, node] += killed
+    pod = endpoint(P, X.ep_group, X.ep_ptr, X.ep_list, X.cdf, I.flow_pod, node,
+                   uniform(I.K[K_ENDPOINT], f, k, 0), f)
+    if pod < 0:
+        return _fail(P, I, O, X, f, k, arrive, t, NO_LOCAL_ENDPOINT, node)
+    sp = I.sport[f]
+    if not P.snat:
+        port, exhausted = sp, False
+        reply = reply_key_nosnat(pod, I.client[f], sp)
+    else:
+        port, exhausted, found = select_port(E, X.HD, S, X.free, X.IX, count, I.K, P, X.rover, t,
+                                             node, pod, sp, f, k, isn)
+        O.C[C_FOUND, node] += found
+        reply = reply_key(node, pod, port)
+    X.unconfirmed[node] += 1
+    _pend(X.PD, ps, node, pod, port, np.int64(exhausted), orig, reply, isn, 0)
+    return -2
+
+
+@inline
+def on_confirm(P, I, O, X, f, k, ps):
+    """``__nf_conntrack_confirm`` (``ReferenceEngine.confirm_step``); on success the pod serves
+    the request. Returns the next attempt's arrival if dropped, else -1."""
+    E, S, PD, count = X.E, X.S, X.PD, X.count
+    t = PD[ps, PA_TCONF]
+    node, orig, reply = PD[ps, PA_NODE], PD[ps, PA_ORIG], PD[ps, PA_REPLY]
+    adopt, clash = -2, False     # -2: dropped, -1: a new entry, >= 0: the entry followed
+    if PD[ps, PA_FOLLOW]:
+        adopt = live_eid(E, X.HD, S, X.free, X.IX, count, orig, t)
+        if adopt < 0:
+            adopt = -2
+            X.unconfirmed[node] += 1     # the entry vanished meanwhile: confirm anew
+    if adopt == -2:
+        X.unconfirmed[node] -= 1
+        e_orig = live_eid(E, X.HD, S, X.free, X.IX, count, orig, t)
+        e_reply = live_eid(E, X.HD, S, X.free, X.IX, count, reply, t)
+        if e_orig < 0 and e_reply < 0:
+            adopt = -1
+        elif not P.tcp and e_orig >= 0:  # nf_ct_resolve_clash: UDP allows clashes
+            if E[e_orig, REPLY] == reply:
+                O.C[C_INSERT_FAILED if P.legacy else C_CLASH_RESOLVE, node] += 1
+                adopt = e_orig
+            elif e_reply < 0 and not P.legacy:
+                O.C[C_CLASH_RESOLVE, node] += 1
+                adopt, clash = -1, True
+    if adopt == -2:
+        O.C[C_INSERT_FAILED, node] += 1
+        O.C[C_DROP, node] += 1
+        return _fail(P, I, O, X, f, k, PD[ps, PA_ARRIVE], t,
+                     PORT_EXHAUSTION if PD[ps, PA_EXH] else INSERT_RACE, node)
+    _serve_nodeport(P, I, O, X, f, k, ps, t, adopt, clash)
+    return -1
+
+
+@inline
+def _serve_nodeport(P, I, O, X, f, k, ps, t, adopt, clash):
+    """``ReferenceEngine._serve_nodeport``: the pod serves the request; the entry's timeline is
+    fixed, and it is inserted (or the followed one's timeout raised)."""
+    PD = X.PD
+    node, pod, port = PD[ps, PA_NODE], PD[ps, PA_POD], PD[ps, PA_PORT]
+    hop = 0 if I.pod_node[pod] == node else P.d_hop
+    d_in = P.d_in
+    q = t + 3 * hop + 2 * d_in if P.tcp else t + hop
+    finish = serve(X.worker_free, pod, q, I.service[f])
+    resp = finish + hop + d_in
+    if P.tcp:
+        synack = t + 2 * hop + d_in
+        t_assured = synack + d_in
+        t_close = resp + I.hold[f] + d_in
+        t_expire = t_close + P.time_wait
+        conn = synack - I.t0[f]
+    else:
+        t_rep = finish + hop
+        t_close = t_rep + I.hold[f]
+        stream = I.hold[f] > 0 and t_close - t > UDP_STREAM_AFTER
+        t_assured = max(t_rep, t + UDP_STREAM_AFTER) if stream else NEVER
+        t_expire = t_close + (P.udp_stream if stream else P.udp)
+        conn = -1
+    _record_ok(P, O, f, k, pod, port if P.snat else -1, conn, resp - I.t0[f],
+               NODE_IP_BASE + node if P.snat else CLIENT_BASE + I.client[f])
+    X.S[S_RESOLVED] += 1
+    if adopt >= 0:
+        extend(X.E, X.HD, X.S, adopt, t_expire)
+        return
+    flags = (F_TCP if P.tcp else 0) | (F_SNAT if P.snat else 0)
+    orig = PD[ps, PA_ORIG]
+    if clash:                    # IPS_NAT_CLASH | IPS_FIXED_TIMEOUT: reply-only, 1 s
+        flags |= F_NAT_CLASH
+        t_expire, t_assured = t + NAT_CLASH_TIMEOUT, NEVER
+        orig = -1
+    if P.legacy:                 # 4.x kernels counted confirmed inserts; current ones do not
+        O.C[C_INSERT, node] += 1
+    O.C[C_ENTRIES_INSERTED, node] += 1
+    insert(X.E, X.HD, X.S, X.free, X.IX, X.count, I.K[K_CT_SALT], P.buckets, orig,
+           PD[ps, PA_REPLY], node, pod, t_assured, t_close, t_expire, flags,
+           (PD[ps, PA_ISN] + 2) & 0xFFFFFFFF)
+
+
+@hot
+def tick(E, HD, S, free, IX, count, P, C, gc_next, gc_flag, G_t, G_count, G_live, SG, due, W, SK,
+         SE, t):
+    """``ReferenceEngine.tick``: the GC passes due at ``t``, then the gauges if due."""
+    nodes = P.nodes
+    ndue = 0
+    nt = NEVER                           # the next GC time of the nodes not due now
+    for v in range(nodes):
+        if gc_next[v] <= t:
+            due[ndue] = v
+            ndue += 1
+        else:
+            nt = min(nt, gc_next[v])
+    if ndue:
+        gc_pass(E, HD, S, free, IX, count, P.limit95, t, due, ndue, gc_flag, W, SK, SE)
+        for i in range(ndue):
+            v = due[i]
+            C[C_GC_EARLY_DROP, v] += W[0, v]
+            gc_flag[v] = False
+            gc_next[v] = t + (W[1, v] if P.gc_fixed == 0 else P.gc_fixed)
+            nt = min(nt, gc_next[v])
+    if S[S_SAMPLE_NEXT] <= t:
+        S[S_SAMPLE_NEXT] += NS
+        g = S[S_NGAUGE]
+        G_t[g] = t
+        count_expired(E, HD, S, nodes, t // NS)    # samples fall on whole seconds
+        for v in range(nodes):
+            G_count[g, v] = count[v]
+            G_live[g, v] = count[v] - HD[nd(v) + 1, N_EXPD]
+        S[S_NGAUGE] += 1
+        if P.full_records:
+            _sample_snat(E, S, P, SG, SK, SE, t)
+    S[S_NEXT_TICK] = min(nt, S[S_SAMPLE_NEXT])
+
+
+@hot
+def _sample_snat(E, S, P, SG, SK, SE, t):
+    """SNAT ports in use per (node, pod) pair at ``t``, appended to ``SG``."""
+    m = 0
+    for e in range(S[S_SIZE]):
+        if E[e, T_EXPIRE] > t and (E[e, FLAGS] & F_SNAT) != 0:
+            SK[m] = E[e, NODE] * P.pods + E[e, POD]
+            SE[m] = 0
+            m += 1
+    sort_pairs(SK, SE, m)
+    j = S[S_NSNAT]
+    i = 0
+    while i < m:
+        k = i
+        while k < m and SK[k] == SK[i]:
+            k += 1
+        SG[j, 0], SG[j, 1], SG[j, 2] = t, SK[i], k - i
+        j += 1
+        i = k
+    S[S_NSNAT] = j
+

@@ -1,0 +1,88 @@
+"""The compiled engine's data layout: the parameter block, the array rows, the state slots.
+
+Numba compiles module-level ints into the machine code, so row fields and state slots are named
+ints here; the parameter block is a named tuple generated from :class:`lbsim.workload.Params` by
+field name (``P.ct_max``), and the run's arrays travel in three named tuples (:class:`Inputs`,
+:class:`Outputs`, :class:`State`) so that a handler takes four arguments, not fifty.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+
+from ..jit import jit as _jit
+from ..kernel import GC_INTERVAL_CLAMP, NS
+from ..rng import STREAMS
+from ..workload import Params
+
+__all__ = ["EngineParams", "engine_params", "Inputs", "Outputs", "State"]
+
+# -- decorators: compiled once, cached on disk under a stamp of lbsim's sources (lbsim.jit) -----
+jit = _jit
+#: per-event functions allocate nothing: without NRT, passing arrays costs no atomic refcounts
+hot = _jit(_nrt=False)
+#: small helpers inlined into their caller by numba (the handlers: no call, no argument passing)
+inline = _jit(inline="always")
+
+# -- the parameter block: Params' int and bool fields, by name ----------------------------------
+_PARAM_NAMES = tuple(f.name for f in dataclasses.fields(Params) if f.type in ("int", "bool"))
+EngineParams = collections.namedtuple("EngineParams", _PARAM_NAMES)
+
+
+def engine_params(p: Params) -> EngineParams:
+    """``p``'s int and bool fields as the compiled engine's parameter block."""
+    return EngineParams(**p.int_fields())
+
+
+# -- keys: the streams' 64-bit keys (rng.STREAMS order), then the conntrack hash salt -------------
+_KEY = {name: i for i, name in enumerate(STREAMS)}
+K_NAT, K_CPU_TIME, K_ISN, K_RSS, K_ENDPOINT = (_KEY["nat"], _KEY["cpu_time"], _KEY["isn"],
+                                               _KEY["rss"], _KEY["endpoint"])
+K_CT_SALT = len(STREAMS)
+
+# -- entry rows (E: 14 int64, 112 bytes; what a GC walk and a release read comes first) -----------
+NXT, T_EXPIRE, NODE, PRV, REPLY, ORIG, POD, T_ASSURED, T_CLOSE, FLAGS, SEQ, OBUCKET, RBUCKET, \
+    BORN = range(14)
+ENTRY_WIDTH = 14
+
+# -- the expiry calendar (lbsim.compiled.calendar) -----------------------------------------------
+#: one-second buckets in a node's ring
+RING = 256
+assert RING & (RING - 1) == 0 and RING * NS <= GC_INTERVAL_CLAMP   # ring entries never clamp high
+#: a head row: (first entry or -1, entries not yet counted as expired)
+H_NEXT, H_CNT = 0, 1
+#: (lo, HS) in a node's first calendar row, (HC, EXPD) in its second
+N_LO, N_HS, N_HC, N_EXPD = 0, 1, 0, 1
+
+# -- pending attempts (PD rows): between the CPU (ARRIVE) and the confirm ------------------------
+PA_ARRIVE, PA_TNAT, PA_TCONF, PA_NODE, PA_POD, PA_PORT, PA_EXH, PA_ORIG, PA_REPLY, PA_ISN, \
+    PA_FOLLOW = range(11)
+PENDING_WIDTH = 11
+
+# -- scalar state (S) ------------------------------------------------------------------------------
+(S_NEXT_NEW, S_RESOLVED, S_MAX_WAIT, S_SAMPLE_NEXT, S_SIZE, S_NFREE, S_USED, S_HN, S_PFREE,
+ S_PSIZE, S_NDROP, S_NGAUGE, S_NSNAT, S_BORN, S_NEXT_TICK, S_LAST_SAMPLE) = range(16)
+STATE_SLOTS = 16
+
+# -- what the window function returns ------------------------------------------------------------
+DONE, PAUSE, ROOM = 0, 1, 2
+#: how far ahead index slots are prefetched (flows; releases in a GC sweep)
+AHEAD = 16
+
+#: the run's inputs (read only): the workload's arrays, the stream keys (K), the packet time's
+#: parameters (pt) and the retry gaps
+Inputs = collections.namedtuple("Inputs", (
+    "K", "pt", "gaps", "backend", "sport", "client", "service", "hold", "t0", "flow_pod",
+    "pod_node"))
+#: the per-flow records and per-node counters the engine writes (lbsim.records)
+Outputs = collections.namedtuple("Outputs", (
+    "outcome", "cause", "attempts", "pod", "nat_port", "connect", "response", "src_ip", "C",
+    "cause_count"))
+#: the engine's state. ep_* are kube-proxy's endpoints: node v lists ep_list[ep_ptr[g] :
+#: ep_ptr[g + 1]] (with their cascade CDF in cdf) for g = ep_group[v]. The arrays from E on grow
+#: between windows (the driver replaces them).
+State = collections.namedtuple("State", (
+    "S", "count", "unconfirmed", "rover", "cpu_free", "gc_next", "gc_flag", "worker_free", "HD",
+    "due", "W", "ep_group", "ep_ptr", "ep_list", "cdf",
+    "E", "IX", "free", "SK", "SE", "H", "PD", "pfree", "D", "G_t", "G_count", "G_live", "SG"))

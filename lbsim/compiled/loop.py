@@ -1,0 +1,112 @@
+"""The compiled event loop: one window of the data plane, event by event in the reference order.
+
+:func:`advance` processes the events (and the GC and gauge ticks, which come first at an instant)
+before ``T1``, exactly as :meth:`lbsim.reference.engine.ReferenceEngine.advance` does, dispatching
+each to its handler (lbsim.compiled.handlers, inlined here). Arrays outgrow their capacity only
+between events: before an event that might not fit it returns ROOM, the driver grows the arrays,
+and the loop resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..kernel import ARRIVE, CONFIRM, NAT
+from ..rng import bits_nb as bits, uniform_nb as uniform
+from .events import order, pop, push
+from .handlers import endpoint, on_arrive, on_confirm, on_direct, on_nat, tick
+from .index import orig_key, prefetch_slot, reply_key
+from .intrinsics import prefetch
+from .layout import (AHEAD, DONE, K_ENDPOINT, K_NAT, PA_TCONF, PAUSE, ROOM, S_HN, S_NDROP, S_NEXT_NEW,
+                     S_NEXT_TICK, S_NGAUGE, S_NSNAT, S_PFREE, S_PSIZE, S_SIZE, S_USED, hot,
+                     inline)
+from .nat import port_range
+
+__all__ = ["advance"]
+
+_U = np.uint64
+
+
+@inline
+def _no_room(P, X):
+    """True when the next event might overflow an array (the driver then grows them)."""
+    S = X.S
+    return (S[S_SIZE] + 1 > X.E.shape[0] or 4 * (S[S_USED] + 2) > X.IX.size
+            or S[S_HN] + 1 >= X.H.shape[0] or S[S_PSIZE] + 1 > X.PD.shape[0]
+            or (P.full_records and S[S_NDROP] + 1 > X.D.shape[0]))
+
+
+@inline
+def _prefetch_ahead(P, I, X, g):
+    """Prefetch the index slots flow ``g``'s first attempt will probe: its ORIGINAL tuple and,
+    under random-fully SNAT, the first port select_port tries (and its pod's workers)."""
+    gnode, gsp = I.backend[g], I.sport[g]
+    prefetch_slot(X.IX, orig_key(gnode, I.client[g], gsp), False)
+    if P.snat and P.random_all and not P.legacy:
+        gpod = endpoint(P, X.ep_group, X.ep_ptr, X.ep_list, X.cdf, I.flow_pod, gnode,
+                        uniform(I.K[K_ENDPOINT], g, 0, 0), g)
+        if gpod >= 0:
+            prefetch(X.worker_free, (gpod, 0))   # its pod's workers, served soon
+            mn, size = port_range(P, gsp)
+            port = mn + np.int64(bits(I.K[K_NAT], g, 0, 0) >> _U(48)) % size
+            prefetch_slot(X.IX, reply_key(gnode, gpod, port), False)
+
+
+@hot
+def advance(T1, P, I, O, X):
+    """Process events (and ticks) before ``T1``; returns DONE, PAUSE (reached ``T1``) or ROOM
+    (an array must grow before the next step)."""
+    S, H, t0 = X.S, X.H, I.t0
+    F = P.flows
+    while True:
+        nn = S[S_NEXT_NEW]
+        hn = S[S_HN]
+        if nn >= F and hn == 0:
+            return DONE
+        from_heap = hn > 0
+        if nn < F:
+            ta = t0[nn] + P.d_in
+            if from_heap:
+                from_heap = H[0, 0] < ta or (H[0, 0] == ta and H[0, 1] < order(ARRIVE, nn, 0))
+        if from_heap:
+            t, o, ps = H[0, 0], H[0, 1], H[0, 2]
+            kind, f, k = o >> 48, (o >> 8) & 0xFFFFFFFFFF, o & 0xFF
+        else:
+            t, kind, f, k, ps = t0[nn] + P.d_in, ARRIVE, nn, 0, -1
+        nt = S[S_NEXT_TICK]
+        if nt <= t:
+            if nt >= T1:
+                return PAUSE
+            if S[S_NGAUGE] >= X.G_t.size or (P.full_records
+                                              and S[S_NSNAT] + S[S_SIZE] > X.SG.shape[0]):
+                return ROOM
+            tick(X.E, X.HD, S, X.free, X.IX, X.count, P, O.C, X.gc_next, X.gc_flag, X.G_t,
+                 X.G_count, X.G_live, X.SG, X.due, X.W, X.SK, X.SE, nt)
+            continue
+        if t >= T1:
+            return PAUSE
+        if _no_room(P, X):
+            return ROOM
+        if from_heap:
+            pop(H, S)
+        else:
+            S[S_NEXT_NEW] = nn + 1
+            if P.nodeport and nn + AHEAD < F:
+                _prefetch_ahead(P, I, X, nn + AHEAD)
+        if kind == ARRIVE:
+            if P.nodeport:
+                on_arrive(P, I, X, f, k, t)
+            else:
+                on_direct(P, I, O, X, f, t)
+            continue
+        if kind == NAT:
+            nxt = on_nat(P, I, O, X, f, k, t, ps)
+            if nxt == -2:                # pending: its confirm comes at the end of processing
+                push(H, S, X.PD[ps, PA_TCONF], CONFIRM, f, k, ps)
+                continue
+        else:
+            nxt = on_confirm(P, I, O, X, f, k, ps)
+        X.pfree[S[S_PFREE]] = ps         # the attempt is over: free its pending slot
+        S[S_PFREE] += 1
+        if nxt >= 0:
+            push(H, S, nxt, ARRIVE, f, k + 1, -1)

@@ -1,0 +1,95 @@
+"""simpy as the clock and the control plane.
+
+The data plane (an engine: :class:`lbsim.reference.ReferenceEngine` or the compiled one) runs in
+windows; :func:`drive` is the simpy process that advances it, and a window always ends at the next
+control-plane instant, so that a change made there (a kube-proxy's endpoints) applies to every
+event from that instant on, whatever the window size and in both engines alike. Events at the
+instant itself (GC ticks included) come after the change.
+
+A control plane is any function ``control(env, plane)`` that starts simpy processes, the way
+SimPy's own examples read::
+
+    def rollout(env, plane):
+        yield env.timeout(plane.ns(30.0))       # at 30 s of simulated time
+        plane.set_endpoints(node=0, pods=[1, 2])
+
+    lbsim.run(scenario, control=lambda env, plane: env.process(rollout(env, plane)))
+
+Simulated time is integer nanoseconds, as everywhere in lbsim.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+import numpy as np
+import simpy
+
+from .kernel import NEVER, NS
+
+__all__ = ["Engine", "ControlPlane", "drive", "run_engine"]
+
+
+class Engine(Protocol):
+    """What the driver and the control plane need from an engine."""
+
+    def advance(self, t1: int) -> bool: ...          # events before t1; True when all are done
+
+    def set_endpoints(self, node: int, pods: np.ndarray) -> None: ...
+
+
+class ControlPlane:
+    """The changes a control-plane process may make to the data plane, at ``env.now``."""
+
+    def __init__(self, env: simpy.Environment, engine: Engine, nodes: int, pods: int) -> None:
+        self.env, self.engine, self.nodes, self.pods = env, engine, nodes, pods
+
+    @staticmethod
+    def ns(seconds: float) -> int:
+        """Seconds to simulated time (integer ns)."""
+        return int(round(seconds * NS))
+
+    def set_endpoints(self, node: int, pods) -> None:
+        """From now on, ``node``'s kube-proxy lists ``pods`` (its iptables or nftables rules:
+        a per-attempt choice; an empty list means no endpoint)."""
+        pods = np.asarray(pods, np.int64).ravel()
+        if not 0 <= node < self.nodes:
+            raise ValueError(f"node = {node} is invalid: must be in [0, {self.nodes - 1}]")
+        if pods.size and not ((0 <= pods) & (pods < self.pods)).all():
+            raise ValueError(f"pods = {pods.tolist()} is invalid: each must be in "
+                             f"[0, {self.pods - 1}]")
+        self.engine.set_endpoints(node, pods)
+
+
+def drive(env: simpy.Environment, engine: Engine, arrival: np.ndarray, batch_flows: int):
+    """The data plane's simpy process: windows of at most ``batch_flows`` new flows (``arrival``:
+    each flow's first arrival, ns, ascending), each ending early at the next control-plane
+    event. Returns when every flow is resolved."""
+    F = arrival.size
+    while True:
+        now = int(env.now)
+        if env.peek() <= now:                  # a control-plane event is due now: it goes first
+            yield env.timeout(0)
+            continue
+        nn = int(np.searchsorted(arrival, now, side="left"))   # flows already started
+        end = int(arrival[nn + batch_flows]) if nn + batch_flows < F else NEVER
+        t1 = min(max(end, now + 1), _instant(env.peek()))
+        if engine.advance(t1):
+            return
+        yield env.timeout(t1 - now)
+
+
+def _instant(t: float) -> int:
+    return NEVER if t == float("inf") else int(t)
+
+
+def run_engine(engine: Engine, arrival: np.ndarray, batch_flows: int, nodes: int, pods: int,
+               control: Callable[[simpy.Environment, ControlPlane], object] | None = None):
+    """Run ``engine`` to the end under simpy, with the control plane ``control`` (if any)."""
+    if batch_flows < 1:
+        raise ValueError(f"batch_flows = {batch_flows} is invalid: must be >= 1")
+    env = simpy.Environment()
+    if control is not None:
+        control(env, ControlPlane(env, engine, nodes, pods))
+    env.run(until=env.process(drive(env, engine, arrival, batch_flows)))
+

@@ -1,0 +1,83 @@
+"""The kernel's constants and the model's codes: one home that both engines import.
+
+Plain ``int`` module constants, so that numba freezes them into the compiled engine as it does any
+global, and the reference engine reads the very same names. Each value says where it comes from
+(kernel-facts sections, kernel source files).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "NS", "NEVER", "SAMPLE_INTERVAL",
+    "CAUSE_NONE", "PORT_EXHAUSTION", "INSERT_RACE", "TABLE_FULL", "NO_LOCAL_ENDPOINT",
+    "TUPLE_IN_USE", "CAUSE_NAMES",
+    "CONFIRM", "NAT", "ARRIVE", "OK", "FAILED",
+    "F_TCP", "F_SNAT", "F_NAT_CLASH",
+    "MAX_ATTEMPTS", "HARDER_THRESH", "ROUNDS", "MIN_ROUND",
+    "EVICTION_RANGE", "GC_INTERVAL_MIN", "GC_INTERVAL_MAX", "GC_INTERVAL_CLAMP",
+    "GC_INTERVAL_INIT", "GC_INITIAL_COUNT", "UDP_STREAM_AFTER", "NAT_CLASH_TIMEOUT",
+    "COUNTERS", "C_FOUND", "C_INSERT", "C_INSERT_FAILED", "C_DROP", "C_EARLY_DROP",
+    "C_CLASH_RESOLVE", "C_ENTRIES_INSERTED", "C_GC_EARLY_DROP",
+]
+
+# -- time -----------------------------------------------------------------------------------------
+#: nanoseconds per second: every time inside the model is an int64 count of ns
+NS = 1_000_000_000
+#: "never" as a time (an entry that is never ASSURED, a worker that is never free)
+NEVER = (1 << 63) - 1
+#: conntrack and SNAT gauges are sampled every second, on whole seconds
+SAMPLE_INTERVAL = NS
+
+# -- why an attempt was dropped (codes in the records) -------------------------------------------
+CAUSE_NONE = 0
+PORT_EXHAUSTION = 1    # the SNAT search found no free tuple; the confirm clashed
+INSERT_RACE = 2        # the tuple was free at NAT time, confirmed by another flow before ours
+TABLE_FULL = 3         # nf_conntrack_max reached
+NO_LOCAL_ENDPOINT = 4  # externalTrafficPolicy: Local on a node without a ready local pod
+TUPLE_IN_USE = 5       # the client's tuple matches a live, non-closing entry on the node
+CAUSE_NAMES = ("none", "port_exhaustion", "insert_race", "table_full", "no_local_endpoint",
+               "tuple_in_use")
+
+# -- event kinds, in the order they are processed at equal times (GC ticks come first of all) ----
+CONFIRM, NAT, ARRIVE = 1, 2, 3
+#: a flow's outcome
+OK, FAILED = 1, 2
+
+# -- entry flags: the subset of ct->status bits the model needs -----------------------------------
+F_TCP = 1        # a TCP entry (else UDP)
+F_SNAT = 2       # IPS_SRC_NAT: the entry was masqueraded
+F_NAT_CLASH = 4  # IPS_NAT_CLASH | IPS_FIXED_TIMEOUT: a reply-only clash entry (kernel-facts 2.4)
+#: how long a NAT_CLASH entry lives (nf_conntrack_core.c, __nf_ct_resolve_clash: 1 s, fixed)
+NAT_CLASH_TIMEOUT = NS
+
+# -- the SNAT port search (nf_nat_proto_common.c / nf_nat_core.c, kernel-facts 1.2-1.6) -----------
+#: NF_NAT_MAX_ATTEMPTS: probes in the first round of the search
+MAX_ATTEMPTS = 128
+#: NF_NAT_HARDER_THRESH: with this many probes or fewer left in a round, a new TCP SYN may evict a
+#: colliding TIME_WAIT/CLOSE entry (6.5+, "snat: evict closing tcp entries on reply tuple collision")
+HARDER_THRESH = MAX_ATTEMPTS // 4
+#: rounds of the search: 128, 64, 32, 16, 8 probes, each from a fresh random offset
+ROUNDS = 5
+#: the search stops halving after a round shorter than this (``attempts < 16``: 8 is the last)
+MIN_ROUND = 16
+
+# -- conntrack allocation and GC (nf_conntrack_core.c, kernel-facts 3.4-3.6) ----------------------
+#: NF_CT_EVICTION_RANGE: buckets early_drop scans from the new entry's own bucket
+EVICTION_RANGE = 8
+# gc_worker's autotuning (5.18+), in ns: the next pass comes after the mean remaining timeout of the
+# entries seen, seeded with GC_INITIAL_COUNT entries of GC_SCAN_INTERVAL_INIT, each clamped to
+# [GC_SCAN_INTERVAL_MIN, GC_SCAN_INTERVAL_CLAMP], the result to [GC_SCAN_INTERVAL_MIN, _MAX]
+GC_INTERVAL_MIN = 1_000_000_000
+GC_INTERVAL_MAX = 60_000_000_000
+GC_INTERVAL_CLAMP = 300_000_000_000
+GC_INTERVAL_INIT = GC_INTERVAL_MAX
+GC_INITIAL_COUNT = 100
+#: a UDP flow with packets more than this after its first becomes a stream (nf_conntrack_proto_udp)
+UDP_STREAM_AFTER = 2 * NS
+
+# -- per-node counters, in the order both engines store them (``conntrack -S`` and the model's) --
+COUNTERS = ("found", "insert", "insert_failed", "drop", "early_drop", "clash_resolve",
+            "entries_inserted", "gc_early_drop")
+#: each counter's row
+(C_FOUND, C_INSERT, C_INSERT_FAILED, C_DROP, C_EARLY_DROP, C_CLASH_RESOLVE, C_ENTRIES_INSERTED,
+ C_GC_EARLY_DROP) = range(len(COUNTERS))

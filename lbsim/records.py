@@ -1,0 +1,101 @@
+"""What an engine hands out: one :class:`Records` per run, the same type from every engine.
+
+Engines fill :class:`RecordsBuilder`'s arrays while they run and freeze them into ``Records`` at the
+end; :mod:`lbsim.metrics` reads only ``Records`` (and the :class:`~lbsim.workload.Workload` it
+carries), one formula per metric. Names carry their units (``_ns``); codes are
+:mod:`lbsim.kernel`'s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .kernel import CAUSE_NAMES, COUNTERS
+from .workload import Workload
+
+__all__ = ["Records", "RecordsBuilder"]
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class Records:
+    """The records of one run.
+
+    Per flow (length ``flows``): ``outcome`` (kernel.OK / FAILED), ``cause`` (the last drop's
+    kernel cause code, 0 if none), ``attempts``, ``pod`` and ``nat_port`` (-1 if none),
+    ``connect_ns`` (first SYN to SYN-ACK, -1 for UDP), ``response_ns`` (first SYN or request to the
+    response), ``src_ip`` (the source address the pod saw). Per node: ``counters`` (kernel.COUNTERS
+    order, ``conntrack -S`` style), ``table_count`` (entries held at the end). Gauges, sampled on
+    whole seconds: ``gauge_t_ns`` (samples), ``gauge_entries`` and ``gauge_live`` (samples x
+    nodes: held, and held and not expired). ``drop_*``: every dropped packet (full records only).
+    ``snat_*``: SNAT ports in use per (node, pod) pair (``pair = node * pods + pod``) at each
+    sample (full records only). ``cause_count``: drops per cause code; ``max_cpu_wait_ns``: the
+    longest wait of a new packet in a node CPU's queue.
+    """
+
+    workload: Workload
+    outcome: np.ndarray
+    cause: np.ndarray
+    attempts: np.ndarray
+    pod: np.ndarray
+    nat_port: np.ndarray
+    connect_ns: np.ndarray
+    response_ns: np.ndarray
+    src_ip: np.ndarray
+    counters: dict[str, np.ndarray]
+    table_count: np.ndarray
+    cause_count: np.ndarray
+    gauge_t_ns: np.ndarray
+    gauge_entries: np.ndarray
+    gauge_live: np.ndarray
+    drop_t_ns: np.ndarray
+    drop_flow: np.ndarray
+    drop_attempt: np.ndarray
+    drop_node: np.ndarray
+    drop_cause: np.ndarray
+    snat_t_ns: np.ndarray
+    snat_pair: np.ndarray
+    snat_ports: np.ndarray
+    max_cpu_wait_ns: int
+    resolved: int
+
+
+class RecordsBuilder:
+    """The per-flow record arrays and counters an engine writes into while it runs."""
+
+    def __init__(self, workload: Workload) -> None:
+        p = workload.params
+        F = p.flows
+        self.workload = workload
+        self.outcome = np.zeros(F, np.int8)
+        self.cause = np.zeros(F, np.int8)
+        self.attempts = np.zeros(F, np.int16)
+        # -1 until set; every engine sets these for every flow of the direct path (all served)
+        unset = ((lambda dt: np.full(F, -1, dt)) if p.nodeport
+                 else (lambda dt: np.empty(F, dt)))  # noqa: E731
+        self.pod = unset(np.int32)
+        self.nat_port = unset(np.int32)
+        self.connect_ns = unset(np.int64)
+        self.response_ns = unset(np.int64)
+        self.src_ip = np.zeros(F, np.int64)
+        self.counters = np.zeros((len(COUNTERS), p.nodes), np.int64)
+        self.cause_count = np.zeros(len(CAUSE_NAMES), np.int64)
+
+    def freeze(self, *, table_count, gauge_t_ns, gauge_entries, gauge_live, drops, snat,
+               max_cpu_wait_ns: int, resolved: int) -> Records:
+        """``drops``: (t, flow, attempt, node, cause) arrays; ``snat``: (t, pair, ports)."""
+        i64 = lambda a: np.asarray(a, np.int64)  # noqa: E731
+        gauge_entries = i64(gauge_entries).reshape(-1, self.workload.params.nodes)
+        return Records(
+            workload=self.workload, outcome=self.outcome, cause=self.cause,
+            attempts=self.attempts, pod=self.pod, nat_port=self.nat_port,
+            connect_ns=self.connect_ns, response_ns=self.response_ns, src_ip=self.src_ip,
+            counters={k: self.counters[i] for i, k in enumerate(COUNTERS)},
+            table_count=i64(table_count), cause_count=self.cause_count,
+            gauge_t_ns=i64(gauge_t_ns), gauge_entries=gauge_entries,
+            gauge_live=i64(gauge_live).reshape(gauge_entries.shape),
+            drop_t_ns=i64(drops[0]), drop_flow=i64(drops[1]), drop_attempt=i64(drops[2]),
+            drop_node=i64(drops[3]), drop_cause=i64(drops[4]),
+            snat_t_ns=i64(snat[0]), snat_pair=i64(snat[1]), snat_ports=i64(snat[2]),
+            max_cpu_wait_ns=int(max_cpu_wait_ns), resolved=int(resolved))

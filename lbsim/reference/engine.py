@@ -1,0 +1,404 @@
+"""The reference engine: the data path one event at a time, in plain Python (the test oracle).
+
+One flow makes one or more *attempts* (its SYN and retransmissions, or its UDP request and
+resends). On the NodePort path an attempt:
+
+1. reaches the LB's chosen node at ``arrive`` and waits for its CPU (RSS hash of its tuple; one
+   CPU processes one new packet at a time, ``packet_time_s`` each);
+2. at the start of processing (``t_nat``) gets a conntrack entry allocated, is DNAT-ed by
+   kube-proxy to a pod and SNAT-ed (Cluster) to the node IP (:mod:`lbsim.reference.nat`);
+3. at the end of processing (``t_conf``) is confirmed into the node's table, or clashes with an
+   entry confirmed meanwhile and is dropped (``insert_failed``, ``drop``);
+4. if confirmed, its request queues at the pod (FIFO, ``workers`` servers, in confirm order), and
+   the entry's whole timeline (TIME_WAIT start, expiry) is known from then on.
+
+A dropped attempt is retried on the client's schedule. The direct path skips 1-3: the LB sends
+to a pod, which serves it. Events are processed in (time, kind, flow, attempt) order, each node's
+GC passes and the gauge samples before the events of their instant; :meth:`ReferenceEngine.advance`
+runs them up to an instant, so that the control plane (:mod:`lbsim.control`) can change the
+endpoints there. :mod:`lbsim.compiled` must take every decision this engine takes.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import tuples
+from ..kernel import (ARRIVE, C_CLASH_RESOLVE, C_DROP, C_EARLY_DROP, C_ENTRIES_INSERTED,
+                      C_FOUND, C_GC_EARLY_DROP, C_INSERT, C_INSERT_FAILED, CONFIRM, F_NAT_CLASH,
+                      F_SNAT, F_TCP, FAILED, INSERT_RACE, NAT, NAT_CLASH_TIMEOUT, NEVER, NO_LOCAL_ENDPOINT, NS, OK, PORT_EXHAUSTION,
+                      ROUNDS, SAMPLE_INTERVAL, TABLE_FULL, TUPLE_IN_USE, UDP_STREAM_AFTER)
+from ..kube_proxy import endpoint_scalar
+from ..records import Records, RecordsBuilder
+from ..rng import Streams, mix64
+from ..sampling import durations_ns
+from ..workload import Workload
+from .conntrack import ConntrackTable
+from .nat import NatRule, select_port
+
+__all__ = ["ReferenceEngine", "Pending"]
+
+
+@dataclass
+class Pending:
+    """An attempt between its NAT decision and its confirm."""
+
+    flow: int
+    attempt: int
+    arrive: int
+    t_conf: int
+    node: int
+    pod: int
+    port: int
+    exhausted: bool
+    orig: int
+    reply: int
+    isn: int
+    #: a UDP packet of a flow already tracked on the node: it follows that entry (no new one)
+    follow: bool = False
+
+
+class ReferenceEngine:
+    """The state of one run and the steps that change it."""
+
+    def __init__(self, w: Workload) -> None:
+        p = self.p = w.params
+        self.w = w
+        self.streams = Streams(w.scenario.seed)
+        self.rec = RecordsBuilder(w)
+        self.rule = NatRule(random_all=p.random_all,
+                            port_range=(p.port_lo, p.port_hi) if p.has_range else None,
+                            evict_closing=p.evict_closing, tcp=p.tcp, legacy=p.legacy,
+                            legacy_random=p.legacy_random)
+        self.table = ConntrackTable(p.nodes, buckets=p.buckets, salt=int(w.keys["ct_hash"]))
+        self.unconfirmed = np.zeros(p.nodes, dtype=np.int64)
+        self.rover = [[0] for _ in range(p.nodes)]  # 4.x: per node (per protocol) rover
+        self.cpu_free = np.zeros(p.nodes * p.cpus, dtype=np.int64)
+        self.gc_next = np.full(p.nodes, p.gc_fixed or NS, dtype=np.int64)
+        self.gc_flag = np.zeros(p.nodes, dtype=bool)    # gc_work->early_drop, per node
+        # longest wait of a new packet in a CPU queue (a SYN waiting there is not retransmitted)
+        self.max_cpu_wait = 0
+        self.sample_next = SAMPLE_INTERVAL
+        # a pod with fewer workers than the most has its missing ones busy for ever
+        self.worker_free = np.where(np.arange(w.workers.max()) < w.workers[:, None], 0,
+                                    NEVER).astype(np.int64)
+        #: each node's kube-proxy endpoints (the control plane may change them at an instant)
+        self.endpoints = list(w.endpoints)
+        self.pending: dict[tuple[int, int], Pending] = {}
+        self.cpu_of: dict[tuple[int, int], tuple[int, int, dict]] = {}
+        self.resolved = 0
+        self.gauges: list[tuple[int, np.ndarray, np.ndarray]] = []
+        self.snat_gauges: list[tuple[int, np.ndarray, np.ndarray]] = []
+        self.drop_log: list[tuple[int, int, int, int, int]] = []
+        first = w.t0 + p.d_in
+        self.heap = [(int(first[f]), ARRIVE, f, 0, 0) for f in range(p.flows)]
+        heapq.heapify(self.heap)
+        self.orig = tuples.orig_key(w.backend, w.client, w.sport)
+        rss = mix64(self.orig.view(np.uint64) ^ w.keys["rss"])
+        self.cpu = w.backend * p.cpus + (rss % np.uint64(p.cpus)).astype(np.int64)
+
+    # -- the event loop ----------------------------------------------------------------------
+    def advance(self, t1: int) -> bool:
+        """Process the ticks and events before ``t1``; True once every flow is resolved."""
+        heap = self.heap
+        while heap:
+            t, kind, f, k, arrive = heap[0]
+            tick = self.next_tick()
+            if tick <= t:
+                if tick >= t1:
+                    return False
+                self.tick(tick)
+                continue
+            if t >= t1:
+                return False
+            heapq.heappop(heap)
+            if kind == ARRIVE:
+                self.arrive(f, k, t)
+            elif kind == NAT:
+                nxt = self.nat_step(f, k, arrive, t)
+                if (f, k) in self.pending:
+                    heapq.heappush(heap, (self.pending[(f, k)].t_conf, CONFIRM, f, k, arrive))
+                elif nxt is not None:
+                    heapq.heappush(heap, (nxt, ARRIVE, f, k + 1, 0))
+            else:
+                nxt = self.confirm_step(self.pending.pop((f, k)))
+                if nxt is not None:
+                    heapq.heappush(heap, (nxt, ARRIVE, f, k + 1, 0))
+        return True
+
+    def arrive(self, f: int, k: int, t: int) -> None:
+        """An attempt reaches its node (or, direct, its pod) at ``t``."""
+        if not self.p.nodeport:
+            self.serve_direct(f, t)
+            return
+        inp = self.attempt_inputs(f, k)
+        c = int(inp["cpu"])
+        t_nat = max(t, int(self.cpu_free[c]))
+        self.max_cpu_wait = max(self.max_cpu_wait, t_nat - t)
+        t_conf = t_nat + int(inp["pkt"])
+        self.cpu_free[c] = t_conf
+        self.cpu_of[(f, k)] = (t_nat, t_conf, inp)
+        heapq.heappush(self.heap, (t_nat, NAT, f, k, t))
+
+    def set_endpoints(self, node: int, pods: np.ndarray) -> None:
+        """From now on, ``node``'s kube-proxy lists ``pods`` (per-attempt choices only)."""
+        self.endpoints[node] = np.asarray(pods, np.int64)
+
+    def attempt_inputs(self, f: int, k: int) -> dict:
+        """Random inputs of one attempt: CPU time, endpoint uniform, NAT offsets, ISN, CPU."""
+        st, p = self.streams, self.p
+        fa, ka = np.array([f]), np.array([k])
+        u0 = st.uniform("cpu_time", fa, ka, 0)
+        u1 = st.uniform("cpu_time", fa, ka, 1)
+        pkt = durations_ns(p.packet_kind, p.packet_a, p.packet_b, u0, u1)[0]
+        offsets = [int(st.u16("nat", fa, ka, r)[0]) for r in range(ROUNDS)]
+        if p.pod_clients:   # the sending thread's CPU, per packet
+            cpu = self.w.backend[f] * p.cpus + int(np.floor(st.uniform("rss", fa, ka)[0] * p.cpus))
+        else:
+            cpu = self.cpu[f]
+        return {"pkt": pkt, "u_ep": float(st.uniform("endpoint", fa, ka)[0]),
+                "offsets": offsets, "isn": int(st.u32("isn", fa, ka)[0]), "cpu": cpu}
+
+    # -- outcome of an attempt ------------------------------------------------------------------
+    def fail(self, flow: int, attempt: int, arrive: int, t_fail: int, cause: int, node: int):
+        """Record a dropped attempt; returns the next attempt's arrival time, or None. The next
+        attempt comes on the client's schedule, and never sooner than ``gap_min`` after the drop
+        (a retransmission cannot overtake its own dropped SYN)."""
+        rec, p = self.rec, self.p
+        rec.cause_count[cause] += 1
+        if p.full_records:
+            self.drop_log.append((t_fail, flow, attempt, node, cause))
+        rec.cause[flow] = cause
+        if attempt < p.retries:
+            return max(arrive + p.gaps[attempt], t_fail + p.gap_min)
+        rec.outcome[flow] = FAILED
+        rec.attempts[flow] = attempt + 1
+        self.resolved += 1
+        return None
+
+    def succeed(self, flow, attempt, pod, port, connect, response, src_ip) -> None:
+        rec = self.rec
+        rec.outcome[flow] = OK
+        rec.attempts[flow] = attempt + 1
+        rec.pod[flow] = pod
+        rec.nat_port[flow] = port
+        rec.connect_ns[flow] = connect
+        rec.response_ns[flow] = response
+        rec.src_ip[flow] = src_ip
+        self.resolved += 1
+
+    # -- the NAT step and the confirm ----------------------------------------------------------
+    def nat_step(self, flow: int, attempt: int, arrive: int, t_nat: int) -> int | None:
+        """Conntrack lookup, allocation, DNAT and SNAT at ``t_nat``. Returns the next attempt's
+        arrival if dropped here, else None (the attempt waits for its confirm)."""
+        p, w, C = self.p, self.w, self.rec.counters
+        _, t_conf, inp = self.cpu_of.pop((flow, attempt))
+        node = int(w.backend[flow])
+        orig = int(self.orig[flow])
+        eid = self._live_eid(orig, t_nat)          # resolve_normal_ct: is the tuple known?
+        if eid >= 0 and not p.tcp:                 # a UDP packet of a tracked flow: no new entry
+            tb = self.table
+            reply = int(tb.reply[eid])
+            self.pending[(flow, attempt)] = Pending(flow, attempt, arrive, t_conf, node,
+                                                    int(tb.pod[eid]), reply & 0xFFFF, False, orig,
+                                                    reply, inp["isn"], True)
+            return None
+        if eid >= 0:
+            if t_nat < self.table.t_close[eid]:
+                return self.fail(flow, attempt, arrive, t_nat, TUPLE_IN_USE, node)
+            self.table.release1(eid)               # a SYN reopens a TIME_WAIT/CLOSE tuple
+        if self.table.count[node] + self.unconfirmed[node] + 1 > p.ct_max:
+            # __nf_conntrack_alloc: over nf_conntrack_max, early_drop() or "table full"
+            killed = self.table.early_drop(node, orig, t_nat)
+            if not killed:
+                C[C_DROP, node] += 1
+                self.gc_flag[node] = True            # the next GC pass may early-drop
+                return self.fail(flow, attempt, arrive, t_nat, TABLE_FULL, node)
+            C[C_EARLY_DROP, node] += killed
+        pod = self.endpoint(node, inp["u_ep"], flow)
+        if pod < 0:
+            return self.fail(flow, attempt, arrive, t_nat, NO_LOCAL_ENDPOINT, node)
+        sport = int(w.sport[flow])
+        if not p.snat:
+            port, exhausted = sport, False
+            reply = int(tuples.reply_key_nosnat(pod, int(w.client[flow]), sport))
+        else:
+            ch = select_port(self.table, t_nat, node, pod, sport, inp["offsets"], inp["isn"],
+                             self.rule, self.rover[node],
+                             self.secure_port(node, pod) if self.rule.legacy_random else 0)
+            port, exhausted = ch.port, ch.exhausted
+            C[C_FOUND, node] += ch.found
+            reply = tuples.reply_key(node, pod, port)
+        self.unconfirmed[node] += 1
+        self.pending[(flow, attempt)] = Pending(flow, attempt, arrive, t_conf, node, pod, port,
+                                                exhausted, orig, reply, inp["isn"])
+        return None
+
+    def endpoint(self, node: int, u: float, flow: int) -> int:
+        """kube-proxy's choice of pod for an attempt on ``node`` (-1: no local endpoint)."""
+        p = self.p
+        if not p.per_attempt:
+            return int(self.w.flow_pod[flow])
+        return endpoint_scalar(p.nftables, self.endpoints[node], u)
+
+    def secure_port(self, node: int, pod: int) -> int:
+        """4.x ``--random`` start: ``secure_ipv4_port_ephemeral(nat ip, dst ip, dst port)``, a
+        keyed hash, the same for every flow from one node to one pod."""
+        k = np.array([tuples.reply_key(node, pod, 0)], np.int64).view(np.uint64)
+        return int(mix64(k ^ self.w.keys["nat"])[0] >> np.uint64(32))
+
+    def _live_eid(self, key: int, t: int) -> int:
+        """Entry held under ``key`` and live at ``t``, or -1; an expired one met is freed."""
+        eid = self.table.get(key)
+        if eid < 0:
+            return -1
+        if self.table.t_expire[eid] <= t:
+            self.table.release1(eid)
+            return -1
+        return eid
+
+    def confirm_step(self, pd: Pending) -> int | None:
+        """``__nf_conntrack_confirm`` at ``t_conf``; on success the pod serves the request.
+        Returns the next attempt's arrival if the attempt was dropped, else None."""
+        t, node, C = pd.t_conf, pd.node, self.rec.counters
+        if pd.follow:
+            eid = self._live_eid(pd.orig, t)
+            if eid >= 0:
+                self._serve_nodeport(pd, adopt=eid)
+                return None
+            self.unconfirmed[node] += 1            # the entry vanished meanwhile: confirm anew
+        self.unconfirmed[node] -= 1
+        e_orig = self._live_eid(pd.orig, t)
+        e_reply = self._live_eid(pd.reply, t)
+        if e_orig < 0 and e_reply < 0:
+            self._serve_nodeport(pd)
+            return None
+        if not self.p.tcp and e_orig >= 0:
+            # nf_ct_resolve_clash: UDP allows clashes (kernel-facts 2.3, 2.4).
+            if self.table.reply[e_orig] == pd.reply:            # identical tuples: adopt it
+                C[C_INSERT_FAILED if self.p.legacy else C_CLASH_RESOLVE, node] += 1
+                self._serve_nodeport(pd, adopt=e_orig)
+                return None
+            if e_reply < 0 and not self.p.legacy:                # NAT_CLASH, reply-only, 1 s
+                C[C_CLASH_RESOLVE, node] += 1
+                self._serve_nodeport(pd, nat_clash=True)
+                return None
+        C[C_INSERT_FAILED, node] += 1
+        C[C_DROP, node] += 1
+        cause = PORT_EXHAUSTION if pd.exhausted else INSERT_RACE
+        return self.fail(pd.flow, pd.attempt, pd.arrive, t, cause, node)
+
+    # -- serving ------------------------------------------------------------------------------
+    def serve(self, pod: int, q: int, service: int) -> int:
+        """FIFO with ``workers`` servers: the request arriving at ``q`` finishes at the return."""
+        wf = self.worker_free[pod]
+        k = int(wf.argmin())
+        finish = max(q, int(wf[k])) + service
+        wf[k] = finish
+        return finish
+
+    def timeline(self, flow: int, t_conf: int, hop: int, finish: int):
+        """Entry timeline and client-side latencies once the pod finishes at ``finish``.
+
+        Returns ``(t_assured, t_close, t_expire, connect, response)`` in ns (connect -1 for UDP).
+        TCP: the SYN goes on to the pod, the SYN-ACK back through the node, the request comes
+        with the client's ACK; ASSURED when that ACK passes the node; TIME_WAIT from the
+        client's FIN (sent ``hold_s`` after the response) for ``time_wait_s``. UDP (kernel-facts
+        3.6): an entry expires ``udp_s`` after its last packet; packets after the reply that
+        come more than 2 s after the start (``hold_s`` > 0) make it an ASSURED stream entry
+        with ``udp_stream_s``.
+        """
+        p, w = self.p, self.w
+        t0, hold = int(w.t0[flow]), int(w.hold[flow])
+        resp = finish + hop + p.d_in
+        if p.tcp:
+            synack = t_conf + 2 * hop + p.d_in
+            t_close = resp + hold + p.d_in
+            return synack + p.d_in, t_close, t_close + p.time_wait, synack - t0, resp - t0
+        t_rep = finish + hop
+        t_last = t_rep + hold
+        stream = hold > 0 and t_last - t_conf > UDP_STREAM_AFTER
+        t_assured = max(t_rep, t_conf + UDP_STREAM_AFTER) if stream else NEVER
+        return t_assured, t_last, t_last + (p.udp_stream if stream else p.udp), -1, resp - t0
+
+    def request_arrival(self, t_conf: int, hop: int) -> int:
+        """When the request reaches the pod: TCP after the handshake, UDP with the datagram."""
+        return t_conf + 3 * hop + 2 * self.p.d_in if self.p.tcp else t_conf + hop
+
+    def _serve_nodeport(self, pd: Pending, adopt: int = -1, nat_clash: bool = False) -> None:
+        p, w, f, t = self.p, self.w, pd.flow, pd.t_conf
+        hop = 0 if w.pod_node[pd.pod] == pd.node else p.d_hop
+        finish = self.serve(pd.pod, self.request_arrival(t, hop), int(w.service[f]))
+        t_assured, t_close, t_expire, connect, response = self.timeline(f, t, hop, finish)
+        src = (tuples.NODE_IP_BASE + pd.node if p.snat
+               else tuples.CLIENT_BASE + int(w.client[f]))
+        self.succeed(f, pd.attempt, pd.pod, pd.port if p.snat else -1, connect, response, src)
+        if adopt >= 0:
+            self.table.t_expire[adopt] = max(int(self.table.t_expire[adopt]), t_expire)
+            return
+        flags = (F_TCP if p.tcp else 0) | (F_SNAT if p.snat else 0)
+        if nat_clash:   # IPS_NAT_CLASH | IPS_FIXED_TIMEOUT: reply-only, 1 s, never ASSURED
+            flags |= F_NAT_CLASH
+            t_expire, t_assured = t + NAT_CLASH_TIMEOUT, NEVER
+        C = self.rec.counters
+        if p.legacy:   # 4.x kernels counted confirmed inserts; current ones do not
+            C[C_INSERT, pd.node] += 1
+        C[C_ENTRIES_INSERTED, pd.node] += 1
+        self.table.add1(pd.orig if not nat_clash else -1, pd.reply, pd.node, pd.pod, f, t,
+                        t_assured, t_close, t_expire, flags, (pd.isn + 2) & 0xFFFFFFFF)
+
+    def serve_direct(self, flow: int, arrive: int) -> None:
+        """The direct path: the LB's pod serves the request; the pod sees the client's IP. Its
+        timeline is the NodePort one with no node: confirm = arrival at the pod, no second hop."""
+        w = self.w
+        pod = int(w.backend[flow])
+        finish = self.serve(pod, self.request_arrival(arrive, 0), int(w.service[flow]))
+        _, _, _, connect, response = self.timeline(flow, arrive, 0, finish)
+        self.succeed(flow, 0, pod, -1, connect, response, tuples.CLIENT_BASE + int(w.client[flow]))
+
+    # -- GC passes and gauges -------------------------------------------------------------------
+    def next_tick(self) -> int:
+        """Time of the next GC pass on any node or gauge sample."""
+        return min(int(self.gc_next.min()), self.sample_next)
+
+    def tick(self, t: int) -> None:
+        """At ``t == next_tick()``: the GC passes due on each node, then the gauges if due."""
+        due = self.gc_next <= t
+        if due.any():
+            killed, next_run = self.table.gc_pass(t, self.p.limit95, due, self.gc_flag)
+            self.rec.counters[C_GC_EARLY_DROP] += killed
+            self.gc_flag[due] = False
+            self.gc_next[due] = t + (next_run[due] if not self.p.gc_fixed else self.p.gc_fixed)
+        if self.sample_next <= t:
+            self.sample_next += SAMPLE_INTERVAL
+            self._sample(t)
+
+    def _sample(self, t: int) -> None:
+        """Conntrack occupancy and SNAT ports per (node, pod), every second."""
+        tb, p = self.table, self.p
+        n = tb.size
+        alive = tb.alive[:n] & (tb.t_expire[:n] > t)
+        live = np.bincount(tb.node[:n][alive], minlength=p.nodes)
+        self.gauges.append((t, tb.count.copy(), live))
+        if not p.full_records:
+            return
+        snat = alive & ((tb.flags[:n] & F_SNAT) != 0)
+        pair = tb.node[:n][snat].astype(np.int64) * p.pods + tb.pod[:n][snat]
+        pairs, ports = np.unique(pair, return_counts=True)
+        self.snat_gauges.append((t, pairs, ports))
+
+    # -- the records ---------------------------------------------------------------------------
+    def records(self) -> Records:
+        g, s = self.gauges, self.snat_gauges
+        drops = tuple(np.array(c, np.int64) for c in zip(*self.drop_log)) or ((),) * 5
+        snat = ((np.concatenate([np.full(x[1].size, x[0]) for x in s]),
+                 np.concatenate([x[1] for x in s]), np.concatenate([x[2] for x in s]))
+                if s else ((), (), ()))
+        return self.rec.freeze(
+            table_count=self.table.count.copy(), gauge_t_ns=[x[0] for x in g],
+            gauge_entries=np.array([x[1] for x in g], np.int64).reshape(len(g), self.p.nodes),
+            gauge_live=np.array([x[2] for x in g], np.int64).reshape(len(g), self.p.nodes),
+            drops=drops, snat=snat, max_cpu_wait_ns=self.max_cpu_wait, resolved=self.resolved)

@@ -1,0 +1,251 @@
+"""A run's inputs: the engine parameters derived from a Scenario, and every per-flow input drawn up
+front by counter-based streams (:mod:`lbsim.rng`).
+
+:class:`Params` holds scalars only (times in integer ns, switches as bools); :class:`Workload`
+holds the per-flow arrays (arrival, client, port, service and hold times, the LB's choice, a
+per-flow kube-proxy choice) and the cluster's layout (pod placement, workers, endpoints). Both are
+immutable: engines read them and write only their own state and :class:`lbsim.records.Records`.
+Per-attempt draws (CPU time, endpoint uniform, NAT offsets, ISN) are pure functions of (flow,
+attempt) that each engine computes on demand from ``Workload.keys``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from .jit import jit
+from .config import (DataPath, LBAlgorithm, NatKernel, Protocol, ProxyMode, Scenario, Source,
+                     TrafficPolicy)
+from .kernel import NS
+from .kube_proxy import PER_ATTEMPT, KubeProxy
+from .durations import Exponential, Fixed, LogNormal
+from .lb import LoadBalancer
+from .rng import Streams, mix64_nb
+from .sampling import arrival_ns, duration_params, exponential_ns, log1p_neg, scaled
+
+__all__ = ["Params", "Workload", "draw_workload", "pod_placement", "ns"]
+
+
+def ns(seconds: float) -> int:
+    """Seconds to integer nanoseconds (rounded half to even)."""
+    return int(round(seconds * NS))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Params:
+    """The scalars every engine reads (times in ns). Fields typed ``int`` or ``bool`` form the
+    compiled engine's parameter block, by name (:mod:`lbsim.compiled.layout`)."""
+
+    flows: int
+    nodes: int
+    pods: int
+    cpus: int
+    nodeport: bool
+    tcp: bool
+    #: Cluster masquerades external traffic; Local and pod clients keep the client's address
+    snat: bool
+    #: Local restricts external traffic to local pods (pods calling the ClusterIP use them all)
+    local: bool
+    pod_clients: bool
+    full_records: bool
+    #: client -> LB -> backend, and node -> pod on another node (one way)
+    d_in: int
+    d_hop: int
+    time_wait: int
+    udp: int
+    udp_stream: int
+    ct_max: int
+    #: nf_conntrack_max95: the GC's early-drop threshold
+    limit95: int
+    #: GC passes every ``gc_fixed`` ns, or 0: autotuned (the first pass 1 s after start, as
+    #: nf_conntrack_init_start queues it HZ after loading)
+    gc_fixed: int
+    buckets: int
+    retries: int
+    #: the shortest retry gap: a retransmission never comes sooner after its drop
+    gap_min: int
+    # the MASQUERADE rule and the kernel profile (lbsim.reference.nat.NatRule)
+    random_all: bool
+    has_range: bool
+    port_lo: int
+    port_hi: int
+    evict_closing: bool
+    legacy: bool
+    legacy_random: bool
+    # kube-proxy: a choice per attempt (iptables, nftables) or per flow (drawn up front)
+    per_attempt: bool
+    nftables: bool
+    packet_kind: int
+    packet_a: float
+    packet_b: float
+    #: gaps[k]: from attempt k to attempt k + 1 (the client's retransmission schedule)
+    gaps: tuple[int, ...]
+
+    @classmethod
+    def of(cls, sc: Scenario) -> Params:
+        w, c, ct, nat, net = sc.workload, sc.cluster, sc.conntrack, sc.nat, sc.network
+        tcp = w.protocol is Protocol.TCP
+        pod_clients = w.source is Source.POD
+        local = sc.kube_proxy.external_traffic_policy is TrafficPolicy.LOCAL and not pod_clients
+        if tcp:
+            gaps = [ns(w.syn_rto_s * 2 ** max(0, k - w.syn_linear_timeouts))
+                    for k in range(1, w.retries + 2)]
+        else:
+            gaps = [ns(w.udp_timeout_s)] * (w.retries + 1)
+        lo, hi = nat.port_range if nat.port_range is not None else (0, 0)
+        kind, a, b = duration_params(c.packet_time_s)
+        kp = KubeProxy.per_attempt_mode(sc)
+        return cls(
+            flows=w.flows, nodes=c.nodes, pods=c.pods, cpus=c.cpus_per_node,
+            nodeport=sc.path is DataPath.NODEPORT, tcp=tcp, snat=not local and not pod_clients,
+            local=local, pod_clients=pod_clients, full_records=sc.records == "full",
+            d_in=ns(net.client_to_lb_s + net.lb_to_backend_s), d_hop=ns(net.node_to_pod_s),
+            time_wait=ns(ct.time_wait_s), udp=ns(ct.udp_s), udp_stream=ns(ct.udp_stream_s),
+            ct_max=ct.max, limit95=ct.max // 100 * 95,
+            gc_fixed=0 if ct.gc_interval_s == "auto" else max(1, ns(ct.gc_interval_s)),
+            buckets=ct.buckets, retries=w.retries, gap_min=min(gaps),
+            random_all=nat.random_fully or nat.random, has_range=nat.port_range is not None,
+            port_lo=lo, port_hi=hi, evict_closing=nat.kernel is NatKernel.MODERN,
+            legacy=nat.kernel is NatKernel.V4, legacy_random=nat.random and not nat.random_fully,
+            per_attempt=kp, nftables=sc.kube_proxy.mode is ProxyMode.NFTABLES,
+            packet_kind=kind, packet_a=a, packet_b=b, gaps=tuple(gaps))
+
+    def int_fields(self) -> dict[str, int]:
+        """The ``int`` and ``bool`` fields as ints, in declaration order."""
+        return {f.name: int(getattr(self, f.name)) for f in dataclasses.fields(self)
+                if f.type in ("int", "bool")}
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class Workload:
+    """Every per-flow input of one run (arrays of length ``flows`` unless said otherwise)."""
+
+    scenario: Scenario
+    params: Params
+    #: the streams' 64-bit keys, by name (rng.STREAMS), for the per-attempt draws
+    keys: dict[str, np.uint64]
+    #: start of each flow (its first SYN or request leaves the client), ns, ascending
+    t0: np.ndarray
+    client: np.ndarray
+    sport: np.ndarray
+    service: np.ndarray
+    hold: np.ndarray
+    #: the LB instance (ECMP) of each flow; -1 for pod clients
+    instance: np.ndarray
+    #: the LB's choice: a node (NodePort) or a pod (direct); for pod clients their own node
+    backend: np.ndarray
+    #: the flow's pod when kube-proxy fixes it per flow; one PER_ATTEMPT element otherwise
+    flow_pod: np.ndarray
+    #: node of each pod (pods)
+    pod_node: np.ndarray
+    #: workers of each pod (pods)
+    workers: np.ndarray
+    #: the endpoints each node's rules list at the start: its local pods with Local, else all
+    endpoints: tuple[np.ndarray, ...]
+
+    @property
+    def flows(self) -> int:
+        return self.params.flows
+
+
+def pod_placement(sc: Scenario) -> np.ndarray:
+    """Node of each pod: spread round robin, packed on the first k nodes, or explicit counts."""
+    c = sc.cluster
+    if c.placement == "spread":
+        return np.arange(c.pods) % c.nodes
+    if c.placement == "packed":
+        return np.arange(c.pods) % c.packed_nodes
+    return np.repeat(np.arange(c.nodes), np.asarray(c.placement, dtype=np.int64))
+
+
+def draw_workload(sc: Scenario) -> Workload:
+    """Draw every per-flow input of ``sc``: per socket (client, port, LB choice) and per flow."""
+    p = Params.of(sc)
+    st = Streams(sc.seed)
+    w = sc.workload
+    F, q = p.flows, w.queries_per_socket
+    S = -(-F // q)
+    sid = np.arange(S, dtype=np.int64)
+    # rint(cumsum(-log1p(-u) / (rate / q)) * 1e9): log1p by numpy, the rest in one pass
+    t_sock = arrival_ns(log1p_neg(st.uniform("arrivals", sid)), w.rate_per_s / q)
+    if q == 1:                                      # a socket per flow, in arrival order
+        socket, t0 = sid, t_sock
+    else:
+        sock = np.repeat(sid, q)[:F]
+        t0 = t_sock[sock] + np.tile(np.arange(q), S)[:F] * ns(w.query_gap_s)
+        order = np.argsort(t0, kind="stable")       # flow numbers follow arrival order
+        socket, t0 = sock[order], t0[order]
+    fid = np.arange(F, dtype=np.int64)
+    client = scaled(st.uniform("clients", sid), w.clients, 0)       # floor(u * n)
+    lo, hi = w.client_port_range
+    sport = scaled(st.uniform("client_ports", sid), hi - lo + 1, lo)
+    per_flow = (lambda a: a) if q == 1 else (lambda a: a[socket])   # noqa: E731
+    service = _durations(sc.pod.service_s, st, "service", fid)
+    hold = _durations(w.hold_s, st, "hold", fid)
+    pod_node = pod_placement(sc)
+    workers = (np.asarray(sc.pod.workers, np.int64) if isinstance(sc.pod.workers, tuple)
+               else np.full(p.pods, sc.pod.workers, np.int64))
+    local_pods = [np.flatnonzero(pod_node == n) for n in range(p.nodes)]
+    kube_proxy = KubeProxy(sc, local_pods, p.pods, p.local,
+                           int(st.keys["endpoint"]) ^ 0x2545F4914F6CDD1D)
+    # how long the LB (or IPVS) counts a connection for least-connections: the handshake, the
+    # service and the hold, without queueing or retransmissions (docs/design.md); only the LB's
+    # lc and the per-flow kube-proxy choices read it
+    life = (2 * p.d_in + service + hold
+            if sc.lb.algorithm is LBAlgorithm.LC or (p.nodeport and not p.per_attempt) else None)
+    # ECMP: an LB instance by a hash of the client's tuple; the instance's choice is made once
+    # per socket (the LB tracks a tuple, so a socket's requests share a backend)
+    instance = _lb_instance(client, sport, st.keys["lb"], sc.lb.instances)
+    lb = LoadBalancer(sc, pod_node, workers, int(st.keys["lb"]) ^ 0x2545F4914F6CDD1D)
+    if life is not None and q > 1:
+        first = np.full(S, F, np.int64)
+        np.minimum.at(first, socket, fid)
+        life_sock = life[np.minimum(first, F - 1)]
+    else:
+        life_sock = life
+    backend = per_flow(lb.choose(instance, client, sport, t_sock, life_sock))
+    instance, client, sport = per_flow(instance), per_flow(client), per_flow(sport)
+    flow_pod = np.full(1, PER_ATTEMPT, np.int64)
+    if p.nodeport:
+        if p.pod_clients:                            # the client pod's own node
+            instance = np.full(F, -1, np.int64)
+            backend = client % p.nodes
+        if not p.per_attempt:
+            flow_pod = kube_proxy.flow_pods(backend, client, sport, t0, life,
+                                            st.uniform("endpoint", fid, 0))
+    i64 = lambda a: np.ascontiguousarray(a, dtype=np.int64)  # noqa: E731
+    arrays = dict(t0=i64(t0), client=i64(client), sport=i64(sport), service=i64(service),
+                  hold=i64(hold), instance=i64(instance), backend=i64(backend),
+                  flow_pod=i64(flow_pod), pod_node=i64(pod_node), workers=i64(workers))
+    for a in arrays.values():
+        a.flags.writeable = False
+    endpoints = tuple(i64(g) for g in kube_proxy.endpoints)
+    return Workload(scenario=sc, params=p, keys=dict(st.keys), endpoints=endpoints, **arrays)
+
+
+@jit
+def _lb_instance(client, sport, key, instances):
+    """ECMP: ``mix64((client << 16 | sport) ^ key) % instances`` (the rng's SplitMix64)."""
+    out = np.zeros(client.size, np.int64)
+    if instances == 1:
+        return out
+    for i in range(client.size):
+        z = mix64_nb(np.uint64((client[i] << 16) | sport[i]) ^ key)
+        out[i] = np.int64(z % np.uint64(instances))
+    return out
+
+
+def _durations(d, st: Streams, stream: str, fid: np.ndarray) -> np.ndarray:
+    # draw only the uniforms the distribution reads (a fixed one none, an exponential one)
+    if isinstance(d, Fixed):
+        v = int(np.rint(float(d.value) * NS))
+        return np.zeros(fid.size, np.int64) if v == 0 else np.full(fid.size, v, np.int64)
+    u1 = st.uniform(stream, fid, 0, 0)
+    if isinstance(d, Exponential):    # -mean * log1p(-u): log1p by numpy, the rest in one pass
+        return exponential_ns(log1p_neg(u1), float(d.mean))
+    u2 = st.uniform(stream, fid, 0, 1) if isinstance(d, LogNormal) else u1
+    return np.rint(d.sample(u1, u2) * NS).astype(np.int64)
+
