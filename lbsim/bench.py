@@ -21,9 +21,10 @@ from typing import Any, Callable
 
 from . import __version__, scenarios
 from .config import Scenario
-from .report import (Outcome, ReportRun, RunRecord, Task, claims_text, evaluate_claims,
-                     render_markdown, run_scenario, slug)
+from .formatting import slug
+from .report import ReportRun, RunRecord, claims_text, evaluate_claims, render_markdown
 from .runner import default_jobs, run_tasks, warm_up
+from .scenario_run import Outcome, Task, run_scenario
 
 __all__ = ["main", "default_jobs"]
 
