@@ -10,10 +10,8 @@ Exit status: 0 on success, 2 on bad input (one ``error: ...`` line, no traceback
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as cf
 import json
 import math
-import os
 import shlex
 import sys
 import threading
@@ -23,8 +21,10 @@ from typing import Any, Callable
 
 from . import __version__, scenarios
 from .config import Scenario
-from .report import (Outcome, ReportRun, RunRecord, Task, claims_text, evaluate_claims,
-                     render_markdown, run_scenario, slug)
+from .formatting import slug
+from .report import ReportRun, RunRecord, claims_text, evaluate_claims, render_markdown
+from .runner import default_jobs, run_tasks, warm_up
+from .scenario_run import Outcome, Task, run_scenario
 
 __all__ = ["main", "default_jobs"]
 
@@ -97,14 +97,6 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
-def default_jobs() -> int:
-    """``--jobs`` default: the CPUs this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
 def _runs(args: argparse.Namespace) -> list[tuple[str, Scenario, str]]:
     """(name, scenario, source) of every run; source is "named scenario" or "config file PATH"."""
     if args.config and args.scenario:
@@ -148,32 +140,6 @@ def _progress(total: int) -> Callable[[Outcome], None]:
     return report
 
 
-def _execute(tasks: list[Task], jobs: int, on_done: Callable[[Outcome], None]):
-    """Yield the outcomes of ``tasks`` in task order; ``on_done`` as each finishes."""
-    if jobs == 1 or len(tasks) <= 1:
-        for t in tasks:
-            o = run_scenario(t)
-            on_done(o)
-            yield o
-        return
-    ex = cf.ProcessPoolExecutor(max_workers=min(jobs, len(tasks)))
-    try:
-        futures = [ex.submit(run_scenario, t) for t in tasks]
-
-        def done(f: cf.Future) -> None:
-            if not f.cancelled() and f.exception() is None:
-                on_done(f.result())
-
-        for f in futures:
-            f.add_done_callback(done)
-        for f in futures:
-            yield f.result()
-    except BaseException:
-        ex.shutdown(wait=False, cancel_futures=True)
-        raise
-    ex.shutdown()
-
-
 def _write(path: Path, text: str) -> None:
     try:
         path.write_text(text)
@@ -206,17 +172,21 @@ def main(argv: list[str] | None = None) -> int:
     tasks = [Task(i, name, sc, args.engine, args.batch_flows, str(out) if out else None,
                   f"{i + 1:0{width}d}-{slug(name)}") for i, (name, sc, _) in enumerate(runs)]
     workers = min(jobs, len(tasks))
+    # modules the pool's forkserver imports once for its workers (matplotlib only when drawing)
+    preload = ("lbsim", "lbsim.figures") if out is not None else ("lbsim",)
     if out is not None:
-        from . import figures  # noqa: F401  (import matplotlib once; forked workers inherit it)
+        from . import figures  # noqa: F401  (import matplotlib here too, for --jobs 1)
     print(f"running {len(tasks)} scenario{'s' if len(tasks) > 1 else ''} "
           f"({'quick' if args.quick else 'full size'}) on both paths in {workers} "
           f"process{'es' if workers > 1 else ''}", file=sys.stderr, flush=True)
-    if args.engine == "compiled":
-        from .simulation import warm_up
-        warm_up()            # compile once here, before worker processes fork from this one
+    compiled = args.engine == "compiled"
+    if compiled:
+        warm_up()            # compile once here, before the worker processes start
     start = time.perf_counter()
     outcomes: list[Outcome] = []
-    for (name, sc, _), o in zip(runs, _execute(tasks, jobs, _progress(len(tasks)))):
+    results = run_tasks(run_scenario, tasks, "process", jobs, ordered=True,
+                        on_done=_progress(len(tasks)), warm=compiled, preload=preload)
+    for o, (name, sc, _) in zip(results, runs):  # results first: the pool is shut down at the end
         outcomes.append(o)
         print(_table(name, o.paths), flush=True)
         doc["scenarios"].append({

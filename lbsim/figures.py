@@ -19,7 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-from .report import slug
+from .formatting import slug
 from .simulation import Comparison, Result
 
 __all__ = ["FigureInfo", "KINDS", "scenario_figures", "slug"]

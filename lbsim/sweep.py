@@ -22,7 +22,6 @@ in; both paths of a (point, replication) share the seed. See docs/sweep.md.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as cf
 import dataclasses
 import difflib
 import hashlib
@@ -30,7 +29,6 @@ import inspect
 import itertools
 import json
 import math
-import multiprocessing
 import os
 import sys
 import time
@@ -46,6 +44,7 @@ import pandas as pd
 
 from .config import DataPath, Scenario, _plain, _Section
 from .metrics import SUMMARY_METRICS
+from .runner import check_executor, default_jobs, run_tasks
 from .simulation import run
 
 __all__ = ["sweep", "expand_grid", "derive_seed", "load_cache", "CONFIG_COLUMNS", "METRIC_COLUMNS",
@@ -215,103 +214,22 @@ def _tasks(base: Scenario, points: list[dict[str, Any]], replications: int,
     return tasks
 
 
-# -- executors --------------------------------------------------------------------------------
+# -- where the runs go: lbsim.runner ---------------------------------------------------------
 
-def default_jobs() -> int:
-    """The CPUs this process may run on (the process pool's size by default)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+#: the sweep's message when a worker process of its pool dies
+_DIED = ("a worker process of the sweep died ({error}); a script that sweeps with the process pool "
+         "must call it under `if __name__ == \"__main__\":`")
 
 
-def _is_dask_client(x: Any) -> bool:
-    return type(x).__module__.split(".")[0] == "distributed" and hasattr(x, "map") \
-        and hasattr(x, "submit")
-
-
-def _process_pool(jobs: int) -> cf.ProcessPoolExecutor:
-    # forkserver: safe from a parent with threads (tqdm's monitor, a Dask client); the server
-    # imports lbsim once and forks the workers from it.
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["lbsim"])
-    else:
-        ctx = multiprocessing.get_context("spawn")
-    return cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx)
-
-
-def _run_futures(ex: cf.Executor, tasks: list[dict[str, Any]], own: bool
-                 ) -> Iterator[list[dict[str, Any]]]:
-    futures = {ex.submit(_run_task, t): t for t in tasks}
-    try:
-        for f in cf.as_completed(futures):
-            try:
-                rows = f.result()
-            except cf.process.BrokenProcessPool as e:
-                raise RuntimeError(
-                    f"a worker process of the sweep died ({e}); a script that sweeps with the "
-                    f"process pool must call it under `if __name__ == \"__main__\":`") from e
-            except Exception as e:  # noqa: BLE001  (record it, go on)
-                rows = _error_rows(futures[f], f"{type(e).__name__}: {e}")
-            yield rows
-    except BaseException:
-        for f in futures:
-            f.cancel()
-        if own:
-            ex.shutdown(wait=False, cancel_futures=True)
-        raise
-    if own:
-        ex.shutdown()
-
-
-def _run_dask(client: Any, tasks: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
-    from distributed import as_completed
-
-    futures = client.map(_run_task, tasks, pure=False)
-    by_key = {f.key: t for f, t in zip(futures, tasks)}
-    try:
-        for f in as_completed(futures):
-            try:
-                yield f.result()
-            except Exception as e:  # noqa: BLE001  (a worker died: record it, go on)
-                yield _error_rows(by_key[f.key], f"{type(e).__name__}: {e}")
-    finally:
-        client.cancel(futures)
+def _task_failed(task: dict[str, Any], e: Exception) -> list[dict[str, Any]]:
+    """The rows of a task whose run raised in the executor (a Dask worker died, say)."""
+    return _error_rows(task, f"{type(e).__name__}: {e}")
 
 
 def _execute(tasks: list[dict[str, Any]], executor: Any, jobs: int | None
              ) -> Iterator[list[dict[str, Any]]]:
-    if not tasks:
-        return
-    if isinstance(executor, str) and executor == "inprocess":
-        for t in tasks:
-            yield _run_task(t)
-    elif executor is None or isinstance(executor, str) and executor == "process":
-        n = min(jobs or default_jobs(), len(tasks))
-        if n == 1:
-            for t in tasks:
-                yield _run_task(t)
-        else:
-            from .simulation import warm_up
-            warm_up()        # compile (or load) once here: the workers then load numba's cache
-            yield from _run_futures(_process_pool(n), tasks, own=True)
-    elif isinstance(executor, str) and executor == "dask":
-        from distributed import Client, LocalCluster
-
-        from .simulation import warm_up
-        warm_up()            # the local workers then load numba's on-disk cache, not compile
-        with LocalCluster(n_workers=jobs or default_jobs(), threads_per_worker=1,
-                          dashboard_address=None) as cluster, Client(cluster) as client:
-            yield from _run_dask(client, tasks)
-    elif _is_dask_client(executor):
-        yield from _run_dask(executor, tasks)
-    elif isinstance(executor, cf.Executor):
-        yield from _run_futures(executor, tasks, own=False)
-    else:
-        raise ValueError(f"executor = {executor!r} is invalid: must be None or 'process' (local "
-                         f"process pool), 'inprocess', 'dask' (a local Dask cluster), a "
-                         f"dask.distributed.Client or a concurrent.futures.Executor")
+    """The rows of every task, as they finish; a task that fails gives error rows."""
+    return run_tasks(_run_task, tasks, executor, jobs, on_error=_task_failed, died=_DIED)
 
 
 # -- cache ------------------------------------------------------------------------------------
@@ -406,9 +324,7 @@ def sweep(base: Scenario | None = None,
                          f"{[d.value for d in DataPath]}")
     if jobs is not None and not (isinstance(jobs, int) and jobs >= 1):
         raise ValueError(f"jobs = {jobs!r} is invalid: must be an integer >= 1")
-    if not (executor is None or isinstance(executor, str) and executor in ("process", "inprocess", "dask")
-            or _is_dask_client(executor) or isinstance(executor, cf.Executor)):
-        list(_execute([{}], executor, jobs))  # raises the explanation
+    check_executor(executor)
     if executor == "dask":
         try:
             import distributed  # noqa: F401

@@ -1,7 +1,3 @@
-import json
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
@@ -87,48 +83,6 @@ def test_readme_glossary_lists_every_metric():
         assert f"`{k}`" in text, k
 
 
-def test_bench_quick_json_schema(tmp_path):
-    out = tmp_path / "out.json"
-    r = subprocess.run([sys.executable, "-m", "lbsim.bench", "--quick", "--json", str(out)],
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
-    assert "source_ip_preserved_fraction" in r.stdout
-    doc = json.loads(out.read_text())
-    assert doc["lbsim_version"]
-    (sc,) = doc["scenarios"]
-    assert sc["name"] == "default"
-    assert lbsim.Scenario.from_dict(sc["config"]).workload.flows == 10000
-    required = ["flows", "established", "failed", "failed_fraction", "syn_retransmits",
-                "conntrack_insert", "conntrack_insert_failed", "conntrack_drop", "conntrack_early_drop",
-                "conntrack_clash_resolve", "fail_cause_port_exhaustion", "fail_cause_insert_race",
-                "fail_cause_table_full", "connect_latency_p50_s", "connect_latency_p99_s",
-                "response_time_p50_s", "response_time_p99_s", "pod_load_max_over_mean", "pod_load_cv",
-                "source_ip_preserved_fraction", "wall_s", "flows_per_wall_s"]
-    for path in ("nodeport", "direct"):
-        assert set(required) <= set(sc["paths"][path])
-    assert sc["paths"]["direct"]["source_ip_preserved_fraction"] == 1.0
-    assert sc["paths"]["nodeport"]["source_ip_preserved_fraction"] == 0.0
-
-
-def test_bench_seed_changes_numbers(tmp_path):
-    outs = []
-    for seed in ("1", "1", "2"):
-        out = tmp_path / f"o{len(outs)}.json"
-        subprocess.run([sys.executable, "-m", "lbsim.bench", "--quick", "--seed", seed, "--json", str(out)],
-                       check=True, capture_output=True, timeout=300)
-        p = json.loads(out.read_text())["scenarios"][0]["paths"]
-        outs.append({k: _no_wall(v) for k, v in p.items()})
-    assert outs[0] == outs[1] and outs[0] != outs[2]
-
-
-def test_bench_lists_every_named_scenario():
-    from lbsim.scenarios import SCENARIOS
-    r = subprocess.run([sys.executable, "-m", "lbsim.bench", "--list"], capture_output=True, text=True)
-    assert r.returncode == 0
-    for name in SCENARIOS:
-        assert name in r.stdout
-
-
 def test_every_named_scenario_builds_full_and_quick():
     from lbsim.scenarios import SCENARIOS, get
     for name in SCENARIOS:
@@ -166,9 +120,3 @@ def test_overloaded_node_cpu_is_reported_not_returned_silently():
 def test_the_batched_engine_is_gone():
     with pytest.raises(ValueError, match="engine = 'batched' is invalid: must be 'compiled' or 'reference'"):
         lbsim.run(SMALL, engine="batched")
-    r = subprocess.run([sys.executable, "-m", "lbsim.bench", "--engine", "batched"],
-                       capture_output=True, text=True)
-    assert r.returncode == 2
-    assert r.stderr.strip().splitlines() == [
-        "error: argument --engine: invalid choice: 'batched' (choose from compiled, reference)"] \
-        or "invalid choice: 'batched'" in r.stderr.strip().splitlines()[-1]

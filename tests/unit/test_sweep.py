@@ -1,12 +1,12 @@
-"""lbsim.sweep (grid x replications x paths -> one table), its executors, cache, CLI, and lbsim.plots."""
+"""lbsim.sweep (grid x replications x paths -> one table), its executors, cache, CLI, and lbsim.plots.
+
+The sweep on a Dask cluster, its command line in a subprocess and the notebooks are in
+tests/integration.
+"""
 
 import importlib
 import inspect
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import matplotlib
 import numpy as np
@@ -17,24 +17,18 @@ import lbsim
 from lbsim.metrics import SUMMARY_METRICS
 from lbsim.sweep import (CONFIG_COLUMNS, METRIC_COLUMNS, TIMING_COLUMNS, derive_seed, expand_grid,
                          load_cache, main)
+from tests.shared import BASE, GRID, small_sweep
+from tests.shared import untimed as _untimed
 
 matplotlib.use("Agg")
 
 sweep_module = importlib.import_module("lbsim.sweep")  # lbsim.sweep is the function
-ROOT = Path(__file__).resolve().parents[2]
-BASE = lbsim.Scenario().replace(**{"workload.flows": 300, "cluster.nodes": 2, "cluster.pods": 4,
-                                   "seed": 7})
-GRID = {"cluster.nodes": [2, 3], "nat.random_fully": [True, False]}
-
-
-def _untimed(df: pd.DataFrame) -> pd.DataFrame:
-    return df.drop(columns=list(TIMING_COLUMNS))
 
 
 @pytest.fixture(scope="module")
 def reference() -> pd.DataFrame:
     """The small sweep, in process, no cache: what every other way must reproduce."""
-    return lbsim.sweep(BASE, GRID, replications=2, executor="inprocess", progress=False)
+    return small_sweep()
 
 
 def test_lbsim_sweep_is_the_module_and_the_function():
@@ -155,22 +149,6 @@ def test_progress_false_is_silent(capsys):
     assert "1/1" in err and "failed=0" in err
 
 
-# -- executors --------------------------------------------------------------------------------
-
-def test_process_pool_and_dask_give_the_same_table_as_in_process(reference, monkeypatch):
-    distributed = pytest.importorskip("distributed")
-    pool = lbsim.sweep(BASE, GRID, replications=2, executor=None, jobs=2, progress=False)
-    pd.testing.assert_frame_equal(_untimed(pool), _untimed(reference))
-    # workers in their own processes: they import lbsim themselves
-    # from a source tree, let them find it (CI installs the package)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
-                                  dashboard_address=None) as cluster, \
-            distributed.Client(cluster) as client:
-        on_dask = lbsim.sweep(BASE, GRID, replications=2, executor=client, progress=False)
-    pd.testing.assert_frame_equal(_untimed(on_dask), _untimed(reference))
-
-
 # -- cache and resume -------------------------------------------------------------------------
 
 def test_an_interrupted_sweep_resumes_from_its_cache(tmp_path, monkeypatch, reference):
@@ -227,22 +205,6 @@ def test_failed_points_are_not_cached(tmp_path):
 
 
 # -- command line -----------------------------------------------------------------------------
-
-def test_cli_runs_a_tiny_sweep_into_parquet(tmp_path):
-    config = tmp_path / "base.toml"
-    config.write_text(BASE.to_toml())
-    out = tmp_path / "results.parquet"
-    proc = subprocess.run(
-        [sys.executable, "-m", "lbsim.sweep", "--config", str(config), "--grid", "cluster.nodes=2,3",
-         "--grid", "nat.random_fully=true,false", "--replications", "2", "--out", str(out),
-         "--jobs", "2"], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert "wrote" in proc.stderr and "16 rows" in proc.stderr and "on process" in proc.stderr
-    assert "Warning" not in proc.stderr and "Traceback" not in proc.stderr
-    df = pd.read_parquet(out)
-    ref = lbsim.sweep(BASE, GRID, replications=2, executor="inprocess", progress=False)
-    pd.testing.assert_frame_equal(_untimed(df), _untimed(ref), check_dtype=False)
-
 
 def test_cli_quiet_csv_and_values_as_toml_literals(tmp_path, capsys):
     config = tmp_path / "base.toml"
@@ -341,23 +303,3 @@ def test_plots_label_units_and_t_quantiles():
     assert t_quantile_975(1) == 12.706 and t_quantile_975(4) == 2.776
     assert abs(t_quantile_975(60) - 2.000) < 1e-3 and abs(t_quantile_975(10**6) - 1.960) < 1e-3
     assert math.isnan(t_quantile_975(0))
-
-
-# -- notebooks --------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb")))
-def test_notebook_runs_top_to_bottom(name, tmp_path, monkeypatch):
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    pytest.importorskip("ipykernel")
-    if "dask" in name:
-        pytest.importorskip("distributed")
-    # the kernel (and Dask's worker processes) find lbsim in a source tree; CI installs it
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    monkeypatch.setenv("MPLBACKEND", "Agg")
-    nb = nbformat.read(ROOT / "notebooks" / name, as_version=4)
-    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
-                            resources={"metadata": {"path": str(tmp_path)}}).execute()
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-              if o.output_type == "error"]
-    assert not errors

@@ -1,30 +1,20 @@
-"""The bench report (``python -m lbsim.bench --out DIR``): the claims of the direct-to-Pod design
-judged from the simulated numbers, and ``report.md`` with one section per scenario.
+"""The claims of the direct-to-Pod design and how the simulated numbers judge them.
 
 A claim's verdict is computed from the two paths' summary metrics by the rule stated next to it
 (:data:`CLAIMS`); nothing here is a hard-coded result. A claim whose scenario is not defined in
 :data:`lbsim.scenarios.SCENARIOS`, was not run, or lacks a metric the rule needs is reported as
-"not measured" with the reason.
-
-:func:`run_scenario` is the unit of work of ``--jobs``: it simulates one scenario on both paths and
-draws its figures; it is a module-level function so that worker processes can import it.
+"not measured" with the reason. :func:`claims_markdown` and :func:`claims_text` print the table.
 """
 
 from __future__ import annotations
 
-import math
-import platform
-import re
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from .config import Scenario
-from .metrics import SUMMARY_METRICS
+from ..formatting import fmt_dt, fmt_value, is_finite, md_cell, pct, show
 
-__all__ = ["Claim", "CLAIMS", "ClaimRow", "RunRecord", "ReportRun", "Task", "Outcome", "run_scenario",
-           "evaluate_claims", "claims_markdown", "claims_text", "render_markdown", "describe_version",
-           "fmt_value", "slug", "FAIL_THRESHOLD", "PERSISTENCE_THRESHOLD", "HOTSPOT_MARGIN"]
+__all__ = ["Claim", "CLAIMS", "ClaimRow", "RunRecord", "evaluate_claims", "claims_markdown",
+           "claims_text", "PATHS", "FAIL_THRESHOLD", "PERSISTENCE_THRESHOLD", "HOTSPOT_MARGIN"]
 
 PATHS = ("nodeport", "direct")
 HOLDS, NOT, DEPENDS = "holds", "does not hold", "depends"
@@ -39,47 +29,6 @@ HOTSPOT_MARGIN = 0.10
 _IGNORED_KEYS = {"seed", "path"}
 #: at most this many differing settings are named per scenario in a "depends" verdict
 _MAX_COND_KEYS = 3
-
-
-def slug(name: str) -> str:
-    """A file-name-safe version of a scenario name."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "scenario"
-
-
-# -- number formatting ----------------------------------------------------------------------------
-
-def _finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def fmt_value(metric: str, v: Any) -> str:
-    """A summary value as the report prints it (NaN and missing values as ``nan``)."""
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "nan"
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return str(v)
-    if math.isinf(v):
-        return "inf" if v > 0 else "-inf"
-    if float(v).is_integer() and not metric.endswith(("_s", "_fraction")) and abs(v) < 1e15:
-        return f"{int(v):,}"
-    if abs(v) >= 1000:
-        return f"{v:,.0f}"
-    return f"{v:.4g}"
-
-
-def _pct(v: float) -> str:
-    return f"{100 * v:.3g} %"
-
-
-def _dt(v: float) -> str:
-    """A time difference in seconds, in a readable unit."""
-    a = abs(v)
-    if a >= 1:
-        return f"{v:.3g} s"
-    if a >= 1e-3:
-        return f"{v * 1e3:.3g} ms"
-    return f"{v * 1e6:.3g} µs"
-
 
 # -- claims ---------------------------------------------------------------------------------------
 
@@ -129,8 +78,8 @@ def _judge_latency(np_: Summary, d: Summary, _: Config) -> Verdict:
     slower = [m for m in _LATENCY if np_[m] > d[m]]
     not_slower = [m for m in _LATENCY if m not in slower]
     hop, dhop = np_["second_hop_fraction"], d["second_hop_fraction"]
-    hop_text = f"{_pct(hop)} of NodePort's flows take a second hop (direct {_pct(dhop)})"
-    diffs = ", ".join(f"{_SHORT[m]} +{_dt(np_[m] - d[m])}" for m in slower)
+    hop_text = f"{pct(hop)} of NodePort's flows take a second hop (direct {pct(dhop)})"
+    diffs = ", ".join(f"{_SHORT[m]} +{fmt_dt(np_[m] - d[m])}" for m in slower)
     if hop > dhop and not not_slower:
         return HOLDS, f"NodePort slower: {diffs}; {hop_text}"
     if hop <= dhop and not slower:
@@ -141,8 +90,8 @@ def _judge_latency(np_: Summary, d: Summary, _: Config) -> Verdict:
 
 def _judge_snat(np_: Summary, d: Summary, _: Config) -> Verdict:
     f, pe, df = np_["failed_fraction"], np_["fail_cause_port_exhaustion"], d["failed_fraction"]
-    text = (f"NodePort fails {_pct(f)} of flows with {fmt_value('', pe)} packets dropped for port "
-            f"exhaustion, direct {_pct(df)}")
+    text = (f"NodePort fails {pct(f)} of flows with {fmt_value('', pe)} packets dropped for port "
+            f"exhaustion, direct {pct(df)}")
     if f > FAIL_THRESHOLD and pe > 0 and df == 0:
         return HOLDS, text
     if f > FAIL_THRESHOLD and pe > 0:
@@ -165,7 +114,7 @@ def _judge_balance(np_: Summary, d: Summary, _: Config) -> Verdict:
     worse = []  # (measure, NodePort, direct) where NodePort's busiest pod is worse by the margin
     text = f"Jain's index NodePort {j:.3f} vs direct {dj:.3f}"
     for m, what in (("pod_load_max_over_mean", "flows"), ("pod_conn_max_over_mean", "open connections")):
-        if _finite(np_.get(m)) and _finite(d.get(m)):
+        if is_finite(np_.get(m)) and is_finite(d.get(m)):
             text += f"; busiest pod's {what} {np_[m]:.3g} vs {d[m]:.3g} x the mean"
             if np_[m] - d[m] >= HOTSPOT_MARGIN:
                 worse.append(what)
@@ -185,13 +134,13 @@ def _setting(cfg: Mapping[str, Any], dotted: str) -> str | None:
         if not isinstance(v, Mapping) or part not in v:
             return None
         v = v[part]
-    return _show(v)
+    return show(v)
 
 
 def _judge_source_ip(np_: Summary, d: Summary, cfg: Config) -> Verdict:
     f, df = np_["source_ip_preserved_fraction"], d["source_ip_preserved_fraction"]
     policy = _setting(cfg, "kube_proxy.external_traffic_policy")
-    text = (f"client IP seen by the pod: direct {_pct(df)} of flows, NodePort {_pct(f)}"
+    text = (f"client IP seen by the pod: direct {pct(df)} of flows, NodePort {pct(f)}"
             + (f" (externalTrafficPolicy {policy})" if policy else ""))
     if df == 1 and f < 1:
         return HOLDS, text
@@ -204,7 +153,7 @@ def _judge_persistence(np_: Summary, d: Summary, cfg: Config) -> Verdict:
     f, df = np_["session_persistence_fraction"], d["session_persistence_fraction"]
     extra = [f"{k} = {v}" for k in ("lb.persistence_s", "kube_proxy.session_affinity")
              if (v := _setting(cfg, k)) is not None]
-    text = (f"flows reaching the client's first pod: direct {_pct(df)}, NodePort {_pct(f)}"
+    text = (f"flows reaching the client's first pod: direct {pct(df)}, NodePort {pct(f)}"
             + (f" ({', '.join(extra)})" if extra else ""))
     if df >= PERSISTENCE_THRESHOLD > f:
         return HOLDS, text
@@ -311,19 +260,9 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _show(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_show(x) for x in v) + "]"
-    if isinstance(v, Mapping):
-        return "{" + ", ".join(f"{k} = {_show(x)}" for k, x in v.items()) + "}"
-    return str(v)
-
-
 def _condition(cfg: Mapping[str, Any], keys: list[str]) -> str:
     flat = _flatten(cfg)
-    shown = [f"{k} = {_show(flat.get(k, 'unset'))}" for k in keys[:_MAX_COND_KEYS]]
+    shown = [f"{k} = {show(flat.get(k, 'unset'))}" for k in keys[:_MAX_COND_KEYS]]
     if len(keys) > _MAX_COND_KEYS:
         shown.append(f"… ({len(keys) - _MAX_COND_KEYS} more settings differ)")
     return ", ".join(shown) if shown else "the same settings"
@@ -347,7 +286,7 @@ def _judge_one(claim: Claim, name: str, runs: Mapping[str, RunRecord],
         for p in PATHS:
             if m not in run.paths[p]:
                 return None, f"metric {m} not available (scenario {name})"
-            if not _finite(run.paths[p][m]):
+            if not is_finite(run.paths[p][m]):
                 return None, (f"metric {m} is {fmt_value(m, run.paths[p][m])} on the {p} path "
                               f"(scenario {name})")
     assert claim.judge is not None
@@ -435,22 +374,18 @@ def evaluate_claims(runs: Mapping[str, RunRecord], available: Iterable[str]) -> 
 
 # -- rendering ------------------------------------------------------------------------------------
 
-def _md(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
 def claims_markdown(rows: list[ClaimRow]) -> str:
     """The claims table and its verdict rules, as markdown."""
     out = ["| # | claim of the direct-to-Pod design | scenario | NodePort | direct | verdict |",
            "|---|---|---|---|---|---|"]
     for i, r in enumerate(rows, 1):
-        cells = ["<br>".join(_md(x) for x in lines) for lines in (r.nodeport, r.direct)]
-        out.append(f"| {i} | {_md(r.claim.text)} | {_md(r.scenario)} | {cells[0]} | {cells[1]} | "
-                   f"{_md(r.verdict)} |")
+        cells = ["<br>".join(md_cell(x) for x in lines) for lines in (r.nodeport, r.direct)]
+        out.append(f"| {i} | {md_cell(r.claim.text)} | {md_cell(r.scenario)} | {cells[0]} | "
+                   f"{cells[1]} | {md_cell(r.verdict)} |")
     out += ["", "Verdict rules (applied to the summary metrics of the named scenarios; a claim whose "
             "scenario is not defined, not run, or lacks a metric is \"not measured\"; a \"see also\" "
             "scenario is judged by the same rule but does not change the verdict):", ""]
-    out += [f"{i}. {_md(r.claim.rule)}" for i, r in enumerate(rows, 1)]
+    out += [f"{i}. {md_cell(r.claim.rule)}" for i, r in enumerate(rows, 1)]
     return "\n".join(out)
 
 
@@ -465,174 +400,3 @@ def claims_text(rows: list[ClaimRow]) -> str:
         out.append(f"   verdict:  {r.verdict}")
     return "\n".join(out)
 
-
-# -- the unit of work of --jobs -------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Task:
-    """One scenario to run on both paths (and draw, when ``out_dir`` is set)."""
-
-    index: int
-    name: str
-    scenario: Scenario
-    engine: str = "compiled"
-    batch_flows: int = 4096
-    out_dir: str | None = None
-    #: start of its figure files' names
-    prefix: str = ""
-
-
-@dataclass(frozen=True)
-class Outcome:
-    index: int
-    name: str
-    #: path -> summary metrics (raw floats; NaN where undefined)
-    paths: dict[str, dict[str, float]]
-    #: FigureInfo of every figure kind (empty without out_dir)
-    figures: list[Any] = field(default_factory=list)
-    sim_s: float = 0.0
-    fig_s: float = 0.0
-
-
-def run_scenario(task: Task) -> Outcome:
-    """Simulate ``task.scenario`` on both paths; draw its figures if ``task.out_dir`` is set."""
-    from .simulation import compare
-
-    t0 = time.perf_counter()
-    c = compare(task.scenario, engine=task.engine, batch_flows=task.batch_flows)
-    t1 = time.perf_counter()
-    figures: list[Any] = []
-    if task.out_dir is not None:
-        from .figures import scenario_figures  # matplotlib only when drawing
-
-        figures = scenario_figures(task.name, c, task.out_dir, task.prefix or None)
-    return Outcome(task.index, task.name, {"nodeport": dict(c.nodeport.summary),
-                                           "direct": dict(c.direct.summary)},
-                   figures, t1 - t0, time.perf_counter() - t1)
-
-
-# -- report.md ------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class ReportRun:
-    """One scenario section of report.md."""
-
-    name: str
-    scenario: Scenario
-    #: where it came from: "named scenario" or "config file PATH"
-    source: str
-    description: str
-    outcome: Outcome
-
-
-def describe_version(version: str) -> str:
-    """``version``, or for an uninstalled source tree the version in its pyproject.toml; plus the
-    git commit of the source tree (and whether it has uncommitted changes) when there is one."""
-    import subprocess
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1]
-    text = version
-    if version.endswith("+unknown"):
-        try:
-            import tomllib
-            meta = tomllib.loads((root / "pyproject.toml").read_text())
-            text = f"{meta['project']['version']} (source tree)"
-        except (OSError, KeyError, ValueError):
-            pass
-    if (root / ".git").exists():
-        try:
-            def git(*a: str) -> str:
-                return subprocess.run(["git", "-C", str(root), *a], capture_output=True, text=True,
-                                      timeout=10, check=True).stdout.strip()
-            commit = git("rev-parse", "--short=12", "HEAD")
-            dirty = git("status", "--porcelain", "--untracked-files=no")
-            text += f", git {commit}" + (" with uncommitted changes" if dirty else "")
-        except (OSError, subprocess.SubprocessError):
-            pass
-    return text
-
-
-def _versions() -> str:
-    import matplotlib
-    import numpy
-    import pandas
-    return (f"Python {platform.python_version()}, numpy {numpy.__version__}, "
-            f"pandas {pandas.__version__}, matplotlib {matplotlib.__version__}")
-
-
-def _metric_rows(paths: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    keys = list(paths["nodeport"]) + [k for k in paths["direct"] if k not in paths["nodeport"]]
-    out = ["| metric | NodePort | direct | meaning |", "|---|---:|---:|---|"]
-    for k in keys:
-        out.append(f"| `{k}` | {fmt_value(k, paths['nodeport'].get(k))} | "
-                   f"{fmt_value(k, paths['direct'].get(k))} | {_md(SUMMARY_METRICS.get(k, ''))} |")
-    return out
-
-
-def render_markdown(*, version: str, command: str, quick: bool, seed_override: int | None,
-                    engine: str, batch_flows: int, jobs: int, wall_s: float,
-                    runs: list[ReportRun], claims: list[ClaimRow]) -> str:
-    """The whole report.md."""
-    seeds = sorted({r.scenario.seed for r in runs})
-    sizes = ", ".join(f"{r.name} {r.scenario.workload.flows:,}" for r in runs)
-    lines = [
-        "# lbsim bench report: NodePort vs direct-to-Pod",
-        "",
-        f"- lbsim version: {describe_version(version)}",
-        f"- software: {_versions()}",
-        f"- command: `{command}`",
-        f"- mode: {'quick (scaled-down scenarios, --quick)' if quick else 'full size'}",
-        f"- seed{'s' if len(seeds) > 1 else ''}: {', '.join(map(str, seeds))}"
-        + (" (set by --seed)" if seed_override is not None else " (each scenario's own seed)"),
-        f"- flows per scenario and path: {sizes}",
-        f"- engine: {engine}, {batch_flows:,} new flows per batch; "
-        f"{jobs} process{'es' if jobs > 1 else ''}; wall time {wall_s:.1f} s",
-        "",
-        "A run is a pure function of its config (seed included): the TOML block of each scenario "
-        "below, saved to a file and run with `python -m lbsim.bench --config FILE` (no `--quick`: "
-        "the block is already the size that ran), gives the same numbers but the wall times. Both "
-        "paths of a scenario see the same clients, arrivals and service times.",
-        "",
-        "## Claims",
-        "",
-        claims_markdown(claims),
-        "",
-        "## Runs",
-        "",
-        "| scenario | flows | rate (flows/s) | protocol | nodes | pods | nat.kernel "
-        "| wall NodePort (s) | wall direct (s) |",
-        "|---|---:|---:|---|---:|---:|---|---:|---:|",
-    ]
-    for r in runs:
-        s, p, cfg = r.scenario, r.outcome.paths, r.scenario.to_dict()
-        wall = [p[path].get("wall_s", float("nan")) for path in PATHS]
-        lines.append(f"| [{r.name}](#{_anchor(r.name)}) | {s.workload.flows:,} | "
-                     f"{s.workload.rate_per_s:g} | {_show(cfg['workload']['protocol'])} | "
-                     f"{s.cluster.nodes} | {s.cluster.pods} | {_show(cfg['nat']['kernel'])} | "
-                     f"{wall[0]:.2f} | {wall[1]:.2f} |")
-    lines += ["", "## Scenarios", ""]
-    for r in runs:
-        lines += [f"### {r.name}", "", f"*{r.source}.* {_md(r.description)}" if r.description
-                  else f"*{r.source}.*", "",
-                  "<details><summary>Full config (TOML; <code>path</code> is set per run: both paths "
-                  "are run)</summary>", "", "```toml", r.scenario.to_toml().rstrip(), "```", "",
-                  "</details>",
-                  "", "Metrics:", "", *_metric_rows(r.outcome.paths), "", "Figures:", ""]
-        drawn = [f for f in r.outcome.figures if f.file]
-        for f in r.outcome.figures:
-            if f.file:
-                lines += [f"**{f.title}** ([{f.file}]({f.file})): {f.note}.", "",
-                          f"![{r.name}: {f.title}]({f.file})", ""]
-        for f in r.outcome.figures:
-            if not f.file:
-                lines.append(f"- {f.title}: not drawn, {f.note}.")
-        if not drawn and not r.outcome.figures:
-            lines.append("- none")
-        lines.append("")
-    return "\n".join(lines).rstrip() + "\n"
-
-
-def _anchor(name: str) -> str:
-    """GitHub's heading anchor for a scenario name."""
-    return "".join(c for c in name.lower().replace(" ", "-") if c.isalnum() or c in "-_")
