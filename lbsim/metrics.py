@@ -16,7 +16,7 @@ from .tuples import CLIENT_BASE
 
 __all__ = ["FLOW_COLUMNS", "COUNTER_COLUMNS", "GAUGE_COLUMNS", "DROP_COLUMNS", "SNAT_COLUMNS",
            "LOAD_COLUMNS", "SUMMARY_METRICS", "flows_frame", "counters_frame", "gauges_frame",
-           "drops_frame", "snat_frame", "load_frame", "flow_arrays", "summarize"]
+           "drops_frame", "snat_frame", "load_frame", "summarize"]
 
 FLOW_COLUMNS = {
     "flow": "flow number, in arrival order",
@@ -121,21 +121,72 @@ SUMMARY_METRICS = {
 }
 
 
-def flow_arrays(r: Records) -> dict[str, np.ndarray]:
-    """The numeric per-flow columns of the flows table that are derived from the records."""
+@jit(inline="always")
+def _derived(i, outcome, connect, response, src_ip, client, backend, pod_node, pod, nodeport,
+             t0, hold):
+    """The values derived from flow ``i``'s records, the one formula of each (NaN or False where
+    they do not apply): established, connect latency (TCP) and response time at the client in
+    s, when the client closed it (response + hold) in s, whether the pod saw the client's own IP,
+    whether the pod ran on another node than the LB's (NodePort)."""
+    ok = outcome[i] == OK
+    conn = np.float64(connect[i]) / 1e9 if ok and connect[i] >= 0 else np.nan
+    resp = np.float64(response[i]) / 1e9 if ok else np.nan
+    closed = np.float64(t0[i] + response[i] + hold[i]) / 1e9 if ok else np.nan
+    preserved = ok and src_ip[i] == client[i] + CLIENT_BASE
+    second = (nodeport and ok and backend[i] >= 0
+              and pod_node[max(pod[i], 0)] != backend[i])
+    return ok, conn, resp, closed, preserved, second
+
+
+def _derived_args(r: Records) -> tuple:
     w = r.workload
-    p = w.params
-    ok = r.outcome == OK
-    node = w.backend if p.nodeport else np.full(p.flows, -1)
-    return {
-        "arrival_s": w.t0 / NS,
-        "connect_latency_s": np.where(ok & (r.connect_ns >= 0), r.connect_ns / NS, np.nan),
-        "response_time_s": np.where(ok, r.response_ns / NS, np.nan),
-        "closed_s": np.where(ok, (w.t0 + r.response_ns + w.hold) / NS, np.nan),
-        "source_ip_preserved": ok & (r.src_ip == w.client + CLIENT_BASE),
-        "second_hop": (ok & (node >= 0) & (w.pod_node[np.maximum(r.pod, 0)] != node))
-        if p.nodeport else np.zeros(p.flows, bool),
-    }
+    i64 = lambda a: np.ascontiguousarray(a, dtype=np.int64)  # noqa: E731
+    return (np.ascontiguousarray(r.outcome), i64(r.connect_ns), i64(r.response_ns),
+            i64(r.src_ip), i64(w.client), i64(w.backend), i64(w.pod_node), i64(r.pod),
+            bool(w.params.nodeport), i64(w.t0), i64(w.hold))
+
+
+@jit
+def _columns(outcome, connect, response, src_ip, client, backend, pod_node, pod, nodeport, t0,
+             hold):
+    """:func:`_derived` of every flow, as columns."""
+    n = outcome.size
+    conn, resp, closed = np.empty(n), np.empty(n), np.empty(n)
+    preserved, second = np.empty(n, np.bool_), np.empty(n, np.bool_)
+    for i in range(n):
+        _, conn[i], resp[i], closed[i], preserved[i], second[i] = _derived(
+            i, outcome, connect, response, src_ip, client, backend, pod_node, pod, nodeport,
+            t0, hold)
+    return conn, resp, closed, preserved, second
+
+
+@jit
+def _established(outcome, connect, response, src_ip, client, backend, pod_node, pod, nodeport,
+                 t0, hold, pods, n_ok):
+    """What the summary reads of :func:`_derived`, in one pass: the connect latencies (TCP)
+    and response times of the established flows in flow order, the counts of source-IP-preserved
+    and second-hop flows, and per pod the time its connections were open within [0, the last
+    arrival], s (the sum in flow order of max(min(closed, end) - arrival, 0))."""
+    end = 0.0
+    for i in range(t0.size):
+        end = max(end, np.float64(t0[i]) / 1e9)
+    conn, resp = np.empty(n_ok), np.empty(n_ok)
+    open_time = np.zeros(pods)
+    nc = nr = preserved = second = 0
+    for i in range(outcome.size):
+        ok, c, rs, closed, pr, sh = _derived(i, outcome, connect, response, src_ip, client,
+                                             backend, pod_node, pod, nodeport, t0, hold)
+        if not ok:
+            continue
+        if connect[i] >= 0:
+            conn[nc] = c
+            nc += 1
+        resp[nr] = rs
+        nr += 1
+        preserved += pr
+        second += sh
+        open_time[pod[i]] += max(min(closed, end) - np.float64(t0[i]) / 1e9, 0.0)
+    return conn[:nc], resp, preserved, second, open_time
 
 
 def flows_frame(r: Records) -> pd.DataFrame:
@@ -144,7 +195,7 @@ def flows_frame(r: Records) -> pd.DataFrame:
     p = w.params
     ok = r.outcome == OK
     node = w.backend if p.nodeport else np.full(p.flows, -1)
-    a = flow_arrays(r)
+    conn, resp, closed, preserved, second = _columns(*_derived_args(r))
     return pd.DataFrame({
         "flow": np.arange(p.flows),
         "arrival_s": w.t0 / NS,
@@ -157,12 +208,12 @@ def flows_frame(r: Records) -> pd.DataFrame:
         "outcome": pd.Categorical.from_codes(np.where(ok, 0, 1), ["established", "failed"]),
         "cause": pd.Categorical.from_codes(r.cause.astype(np.int64), list(CAUSE_NAMES)),
         "attempts": r.attempts.astype(np.int64),
-        "connect_latency_s": a["connect_latency_s"],
-        "response_time_s": a["response_time_s"],
-        "closed_s": a["closed_s"],
+        "connect_latency_s": conn,
+        "response_time_s": resp,
+        "closed_s": closed,
         "source_ip": np.where(ok, r.src_ip, 0).astype(np.uint32),
-        "source_ip_preserved": a["source_ip_preserved"],
-        "second_hop": a["second_hop"],
+        "source_ip_preserved": preserved,
+        "second_hop": second,
     })
 
 
@@ -238,49 +289,6 @@ def load_frame(r: Records, flows, bins: int = 100) -> pd.DataFrame:
     })
 
 
-@jit
-def _open_time_ns(t0, response, hold, ok, pod, pods):
-    """Per pod, the time its established connections were open within [0, last arrival], s:
-    the sum, in flow order, of max(min(close, end) - arrival, 0) with arrival t0 / 1e9 and close
-    (t0 + response + hold) / 1e9, the flows table's float operations (its max over mean is
-    ``pod_conn_max_over_mean``)."""
-    end = 0.0
-    for i in range(t0.size):
-        end = max(end, np.float64(t0[i]) / 1e9)
-    out = np.zeros(pods)
-    for i in range(t0.size):
-        if ok[i]:
-            a = np.float64(t0[i]) / 1e9
-            c = np.float64(t0[i] + response[i] + hold[i]) / 1e9
-            out[pod[i]] += max(min(c, end) - a, 0.0)
-    return out
-
-
-@jit
-def _lean_columns(out, connect, response, src_ip, client, backend, pod_node, rec_pod, nodeport,
-                  client_base, n_ok):
-    """Connect latencies (established TCP flows) and response times (established flows) in s,
-    in flow order, and the counts of source-IP-preserved and second-hop flows."""
-    conn = np.empty(n_ok)
-    resp = np.empty(n_ok)
-    nc = 0
-    nr = 0
-    preserved = 0
-    second = 0
-    for i in range(out.size):
-        if out[i] != 1:
-            continue
-        if connect[i] >= 0:
-            conn[nc] = np.float64(connect[i]) / 1e9
-            nc += 1
-        resp[nr] = np.float64(response[i]) / 1e9
-        nr += 1
-        preserved += src_ip[i] == client[i] + client_base
-        if nodeport:
-            second += backend[i] >= 0 and pod_node[max(rec_pod[i], 0)] != backend[i]
-    return conn[:nc], resp, preserved, second
-
-
 def _max_over_mean(x: np.ndarray) -> float:
     mean = x.mean() if x.size else 0.0
     return float(x.max() / mean) if mean > 0 else float("nan")
@@ -324,8 +332,8 @@ def _q(x: np.ndarray, q: float) -> float:
 
 
 def summarize(r: Records, wall_s: float) -> dict[str, float]:
-    """The summary metrics of :data:`SUMMARY_METRICS`, from the model's per-flow records (the
-    same values the flows table's columns are derived from)."""
+    """The summary metrics of :data:`SUMMARY_METRICS`, from the records (the per-flow values
+    through :func:`_derived`, the flows table's formulas)."""
     w = r.workload
     p = w.params
     ok = r.outcome == OK
@@ -337,13 +345,7 @@ def summarize(r: Records, wall_s: float) -> dict[str, float]:
     rec_pod = est(r.pod)
     load = np.bincount(rec_pod, minlength=p.pods).astype(float)
     mean = load.mean()
-    i64 = lambda a: np.ascontiguousarray(a, dtype=np.int64)  # noqa: E731
-    conn, resp, preserved, second = _lean_columns(
-        np.ascontiguousarray(r.outcome), i64(r.connect_ns), i64(r.response_ns), i64(r.src_ip),
-        i64(w.client), i64(w.backend), i64(w.pod_node), i64(r.pod), bool(p.nodeport),
-        CLIENT_BASE, n_ok)
-    open_time = _open_time_ns(i64(w.t0), i64(r.response_ns), i64(w.hold), ok, i64(r.pod),
-                              p.pods)
+    conn, resp, preserved, second, open_time = _established(*_derived_args(r), p.pods, n_ok)
     c50, c99 = _q2(conn, 0.5, 0.99)
     r50, r99 = _q2(resp, 0.5, 0.99)
     c = r.counters

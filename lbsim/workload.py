@@ -12,6 +12,7 @@ attempt) that each engine computes on demand from ``Workload.keys``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -149,6 +150,11 @@ class Workload:
     @property
     def flows(self) -> int:
         return self.params.flows
+
+    @functools.cached_property
+    def arrival(self) -> np.ndarray:
+        """When each flow's first attempt reaches the LB's backend (node or pod), ns."""
+        return self.t0 + self.params.d_in
 
 
 def pod_placement(sc: Scenario) -> np.ndarray:

@@ -42,7 +42,7 @@ class DirectEngine:
         self.rec = RecordsBuilder(w)
         self.worker_free = np.where(np.arange(w.workers.max()) < w.workers[:, None], 0,
                                     NEVER).astype(np.int64)
-        self.arrive = w.t0 + self.p.d_in
+        self.arrive = w.arrival
         self.next = 0
 
     def advance(self, t1: int) -> bool:

@@ -67,7 +67,7 @@ def serve(worker_free, pod, q, service):
     return finish
 
 
-@hot
+@inline
 def endpoint(P, ep_group, ep_ptr, ep_list, cdf, flow_pod, node, u, flow):
     """kube-proxy's pod for an attempt on ``node`` (``ReferenceEngine.endpoint``), -1: none."""
     if not P.per_attempt:

@@ -33,7 +33,7 @@ def port_range(P, sport):
     return 1024, 64512
 
 
-@hot
+@inline
 def select_port(E, HD, S, free, IX, count, K, P, rover, t, node, pod, sport, flow, attempt,
                 isn):
     """Returns (port, exhausted, found); frees expired entries met, evicts as the kernel does."""
