@@ -61,18 +61,18 @@ class ControlPlane:
         self.engine.set_endpoints(node, pods)
 
 
-def drive(env: simpy.Environment, engine: Engine, arrival: np.ndarray, batch_flows: int):
-    """The data plane's simpy process: windows of at most ``batch_flows`` new flows (``arrival``:
-    each flow's first arrival, ns, ascending), each ending early at the next control-plane
-    event. Returns when every flow is resolved."""
-    F = arrival.size
+def drive(env: simpy.Environment, engine: Engine, t0: np.ndarray, d_in: int, batch_flows: int):
+    """The data plane's simpy process: windows of at most ``batch_flows`` new flows (flow f's
+    first attempt arrives at ``t0[f] + d_in``, ns, ascending), each ending early at the next
+    control-plane event. Returns when every flow is resolved."""
+    F = t0.size
     while True:
         now = int(env.now)
         if env.peek() <= now:                  # a control-plane event is due now: it goes first
             yield env.timeout(0)
             continue
-        nn = int(np.searchsorted(arrival, now, side="left"))   # flows already started
-        end = int(arrival[nn + batch_flows]) if nn + batch_flows < F else NEVER
+        nn = int(np.searchsorted(t0, now - d_in, side="left"))   # flows already started
+        end = int(t0[nn + batch_flows]) + d_in if nn + batch_flows < F else NEVER
         t1 = min(max(end, now + 1), _instant(env.peek()))
         if engine.advance(t1):
             return
@@ -83,7 +83,7 @@ def _instant(t: float) -> int:
     return NEVER if t == float("inf") else int(t)
 
 
-def run_engine(engine: Engine, arrival: np.ndarray, batch_flows: int, nodes: int, pods: int,
+def run_engine(engine: Engine, t0: np.ndarray, d_in: int, batch_flows: int, nodes: int, pods: int,
                control: Callable[[simpy.Environment, ControlPlane], object] | None = None):
     """Run ``engine`` to the end under simpy, with the control plane ``control`` (if any)."""
     if batch_flows < 1:
@@ -91,5 +91,5 @@ def run_engine(engine: Engine, arrival: np.ndarray, batch_flows: int, nodes: int
     env = simpy.Environment()
     if control is not None:
         control(env, ControlPlane(env, engine, nodes, pods))
-    env.run(until=env.process(drive(env, engine, arrival, batch_flows)))
+    env.run(until=env.process(drive(env, engine, t0, d_in, batch_flows)))
 

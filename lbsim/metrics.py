@@ -121,21 +121,30 @@ SUMMARY_METRICS = {
 }
 
 
+# The values derived from one flow's records, one formula each; the flows table's columns
+# (:func:`_columns`) and the summary's pass (:func:`_established`) both call them.
 @jit(inline="always")
-def _derived(i, outcome, connect, response, src_ip, client, backend, pod_node, pod, nodeport,
-             t0, hold):
-    """The values derived from flow ``i``'s records, the one formula of each (NaN or False where
-    they do not apply): established, connect latency (TCP) and response time at the client in
-    s, when the client closed it (response + hold) in s, whether the pod saw the client's own IP,
-    whether the pod ran on another node than the LB's (NodePort)."""
-    ok = outcome[i] == OK
-    conn = np.float64(connect[i]) / 1e9 if ok and connect[i] >= 0 else np.nan
-    resp = np.float64(response[i]) / 1e9 if ok else np.nan
-    closed = np.float64(t0[i] + response[i] + hold[i]) / 1e9 if ok else np.nan
-    preserved = ok and src_ip[i] == client[i] + CLIENT_BASE
-    second = (nodeport and ok and backend[i] >= 0
-              and pod_node[max(pod[i], 0)] != backend[i])
-    return ok, conn, resp, closed, preserved, second
+def _seconds(x_ns):
+    """ns -> s (a latency, a response time, an instant), as numpy's ``x / 1e9``."""
+    return np.float64(x_ns) / 1e9
+
+
+@jit(inline="always")
+def _closed_ns(t0, response, hold):
+    """When the client closed the connection: its response plus its hold, ns."""
+    return t0 + response + hold
+
+
+@jit(inline="always")
+def _preserved(src_ip, client):
+    """The pod saw the client's own IP."""
+    return src_ip == client + CLIENT_BASE
+
+
+@jit(inline="always")
+def _second_hop(backend, pod_node, pod):
+    """The pod ran on another node than the one the LB chose (NodePort)."""
+    return backend >= 0 and pod_node[max(pod, 0)] != backend
 
 
 def _derived_args(r: Records) -> tuple:
@@ -149,43 +158,51 @@ def _derived_args(r: Records) -> tuple:
 @jit
 def _columns(outcome, connect, response, src_ip, client, backend, pod_node, pod, nodeport, t0,
              hold):
-    """:func:`_derived` of every flow, as columns."""
+    """The derived columns of the flows table (NaN or False where they do not apply)."""
     n = outcome.size
-    conn, resp, closed = np.empty(n), np.empty(n), np.empty(n)
-    preserved, second = np.empty(n, np.bool_), np.empty(n, np.bool_)
+    conn, resp, closed = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
+    preserved, second = np.zeros(n, np.bool_), np.zeros(n, np.bool_)
     for i in range(n):
-        _, conn[i], resp[i], closed[i], preserved[i], second[i] = _derived(
-            i, outcome, connect, response, src_ip, client, backend, pod_node, pod, nodeport,
-            t0, hold)
+        if outcome[i] != OK:
+            continue
+        if connect[i] >= 0:
+            conn[i] = _seconds(connect[i])
+        resp[i] = _seconds(response[i])
+        closed[i] = _seconds(_closed_ns(t0[i], response[i], hold[i]))
+        preserved[i] = _preserved(src_ip[i], client[i])
+        second[i] = nodeport and _second_hop(backend[i], pod_node, pod[i])
     return conn, resp, closed, preserved, second
 
 
 @jit
 def _established(outcome, connect, response, src_ip, client, backend, pod_node, pod, nodeport,
                  t0, hold, pods, n_ok):
-    """What the summary reads of :func:`_derived`, in one pass: the connect latencies (TCP)
-    and response times of the established flows in flow order, the counts of source-IP-preserved
-    and second-hop flows, and per pod the time its connections were open within [0, the last
-    arrival], s (the sum in flow order of max(min(closed, end) - arrival, 0))."""
+    """What the summary reads, in one pass over the established flows: their connect latencies
+    (TCP) and response times in flow order, the counts of source-IP-preserved and second-hop
+    flows, and per pod the time its connections were open within [0, the last arrival], s (the
+    sum in flow order of max(min(closed, end) - arrival, 0))."""
     end = 0.0
     for i in range(t0.size):
-        end = max(end, np.float64(t0[i]) / 1e9)
+        end = max(end, _seconds(t0[i]))
     conn, resp = np.empty(n_ok), np.empty(n_ok)
     open_time = np.zeros(pods)
-    nc = nr = preserved = second = 0
+    nc = 0
+    nr = 0
+    preserved = 0
+    second = 0
     for i in range(outcome.size):
-        ok, c, rs, closed, pr, sh = _derived(i, outcome, connect, response, src_ip, client,
-                                             backend, pod_node, pod, nodeport, t0, hold)
-        if not ok:
+        if outcome[i] != OK:
             continue
         if connect[i] >= 0:
-            conn[nc] = c
+            conn[nc] = _seconds(connect[i])
             nc += 1
-        resp[nr] = rs
+        resp[nr] = _seconds(response[i])
         nr += 1
-        preserved += pr
-        second += sh
-        open_time[pod[i]] += max(min(closed, end) - np.float64(t0[i]) / 1e9, 0.0)
+        preserved += _preserved(src_ip[i], client[i])
+        if nodeport:
+            second += _second_hop(backend[i], pod_node, pod[i])
+        closed = _seconds(_closed_ns(t0[i], response[i], hold[i]))
+        open_time[pod[i]] += max(min(closed, end) - _seconds(t0[i]), 0.0)
     return conn[:nc], resp, preserved, second, open_time
 
 
@@ -333,7 +350,7 @@ def _q(x: np.ndarray, q: float) -> float:
 
 def summarize(r: Records, wall_s: float) -> dict[str, float]:
     """The summary metrics of :data:`SUMMARY_METRICS`, from the records (the per-flow values
-    through :func:`_derived`, the flows table's formulas)."""
+    through the flows table's own formulas)."""
     w = r.workload
     p = w.params
     ok = r.outcome == OK

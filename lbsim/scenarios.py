@@ -8,7 +8,7 @@ flows, say); each description says how.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from .config import Scenario
 

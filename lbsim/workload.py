@@ -12,7 +12,6 @@ attempt) that each engine computes on demand from ``Workload.keys``.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -150,11 +149,6 @@ class Workload:
     @property
     def flows(self) -> int:
         return self.params.flows
-
-    @functools.cached_property
-    def arrival(self) -> np.ndarray:
-        """When each flow's first attempt reaches the LB's backend (node or pod), ns."""
-        return self.t0 + self.params.d_in
 
 
 def pod_placement(sc: Scenario) -> np.ndarray:

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..kernel import NS
+from ..kernel import NEVER, NS, OK
 from ..records import Records, RecordsBuilder
+from ..tuples import CLIENT_BASE
 from ..workload import Workload
 from .handlers import serve
 from .layout import jit
-from ..kernel import NEVER, OK
-from ..tuples import CLIENT_BASE
 
 __all__ = ["DirectEngine"]
 
@@ -42,23 +41,18 @@ class DirectEngine:
         self.rec = RecordsBuilder(w)
         self.worker_free = np.where(np.arange(w.workers.max()) < w.workers[:, None], 0,
                                     NEVER).astype(np.int64)
-        self.arrive = w.arrival
         self.next = 0
 
     def advance(self, t1: int) -> bool:
         """Serve the flows arriving before ``t1``; True once every flow is served."""
         w, p, r = self.w, self.p, self.rec
-        b = int(np.searchsorted(self.arrive, t1, side="left"))
+        b = int(np.searchsorted(w.t0, t1 - p.d_in, side="left"))   # arriving before t1
         if b > self.next:
             _direct(self.next, b, p.tcp, p.d_in, w.t0, w.backend, w.service, w.client,
                     self.worker_free, r.outcome, r.attempts, r.pod, r.nat_port, r.connect_ns,
                     r.response_ns, r.src_ip)
             self.next = b
         return self.next >= p.flows
-
-    def next_arrival(self) -> int:
-        """When the next unserved flow arrives (NEVER if none)."""
-        return int(self.arrive[self.next]) if self.next < self.p.flows else NEVER
 
     def set_endpoints(self, node: int, pods: np.ndarray) -> None:
         """The direct path has no kube-proxy: nothing to change."""
@@ -67,7 +61,7 @@ class DirectEngine:
         """The reference's ticks leave one all-zero gauge row per whole second up to the last
         arrival (GC passes over empty tables)."""
         p = self.p
-        n = int(self.arrive[-1]) // NS if p.flows else 0
+        n = (int(self.w.t0[-1]) + p.d_in) // NS if p.flows else 0
         empty = np.zeros(0, np.int64)
         return self.rec.freeze(
             table_count=np.zeros(p.nodes, np.int64), gauge_t_ns=(np.arange(n) + 1) * NS,

@@ -87,11 +87,6 @@ class CompiledEngine:
             code = advance(t1, self.P, self.I, self.O, self.X)
         return code == DONE
 
-    def next_arrival(self) -> int:
-        """When the next flow not yet started arrives (NEVER if none)."""
-        nn = int(self.X.S[0])
-        return int(self.w.t0[nn]) + self.p.d_in if nn < self.p.flows else NEVER
-
     def set_endpoints(self, node: int, pods: np.ndarray) -> None:
         """From now on, ``node``'s kube-proxy lists ``pods`` (per-attempt choices): the node gets
         an endpoint group of its own."""

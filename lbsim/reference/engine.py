@@ -29,8 +29,9 @@ import numpy as np
 from .. import tuples
 from ..kernel import (ARRIVE, C_CLASH_RESOLVE, C_DROP, C_EARLY_DROP, C_ENTRIES_INSERTED,
                       C_FOUND, C_GC_EARLY_DROP, C_INSERT, C_INSERT_FAILED, CONFIRM, F_NAT_CLASH,
-                      F_SNAT, F_TCP, FAILED, INSERT_RACE, NAT, NAT_CLASH_TIMEOUT, NEVER, NO_LOCAL_ENDPOINT, NS, OK, PORT_EXHAUSTION,
-                      ROUNDS, SAMPLE_INTERVAL, TABLE_FULL, TUPLE_IN_USE, UDP_STREAM_AFTER)
+                      F_SNAT, F_TCP, FAILED, INSERT_RACE, NAT, NAT_CLASH_TIMEOUT, NEVER,
+                      NO_LOCAL_ENDPOINT, NS, OK, PORT_EXHAUSTION, ROUNDS, SAMPLE_INTERVAL,
+                      TABLE_FULL, TUPLE_IN_USE, UDP_STREAM_AFTER)
 from ..kube_proxy import endpoint_scalar
 from ..records import Records, RecordsBuilder
 from ..rng import Streams, mix64

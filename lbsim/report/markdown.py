@@ -17,6 +17,7 @@ from .claims import PATHS, ClaimRow, claims_markdown
 
 __all__ = ["ReportRun", "render_markdown", "describe_version"]
 
+
 @dataclass(frozen=True)
 class ReportRun:
     """One scenario section of report.md."""

@@ -7,7 +7,6 @@ import sys
 import pytest
 
 import lbsim
-from lbsim.metrics import SUMMARY_METRICS
 
 WALL = {"wall_s", "flows_per_wall_s"}
 

@@ -9,7 +9,6 @@ from lbsim.compiled import compiled_engine
 from lbsim.compiled.layout import NODE, REPLY, S_SIZE, T_EXPIRE
 from lbsim.control import run_engine
 from lbsim.metrics import drops_frame
-from lbsim.reference import ReferenceEngine
 from lbsim.simulation import simulate
 from lbsim.workload import draw_workload
 
@@ -111,7 +110,7 @@ class _Checked:
 def run_checked(sc, batch):
     w = draw_workload(sc)
     eng = _Checked(compiled_engine(w), sc.conntrack.max)
-    run_engine(eng, w.t0 + w.params.d_in, batch, w.params.nodes, w.params.pods)
+    run_engine(eng, w.t0, w.params.d_in, batch, w.params.nodes, w.params.pods)
     return eng.engine.records()
 
 

@@ -120,3 +120,17 @@ def test_overloaded_node_cpu_is_reported_not_returned_silently():
 def test_the_batched_engine_is_gone():
     with pytest.raises(ValueError, match="engine = 'batched' is invalid: must be 'compiled' or 'reference'"):
         lbsim.run(SMALL, engine="batched")
+
+
+def test_readme_python_examples_run():
+    """The README's Python blocks, in order, in one namespace (the second uses the first's
+    scenario)."""
+    import re
+    from pathlib import Path
+    text = (Path(__file__).parents[2] / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) >= 2
+    ns: dict = {}
+    for code in blocks:
+        exec(compile(code, "README.md", "exec"), ns)  # noqa: S102
+    assert ns["r"].summary["flows"] == ns["scenario"].workload.flows
