@@ -26,6 +26,7 @@ import numpy as np
 import simpy
 
 from .kernel import NEVER, NS
+from .workload import Params
 
 __all__ = ["Engine", "ControlPlane", "drive", "run_engine"]
 
@@ -41,8 +42,8 @@ class Engine(Protocol):
 class ControlPlane:
     """The changes a control-plane process may make to the data plane, at ``env.now``."""
 
-    def __init__(self, env: simpy.Environment, engine: Engine, nodes: int, pods: int) -> None:
-        self.env, self.engine, self.nodes, self.pods = env, engine, nodes, pods
+    def __init__(self, env: simpy.Environment, engine: Engine, params: Params) -> None:
+        self.env, self.engine, self.params = env, engine, params
 
     @staticmethod
     def ns(seconds: float) -> int:
@@ -51,13 +52,19 @@ class ControlPlane:
 
     def set_endpoints(self, node: int, pods) -> None:
         """From now on, ``node``'s kube-proxy lists ``pods`` (its iptables or nftables rules:
-        a per-attempt choice; an empty list means no endpoint)."""
+        a per-attempt choice; an empty list means no endpoint). The direct path has no
+        kube-proxy: there it changes nothing."""
+        p = self.params
         pods = np.asarray(pods, np.int64).ravel()
-        if not 0 <= node < self.nodes:
-            raise ValueError(f"node = {node} is invalid: must be in [0, {self.nodes - 1}]")
-        if pods.size and not ((0 <= pods) & (pods < self.pods)).all():
+        if not 0 <= node < p.nodes:
+            raise ValueError(f"node = {node} is invalid: must be in [0, {p.nodes - 1}]")
+        if pods.size and not ((0 <= pods) & (pods < p.pods)).all():
             raise ValueError(f"pods = {pods.tolist()} is invalid: each must be in "
-                             f"[0, {self.pods - 1}]")
+                             f"[0, {p.pods - 1}]")
+        if p.nodeport and not p.per_attempt:
+            raise ValueError("set_endpoints changes per-attempt choices (kube_proxy.mode = "
+                             "iptables or nftables, no session affinity); this kube-proxy fixes "
+                             "each flow's pod when the run starts")
         self.engine.set_endpoints(node, pods)
 
 
@@ -83,13 +90,14 @@ def _instant(t: float) -> int:
     return NEVER if t == float("inf") else int(t)
 
 
-def run_engine(engine: Engine, t0: np.ndarray, d_in: int, batch_flows: int, nodes: int, pods: int,
+def run_engine(engine: Engine, t0: np.ndarray, params: Params, batch_flows: int,
                control: Callable[[simpy.Environment, ControlPlane], object] | None = None):
-    """Run ``engine`` to the end under simpy, with the control plane ``control`` (if any)."""
+    """Run ``engine`` to the end under simpy, with the control plane ``control`` (if any); flow
+    f's first attempt arrives at ``t0[f] + params.d_in``."""
     if batch_flows < 1:
         raise ValueError(f"batch_flows = {batch_flows} is invalid: must be >= 1")
     env = simpy.Environment()
     if control is not None:
-        control(env, ControlPlane(env, engine, nodes, pods))
-    env.run(until=env.process(drive(env, engine, t0, d_in, batch_flows)))
+        control(env, ControlPlane(env, engine, params))
+    env.run(until=env.process(drive(env, engine, t0, params.d_in, batch_flows)))
 

@@ -13,7 +13,8 @@ __all__ = [
     "TUPLE_IN_USE", "CAUSE_NAMES",
     "CONFIRM", "NAT", "ARRIVE", "OK", "FAILED",
     "F_TCP", "F_SNAT", "F_NAT_CLASH",
-    "MAX_ATTEMPTS", "HARDER_THRESH", "ROUNDS", "MIN_ROUND",
+    "MAX_ATTEMPTS", "HARDER_THRESH", "ROUNDS", "MIN_ROUND", "PORTS_BELOW_512", "PORTS_BELOW_1024",
+    "PORTS_ABOVE",
     "EVICTION_RANGE", "GC_INTERVAL_MIN", "GC_INTERVAL_MAX", "GC_INTERVAL_CLAMP",
     "GC_INTERVAL_INIT", "GC_INITIAL_COUNT", "UDP_STREAM_AFTER", "NAT_CLASH_TIMEOUT",
     "COUNTERS", "C_FOUND", "C_INSERT", "C_INSERT_FAILED", "C_DROP", "C_EARLY_DROP",
@@ -60,6 +61,11 @@ HARDER_THRESH = MAX_ATTEMPTS // 4
 ROUNDS = 5
 #: the search stops halving after a round shorter than this (``attempts < 16``: 8 is the last)
 MIN_ROUND = 16
+#: (first port, size) of the range a rule without ``--to-ports`` maps a source port into, by
+#: the source port: below 512, below 1024, else (nf_nat_l4proto_unique_tuple, kernel-facts 1.3)
+PORTS_BELOW_512 = (1, 511)
+PORTS_BELOW_1024 = (600, 1023 - 600 + 1)
+PORTS_ABOVE = (1024, 65535 - 1024 + 1)
 
 # -- conntrack allocation and GC (nf_conntrack_core.c, kernel-facts 3.4-3.6) ----------------------
 #: NF_CT_EVICTION_RANGE: buckets early_drop scans from the new entry's own bucket

@@ -66,7 +66,7 @@ def simulate(scenario: Scenario, *, engine: Engine = "compiled", batch_flows: in
     w = draw_workload(scenario)
     eng = compiled_engine(w) if engine == "compiled" else ReferenceEngine(w)
     p = w.params
-    run_engine(eng, w.t0, p.d_in, batch_flows, p.nodes, p.pods, control)
+    run_engine(eng, w.t0, p, batch_flows, control)
     return eng.records()
 
 

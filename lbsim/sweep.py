@@ -386,6 +386,8 @@ def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m lbsim.sweep",
                 description="Run a grid of scenarios on both data paths into one table "
                             "(one row per point, replication and path).")
+    from . import __version__
+    p.add_argument("--version", action="version", version=f"lbsim {__version__}")
     p.add_argument("--config", metavar="FILE.toml",
                    help="base scenario (default: lbsim.Scenario(), the built-in defaults)")
     p.add_argument("--grid", action="append", default=[], metavar="FIELD=V1,V2,...",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..kernel import (F_NAT_CLASH, F_SNAT, F_TCP, HARDER_THRESH, MAX_ATTEMPTS, MIN_ROUND,
-                      ROUNDS)
+                      PORTS_ABOVE, PORTS_BELOW_512, PORTS_BELOW_1024, ROUNDS)
 from ..rng import bits_nb as bits, mix64_nb as mix64
 from .index import idx_get, reply_key
 from .layout import FLAGS, K_NAT, SEQ, T_CLOSE, T_EXPIRE, hot, inline
@@ -27,10 +27,10 @@ def port_range(P, sport):
     if P.has_range:
         return P.port_lo, P.port_hi - P.port_lo + 1
     if sport < 512:
-        return 1, 511
+        return PORTS_BELOW_512
     if sport < 1024:
-        return 600, 424
-    return 1024, 64512
+        return PORTS_BELOW_1024
+    return PORTS_ABOVE
 
 
 @inline

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..kernel import F_NAT_CLASH, F_SNAT, F_TCP, HARDER_THRESH, MAX_ATTEMPTS, MIN_ROUND, ROUNDS
+from ..kernel import (F_NAT_CLASH, F_SNAT, F_TCP, HARDER_THRESH, MAX_ATTEMPTS, MIN_ROUND,
+                      PORTS_ABOVE, PORTS_BELOW_512, PORTS_BELOW_1024, ROUNDS)
 from ..tuples import reply_key
 
 __all__ = ["NatRule", "PortChoice", "default_range", "select_port"]
@@ -51,8 +52,8 @@ class PortChoice:
 def default_range(sport: int) -> tuple[int, int]:
     """(min, range_size) the kernel uses when the rule gives no ports (kernel-facts 1.3)."""
     if sport < 1024:
-        return (1, 511) if sport < 512 else (600, 1023 - 600 + 1)
-    return 1024, 65535 - 1024 + 1
+        return PORTS_BELOW_512 if sport < 512 else PORTS_BELOW_1024
+    return PORTS_ABOVE
 
 
 def _seq_has_advanced(new_isn: int, old_seq) -> bool:
@@ -71,7 +72,7 @@ def select_port(table, t: int, node: int, pod: int, sport: int, offsets, isn: in
     """
     found = 0
 
-    base = (node << 36) | (pod << 16)           # tuples.reply_key(node, pod, 0)
+    base = reply_key(node, pod, 0)
 
     def entry_at(port: int) -> int:
         nonlocal found

@@ -102,3 +102,47 @@ def test_bench_refuses_the_batched_engine():
     assert r.stderr.strip().splitlines() == [
         "error: argument --engine: invalid choice: 'batched' (choose from compiled, reference)"] \
         or "invalid choice: 'batched'" in r.stderr.strip().splitlines()[-1]
+
+
+def test_version_on_both_clis():
+    for mod in ("lbsim.bench", "lbsim.sweep"):
+        r = subprocess.run([sys.executable, "-m", mod, "--version"], capture_output=True, text=True)
+        assert r.returncode == 0 and r.stdout.strip() == f"lbsim {lbsim.__version__}"
+
+
+def test_show_prints_a_named_scenario_as_toml_that_round_trips():
+    r = bench("--show", "snat-exhaustion", "--quick", "--seed", "9", "--set", "cluster.nodes=2",
+              "--set", "nat.port_range=[10000,10063]")
+    assert r.returncode == 0, r.stderr
+    sc = lbsim.Scenario.from_toml_string(r.stdout)
+    from lbsim.scenarios import get
+    want = get("snat-exhaustion", quick=True).replace(
+        seed=9, **{"cluster.nodes": 2, "nat.port_range": [10000, 10063]})
+    assert sc == want
+
+
+@pytest.mark.parametrize("args, field", [
+    (["--set", "cluster.nodez=3"], "cluster.nodez"),
+    (["--set", "cluster.nodes=-1"], "cluster.nodes"),
+    (["--set", "cluster.nodes"], "--set"),
+    (["--show", "nope"], "nope"),
+])
+def test_bad_set_or_show_is_one_error_line(args, field):
+    r = bench(*args)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and field in lines[0], r.stderr
+
+
+def test_set_changes_the_run_and_config_runs_print_no_claims(tmp_path):
+    cfg = tmp_path / "mine.toml"
+    cfg.write_text(lbsim.Scenario().replace(**{"workload.flows": 500}).to_toml())
+    out = tmp_path / "o.json"
+    r = bench("--config", str(cfg), "--set", "cluster.nodes=2", "--set", "cluster.pods=4",
+              "--json", str(out))
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(out.read_text())
+    assert doc["scenarios"][0]["config"]["cluster"]["nodes"] == 2
+    assert "claims" not in r.stdout.lower() and "verdict" not in r.stdout
+    r = bench("--scenario", "default", "--quick", "--set", "workload.flows=300")
+    assert r.returncode == 0 and "verdict" in r.stdout

@@ -2,6 +2,7 @@
 that instant on, in both engines identically and at any window size."""
 
 import numpy as np
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from lbsim import Scenario
@@ -56,3 +57,13 @@ def test_flows_after_the_change_reach_only_the_new_endpoints():
     r2 = simulate(sc, control=_plan([(1.0, 0, [])]))
     assert (r2.outcome[(w.backend == 0) & (arrive >= 2 * NS)] != OK).all()
     assert np.array_equal(r2.outcome[arrive < NS], r.outcome[arrive < NS])
+
+
+def test_set_endpoints_refuses_what_it_cannot_change():
+    sc = Scenario().replace(**BASE)
+    for bad, match in (((5, [0]), "node = 5 is invalid"), ((0, [9]), r"pods = \[9\] is invalid")):
+        with pytest.raises(ValueError, match=match):
+            simulate(sc, control=_plan([(0.5, *bad)]))
+    ipvs = sc.replace(**{"kube_proxy.mode": "ipvs"})
+    with pytest.raises(ValueError, match="fixes each flow's pod"):
+        simulate(ipvs, control=_plan([(0.5, 0, [1])]))

@@ -110,7 +110,7 @@ class _Checked:
 def run_checked(sc, batch):
     w = draw_workload(sc)
     eng = _Checked(compiled_engine(w), sc.conntrack.max)
-    run_engine(eng, w.t0, w.params.d_in, batch, w.params.nodes, w.params.pods)
+    run_engine(eng, w.t0, w.params, batch)
     return eng.engine.records()
 
 
