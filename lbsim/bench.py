@@ -22,6 +22,7 @@ from typing import Any, Callable
 from . import __version__, scenarios
 from .config import Scenario
 from .formatting import slug
+from .headroom import sizing_verdict
 from .report import ReportRun, RunRecord, claims_text, evaluate_claims, render_markdown
 from .runner import default_jobs, run_tasks, warm_up
 from .scenario_run import Outcome, Task, run_scenario
@@ -31,19 +32,33 @@ __all__ = ["main", "default_jobs"]
 #: ``--scenario all``: every named scenario
 ALL = "all"
 
-# Rows of the terminal table: (metric, format)
-_TABLE = [
-    ("flows", "{:.0f}"), ("established", "{:.0f}"), ("failed", "{:.0f}"),
-    ("failed_fraction", "{:.4f}"), ("syn_retransmits", "{:.0f}"),
-    ("conntrack_insert_failed", "{:.0f}"), ("conntrack_drop", "{:.0f}"),
-    ("conntrack_early_drop", "{:.0f}"), ("conntrack_clash_resolve", "{:.0f}"),
-    ("fail_cause_port_exhaustion", "{:.0f}"), ("fail_cause_insert_race", "{:.0f}"),
-    ("fail_cause_table_full", "{:.0f}"), ("fail_cause_no_local_endpoint", "{:.0f}"),
-    ("connect_latency_p50_s", "{:.6f}"), ("connect_latency_p99_s", "{:.6f}"),
-    ("response_time_p50_s", "{:.4f}"), ("response_time_p99_s", "{:.4f}"),
-    ("pod_load_max_over_mean", "{:.3f}"), ("pod_load_cv", "{:.3f}"),
-    ("source_ip_preserved_fraction", "{:.3f}"), ("second_hop_fraction", "{:.3f}"),
-    ("wall_s", "{:.2f}"), ("flows_per_wall_s", "{:,.0f}"),
+# The terminal table: groups of (metric, unit, format); every summary metric appears once
+_N, _F3, _F4 = "{:,.0f}", "{:.3f}", "{:.4f}"
+_GROUPS = [
+    ("outcome", [
+        ("flows", "", _N), ("established", "", _N), ("failed", "", _N),
+        ("failed_fraction", "", _F4), ("syn_retransmits", "", _N),
+        ("conntrack_insert", "", _N), ("conntrack_insert_failed", "", _N),
+        ("conntrack_drop", "pkts", _N), ("conntrack_early_drop", "", _N),
+        ("conntrack_clash_resolve", "", _N), ("conntrack_found", "probes", _N),
+        ("conntrack_entries_inserted", "", _N),
+        ("fail_cause_port_exhaustion", "pkts", _N), ("fail_cause_insert_race", "pkts", _N),
+        ("fail_cause_table_full", "pkts", _N), ("fail_cause_no_local_endpoint", "pkts", _N),
+        ("fail_cause_tuple_in_use", "pkts", _N)]),
+    ("latency", [
+        ("connect_latency_p50_s", "s", "{:.6f}"), ("connect_latency_p99_s", "s", "{:.6f}"),
+        ("response_time_p50_s", "s", _F4), ("response_time_p99_s", "s", _F4)]),
+    ("balance", [
+        ("pod_load_max_over_mean", "", _F3), ("pod_load_cv", "", _F3), ("pod_load_jain", "", _F3),
+        ("pod_conn_max_over_mean", "", _F3), ("node_load_max_over_mean", "", _F3),
+        ("session_persistence_fraction", "", _F3), ("source_ip_preserved_fraction", "", _F3),
+        ("second_hop_fraction", "", _F3)]),
+    ("headroom", [
+        ("snat_pair_ports_peak", "ports", _N), ("snat_pair_ports_peak_fraction", "", _F4),
+        ("snat_pair_rate_peak_per_s", "flows/s", _N),
+        ("snat_pair_capacity_per_s", "flows/s", _N),
+        ("conntrack_entries_peak", "entries", _N), ("conntrack_peak_fraction", "", _F4)]),
+    ("run", [("wall_s", "s", "{:.2f}"), ("flows_per_wall_s", "flows/s", _N)]),
 ]
 
 
@@ -90,11 +105,15 @@ def _fmt(v: float, f: str) -> str:
 
 
 def _table(name: str, summary: dict[str, dict[str, float]]) -> str:
-    w = max(len(m) for m, _ in _TABLE)
-    lines = [f"== {name} ==", f"{'metric':<{w}}  {'nodeport':>14}  {'direct':>14}"]
-    for metric, f in _TABLE:
-        lines.append(f"{metric:<{w}}  {_fmt(summary['nodeport'][metric], f):>14}  "
-                     f"{_fmt(summary['direct'][metric], f):>14}")
+    """One scenario's metrics on both paths, grouped, with units, and the sizing verdict."""
+    w = max(len(m) for _, rows in _GROUPS for m, _, _ in rows)
+    lines = [f"== {name} ==", f"{'metric':<{w}}  {'nodeport':>14}  {'direct':>14}  unit"]
+    for group, rows in _GROUPS:
+        lines.append(f"-- {group}")
+        for metric, unit, f in rows:
+            lines.append(f"{metric:<{w}}  {_fmt(summary['nodeport'][metric], f):>14}  "
+                         f"{_fmt(summary['direct'][metric], f):>14}  {unit}".rstrip())
+    lines.append(f"sizing (NodePort): {sizing_verdict(summary['nodeport'])}")
     return "\n".join(lines)
 
 

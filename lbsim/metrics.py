@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .headroom import HEADROOM_METRICS, headroom
 from .jit import jit
 from .kernel import CAUSE_NAMES, NS, OK
 from .records import Records
@@ -116,6 +117,7 @@ SUMMARY_METRICS = {
                                     "pod of its first (clients with >= 2 established flows)",
     "source_ip_preserved_fraction": "established flows whose pod saw the client IP",
     "second_hop_fraction": "established flows served by a pod on another node than the LB's",
+    **HEADROOM_METRICS,
     "wall_s": "wall-clock time of the run, s",
     "flows_per_wall_s": "flows simulated per wall-clock second",
 }
@@ -399,6 +401,7 @@ def summarize(r: Records, wall_s: float) -> dict[str, float]:
         "session_persistence_fraction": _persistence(est(w.client), rec_pod),
         "source_ip_preserved_fraction": preserved / n_ok if n_ok else float("nan"),
         "second_hop_fraction": second / n_ok if n_ok else float("nan"),
+        **headroom(r),
         "wall_s": wall_s,
         "flows_per_wall_s": p.flows / wall_s if wall_s > 0 else float("nan"),
     })

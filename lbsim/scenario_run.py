@@ -44,6 +44,8 @@ class Outcome:
     figures: list[Any] = field(default_factory=list)
     sim_s: float = 0.0
     fig_s: float = 0.0
+    #: path -> the run's warnings (lbsim.caveats)
+    warnings: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def run_scenario(task: Task) -> Outcome:
@@ -58,4 +60,5 @@ def run_scenario(task: Task) -> Outcome:
         figures = scenario_figures(task.name, c, task.out_dir, task.prefix or None)
     return Outcome(task.index, task.name, {"nodeport": dict(c.nodeport.summary),
                                            "direct": dict(c.direct.summary)},
-                   figures, t1 - t0, time.perf_counter() - t1)
+                   figures, t1 - t0, time.perf_counter() - t1,
+                   {"nodeport": c.nodeport.warnings, "direct": c.direct.warnings})

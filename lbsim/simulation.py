@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import simpy
 
+from .caveats import run_caveats, scenario_caveats
 from .compiled import compiled_engine
 from .config import DataPath, Scenario
 from .control import ControlPlane, run_engine
@@ -40,6 +41,8 @@ class Result:
     snat : SNAT ports in use per (node, pod) over time (``lbsim.metrics.SNAT_COLUMNS``)
     load : new flows and open connections per pod over time (``lbsim.metrics.LOAD_COLUMNS``)
     summary : the summary metrics (``lbsim.metrics.SUMMARY_METRICS``)
+    warnings : what makes this run not mean what it seems, or settings it ignored
+        (:mod:`lbsim.caveats`); each was also issued as a ``RuntimeWarning``
     """
 
     scenario: Scenario
@@ -50,6 +53,7 @@ class Result:
     snat: pd.DataFrame
     summary: dict[str, float]
     load: pd.DataFrame
+    warnings: tuple[str, ...] = ()
 
 
 def simulate(scenario: Scenario, *, engine: Engine = "compiled", batch_flows: int = 4096,
@@ -85,32 +89,18 @@ def run(scenario: Scenario, *, engine: Engine = "compiled", batch_flows: int = 4
         warm_up()          # the one-off JIT compilation is not part of a run's wall time
     start = time.perf_counter()
     records = simulate(scenario, engine=engine, batch_flows=batch_flows, control=control)
-    _warn_cpu_queue(records, scenario)
+    notes = tuple(scenario_caveats(scenario) + run_caveats(scenario, records))
+    for note in notes:
+        warnings.warn(note, RuntimeWarning, stacklevel=2)
     if scenario.records == "summary":
         summary = summarize(records, time.perf_counter() - start)
         return Result(scenario, _empty(), counters_frame(records), gauges_frame(records),
-                      drops_frame(records), snat_frame(records), summary, _empty_load())
+                      drops_frame(records), snat_frame(records), summary, _empty_load(), notes)
     flows = flows_frame(records)
     wall = time.perf_counter() - start
     return Result(scenario, flows, counters_frame(records), gauges_frame(records),
                   drops_frame(records), snat_frame(records), summarize(records, wall),
-                  load_frame(records, flows))
-
-
-def _warn_cpu_queue(records: Records, scenario: Scenario) -> None:
-    """A new packet that waits in a node CPU's queue longer than the client's retransmission
-    timeout would be retransmitted by a real client; the model retransmits only dropped packets,
-    so such a run is outside the model: say so rather than return it silently."""
-    w = scenario.workload
-    rto = w.syn_rto_s if w.protocol.value == "tcp" else w.udp_timeout_s
-    wait = records.max_cpu_wait_ns / 1e9
-    if wait > rto:
-        warnings.warn(
-            f"a new packet waited {wait:.3g} s in a node CPU's queue, longer than the client's "
-            f"retransmission timeout ({rto:g} s): the node's CPUs are overloaded (rate x "
-            f"cluster.packet_time_s per CPU >= 1) and client retransmissions of queued packets "
-            f"are not modelled, so this run's latencies and retransmission counts are not what a "
-            f"node would show", RuntimeWarning, stacklevel=3)
+                  load_frame(records, flows), notes)
 
 
 def _empty_load() -> pd.DataFrame:
@@ -163,10 +153,12 @@ def warm_up() -> None:
     from .scenarios import get
     # both paths, both record modes, the draws of the default and the perf scenarios: every
     # compiled function a run calls (the summary's included) is loaded here, not inside a run
-    for sc in (Scenario(), get("perf-nodeport")):
-        for path in ("nodeport", "direct"):
-            for records in ("summary", "full"):
-                run(sc.replace(**{"workload.flows": 300, "path": path, "records": records}))
+    with warnings.catch_warnings():      # tiny runs: their caveats are not the user's
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for sc in (Scenario(), get("perf-nodeport")):
+            for path in ("nodeport", "direct"):
+                for records in ("summary", "full"):
+                    run(sc.replace(**{"workload.flows": 300, "path": path, "records": records}))
     E = np.zeros((2, ENTRY_WIDTH), np.int64)
     E[:, T_EXPIRE] = -1
     rebuild_index(E, 2, 16)

@@ -51,7 +51,7 @@ __all__ = ["sweep", "expand_grid", "derive_seed", "load_cache", "CONFIG_COLUMNS"
            "TIMING_COLUMNS", "main"]
 
 #: Version of the cache file layout; part of every cache key.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2   # 2: the headroom metrics
 
 #: Columns that depend on the machine's speed (leave them out when comparing tables).
 TIMING_COLUMNS = ("wall_s", "flows_per_wall_s")

@@ -14,9 +14,10 @@ from ..rng import STREAMS
 from ..workload import Workload
 from .calendar import calendar_heads
 from .index import rebuild_index
-from .layout import (DONE, ENTRY_WIDTH, PENDING_WIDTH, ROOM, S_HN, S_MAX_WAIT, S_NDROP,
-                     S_NEXT_TICK, S_NGAUGE, S_NSNAT, S_PSIZE, S_RESOLVED, S_SAMPLE_NEXT, S_SIZE,
-                     S_USED, STATE_SLOTS, T_EXPIRE, Inputs, Outputs, State, engine_params)
+from .layout import (DONE, ENTRY_WIDTH, PAIR_COUNTS_MAX, PENDING_WIDTH, ROOM, S_HN, S_MAX_WAIT,
+                     S_NDROP, S_NEXT_TICK, S_NGAUGE, S_NSNAT, S_PSIZE, S_RESOLVED, S_SAMPLE_NEXT,
+                     S_SIZE, S_USED, STATE_SLOTS, T_EXPIRE, Inputs, Outputs, State,
+                     engine_params)
 from .loop import advance
 
 __all__ = ["CompiledEngine"]
@@ -71,6 +72,8 @@ class CompiledEngine:
                                  NEVER).astype(np.int64),
             HD=calendar_heads(p.nodes), due=np.zeros(p.nodes, np.int64),
             W=np.zeros((2, p.nodes), np.int64), ep_group=ep_group.astype(np.int64),
+            PC=np.zeros(p.nodes * p.pods if p.full_records and p.nodes * p.pods <= PAIR_COUNTS_MAX
+                        else 1, np.int64),
             ep_ptr=ep_ptr, ep_list=ep_list, cdf=cdf,
             E=E, IX=np.full(2 * 3 * _CAP, -1, np.int64), free=np.zeros(_CAP, np.int64),
             SK=np.zeros(_CAP, np.int64), SE=np.zeros(_CAP, np.int64),

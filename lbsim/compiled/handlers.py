@@ -274,7 +274,7 @@ def _serve_nodeport(P, I, O, X, f, k, ps, t, adopt, clash):
 
 @hot
 def tick(E, HD, S, free, IX, count, P, C, gc_next, gc_flag, G_t, G_count, G_live, SG, due, W, SK,
-         SE, t):
+         SE, PC, t):
     """``ReferenceEngine.tick``: the GC passes due at ``t``, then the gauges if due."""
     nodes = P.nodes
     ndue = 0
@@ -303,27 +303,39 @@ def tick(E, HD, S, free, IX, count, P, C, gc_next, gc_flag, G_t, G_count, G_live
             G_live[g, v] = count[v] - HD[nd(v) + 1, N_EXPD]
         S[S_NGAUGE] += 1
         if P.full_records:
-            _sample_snat(E, S, P, SG, SK, SE, t)
+            _sample_snat(E, S, P, SG, SK, SE, PC, t)
     S[S_NEXT_TICK] = min(nt, S[S_SAMPLE_NEXT])
 
 
 @hot
-def _sample_snat(E, S, P, SG, SK, SE, t):
-    """SNAT ports in use per (node, pod) pair at ``t``, appended to ``SG``."""
+def _sample_snat(E, S, P, SG, SK, SE, PC, t):
+    """SNAT ports in use per (node, pod) pair at ``t``, appended to ``SG`` in pair order. With a
+    count per pair (``PC``, when the cluster's pairs fit in it) one walk over the entries counts
+    them and only the distinct pairs are sorted; else every live entry's pair is sorted."""
     m = 0
+    counted = PC.size > 1
     for e in range(S[S_SIZE]):
         if E[e, T_EXPIRE] > t and (E[e, FLAGS] & F_SNAT) != 0:
-            SK[m] = E[e, NODE] * P.pods + E[e, POD]
-            SE[m] = 0
-            m += 1
+            pair = E[e, NODE] * P.pods + E[e, POD]
+            if not counted or PC[pair] == 0:
+                SK[m] = pair
+                SE[m] = 0
+                m += 1
+            if counted:
+                PC[pair] += 1
     sort_pairs(SK, SE, m)
     j = S[S_NSNAT]
     i = 0
     while i < m:
-        k = i
-        while k < m and SK[k] == SK[i]:
-            k += 1
-        SG[j, 0], SG[j, 1], SG[j, 2] = t, SK[i], k - i
+        k = i + 1
+        if counted:
+            n = PC[SK[i]]
+            PC[SK[i]] = 0
+        else:
+            while k < m and SK[k] == SK[i]:
+                k += 1
+            n = k - i
+        SG[j, 0], SG[j, 1], SG[j, 2] = t, SK[i], n
         j += 1
         i = k
     S[S_NSNAT] = j

@@ -79,10 +79,12 @@ Inputs = collections.namedtuple("Inputs", (
 Outputs = collections.namedtuple("Outputs", (
     "outcome", "cause", "attempts", "pod", "nat_port", "connect", "response", "src_ip", "C",
     "cause_count"))
+#: the most (node, pod) pairs whose SNAT ports the full records count in an array (PC: 32 MiB)
+PAIR_COUNTS_MAX = 1 << 22
 #: the engine's state. ep_* are kube-proxy's endpoints: node v lists ep_list[ep_ptr[g] :
 #: ep_ptr[g + 1]] (with their cascade CDF in cdf) for g = ep_group[v]. The arrays from E on grow
 #: between windows (the driver replaces them).
 State = collections.namedtuple("State", (
     "S", "count", "unconfirmed", "rover", "cpu_free", "gc_next", "gc_flag", "worker_free", "HD",
-    "due", "W", "ep_group", "ep_ptr", "ep_list", "cdf",
+    "due", "W", "PC", "ep_group", "ep_ptr", "ep_list", "cdf",
     "E", "IX", "free", "SK", "SE", "H", "PD", "pfree", "D", "G_t", "G_count", "G_live", "SG"))

@@ -81,7 +81,7 @@ def advance(T1, P, I, O, X):
                                               and S[S_NSNAT] + S[S_SIZE] > X.SG.shape[0]):
                 return ROOM
             tick(X.E, X.HD, S, X.free, X.IX, X.count, P, O.C, X.gc_next, X.gc_flag, X.G_t,
-                 X.G_count, X.G_live, X.SG, X.due, X.W, X.SK, X.SE, nt)
+                 X.G_count, X.G_live, X.SG, X.due, X.W, X.SK, X.SE, X.PC, nt)
             continue
         if t >= T1:
             return PAUSE

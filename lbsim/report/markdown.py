@@ -11,6 +11,7 @@ from typing import Any, Mapping
 
 from ..config import Scenario
 from ..formatting import fmt_value, md_cell, show
+from ..headroom import sizing_verdict
 from ..metrics import SUMMARY_METRICS
 from ..scenario_run import Outcome
 from .claims import PATHS, ClaimRow, claims_markdown
@@ -75,6 +76,12 @@ def _metric_rows(paths: Mapping[str, Mapping[str, Any]]) -> list[str]:
     return out
 
 
+def _warning_lines(warnings: Mapping[str, tuple[str, ...]]) -> list[str]:
+    """The runs' warnings (lbsim.caveats), path by path; none: nothing."""
+    lines = [f"* {path}: {md_cell(w)}" for path, ws in warnings.items() for w in ws]
+    return ["Warnings:", "", *lines, ""] if lines else []
+
+
 def render_markdown(*, version: str, command: str, quick: bool, seed_override: int | None,
                     engine: str, batch_flows: int, jobs: int, wall_s: float,
                     runs: list[ReportRun], claims: list[ClaimRow]) -> str:
@@ -123,7 +130,10 @@ def render_markdown(*, version: str, command: str, quick: bool, seed_override: i
                   "<details><summary>Full config (TOML; <code>path</code> is set per run: both paths "
                   "are run)</summary>", "", "```toml", r.scenario.to_toml().rstrip(), "```", "",
                   "</details>",
-                  "", "Metrics:", "", *_metric_rows(r.outcome.paths), "", "Figures:", ""]
+                  "", "Metrics:", "", *_metric_rows(r.outcome.paths), "",
+                  f"Sizing (NodePort): {sizing_verdict(r.outcome.paths['nodeport'])}.", "",
+                  *_warning_lines(r.outcome.warnings),
+                  "Figures:", ""]
         drawn = [f for f in r.outcome.figures if f.file]
         for f in r.outcome.figures:
             if f.file:

@@ -63,7 +63,7 @@ def test_bench_quick_json_schema(tmp_path):
     assert doc["lbsim_version"]
     (sc,) = doc["scenarios"]
     assert sc["name"] == "default"
-    assert lbsim.Scenario.from_dict(sc["config"]).workload.flows == 10000
+    assert lbsim.Scenario.from_dict(sc["config"]).workload.flows == 30000
     required = ["flows", "established", "failed", "failed_fraction", "syn_retransmits",
                 "conntrack_insert", "conntrack_insert_failed", "conntrack_drop", "conntrack_early_drop",
                 "conntrack_clash_resolve", "fail_cause_port_exhaustion", "fail_cause_insert_race",

@@ -1,0 +1,85 @@
+"""Warnings that keep a run honest: settings that are ignored or starve backends, and runs that
+cannot mean what they seem (too short to fill the table, overloaded pods or node CPUs).
+
+:func:`scenario_caveats` reads the scenario alone; :func:`run_caveats` also reads the records.
+``lbsim.run`` issues each as a ``RuntimeWarning`` (on stderr by default) and keeps them in
+``Result.warnings``; the bench's report lists them per scenario.
+"""
+
+from __future__ import annotations
+
+from .config import (CiliumAlgorithm, DataPath, IpvsScheduler, LBAlgorithm, Protocol, ProxyMode,
+                     Scenario, SessionAffinity)
+from .kernel import NS
+from .kube_proxy import IPVS_MH_TABLE
+from .records import Records
+
+__all__ = ["scenario_caveats", "run_caveats"]
+
+#: LB algorithms that read ``lb.weights``
+_WEIGHTED = (LBAlgorithm.WRR, LBAlgorithm.MAGLEV)
+
+
+def scenario_caveats(sc: Scenario) -> list[str]:
+    """What in ``sc`` is ignored, or starves backends, before anything runs."""
+    out = []
+    lb, kp, nodeport = sc.lb, sc.kube_proxy, sc.path is DataPath.NODEPORT
+    backends = sc.cluster.nodes if nodeport else sc.cluster.pods
+    if lb.weights != "equal" and lb.algorithm not in _WEIGHTED:
+        out.append(f"lb.weights = {lb.weights!r} is ignored: lb.algorithm = "
+                   f"{lb.algorithm.value!r} does not weigh backends (wrr and maglev do)")
+    elif lb.weights == "local_pods" and not nodeport:
+        out.append("lb.weights = 'local_pods' is ignored on the direct path: its backends are "
+                   "pods (equal weights)")
+    if lb.algorithm is LBAlgorithm.MAGLEV and lb.maglev_table_size < backends:
+        out.append(f"lb.maglev_table_size = {lb.maglev_table_size} is smaller than the LB's "
+                   f"{backends} backends: at most {lb.maglev_table_size} of them get traffic "
+                   f"(Maglev wants a table > 100 x the backends)")
+    if not nodeport:
+        return out
+    pods = sc.cluster.pods
+    if (kp.mode is ProxyMode.CILIUM and kp.cilium_algorithm is CiliumAlgorithm.MAGLEV
+            and kp.cilium_maglev_table_size < pods):
+        out.append(f"kube_proxy.cilium_maglev_table_size = {kp.cilium_maglev_table_size} is "
+                   f"smaller than the {pods} pods: at most that many of them get traffic")
+    if kp.mode is ProxyMode.IPVS and kp.ipvs_scheduler is IpvsScheduler.MH and IPVS_MH_TABLE < pods:
+        out.append(f"IPVS mh's table has {IPVS_MH_TABLE} slots for {pods} pods: at most "
+                   f"{IPVS_MH_TABLE} of them get traffic")
+    if (kp.session_affinity is SessionAffinity.CLIENT_IP
+            and kp.mode not in (ProxyMode.IPTABLES, ProxyMode.NFTABLES)):
+        out.append(f"kube_proxy.session_affinity = 'ClientIP' is not modelled for kube_proxy.mode "
+                   f"= {kp.mode.value!r}: ignored")
+    return out
+
+
+def run_caveats(sc: Scenario, r: Records) -> list[str]:
+    """What makes ``r`` not mean what it seems: a span shorter than the time an entry is held,
+    pods offered more work than their workers do, node CPUs queueing past the client's timeout."""
+    out = []
+    w, p = sc.workload, r.workload.params
+    span = float(r.workload.t0[-1]) / NS if p.flows else 0.0
+    service = float(sc.pod.service_s.mean)
+    workers = int(r.workload.workers.sum())
+    utilisation = w.rate_per_s * service / workers
+    if utilisation > 1:
+        out.append(f"the pods are overloaded: rate_per_s x mean pod.service_s / workers = "
+                   f"{w.rate_per_s:g} x {service:g} / {workers} = {utilisation:.3g} > 1; queues grow "
+                   f"for the whole run, and latencies measure its length, not a steady state")
+    if p.nodeport:
+        held = (sc.conntrack.time_wait_s + float(w.hold_s.mean) if w.protocol is Protocol.TCP
+                else sc.conntrack.udp_s + float(w.hold_s.mean))
+        if span < held:
+            what = "TIME_WAIT" if w.protocol is Protocol.TCP else "the UDP timeout"
+            out.append(f"the run's arrivals span {span:.3g} s, shorter than the {held:.3g} s a "
+                       f"conntrack entry and its SNAT port stay held (hold + {what}): occupancy "
+                       f"is still rising when the run ends, so the headroom metrics undersize "
+                       f"(run at least {held:.3g} s: more workload.flows)")
+    rto = w.syn_rto_s if w.protocol is Protocol.TCP else w.udp_timeout_s
+    wait = r.max_cpu_wait_ns / NS
+    if wait > rto:
+        out.append(f"a new packet waited {wait:.3g} s in a node CPU's queue, longer than the "
+                   f"client's retransmission timeout ({rto:g} s): the node's CPUs are overloaded "
+                   f"(rate x cluster.packet_time_s per CPU >= 1) and client retransmissions of "
+                   f"queued packets are not modelled, so this run's latencies and retransmission "
+                   f"counts are not what a node would show")
+    return out

@@ -1,0 +1,117 @@
+"""Headroom: how close a run came to the limits that make flows fail (SNAT ports, conntrack).
+
+"Will I run out?" needs more than failure counters, which are 0 on a healthy cluster: the peak
+SNAT ports in use on the busiest node -> pod pair against the pair's range, the busiest pair's
+new-flow rate against what its ports sustain (ports / holding time, kernel-facts 7), and the peak
+conntrack entries on the busiest node against ``nf_conntrack_max``. :func:`headroom` computes
+them from a run's records; :func:`sizing_verdict` says them in one line.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .jit import jit
+from .kernel import NS, OK, PORTS_ABOVE, PORTS_BELOW_512, PORTS_BELOW_1024
+from .records import Records
+
+__all__ = ["HEADROOM_METRICS", "headroom", "pair_range_size", "sizing_verdict"]
+
+HEADROOM_METRICS = {
+    "snat_pair_ports_peak": "most SNAT ports in use at once on one node -> pod pair, sampled every "
+                            "second (0 without SNAT; NaN with records = \"summary\": not sampled)",
+    "snat_pair_ports_peak_fraction": "snat_pair_ports_peak / the pair's port range",
+    "snat_pair_rate_peak_per_s": "most established flows that arrived within one second on one "
+                                 "node -> pod pair (SNAT flows only), flows/s",
+    "snat_pair_capacity_per_s": "new flows per second one pair's ports sustain: the range / the "
+                                "time a flow holds its port (mean connection time + TIME_WAIT, or "
+                                "+ the UDP timeout), flows/s (NaN without SNAT)",
+    "conntrack_entries_peak": "most entries one node's table held at a sample, expired-but-"
+                              "uncollected included (what counts toward nf_conntrack_max)",
+    "conntrack_peak_fraction": "conntrack_entries_peak / conntrack.max",
+}
+
+
+def pair_range_size(r: Records) -> int:
+    """Ports one (node, pod) pair can use: the rule's ``--to-ports`` range, else the default
+    range of the clients' source ports (nf_nat_l4proto_unique_tuple, kernel-facts 1.3)."""
+    p = r.workload.params
+    if p.has_range:
+        return p.port_hi - p.port_lo + 1
+    lo = r.workload.scenario.workload.client_port_range[0]
+    return (PORTS_BELOW_512 if lo < 512 else PORTS_BELOW_1024 if lo < 1024 else PORTS_ABOVE)[1]
+
+
+@jit
+def _busiest_second(t0, node, pod, outcome, pods):
+    """The most established flows arriving within one whole second on one (node, pod) pair
+    (flows in arrival order: each second's pairs are sorted and counted, O(flows log rate))."""
+    best = 0
+    i = 0
+    n = t0.size
+    while i < n:
+        sec = t0[i] // NS
+        j = i
+        while j < n and t0[j] // NS == sec:
+            j += 1
+        keys = np.empty(j - i, np.int64)
+        m = 0
+        for k in range(i, j):
+            if outcome[k] == OK:
+                keys[m] = node[k] * pods + pod[k]
+                m += 1
+        keys = np.sort(keys[:m])
+        run = 0
+        for k in range(m):
+            run = run + 1 if k > 0 and keys[k] == keys[k - 1] else 1
+            best = max(best, run)
+        i = j
+    return best
+
+
+def headroom(r: Records) -> dict[str, float]:
+    """The :data:`HEADROOM_METRICS` of one run."""
+    w = r.workload
+    p = w.params
+    entries_peak = int(r.gauge_entries.max(initial=0))
+    out = {"conntrack_entries_peak": entries_peak,
+           "conntrack_peak_fraction": entries_peak / p.ct_max}
+    if not (p.nodeport and p.snat):
+        out.update(snat_pair_ports_peak=0, snat_pair_ports_peak_fraction=0.0,
+                   snat_pair_rate_peak_per_s=0, snat_pair_capacity_per_s=math.nan)
+        return out
+    size = pair_range_size(r)
+    peak = int(r.snat_ports.max(initial=0)) if p.full_records else math.nan
+    ok = r.outcome == OK
+    conn_s = float(np.mean(r.response_ns[ok] + w.hold[ok])) / NS if ok.any() else 0.0
+    linger = p.time_wait if p.tcp else p.udp
+    out.update(
+        snat_pair_ports_peak=peak, snat_pair_ports_peak_fraction=peak / size,
+        snat_pair_rate_peak_per_s=int(_busiest_second(
+            w.t0, w.backend, np.ascontiguousarray(r.pod, np.int64), r.outcome, p.pods)),
+        snat_pair_capacity_per_s=size / (conn_s + linger / NS) if conn_s + linger > 0
+        else math.inf)
+    return out
+
+
+def _pct(frac: float) -> str:
+    return f"{100 * frac:.2g} %" if frac < 0.01 else f"{100 * frac:.0f} %"
+
+
+def sizing_verdict(s: dict[str, float], nodeport: bool = True) -> str:
+    """One line from a summary's headroom metrics: where the run stood against its limits."""
+    if not nodeport:
+        return "the direct path uses no SNAT port and no node's conntrack table"
+    parts = []
+    cap = s["snat_pair_capacity_per_s"]
+    if not math.isnan(cap):
+        frac = s["snat_pair_ports_peak_fraction"]
+        ports = ("ports in use not sampled (records = \"summary\")" if math.isnan(frac)
+                 else f"busiest pair at {_pct(frac)} of its ports")
+        parts.append(f"{ports}; busiest pair {s['snat_pair_rate_peak_per_s']:,.0f} new flows/s, "
+                     f"exhausts near {cap:,.0f} flows/s per pair")
+    parts.append(f"busiest node's conntrack at {_pct(s['conntrack_peak_fraction'])} of "
+                 f"nf_conntrack_max")
+    return "; ".join(parts)
