@@ -486,10 +486,16 @@ class ConntrackConfig(_Section):
         _check_float(n("udp_s"), self.udp_s)
         _check_float(n("udp_stream_s"), self.udp_stream_s)
         if self.gc_interval_s != "auto":
+            # the kernel's GC worker is delayed work: it runs at most once a jiffy (1 ms at
+            # HZ = 1000); a shorter period is no kernel's, and would make a run tick forever
             try:
                 _check_float(n("gc_interval_s"), self.gc_interval_s, positive=True)
+                ok = self.gc_interval_s >= 0.001
             except ValueError:
-                _fail(n("gc_interval_s"), self.gc_interval_s, '"auto" or a finite number > 0')
+                ok = False
+            if not ok:
+                _fail(n("gc_interval_s"), self.gc_interval_s,
+                      '"auto" or a number of seconds >= 0.001 (the GC runs at most once a jiffy)')
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -34,6 +34,10 @@ FLOW_COLUMNS = {
     "connect_latency_s": "first SYN to SYN-ACK at the client, s (NaN: failed or UDP)",
     "response_time_s": "first SYN or request to the response at the client, s (NaN: failed)",
     "closed_s": "time the client closed the connection (response + hold), s (NaN: failed)",
+    "pod_wait_s": "time the request waited for a worker at its pod, s (NaN: failed)",
+    "datapath_delay_s": "what the path between the LB and the pod added to the response: the "
+                        "node's CPU, the second hop both ways, retransmissions after drops "
+                        "(0 on the direct path), s (NaN: failed)",
     "source_ip": "source IP the pod saw, as a 32-bit integer (lbsim.tuples.ip_str formats it)",
     "source_ip_preserved": "the pod saw the client's own IP",
     "second_hop": "the pod ran on another node than the one the LB chose (NodePort only)",
@@ -105,6 +109,13 @@ SUMMARY_METRICS = {
     "connect_latency_p99_s": "99th percentile connect latency, s",
     "response_time_p50_s": "median response time of established flows, s",
     "response_time_p99_s": "99th percentile response time, s",
+    "pod_wait_p50_s": "median time an established flow's request waited for a worker at its pod "
+                      "(queueing: where balancing shows), s",
+    "pod_wait_p99_s": "99th percentile of that wait, s",
+    "datapath_delay_p50_s": "median of what the path between the LB and the pod added to a "
+                            "response (the node's CPU, the second hop both ways, retransmissions "
+                            "after drops; 0 on the direct path), s",
+    "datapath_delay_p99_s": "99th percentile of that delay, s",
     "pod_load_max_over_mean": "established flows per pod: max / mean over all pods",
     "pod_load_cv": "established flows per pod: standard deviation / mean",
     "pod_load_jain": "Jain's fairness index of established flows per pod, (sum x)^2 / (n sum x^2): "
@@ -138,6 +149,15 @@ def _closed_ns(t0, response, hold):
 
 
 @jit(inline="always")
+def _datapath_delay_ns(response, wait, service, base):
+    """What the path between the LB and the pod added to a response: the response time less
+    the client <-> LB <-> backend legs every path has (``base``: 4 of them for TCP, 2 for UDP),
+    the wait for a worker and the service. 0 on the direct path; on NodePort the node's CPU
+    (queue and packet time), the second hop both ways, and the retransmissions after drops."""
+    return response - base - wait - service
+
+
+@jit(inline="always")
 def _preserved(src_ip, client):
     """The pod saw the client's own IP."""
     return src_ip == client + CLIENT_BASE
@@ -152,17 +172,20 @@ def _second_hop(backend, pod_node, pod):
 def _derived_args(r: Records) -> tuple:
     w = r.workload
     i64 = lambda a: np.ascontiguousarray(a, dtype=np.int64)  # noqa: E731
+    p = w.params
     return (np.ascontiguousarray(r.outcome), i64(r.connect_ns), i64(r.response_ns),
             i64(r.src_ip), i64(w.client), i64(w.backend), i64(w.pod_node), i64(r.pod),
-            bool(w.params.nodeport), i64(w.t0), i64(w.hold))
+            bool(p.nodeport), i64(w.t0), i64(w.hold), i64(r.pod_wait_ns), i64(w.service),
+            (4 if p.tcp else 2) * p.d_in)
 
 
 @jit
 def _columns(outcome, connect, response, src_ip, client, backend, pod_node, pod, nodeport, t0,
-             hold):
+             hold, wait, service, base):
     """The derived columns of the flows table (NaN or False where they do not apply)."""
     n = outcome.size
     conn, resp, closed = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
+    waited, delay = np.full(n, np.nan), np.full(n, np.nan)
     preserved, second = np.zeros(n, np.bool_), np.zeros(n, np.bool_)
     for i in range(n):
         if outcome[i] != OK:
@@ -173,12 +196,14 @@ def _columns(outcome, connect, response, src_ip, client, backend, pod_node, pod,
         closed[i] = _seconds(_closed_ns(t0[i], response[i], hold[i]))
         preserved[i] = _preserved(src_ip[i], client[i])
         second[i] = nodeport and _second_hop(backend[i], pod_node, pod[i])
-    return conn, resp, closed, preserved, second
+        waited[i] = _seconds(wait[i])
+        delay[i] = _seconds(_datapath_delay_ns(response[i], wait[i], service[i], base))
+    return conn, resp, closed, preserved, second, waited, delay
 
 
 @jit
 def _established(outcome, connect, response, src_ip, client, backend, pod_node, pod, nodeport,
-                 t0, hold, pods, n_ok):
+                 t0, hold, wait, service, base, pods, n_ok):
     """What the summary reads, in one pass over the established flows: their connect latencies
     (TCP) and response times in flow order, the counts of source-IP-preserved and second-hop
     flows, and per pod the time its connections were open within [0, the last arrival], s (the
@@ -187,6 +212,7 @@ def _established(outcome, connect, response, src_ip, client, backend, pod_node, 
     for i in range(t0.size):
         end = max(end, _seconds(t0[i]))
     conn, resp = np.empty(n_ok), np.empty(n_ok)
+    waited, delay = np.empty(n_ok), np.empty(n_ok)
     open_time = np.zeros(pods)
     nc = 0
     nr = 0
@@ -199,13 +225,15 @@ def _established(outcome, connect, response, src_ip, client, backend, pod_node, 
             conn[nc] = _seconds(connect[i])
             nc += 1
         resp[nr] = _seconds(response[i])
+        waited[nr] = _seconds(wait[i])
+        delay[nr] = _seconds(_datapath_delay_ns(response[i], wait[i], service[i], base))
         nr += 1
         preserved += _preserved(src_ip[i], client[i])
         if nodeport:
             second += _second_hop(backend[i], pod_node, pod[i])
         closed = _seconds(_closed_ns(t0[i], response[i], hold[i]))
         open_time[pod[i]] += max(min(closed, end) - _seconds(t0[i]), 0.0)
-    return conn[:nc], resp, preserved, second, open_time
+    return conn[:nc], resp, waited, delay, preserved, second, open_time
 
 
 def flows_frame(r: Records) -> pd.DataFrame:
@@ -214,7 +242,7 @@ def flows_frame(r: Records) -> pd.DataFrame:
     p = w.params
     ok = r.outcome == OK
     node = w.backend if p.nodeport else np.full(p.flows, -1)
-    conn, resp, closed, preserved, second = _columns(*_derived_args(r))
+    conn, resp, closed, preserved, second, waited, delay = _columns(*_derived_args(r))
     return pd.DataFrame({
         "flow": np.arange(p.flows),
         "arrival_s": w.t0 / NS,
@@ -230,6 +258,8 @@ def flows_frame(r: Records) -> pd.DataFrame:
         "connect_latency_s": conn,
         "response_time_s": resp,
         "closed_s": closed,
+        "pod_wait_s": waited,
+        "datapath_delay_s": delay,
         "source_ip": np.where(ok, r.src_ip, 0).astype(np.uint32),
         "source_ip_preserved": preserved,
         "second_hop": second,
@@ -364,7 +394,8 @@ def summarize(r: Records, wall_s: float) -> dict[str, float]:
     rec_pod = est(r.pod)
     load = np.bincount(rec_pod, minlength=p.pods).astype(float)
     mean = load.mean()
-    conn, resp, preserved, second, open_time = _established(*_derived_args(r), p.pods, n_ok)
+    conn, resp, waited, delay, preserved, second, open_time = _established(
+        *_derived_args(r), p.pods, n_ok)
     c50, c99 = _q2(conn, 0.5, 0.99)
     r50, r99 = _q2(resp, 0.5, 0.99)
     c = r.counters
@@ -391,6 +422,8 @@ def summarize(r: Records, wall_s: float) -> dict[str, float]:
         "connect_latency_p99_s": c99,
         "response_time_p50_s": r50,
         "response_time_p99_s": r99,
+        **dict(zip(("pod_wait_p50_s", "pod_wait_p99_s"), _q2(waited, 0.5, 0.99))),
+        **dict(zip(("datapath_delay_p50_s", "datapath_delay_p99_s"), _q2(delay, 0.5, 0.99))),
         "pod_load_max_over_mean": float(load.max() / mean) if mean > 0 else float("nan"),
         "pod_load_cv": float(load.std() / mean) if mean > 0 else float("nan"),
         "pod_load_jain": float(load.sum() ** 2 / (load.size * (load**2).sum()))

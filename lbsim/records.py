@@ -25,7 +25,8 @@ class Records:
     Per flow (length ``flows``): ``outcome`` (kernel.OK / FAILED), ``cause`` (the last drop's
     kernel cause code, 0 if none), ``attempts``, ``pod`` and ``nat_port`` (-1 if none),
     ``connect_ns`` (first SYN to SYN-ACK, -1 for UDP), ``response_ns`` (first SYN or request to the
-    response), ``src_ip`` (the source address the pod saw). Per node: ``counters`` (kernel.COUNTERS
+    response), ``pod_wait_ns`` (how long the request waited for a worker at its pod), ``src_ip``
+    (the source address the pod saw). Per node: ``counters`` (kernel.COUNTERS
     order, ``conntrack -S`` style), ``table_count`` (entries held at the end). Gauges, sampled on
     whole seconds: ``gauge_t_ns`` (samples), ``gauge_entries`` and ``gauge_live`` (samples x
     nodes: held, and held and not expired). ``drop_*``: every dropped packet (full records only).
@@ -42,6 +43,7 @@ class Records:
     nat_port: np.ndarray
     connect_ns: np.ndarray
     response_ns: np.ndarray
+    pod_wait_ns: np.ndarray
     src_ip: np.ndarray
     counters: dict[str, np.ndarray]
     table_count: np.ndarray
@@ -78,6 +80,7 @@ class RecordsBuilder:
         self.nat_port = unset(np.int32)
         self.connect_ns = unset(np.int64)
         self.response_ns = unset(np.int64)
+        self.pod_wait_ns = unset(np.int64)
         self.src_ip = np.zeros(F, np.int64)
         self.counters = np.zeros((len(COUNTERS), p.nodes), np.int64)
         self.cause_count = np.zeros(len(CAUSE_NAMES), np.int64)
@@ -90,7 +93,8 @@ class RecordsBuilder:
         return Records(
             workload=self.workload, outcome=self.outcome, cause=self.cause,
             attempts=self.attempts, pod=self.pod, nat_port=self.nat_port,
-            connect_ns=self.connect_ns, response_ns=self.response_ns, src_ip=self.src_ip,
+            connect_ns=self.connect_ns, response_ns=self.response_ns,
+            pod_wait_ns=self.pod_wait_ns, src_ip=self.src_ip,
             counters={k: self.counters[i] for i, k in enumerate(COUNTERS)},
             table_count=i64(table_count), cause_count=self.cause_count,
             gauge_t_ns=i64(gauge_t_ns), gauge_entries=gauge_entries,

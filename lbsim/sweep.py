@@ -502,6 +502,10 @@ def main(argv: list[str] | None = None) -> int:
     failed = int(df["error"].notna().sum())
     say(f"wrote {out}: {len(df)} rows, {s['computed']} points run, {s['cached']} from the cache, "
         f"{failed} failed row{'s' * (failed != 1)} (see the error column), {s['wall_s']:.1f} s")
+    if len(df) and failed == len(df):      # nothing ran: say so in the exit status too
+        first = df["error"].dropna().iloc[0]
+        print(f"error: every point of the sweep failed (the first: {first})", file=sys.stderr)
+        return 1
     return 0
 
 

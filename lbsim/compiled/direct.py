@@ -18,12 +18,14 @@ __all__ = ["DirectEngine"]
 
 @jit
 def _direct(a, b, tcp, d_in, t0, backend, service, client, worker_free, outcome, attempts,
-            pod, nat_port, connect, response, src_ip):
+            pod, nat_port, connect, response, pod_wait, src_ip):
     """Serve flows ``a`` to ``b - 1``."""
     for f in range(a, b):
         t = t0[f] + d_in
         p = backend[f]
-        finish = serve(worker_free, p, t + 2 * d_in if tcp else t, service[f])
+        q = t + 2 * d_in if tcp else t
+        finish = serve(worker_free, p, q, service[f])
+        pod_wait[f] = finish - service[f] - q
         outcome[f] = OK
         attempts[f] = 1
         pod[f] = p
@@ -50,7 +52,7 @@ class DirectEngine:
         if b > self.next:
             _direct(self.next, b, p.tcp, p.d_in, w.t0, w.backend, w.service, w.client,
                     self.worker_free, r.outcome, r.attempts, r.pod, r.nat_port, r.connect_ns,
-                    r.response_ns, r.src_ip)
+                    r.response_ns, r.pod_wait_ns, r.src_ip)
             self.next = b
         return self.next >= p.flows
 

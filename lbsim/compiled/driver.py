@@ -52,6 +52,7 @@ class CompiledEngine:
                         flow_pod=w.flow_pod, pod_node=w.pod_node)
         self.O = Outputs(outcome=r.outcome, cause=r.cause, attempts=r.attempts, pod=r.pod,
                          nat_port=r.nat_port, connect=r.connect_ns, response=r.response_ns,
+                         pod_wait=r.pod_wait_ns,
                          src_ip=r.src_ip, C=r.counters, cause_count=r.cause_count)
         # the nodes of a Cluster service share one endpoint group, Local ones have their own
         self.groups = list(w.endpoints) if p.local else [w.endpoints[0]]

@@ -91,7 +91,8 @@ def endpoint(P, ep_group, ep_ptr, ep_list, cdf, flow_pod, node, u, flow):
 
 
 @inline
-def _record_ok(P, O, f, k, pod, port, conn, resp, src):
+def _record_ok(P, O, f, k, pod, port, conn, resp, src, wait):
+    O.pod_wait[f] = wait
     O.outcome[f] = OK
     O.attempts[f] = k + 1
     O.pod[f] = pod
@@ -106,9 +107,10 @@ def on_direct(P, I, O, X, f, t):
     """The direct path (``ReferenceEngine.serve_direct``): the LB's pod serves the request."""
     pod = I.backend[f]
     d_in = P.d_in
-    finish = serve(X.worker_free, pod, t + 2 * d_in if P.tcp else t, I.service[f])
+    q = t + 2 * d_in if P.tcp else t
+    finish = serve(X.worker_free, pod, q, I.service[f])
     _record_ok(P, O, f, 0, pod, -1, t + d_in - I.t0[f] if P.tcp else -1,
-               finish + d_in - I.t0[f], CLIENT_BASE + I.client[f])
+               finish + d_in - I.t0[f], CLIENT_BASE + I.client[f], finish - I.service[f] - q)
     X.S[S_RESOLVED] += 1
 
 
@@ -253,7 +255,8 @@ def _serve_nodeport(P, I, O, X, f, k, ps, t, adopt, clash):
         t_expire = t_close + (P.udp_stream if stream else P.udp)
         conn = -1
     _record_ok(P, O, f, k, pod, port if P.snat else -1, conn, resp - I.t0[f],
-               NODE_IP_BASE + node if P.snat else CLIENT_BASE + I.client[f])
+               NODE_IP_BASE + node if P.snat else CLIENT_BASE + I.client[f],
+               finish - I.service[f] - q)
     X.S[S_RESOLVED] += 1
     if adopt >= 0:
         extend(X.E, X.HD, X.S, adopt, t_expire)

@@ -77,7 +77,8 @@ Inputs = collections.namedtuple("Inputs", (
     "pod_node"))
 #: the per-flow records and per-node counters the engine writes (lbsim.records)
 Outputs = collections.namedtuple("Outputs", (
-    "outcome", "cause", "attempts", "pod", "nat_port", "connect", "response", "src_ip", "C",
+    "outcome", "cause", "attempts", "pod", "nat_port", "connect", "response", "pod_wait", "src_ip",
+    "C",
     "cause_count"))
 #: the most (node, pod) pairs whose SNAT ports the full records count in an array (PC: 32 MiB)
 PAIR_COUNTS_MAX = 1 << 22

@@ -180,8 +180,9 @@ class ReferenceEngine:
         self.resolved += 1
         return None
 
-    def succeed(self, flow, attempt, pod, port, connect, response, src_ip) -> None:
+    def succeed(self, flow, attempt, pod, port, connect, response, src_ip, wait) -> None:
         rec = self.rec
+        rec.pod_wait_ns[flow] = wait
         rec.outcome[flow] = OK
         rec.attempts[flow] = attempt + 1
         rec.pod[flow] = pod
@@ -332,11 +333,13 @@ class ReferenceEngine:
     def _serve_nodeport(self, pd: Pending, adopt: int = -1, nat_clash: bool = False) -> None:
         p, w, f, t = self.p, self.w, pd.flow, pd.t_conf
         hop = 0 if w.pod_node[pd.pod] == pd.node else p.d_hop
-        finish = self.serve(pd.pod, self.request_arrival(t, hop), int(w.service[f]))
+        q = self.request_arrival(t, hop)
+        finish = self.serve(pd.pod, q, int(w.service[f]))
         t_assured, t_close, t_expire, connect, response = self.timeline(f, t, hop, finish)
         src = (tuples.NODE_IP_BASE + pd.node if p.snat
                else tuples.CLIENT_BASE + int(w.client[f]))
-        self.succeed(f, pd.attempt, pd.pod, pd.port if p.snat else -1, connect, response, src)
+        self.succeed(f, pd.attempt, pd.pod, pd.port if p.snat else -1, connect, response, src,
+                     finish - int(w.service[f]) - q)
         if adopt >= 0:
             self.table.t_expire[adopt] = max(int(self.table.t_expire[adopt]), t_expire)
             return
@@ -356,9 +359,11 @@ class ReferenceEngine:
         timeline is the NodePort one with no node: confirm = arrival at the pod, no second hop."""
         w = self.w
         pod = int(w.backend[flow])
-        finish = self.serve(pod, self.request_arrival(arrive, 0), int(w.service[flow]))
+        q = self.request_arrival(arrive, 0)
+        finish = self.serve(pod, q, int(w.service[flow]))
         _, _, _, connect, response = self.timeline(flow, arrive, 0, finish)
-        self.succeed(flow, 0, pod, -1, connect, response, tuples.CLIENT_BASE + int(w.client[flow]))
+        self.succeed(flow, 0, pod, -1, connect, response, tuples.CLIENT_BASE + int(w.client[flow]),
+                     finish - int(w.service[flow]) - q)
 
     # -- GC passes and gauges -------------------------------------------------------------------
     def next_tick(self) -> int:

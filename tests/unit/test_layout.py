@@ -108,7 +108,7 @@ STAGES = [
     ("lbsim.config", "lbsim.rng"),
     ("lbsim.sampling", "lbsim.balancing"),
     ("lbsim.lb", "lbsim.kube_proxy", "lbsim.scenarios"),
-    ("lbsim.workload",),
+    ("lbsim.workload", "lbsim.budget"),
     ("lbsim.records",),
     ("lbsim.reference", "lbsim.compiled", "lbsim.control", "lbsim.metrics", "lbsim.headroom",
      "lbsim.caveats"),

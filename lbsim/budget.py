@@ -1,0 +1,82 @@
+"""What a run will allocate, estimated from its scenario before anything is allocated.
+
+A flow count inside the validator's range (up to 2**40) or a large cluster with full records can
+ask for more memory than the machine has; numpy would then fail half-way (or the kernel kill the
+process). :func:`check_memory` refuses such a run up front, the estimate in the message. The
+estimate is an upper-end reckoning of lbsim's own arrays and tables (bytes per flow, per live
+conntrack entry, per node and second, per pod), not a measurement: it errs on the high side.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .config import DataPath, Protocol, Scenario
+
+__all__ = ["estimate_bytes", "available_bytes", "check_memory"]
+
+#: per flow: the workload's arrays and their draws (~80 B), the records (44 B), the summary's
+#: per-flow passes (~80 B)
+_PER_FLOW = 80 + 44 + 80
+#: per flow with records = "full": the flows table and its derived columns, the load table's input
+_PER_FLOW_FULL = 260
+#: per live conntrack entry: its 112-byte row, two index slots of 16 B at <= 50 % load, its
+#: calendar links and scratch rows
+_PER_ENTRY = 112 + 4 * 16 + 3 * 8
+#: the reference engine keeps Python objects per event: about this much more per flow
+_REFERENCE_FACTOR = 20
+
+
+def estimate_bytes(sc: Scenario, engine: str = "compiled") -> int:
+    """Upper-end estimate of the memory one run of ``sc`` allocates, in bytes."""
+    w, c, full = sc.workload, sc.cluster, sc.records == "full"
+    flows = w.flows
+    span_s = flows / w.rate_per_s
+    per_flow = _PER_FLOW + (_PER_FLOW_FULL if full else 0)
+    total = flows * per_flow * (_REFERENCE_FACTOR if engine == "reference" else 1)
+    workers = max(sc.pod.workers) if isinstance(sc.pod.workers, tuple) else sc.pod.workers
+    total += c.pods * workers * 8                                  # the pods' workers
+    if sc.path is DataPath.NODEPORT:
+        held_s = (sc.conntrack.time_wait_s if w.protocol is Protocol.TCP else sc.conntrack.udp_s)
+        held_s += float(w.hold_s.mean) + float(sc.pod.service_s.mean)
+        live = min(flows, w.rate_per_s * held_s + 1)
+        total += int(live * _PER_ENTRY)
+        samples = span_s + held_s + 2
+        total += int(samples * c.nodes * 16 * (4 if full else 1))  # gauges and their table
+        if full:
+            pairs = min(c.nodes * c.pods, live)
+            total += int(samples * pairs * 24 * 3)                 # SNAT samples and their table
+            total += 8 * c.nodes * c.pods if c.nodes * c.pods <= 1 << 22 else 0
+    if full:
+        total += c.pods * 100 * 6 * 8 * 2                          # the load table
+    return int(total)
+
+
+def available_bytes() -> int | None:
+    """Memory the machine can give a new allocation now (Linux: MemAvailable), or None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(sc: Scenario, engine: str = "compiled", available: int | None = None) -> int:
+    """Refuse (``ValueError``) a run whose estimate exceeds 80 % of the available memory; returns
+    the estimate."""
+    need = estimate_bytes(sc, engine)
+    have = available if available is not None else available_bytes()
+    if have is not None and need > 0.8 * have:
+        hint = ('records = "summary", ' if sc.records == "full" else "") + "fewer workload.flows"
+        raise ValueError(f"this run would need about {need / 2**30:,.1f} GiB (workload.flows = "
+                         f"{sc.workload.flows:,}, cluster.nodes = {sc.cluster.nodes:,}, "
+                         f"cluster.pods = {sc.cluster.pods:,}, records = {sc.records!r}) and "
+                         f"{have / 2**30:,.1f} GiB are available: use {hint} or a smaller "
+                         f"cluster")
+    return need

@@ -1,0 +1,39 @@
+"""Runs that would not fit in memory are refused up front, the estimate in the message."""
+
+import pytest
+
+import lbsim
+from lbsim.budget import check_memory, estimate_bytes
+
+
+def test_a_flow_count_the_validator_accepts_but_no_machine_holds_is_refused_at_once(monkeypatch):
+    import lbsim.simulation as simulation
+
+    def never(*a, **k):
+        raise AssertionError("the workload was drawn")
+    monkeypatch.setattr(simulation, "draw_workload", never)   # refused before any allocation
+    sc = lbsim.Scenario().replace(**{"workload.flows": 1 << 40})
+    with pytest.raises(ValueError, match=r"would need about [\d,.]+ GiB .* GiB are available"):
+        simulation.simulate(sc)
+
+
+def test_a_large_cluster_with_full_records_is_refused_with_the_hint():
+    sc = lbsim.Scenario().replace(**{"workload.flows": 1000, "cluster.nodes": 16000,
+                                     "cluster.pods": 1_000_000})
+    with pytest.raises(ValueError, match='records = "summary"'):
+        check_memory(sc, available=8 << 30)
+
+
+def test_the_estimate_grows_with_flows_records_and_engine():
+    sc = lbsim.Scenario()
+    small, big = estimate_bytes(sc), estimate_bytes(sc.replace(**{"workload.flows": 10**7}))
+    assert big > 50 * small
+    assert estimate_bytes(sc.replace(records="summary")) < small
+    assert estimate_bytes(sc, "reference") > 5 * small
+    assert check_memory(sc, available=64 << 30) == small   # fits: the estimate comes back
+
+
+def test_tiny_gc_intervals_are_refused():
+    with pytest.raises(ValueError, match=r"conntrack.gc_interval_s = 1e-06 is invalid: .*>= 0.001"):
+        lbsim.Scenario().replace(**{"conntrack.gc_interval_s": 1e-6})
+    lbsim.Scenario().replace(**{"conntrack.gc_interval_s": 0.001})
