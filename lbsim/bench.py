@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import __version__, scenarios
+from .budget import check_clock, check_memory
 from .config import Scenario
 from .formatting import slug
 from .headroom import sizing_verdict
@@ -145,6 +146,13 @@ def _runs(args: argparse.Namespace) -> list[tuple[str, Scenario, str]]:
         runs = [(n, s.replace(**changes), src) for n, s, src in runs]
     if args.batch_flows < 1:
         raise ValueError(f"--batch-flows = {args.batch_flows} is invalid: must be >= 1")
+    for name, sc, _ in runs:                 # refuse, before anything runs, what cannot run
+        for path in ("nodeport", "direct"):
+            try:
+                check_clock(sc.replace(path=path))
+                check_memory(sc.replace(path=path), args.engine)
+            except ValueError as e:
+                raise ValueError(f"{name}: {e}") from None
     return runs
 
 

@@ -13,7 +13,15 @@ import os
 
 from .config import DataPath, Protocol, Scenario
 
-__all__ = ["estimate_bytes", "available_bytes", "check_memory"]
+__all__ = ["estimate_bytes", "available_bytes", "check_memory", "horizon_s", "check_clock",
+           "MAX_HORIZON_S", "MAX_NODE_SECONDS"]
+
+#: the model's clock is int64 nanoseconds (2**63 ns is 292 years): every instant of a run, its
+#: durations' tails included, must stay far below that
+MAX_HORIZON_S = 1e9
+#: each node's GC and gauge ticks come about once a simulated second: a run of more node-seconds
+#: than this would tick for hours whatever its flow count
+MAX_NODE_SECONDS = 1e9
 
 #: per flow: the workload's arrays and their draws (~80 B), the records (44 B), the summary's
 #: per-flow passes (~80 B)
@@ -80,3 +88,48 @@ def check_memory(sc: Scenario, engine: str = "compiled", available: int | None =
                          f"{have / 2**30:,.1f} GiB are available: use {hint} or a smaller "
                          f"cluster")
     return need
+
+
+def _durations(sc: Scenario) -> dict[str, float]:
+    """Every duration a run adds to an instant, s (a distribution's mean x 50: its tail)."""
+    w, kp, ct, net = sc.workload, sc.kube_proxy, sc.conntrack, sc.network
+    gaps = (w.syn_rto_s * 2 ** max(0, w.retries - w.syn_linear_timeouts) * (w.retries + 1)
+            if w.protocol is Protocol.TCP else w.udp_timeout_s * (w.retries + 1))
+    return {"workload.hold_s": 50 * float(w.hold_s.mean),
+            "pod.service_s": 50 * float(sc.pod.service_s.mean),
+            "cluster.packet_time_s": 50 * float(sc.cluster.packet_time_s.mean),
+            "the retransmission schedule": gaps,
+            "workload.query_gap_s": w.query_gap_s * w.queries_per_socket,
+            "conntrack.time_wait_s": ct.time_wait_s, "conntrack.udp_stream_s": ct.udp_stream_s,
+            "conntrack.udp_s": ct.udp_s, "lb.persistence_s": sc.lb.persistence_s,
+            "kube_proxy.session_affinity_timeout_s": kp.session_affinity_timeout_s,
+            "network": net.client_to_lb_s + net.lb_to_backend_s + net.node_to_pod_s}
+
+
+def horizon_s(sc: Scenario) -> float:
+    """When the run's last arrival comes (its mean, with 8 standard deviations of a Poisson
+    sum), s."""
+    w = sc.workload
+    sockets = w.flows / w.queries_per_socket
+    return (sockets + 8 * sockets ** 0.5 + 8) / (w.rate_per_s / w.queries_per_socket)
+
+
+def check_clock(sc: Scenario) -> None:
+    """Refuse (``ValueError``) a run whose instants would not fit the int64 ns clock, or whose
+    per-node ticks would run for hours."""
+    span = horizon_s(sc)
+    if span > MAX_HORIZON_S:
+        raise ValueError(f"workload.flows / workload.rate_per_s = {sc.workload.flows:g} / "
+                         f"{sc.workload.rate_per_s:g}: the arrivals would span ~{span:.3g} s, "
+                         f"past the model's clock (at most {MAX_HORIZON_S:g} s of simulated "
+                         f"time: int64 nanoseconds)")
+    for field, d in _durations(sc).items():
+        if d > MAX_HORIZON_S:
+            raise ValueError(f"{field} reaches {d:.3g} s: past the model's clock (instants must "
+                             f"stay below {MAX_HORIZON_S:g} s: int64 nanoseconds)")
+    node_s = (span + sum(_durations(sc).values())) * sc.cluster.nodes
+    if sc.path is DataPath.NODEPORT and node_s > MAX_NODE_SECONDS:
+        raise ValueError(f"the run spans ~{node_s / sc.cluster.nodes:.3g} s on "
+                         f"{sc.cluster.nodes:,} nodes, whose GC and gauges tick about once a "
+                         f"simulated second each: ~{node_s:.3g} ticks, more than "
+                         f"{MAX_NODE_SECONDS:g} (raise workload.rate_per_s or shorten the run)")

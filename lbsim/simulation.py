@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import simpy
 
-from .budget import check_memory
+from .budget import check_clock, check_memory
 from .caveats import run_caveats, scenario_caveats
 from .compiled import compiled_engine
 from .config import DataPath, Scenario
@@ -68,7 +68,8 @@ def simulate(scenario: Scenario, *, engine: Engine = "compiled", batch_flows: in
         raise ValueError(f"engine = {engine!r} is invalid: must be 'compiled' or 'reference'")
     if batch_flows < 1:
         raise ValueError(f"batch_flows = {batch_flows} is invalid: must be >= 1")
-    check_memory(scenario, engine)       # refuse what would not fit, before allocating anything
+    check_clock(scenario)                # refuse what would overflow the clock or tick forever,
+    check_memory(scenario, engine)       # or not fit, before allocating anything
     w = draw_workload(scenario)
     eng = compiled_engine(w) if engine == "compiled" else ReferenceEngine(w)
     p = w.params

@@ -146,3 +146,12 @@ def test_set_changes_the_run_and_config_runs_print_no_claims(tmp_path):
     assert "claims" not in r.stdout.lower() and "verdict" not in r.stdout
     r = bench("--scenario", "default", "--quick", "--set", "workload.flows=300")
     assert r.returncode == 0 and "verdict" in r.stdout
+
+
+@pytest.mark.parametrize("setting", ["workload.rate_per_s=1e-300",
+                                     "workload.flows=1099511627776"])
+def test_runs_that_cannot_run_are_one_error_line_before_anything_runs(setting):
+    r = bench("--set", setting)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: default: "), r.stderr

@@ -12,7 +12,7 @@ def test_a_flow_count_the_validator_accepts_but_no_machine_holds_is_refused_at_o
     def never(*a, **k):
         raise AssertionError("the workload was drawn")
     monkeypatch.setattr(simulation, "draw_workload", never)   # refused before any allocation
-    sc = lbsim.Scenario().replace(**{"workload.flows": 1 << 40})
+    sc = lbsim.Scenario().replace(**{"workload.flows": 1 << 40, "workload.rate_per_s": 1e6})
     with pytest.raises(ValueError, match=r"would need about [\d,.]+ GiB .* GiB are available"):
         simulation.simulate(sc)
 
@@ -37,3 +37,23 @@ def test_tiny_gc_intervals_are_refused():
     with pytest.raises(ValueError, match=r"conntrack.gc_interval_s = 1e-06 is invalid: .*>= 0.001"):
         lbsim.Scenario().replace(**{"conntrack.gc_interval_s": 1e-6})
     lbsim.Scenario().replace(**{"conntrack.gc_interval_s": 0.001})
+
+
+@pytest.mark.parametrize("changes, says", [
+    ({"workload.rate_per_s": 1e-300}, "past the model's clock"),
+    ({"conntrack.time_wait_s": 1e12}, "conntrack.time_wait_s reaches"),
+    ({"workload.hold_s": {"dist": "exponential", "mean": 1e9}}, "workload.hold_s reaches"),
+    ({"workload.flows": 1000, "workload.rate_per_s": 1e-5, "cluster.nodes": 16000,
+      "cluster.pods": 16000}, "ticks"),
+])
+def test_runs_past_the_clock_or_ticking_for_hours_are_refused_up_front(changes, says):
+    with pytest.raises(ValueError, match=says):
+        lbsim.simulation.simulate(lbsim.Scenario().replace(**changes))
+
+
+def test_the_default_and_the_perf_scenarios_pass_the_checks():
+    from lbsim.budget import check_clock
+    from lbsim.scenarios import SCENARIOS, get
+    for name in SCENARIOS:
+        check_clock(get(name))
+        check_memory(get(name), available=16 << 30)
