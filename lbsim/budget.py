@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 
 from .config import DataPath, Protocol, Scenario
+from .kernel import TCP_RTO_MAX_S
 
 __all__ = ["estimate_bytes", "available_bytes", "check_memory", "horizon_s", "check_clock",
            "MAX_HORIZON_S", "MAX_NODE_SECONDS"]
@@ -20,8 +21,8 @@ __all__ = ["estimate_bytes", "available_bytes", "check_memory", "horizon_s", "ch
 #: durations' tails included, must stay far below that
 MAX_HORIZON_S = 1e9
 #: each node's GC and gauge ticks come about once a simulated second: a run of more node-seconds
-#: than this would tick for hours whatever its flow count
-MAX_NODE_SECONDS = 1e9
+#: than this would tick for minutes and keep gigabytes of gauges, whatever its flow count
+MAX_NODE_SECONDS = 1e7
 
 #: per flow: the workload's arrays and their draws (~80 B), the records (44 B), the summary's
 #: per-flow passes (~80 B)
@@ -93,7 +94,8 @@ def check_memory(sc: Scenario, engine: str = "compiled", available: int | None =
 def _durations(sc: Scenario) -> dict[str, float]:
     """Every duration a run adds to an instant, s (a distribution's mean x 50: its tail)."""
     w, kp, ct, net = sc.workload, sc.kube_proxy, sc.conntrack, sc.network
-    gaps = (w.syn_rto_s * 2 ** max(0, w.retries - w.syn_linear_timeouts) * (w.retries + 1)
+    gaps = (sum(min(w.syn_rto_s * 2.0 ** max(0, k - w.syn_linear_timeouts), TCP_RTO_MAX_S)
+                for k in range(1, w.retries + 2))
             if w.protocol is Protocol.TCP else w.udp_timeout_s * (w.retries + 1))
     return {"workload.hold_s": 50 * float(w.hold_s.mean),
             "pod.service_s": 50 * float(sc.pod.service_s.mean),
@@ -103,7 +105,8 @@ def _durations(sc: Scenario) -> dict[str, float]:
             "conntrack.time_wait_s": ct.time_wait_s, "conntrack.udp_stream_s": ct.udp_stream_s,
             "conntrack.udp_s": ct.udp_s, "lb.persistence_s": sc.lb.persistence_s,
             "kube_proxy.session_affinity_timeout_s": kp.session_affinity_timeout_s,
-            "network": net.client_to_lb_s + net.lb_to_backend_s + net.node_to_pod_s}
+            "network": net.client_to_lb_s + net.lb_to_backend_s + net.node_to_pod_s,
+            "conntrack.gc_interval_s": 0.0 if ct.gc_interval_s == "auto" else ct.gc_interval_s}
 
 
 def horizon_s(sc: Scenario) -> float:
@@ -127,7 +130,7 @@ def check_clock(sc: Scenario) -> None:
         if d > MAX_HORIZON_S:
             raise ValueError(f"{field} reaches {d:.3g} s: past the model's clock (instants must "
                              f"stay below {MAX_HORIZON_S:g} s: int64 nanoseconds)")
-    node_s = (span + sum(_durations(sc).values())) * sc.cluster.nodes
+    node_s = (span + sum(_durations(sc).values())) * sc.cluster.nodes   # an upper end
     if sc.path is DataPath.NODEPORT and node_s > MAX_NODE_SECONDS:
         raise ValueError(f"the run spans ~{node_s / sc.cluster.nodes:.3g} s on "
                          f"{sc.cluster.nodes:,} nodes, whose GC and gauges tick about once a "

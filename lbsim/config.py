@@ -19,6 +19,7 @@ from typing import Any
 import tomli_w
 
 from .durations import Duration, Fixed, duration_to_toml, parse_duration
+from .kernel import TCP_RTO_MAX_S
 
 __all__ = [
     "DataPath", "Protocol", "Source", "LBAlgorithm", "ProxyMode", "IpvsScheduler",
@@ -278,6 +279,9 @@ class WorkloadConfig(_Section):
         _check_int(n("syn_retries"), self.syn_retries, 0, 127)
         _check_int(n("syn_linear_timeouts"), self.syn_linear_timeouts, 0, 127)
         _check_float(n("syn_rto_s"), self.syn_rto_s, positive=True)
+        if self.syn_rto_s > TCP_RTO_MAX_S:   # the kernel clamps every RTO to TCP_RTO_MAX
+            _fail(n("syn_rto_s"), self.syn_rto_s,
+                  f"a number of seconds in (0, {TCP_RTO_MAX_S:g}] (TCP_RTO_MAX)")
         _check_float(n("udp_timeout_s"), self.udp_timeout_s, positive=True)
         _check_int(n("udp_retries"), self.udp_retries, 0, 127)
         _check_enum(n("source"), self.source, Source)

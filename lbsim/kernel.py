@@ -8,7 +8,7 @@ global, and the reference engine reads the very same names. Each value says wher
 from __future__ import annotations
 
 __all__ = [
-    "NS", "NEVER", "SAMPLE_INTERVAL",
+    "NS", "NEVER", "SAMPLE_INTERVAL", "TCP_RTO_MAX_S",
     "CAUSE_NONE", "PORT_EXHAUSTION", "INSERT_RACE", "TABLE_FULL", "NO_LOCAL_ENDPOINT",
     "TUPLE_IN_USE", "CAUSE_NAMES",
     "CONFIRM", "NAT", "ARRIVE", "OK", "FAILED",
@@ -28,6 +28,10 @@ NS = 1_000_000_000
 NEVER = (1 << 63) - 1
 #: conntrack and SNAT gauges are sampled every second, on whole seconds
 SAMPLE_INTERVAL = NS
+
+#: TCP_RTO_MAX (include/net/tcp.h, 120 * HZ): a SYN's retransmission timeout doubles after the
+#: linear ones (tcp_retransmit_timer: icsk_rto = min(icsk_rto << 1, TCP_RTO_MAX)) up to this, s
+TCP_RTO_MAX_S = 120.0
 
 # -- why an attempt was dropped (codes in the records) -------------------------------------------
 CAUSE_NONE = 0

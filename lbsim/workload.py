@@ -19,7 +19,7 @@ import numpy as np
 from .jit import jit
 from .config import (DataPath, LBAlgorithm, NatKernel, Protocol, ProxyMode, Scenario, Source,
                      TrafficPolicy)
-from .kernel import NS
+from .kernel import NS, TCP_RTO_MAX_S
 from .kube_proxy import PER_ATTEMPT, KubeProxy
 from .durations import Exponential, Fixed, LogNormal
 from .lb import LoadBalancer
@@ -90,8 +90,8 @@ class Params:
         tcp = w.protocol is Protocol.TCP
         pod_clients = w.source is Source.POD
         local = sc.kube_proxy.external_traffic_policy is TrafficPolicy.LOCAL and not pod_clients
-        if tcp:
-            gaps = [ns(w.syn_rto_s * 2 ** max(0, k - w.syn_linear_timeouts))
+        if tcp:   # the linear timeouts, then doubling, capped at TCP_RTO_MAX
+            gaps = [ns(min(w.syn_rto_s * 2.0 ** max(0, k - w.syn_linear_timeouts), TCP_RTO_MAX_S))
                     for k in range(1, w.retries + 2)]
         else:
             gaps = [ns(w.udp_timeout_s)] * (w.retries + 1)

@@ -87,7 +87,11 @@ class CompiledEngine:
         """Process the ticks and events before ``t1``; True once every flow is resolved."""
         code = advance(t1, self.P, self.I, self.O, self.X)
         while code == ROOM:
-            self._make_room()
+            if not self._make_room():       # the loop asked for room nothing gives: a bug
+                X = self.X
+                raise RuntimeError(f"compiled engine: no array can grow for the next event "
+                                   f"(state {X.S.tolist()}, E {X.E.shape}, IX {X.IX.shape}, "
+                                   f"H {X.H.shape}, PD {X.PD.shape}, G {X.G_t.shape})")
             code = advance(t1, self.P, self.I, self.O, self.X)
         return code == DONE
 
@@ -102,8 +106,9 @@ class CompiledEngine:
         ep_ptr, ep_list, cdf = _endpoint_groups(self.groups)
         self.X = X._replace(ep_group=ep_group, ep_ptr=ep_ptr, ep_list=ep_list, cdf=cdf)
 
-    def _make_room(self) -> None:
-        """Grow whatever the next step might overflow (see lbsim.compiled.loop)."""
+    def _make_room(self) -> bool:
+        """Grow whatever the next step might overflow (see lbsim.compiled.loop); False if
+        nothing needed to grow."""
         X, p = self.X, self.p
         S = X.S
         new = {}
@@ -129,11 +134,13 @@ class CompiledEngine:
             bigger("SG", int(S[S_NSNAT] + S[S_SIZE]) + 1)
         for name in ("G_t", "G_count", "G_live"):
             bigger(name, int(S[S_NGAUGE]) + 1)
-        if 4 * (int(S[S_USED]) + 2) > X.IX.size:   # keys + tombstones > 50 % of slots
+        rebuilt = 4 * (int(S[S_USED]) + 2) > X.IX.size   # keys + tombstones > 50 % of slots
+        if rebuilt:
             keys = 2 * int(X.count.sum()) + 2
             self.X = X = X._replace(IX=np.zeros(0, np.int64))   # free the old index first
             new["IX"], S[S_USED] = rebuild_index(new.get("E", X.E), S[S_SIZE], 4 * keys + 64)
         self.X = X._replace(**new)
+        return rebuilt or bool(new)
 
     def records(self) -> Records:
         X, S = self.X, self.X.S

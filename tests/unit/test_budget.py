@@ -12,7 +12,7 @@ def test_a_flow_count_the_validator_accepts_but_no_machine_holds_is_refused_at_o
     def never(*a, **k):
         raise AssertionError("the workload was drawn")
     monkeypatch.setattr(simulation, "draw_workload", never)   # refused before any allocation
-    sc = lbsim.Scenario().replace(**{"workload.flows": 1 << 40, "workload.rate_per_s": 1e6})
+    sc = lbsim.Scenario().replace(**{"workload.flows": 1 << 40, "workload.rate_per_s": 1e8})
     with pytest.raises(ValueError, match=r"would need about [\d,.]+ GiB .* GiB are available"):
         simulation.simulate(sc)
 
