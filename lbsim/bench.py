@@ -16,6 +16,7 @@ import shlex
 import sys
 import threading
 import time
+import tomllib
 from pathlib import Path
 from typing import Any, Callable
 
@@ -124,6 +125,21 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
+def parse_setting(spec: str) -> tuple[str, Any]:
+    """``--set FIELD=VALUE`` -> (field, value): the value is a TOML literal or array (``3``,
+    ``2.5``, ``true``, ``[10000, 10063]``, ``{ dist = "exponential", mean = 1.0 }``) or else a
+    bare word (``ipvs``), as the sweep's ``--grid`` takes them."""
+    key, eq, text = spec.partition("=")
+    key, text = key.strip(), text.strip()
+    if not eq or not key or not text:
+        raise ValueError(f"--set {spec!r} is invalid: must be FIELD=VALUE "
+                         f"(e.g. cluster.nodes=3 or nat.port_range=[10000,10063])")
+    try:
+        return key, tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return key, text
+
+
 def _runs(args: argparse.Namespace) -> list[tuple[str, Scenario, str]]:
     """(name, scenario, source) of every run; source is "named scenario" or "config file PATH"."""
     if args.config and args.scenario:
@@ -141,7 +157,7 @@ def _runs(args: argparse.Namespace) -> list[tuple[str, Scenario, str]]:
         runs = [(n, scenarios.get(n, args.quick), "named scenario") for n in names]
     if args.seed is not None:
         runs = [(n, s.replace(seed=args.seed), src) for n, s, src in runs]
-    changes = dict(Scenario.parse_setting(spec) for spec in args.set)
+    changes = dict(parse_setting(spec) for spec in args.set)
     if changes:
         runs = [(n, s.replace(**changes), src) for n, s, src in runs]
     if args.batch_flows < 1:

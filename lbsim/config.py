@@ -584,21 +584,6 @@ class Scenario(_Section):
         """The scenario as TOML text; ``Scenario.from_toml_string(s.to_toml()) == s``."""
         return tomli_w.dumps(self.to_dict())
 
-    @staticmethod
-    def parse_setting(spec: str) -> tuple[str, Any]:
-        """``FIELD=VALUE`` (as ``--set`` takes it) -> (field, value): the value is a TOML literal
-        or array (``3``, ``2.5``, ``true``, ``[10000, 10063]``, ``{ dist = "exponential", mean =
-        1.0 }``) or else a bare word (``ipvs``)."""
-        key, eq, text = spec.partition("=")
-        key, text = key.strip(), text.strip()
-        if not eq or not key or not text:
-            raise ValueError(f"--set {spec!r} is invalid: must be FIELD=VALUE "
-                             f"(e.g. cluster.nodes=3 or nat.port_range=[10000,10063])")
-        try:
-            return key, tomllib.loads(f"v = {text}")["v"]
-        except tomllib.TOMLDecodeError:
-            return key, text
-
     def replace(self, **changes: Any) -> Scenario:
         """A copy with dotted fields changed: ``s.replace(**{"cluster.nodes": 3, "seed": 2})``."""
         data = self.to_dict()

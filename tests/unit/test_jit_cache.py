@@ -160,7 +160,9 @@ def test_numba_cache_dir_is_respected(tmp_path):
 
 
 def test_read_only_install_uses_the_user_wide_cache(tmp_path):
-    """As in a read-only site-packages: numba's fallback to its user-wide cache dir still works."""
+    """As in a read-only site-packages: numba's fallback to its user-wide cache dir still works.
+    Mounting the package read-only needs root and unshare(1): a precondition of the machine, not
+    a missing feature (CI runs as root, so it runs there)."""
     if os.name != "posix" or os.geteuid() != 0 or not shutil.which("unshare"):
         pytest.skip("needs root and unshare(1) to mount the package read-only")
     site = tmp_path / "site"
