@@ -146,7 +146,6 @@ def main() -> None:
     ap.add_argument("--connect-timeout", type=float, default=12.0)
     ap.add_argument("--out")
     a = ap.parse_args()
-    here = __file__
     if a.role == "server":
         return server(a.duration)
     if a.role == "client":

@@ -15,7 +15,7 @@ from .config import DataPath, Protocol, Scenario
 from .kernel import TCP_RTO_MAX_S
 
 __all__ = ["estimate_bytes", "available_bytes", "check_memory", "horizon_s", "check_clock",
-           "MAX_HORIZON_S", "MAX_NODE_SECONDS"]
+           "MAX_HORIZON_S", "MAX_NODE_SECONDS", "LOAD_ROWS_MAX", "load_bins"]
 
 #: the model's clock is int64 nanoseconds (2**63 ns is 292 years): every instant of a run, its
 #: durations' tails included, must stay far below that
@@ -23,6 +23,11 @@ MAX_HORIZON_S = 1e9
 #: each node's GC and gauge ticks come about once a simulated second: a run of more node-seconds
 #: than this would tick for minutes and keep gigabytes of gauges, whatever its flow count
 MAX_NODE_SECONDS = 1e7
+
+#: the load table's most rows (lbsim.Result.load): a cluster of more than LOAD_ROWS_MAX / 100
+#: pods gets fewer time bins (a million pods at 100 bins would be 10^8 rows, ~5 GB, whatever the
+#: flow count)
+LOAD_ROWS_MAX = 2_000_000
 
 #: per flow: the workload's arrays and their draws (~80 B), the records (44 B), the summary's
 #: per-flow passes (~80 B)
@@ -34,6 +39,11 @@ _PER_FLOW_FULL = 260
 _PER_ENTRY = 112 + 4 * 16 + 3 * 8
 #: the reference engine keeps Python objects per event: about this much more per flow
 _REFERENCE_FACTOR = 20
+
+
+def load_bins(pods: int) -> int:
+    """Time bins of the load table: 100, fewer (at least 1) for a cluster too large for 100."""
+    return max(1, min(100, LOAD_ROWS_MAX // pods))
 
 
 def estimate_bytes(sc: Scenario, engine: str = "compiled") -> int:
@@ -57,7 +67,7 @@ def estimate_bytes(sc: Scenario, engine: str = "compiled") -> int:
             total += int(samples * pairs * 24 * 3)                 # SNAT samples and their table
             total += 8 * c.nodes * c.pods if c.nodes * c.pods <= 1 << 22 else 0
     if full:
-        total += c.pods * 100 * 6 * 8 * 2                          # the load table
+        total += c.pods * load_bins(c.pods) * 6 * 8 * 2            # the load table
     return int(total)
 
 
@@ -97,15 +107,18 @@ def _durations(sc: Scenario) -> dict[str, float]:
     gaps = (sum(min(w.syn_rto_s * 2.0 ** max(0, k - w.syn_linear_timeouts), TCP_RTO_MAX_S)
                 for k in range(1, w.retries + 2))
             if w.protocol is Protocol.TCP else w.udp_timeout_s * (w.retries + 1))
+    schedule = ("workload.syn_rto_s over workload.syn_retries retransmissions"
+                if w.protocol is Protocol.TCP else
+                "workload.udp_timeout_s x (workload.udp_retries + 1)")
     return {"workload.hold_s": 50 * float(w.hold_s.mean),
             "pod.service_s": 50 * float(sc.pod.service_s.mean),
             "cluster.packet_time_s": 50 * float(sc.cluster.packet_time_s.mean),
-            "the retransmission schedule": gaps,
+            schedule: gaps,
             "workload.query_gap_s": w.query_gap_s * w.queries_per_socket,
             "conntrack.time_wait_s": ct.time_wait_s, "conntrack.udp_stream_s": ct.udp_stream_s,
             "conntrack.udp_s": ct.udp_s, "lb.persistence_s": sc.lb.persistence_s,
             "kube_proxy.session_affinity_timeout_s": kp.session_affinity_timeout_s,
-            "network": net.client_to_lb_s + net.lb_to_backend_s + net.node_to_pod_s,
+            "network.client_to_lb_s + lb_to_backend_s + node_to_pod_s": net.client_to_lb_s + net.lb_to_backend_s + net.node_to_pod_s,
             "conntrack.gc_interval_s": 0.0 if ct.gc_interval_s == "auto" else ct.gc_interval_s}
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .budget import load_bins
 from .headroom import HEADROOM_METRICS, headroom
 from .jit import jit
 from .kernel import CAUSE_NAMES, NS, OK
@@ -72,7 +73,8 @@ SNAT_COLUMNS = {
 }
 
 LOAD_COLUMNS = {
-    "t_s": "start of the time bin (the run's span in 100 bins), s",
+    "t_s": "start of the time bin (the run's span in 100 bins; fewer, at least 1, when pods x 100 "
+           "would pass budget.LOAD_ROWS_MAX rows), s",
     "bin_s": "width of the bin, s",
     "pod": "pod number",
     "node": "node the pod runs on",
@@ -309,10 +311,11 @@ def snat_frame(r: Records) -> pd.DataFrame:
                          "pod": r.snat_pair % pods, "ports": r.snat_ports})
 
 
-def load_frame(r: Records, flows, bins: int = 100) -> pd.DataFrame:
+def load_frame(r: Records, flows, bins: int | None = None) -> pd.DataFrame:
     """Per pod and time bin: new established flows and open connections (:data:`LOAD_COLUMNS`)."""
     w = r.workload
     p = w.params
+    bins = load_bins(p.pods) if bins is None else bins
     ok = r.outcome == OK
     a = np.asarray(flows["arrival_s"])[ok]
     c = np.asarray(flows["closed_s"])[ok]

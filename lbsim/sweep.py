@@ -10,8 +10,8 @@
 One row per (grid point, replication, path). Every config field is a dotted column (``cluster.nodes``,
 ``nat.random_fully``, ...), every summary metric of :data:`lbsim.metrics.SUMMARY_METRICS` a column,
 then ``wall_s`` (wall-clock seconds of that row's run) and ``error`` (``None``, or why the row has no
-metrics: the point's config is invalid or its run raised; its metrics are NaN and the sweep goes
-on). Seeds come from ``(base seed, point, replication)`` through ``numpy.random.SeedSequence``
+metrics: its run raised; its metrics are NaN and the sweep goes on; a point whose values the
+validator refuses is refused before anything runs). Seeds come from ``(base seed, point, replication)`` through ``numpy.random.SeedSequence``
 (:func:`derive_seed`), so the table does not depend on the executor or on the order runs finish
 in; both paths of a (point, replication) share the seed. See docs/sweep.md.
 
@@ -42,7 +42,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .config import DataPath, Scenario, _plain, _Section
+from .budget import check_clock
+from .config import DataPath, Scenario, _Section
 from .metrics import SUMMARY_METRICS
 from .runner import check_executor, default_jobs, run_tasks
 from .simulation import run
@@ -170,47 +171,47 @@ def _run_task(task: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for p in task["paths"]:
         start = time.perf_counter()
-        error, metrics = task["error"], _nan_metrics()
-        if error is None:
-            try:
-                summary = run(Scenario.from_dict({**task["scenario"], "path": p})).summary
-                metrics = {m: _scalar(summary[m]) for m in METRIC_COLUMNS}
-            except Exception as e:  # noqa: BLE001  (record it; the sweep goes on)
-                error = f"{type(e).__name__}: {e}"
+        error, metrics = None, _nan_metrics()
+        try:
+            summary = run(Scenario.from_dict({**task["scenario"], "path": p})).summary
+            metrics = {m: _scalar(summary[m]) for m in METRIC_COLUMNS}
+        except Exception as e:  # noqa: BLE001  (record it; the sweep goes on)
+            error = f"{type(e).__name__}: {e}"
         rows.append({"point": task["point"], "replication": task["replication"], "path": p,
                      "seed": task["seed"], **task["config"], **metrics,
                      "wall_s": time.perf_counter() - start, "error": error})
     return rows
 
 
+def _point_scenario(base: Scenario, i: int, point: dict[str, Any], paths: list[str]) -> Scenario:
+    """The point's scenario, or ``ValueError`` naming the point: an invalid value, or a run the
+    model's clock cannot hold on one of ``paths``, is refused before anything runs."""
+    try:
+        sc = base.replace(**point)
+        for path in paths:
+            check_clock(sc.replace(path=path))
+    except ValueError as e:
+        shown = ", ".join(f"{k} = {v!r}" for k, v in point.items())
+        raise ValueError(f"grid point {i} ({shown}): {e}") from None
+    return sc
+
+
 def _tasks(base: Scenario, points: list[dict[str, Any]], replications: int,
            paths: list[str]) -> list[dict[str, Any]]:
     from . import __version__
 
-    base_data = base.to_dict()
+    scenarios = [_point_scenario(base, i, point, paths) for i, point in enumerate(points)]
     tasks = []
-    for i, point in enumerate(points):
-        try:
-            sc, error = base.replace(**point), None
-        except Exception as e:  # noqa: BLE001  (an invalid point is recorded, not raised)
-            sc, error = None, f"invalid config: {e}"
+    for i, sc in enumerate(scenarios):
         for r in range(replications):
-            if sc is not None:
-                seed = derive_seed(sc.seed, i, r)
-                data = sc.replace(seed=seed).to_dict()
-            else:  # the base with the point's raw values over it, as far as they go
-                seed = derive_seed(base.seed, i, r)
-                data = json.loads(json.dumps(base_data))
-                for key, value in point.items():
-                    section, _, name = key.rpartition(".")
-                    (data.setdefault(section, {}) if section else data)[name] = _plain(value)
+            seed = derive_seed(sc.seed, i, r)
+            data = sc.replace(seed=seed).to_dict()
             data.pop("path", None)
             ident = {"format": CACHE_FORMAT, "lbsim": __version__, "point": i, "replication": r,
                      "paths": paths, "scenario": data}
             key = hashlib.sha256(json.dumps(ident, sort_keys=True, default=repr).encode()).hexdigest()
             tasks.append({"point": i, "replication": r, "paths": paths, "seed": seed,
-                          "scenario": data if error is None else None, "config": _flat(data),
-                          "error": error, "key": key[:32]})
+                          "scenario": data, "config": _flat(data), "key": key[:32]})
     return tasks
 
 
@@ -478,7 +479,11 @@ def main(argv: list[str] | None = None) -> int:
                 except (OSError, TimeoutError) as e:
                     raise ValueError(f"cannot reach the Dask scheduler {args.scheduler}: {e}") from None
                 executor = client
-        n_points = len(expand_grid(grid))
+        points = expand_grid(grid)
+        known = [p for p in paths if p in {d.value for d in DataPath}]   # sweep() checks paths
+        for i, point in enumerate(points):      # a bad value: its one error line, nothing else
+            _point_scenario(base, i, point, known)
+        n_points = len(points)
         say(f"sweep: {n_points} point{'s' * (n_points != 1)} x {args.replications} "
             f"replication{'s' * (args.replications != 1)} x {len(paths)} path"
             f"{'s' * (len(paths) != 1)} on "

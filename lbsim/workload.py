@@ -19,14 +19,14 @@ import numpy as np
 from .jit import jit
 from .config import (DataPath, LBAlgorithm, NatKernel, Protocol, ProxyMode, Scenario, Source,
                      TrafficPolicy)
-from .kernel import NS, TCP_RTO_MAX_S
+from .kernel import NEVER, NS, TCP_RTO_MAX_S
 from .kube_proxy import PER_ATTEMPT, KubeProxy
 from .durations import Exponential, Fixed, LogNormal
 from .lb import LoadBalancer
 from .rng import Streams, mix64_nb
 from .sampling import arrival_ns, duration_params, exponential_ns, log1p_neg, scaled
 
-__all__ = ["Params", "Workload", "draw_workload", "pod_placement", "ns"]
+__all__ = ["Params", "Workload", "draw_workload", "pod_placement", "worker_slots", "ns"]
 
 
 def ns(seconds: float) -> int:
@@ -149,6 +149,15 @@ class Workload:
     @property
     def flows(self) -> int:
         return self.params.flows
+
+
+def worker_slots(workers: np.ndarray) -> np.ndarray:
+    """When each pod's workers are next free, pods x the most workers of any pod: 0 (free from
+    the start) for a pod's own workers, NEVER for the slots past its count (busy for ever)."""
+    slots = np.zeros((workers.size, int(workers.max())), np.int64)
+    if workers.min() < slots.shape[1]:
+        slots[np.arange(slots.shape[1]) >= workers[:, None]] = NEVER
+    return slots
 
 
 def pod_placement(sc: Scenario) -> np.ndarray:

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..kernel import NEVER, NS, OK
+from ..kernel import NS, OK
 from ..records import Records, RecordsBuilder
 from ..tuples import CLIENT_BASE
-from ..workload import Workload
+from ..workload import Workload, worker_slots
 from .handlers import serve
 from .layout import jit
 
@@ -41,8 +41,7 @@ class DirectEngine:
     def __init__(self, w: Workload) -> None:
         self.w, self.p = w, w.params
         self.rec = RecordsBuilder(w)
-        self.worker_free = np.where(np.arange(w.workers.max()) < w.workers[:, None], 0,
-                                    NEVER).astype(np.int64)
+        self.worker_free = worker_slots(w.workers)
         self.next = 0
 
     def advance(self, t1: int) -> bool:

@@ -8,10 +8,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..balancing import iptables_cascade_cdf
-from ..kernel import NEVER, NS
+from ..kernel import NS
 from ..records import Records, RecordsBuilder
 from ..rng import STREAMS
-from ..workload import Workload
+from ..workload import Workload, worker_slots
 from .calendar import calendar_heads
 from .index import rebuild_index
 from .layout import (DONE, ENTRY_WIDTH, PAIR_COUNTS_MAX, PENDING_WIDTH, ROOM, S_HN, S_MAX_WAIT,
@@ -69,8 +69,7 @@ class CompiledEngine:
             S=S, count=np.zeros(p.nodes, np.int64), unconfirmed=np.zeros(p.nodes, np.int64),
             rover=np.zeros(p.nodes, np.int64), cpu_free=np.zeros(p.nodes * p.cpus, np.int64),
             gc_next=gc_next, gc_flag=np.zeros(p.nodes, np.bool_),
-            worker_free=np.where(np.arange(w.workers.max()) < w.workers[:, None], 0,
-                                 NEVER).astype(np.int64),
+            worker_free=worker_slots(w.workers),
             HD=calendar_heads(p.nodes), due=np.zeros(p.nodes, np.int64),
             W=np.zeros((2, p.nodes), np.int64), ep_group=ep_group.astype(np.int64),
             PC=np.zeros(p.nodes * p.pods if p.full_records and p.nodes * p.pods <= PAIR_COUNTS_MAX

@@ -36,7 +36,7 @@ from ..kube_proxy import endpoint_scalar
 from ..records import Records, RecordsBuilder
 from ..rng import Streams, mix64
 from ..sampling import durations_ns
-from ..workload import Workload
+from ..workload import Workload, worker_slots
 from .conntrack import ConntrackTable
 from .nat import NatRule, select_port
 
@@ -84,8 +84,7 @@ class ReferenceEngine:
         self.max_cpu_wait = 0
         self.sample_next = SAMPLE_INTERVAL
         # a pod with fewer workers than the most has its missing ones busy for ever
-        self.worker_free = np.where(np.arange(w.workers.max()) < w.workers[:, None], 0,
-                                    NEVER).astype(np.int64)
+        self.worker_free = worker_slots(w.workers)
         #: each node's kube-proxy endpoints (the control plane may change them at an instant)
         self.endpoints = list(w.endpoints)
         self.pending: dict[tuple[int, int], Pending] = {}

@@ -31,12 +31,25 @@ def test_a_sweep_whose_every_point_fails_exits_nonzero(tmp_path):
     config = tmp_path / "base.toml"
     config.write_text(BASE.to_toml())
     out = tmp_path / "results.parquet"
-    # every point asks for more pods than tuples can address: each run fails, none raises
+    # a billion flows: the value is valid and the clock holds the run, but no worker of this
+    # machine has the memory, so the run fails (its memory check) on every path
     proc = subprocess.run(
         [sys.executable, "-m", "lbsim.sweep", "--config", str(config), "--grid",
-         "workload.flows=1099511627776", "--out", str(out), "--jobs", "1"],
+         "workload.flows=1000000000", "--out", str(out), "--jobs", "1"],
         cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1, proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: every point of the sweep failed") and "workload.flows" in last
     assert out.exists()                     # the table of errors is still written
+
+
+def test_a_grid_value_the_validator_refuses_stops_the_sweep_before_it_runs(tmp_path):
+    out = tmp_path / "results.parquet"
+    proc = subprocess.run(
+        [sys.executable, "-m", "lbsim.sweep", "--grid", "cluster.nodes=2,0", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "error: grid point 1 (cluster.nodes = 0): cluster.nodes = 0 is invalid: must be an "
+        "integer in [1, 16383]"]
+    assert not out.exists()

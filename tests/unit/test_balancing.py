@@ -70,6 +70,18 @@ def test_kube_proxy_rounding_shows_only_below_the_measurable():
         assert lo <= rel < hi, rel
 
 
+def test_cascade_uses_the_scalar_threshold_for_every_rule():
+    """The cascade computes all thresholds at once; each rule's conditional probability is the
+    scalar rule's threshold(k) / 2^31 for every k (1 ulp of the survival products' rounding)."""
+    n = 5000
+    cdf = iptables_cascade_cdf(n)
+    share = np.diff(np.r_[0.0, cdf])
+    survive = 1.0 - np.r_[0.0, cdf[:-1]]
+    want = np.array([iptables_probability_threshold(n - i) / 2**31 for i in range(n - 1)])
+    np.testing.assert_allclose(share[:-1] / survive[:-1], want, rtol=1e-9)
+    assert cdf[-1] == 1.0
+
+
 def _nodeport(**kw):
     return lbsim.Scenario().replace(**{"workload.flows": 400, "workload.rate_per_s": 100.0,
                                        "cluster.nodes": 5, "cluster.pods": 10, **kw})

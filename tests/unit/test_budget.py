@@ -3,6 +3,7 @@
 import pytest
 
 import lbsim
+from lbsim.config import MAX_PODS
 from lbsim.budget import check_memory, estimate_bytes
 
 
@@ -17,11 +18,22 @@ def test_a_flow_count_the_validator_accepts_but_no_machine_holds_is_refused_at_o
         simulation.simulate(sc)
 
 
-def test_a_large_cluster_with_full_records_is_refused_with_the_hint():
+def test_a_run_too_big_for_full_records_is_refused_with_the_hint():
+    sc = lbsim.Scenario().replace(**{"workload.flows": 30_000_000, "workload.rate_per_s": 1e5})
+    with pytest.raises(ValueError, match='records = "summary"'):
+        check_memory(sc, available=10 << 30)
+    check_memory(sc.replace(records="summary"), available=10 << 30)     # fits without them
+
+
+def test_a_million_pods_get_a_load_table_of_bounded_size():
+    """pods x 100 bins would be 10^8 rows for a million pods, whatever the flows: the table
+    gets fewer bins (at least 1) and the estimate counts what it will hold."""
+    from lbsim.budget import LOAD_ROWS_MAX, load_bins
+    assert load_bins(100) == 100 and load_bins(10**6) == 2 and load_bins(MAX_PODS) == 1
+    assert all(p * load_bins(p) <= max(LOAD_ROWS_MAX, p) for p in (1, 20_000, 20_001, 10**6))
     sc = lbsim.Scenario().replace(**{"workload.flows": 1000, "cluster.nodes": 16000,
                                      "cluster.pods": 1_000_000})
-    with pytest.raises(ValueError, match='records = "summary"'):
-        check_memory(sc, available=8 << 30)
+    assert estimate_bytes(sc) < 1 << 30
 
 
 def test_the_estimate_grows_with_flows_records_and_engine():
