@@ -8,9 +8,11 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .config import (ClusterConfig, ConntrackConfig, DataPath, KubeProxyConfig, LBAlgorithm,
-                     LBConfig, NatConfig, NatKernel, NetworkConfig, PodConfig, Protocol, ProxyMode,
-                     Scenario, TrafficPolicy, WorkloadConfig)
+from .config import (CloudConfig, ClusterConfig, ConntrackConfig, DataPath, DeploymentConfig,
+                     Event, KubeProxyConfig, LBAlgorithm, LBConfig, LifecycleConfig, NatConfig,
+                     NatKernel, NetworkConfig, PodConfig, Protocol, ProxyMode, Scenario,
+                     TrafficPolicy, WorkloadConfig)
+from .control.timeline import Timeline, timeline
 from .durations import Exponential, Fixed, LogNormal
 from .simulation import Comparison, Result, compare, run
 
@@ -30,7 +32,8 @@ def __getattr__(name: str):
 
 __all__ = [
     "Scenario", "WorkloadConfig", "LBConfig", "ClusterConfig", "PodConfig", "KubeProxyConfig",
-    "NatConfig", "ConntrackConfig", "NetworkConfig", "DataPath", "Protocol", "LBAlgorithm",
+    "NatConfig", "ConntrackConfig", "NetworkConfig", "LifecycleConfig", "DeploymentConfig",
+    "CloudConfig", "Event", "DataPath", "Protocol", "LBAlgorithm",
     "ProxyMode", "TrafficPolicy", "NatKernel", "Fixed", "Exponential", "LogNormal",
-    "run", "compare", "Result", "Comparison", "sweep", "__version__",
+    "run", "compare", "Result", "Comparison", "sweep", "timeline", "Timeline", "__version__",
 ]

@@ -68,6 +68,9 @@ def simulate(scenario: Scenario, *, engine: Engine = "compiled", batch_flows: in
         raise ValueError(f"engine = {engine!r} is invalid: must be 'compiled' or 'reference'")
     if batch_flows < 1:
         raise ValueError(f"batch_flows = {batch_flows} is invalid: must be >= 1")
+    if scenario.events:
+        raise ValueError("events: the data plane does not follow [[events]] yet (issue 15 in "
+                         "progress); lbsim.timeline(scenario) runs the control plane alone")
     check_clock(scenario)                # refuse what would overflow the clock or tick forever,
     check_memory(scenario, engine)       # or not fit, before allocating anything
     w = draw_workload(scenario)

@@ -25,8 +25,8 @@ from typing import Callable, Protocol
 import numpy as np
 import simpy
 
-from .kernel import NEVER, NS
-from .workload import Params
+from ..kernel import NEVER, NS
+from ..workload import Params
 
 __all__ = ["Engine", "ControlPlane", "drive", "run_engine"]
 

@@ -1,48 +1,23 @@
-"""Scenario configuration: frozen, keyword-only dataclasses that round-trip to dicts and TOML.
-
-Every field has its unit in its name (``_s`` seconds, ``_per_s`` per second) and its default here,
-in one place. Construction validates each field and raises ``ValueError`` naming the field, the
-value and what is allowed. See ``docs/config.md`` for the full reference.
-"""
+"""The steady-state sections of a scenario: workload, LB, cluster, pods, kube-proxy, NAT, conntrack
+and network, with the enums of their choices."""
 
 from __future__ import annotations
 
 import dataclasses
-import enum
-import math
-import tomllib
 import typing
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
 
-import tomli_w
-
-from .durations import Duration, Fixed, duration_to_toml, parse_duration
-from .kernel import TCP_RTO_MAX_S
+from ..durations import Duration, Fixed, parse_duration
+from ..kernel import TCP_RTO_MAX_S
+from .fields import (MAX_CLIENTS, MAX_NODES, MAX_PODS, _check_enum, _check_float, _check_int,
+                     _check_port_range, _Choice, _fail, _is_int, _is_prime, _Section)
 
 __all__ = [
     "DataPath", "Protocol", "Source", "LBAlgorithm", "ProxyMode", "IpvsScheduler",
     "CiliumAlgorithm", "SessionAffinity", "TrafficPolicy", "NatKernel",
     "WorkloadConfig", "LBConfig", "ClusterConfig", "PodConfig", "KubeProxyConfig", "NatConfig",
-    "ConntrackConfig", "NetworkConfig", "Scenario",
-    "MAX_NODES", "MAX_PODS", "MAX_CLIENTS",
+    "ConntrackConfig", "NetworkConfig",
 ]
-
-# Limits that come from how tuples are packed into 64-bit keys (see lbsim.tuples).
-MAX_NODES = (1 << 14) - 1
-MAX_PODS = (1 << 20) - 1
-MAX_CLIENTS = (1 << 24) - 1
-
-
-class _Choice(str, enum.Enum):
-    """A config choice: prints and formats as its value ("5.x", not "NatKernel.V5")."""
-
-    def __str__(self) -> str:
-        return self.value
-
-    def __format__(self, spec: str) -> str:
-        return format(self.value, spec)
 
 
 class DataPath(_Choice):
@@ -140,101 +115,6 @@ class NatKernel(_Choice):
     V4 = "4.x"
 
 
-def _fail(name: str, value: Any, allowed: str) -> typing.NoReturn:
-    raise ValueError(f"{name} = {value!r} is invalid: must be {allowed}")
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _check_int(name: str, v: Any, lo: int, hi: int | None = None) -> None:
-    if not _is_int(v) or v < lo or (hi is not None and v > hi):
-        _fail(name, v, f"an integer in [{lo}, {hi if hi is not None else 'inf'}]")
-
-
-def _check_float(name: str, v: Any, *, positive: bool = False) -> None:
-    ok = (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-          and (v > 0 if positive else v >= 0))
-    if not ok:
-        _fail(name, v, "a finite number > 0" if positive else "a finite number >= 0")
-
-
-def _check_port_range(name: str, v: Any) -> None:
-    ok = (isinstance(v, tuple) and len(v) == 2 and all(_is_int(p) for p in v)
-          and 1 <= v[0] <= v[1] <= 65535)
-    if not ok:
-        _fail(name, v, "[low, high] with 1 <= low <= high <= 65535")
-
-
-def _check_enum(name: str, v: Any, kind: type[enum.Enum]) -> None:
-    if not isinstance(v, kind):
-        _fail(name, v, f"one of {[m.value for m in kind]}")
-
-
-class _Section:
-    """Shared validation and dict conversion for config sections."""
-
-    _prefix: typing.ClassVar[str] = ""
-
-    def _name(self, f: str) -> str:
-        return f"{self._prefix}.{f}" if self._prefix else f
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]
-            v = getattr(self, f.name)
-            if v is None:
-                continue
-            out[f.name] = _plain(v)
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], prefix: str | None = None) -> Any:
-        prefix = cls._prefix if prefix is None else prefix
-        if not isinstance(data, dict):
-            _fail(prefix or "scenario", data, "a table of settings")
-        hints = typing.get_type_hints(cls)
-        names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
-        unknown = sorted(set(data) - set(names))
-        if unknown:
-            where = f"[{prefix}]" if prefix else "the top level"
-            raise ValueError(f"unknown key {prefix + '.' if prefix else ''}{unknown[0]} in {where}: "
-                             f"valid keys are {names}")
-        kwargs = {k: _parse(f"{prefix}.{k}" if prefix else k, hints[k], v) for k, v in data.items()}
-        return cls(**kwargs)
-
-
-def _plain(v: Any) -> Any:
-    if isinstance(v, enum.Enum):
-        return v.value
-    if isinstance(v, (Fixed,)) or type(v).__module__.endswith("durations"):
-        return duration_to_toml(v)
-    if isinstance(v, tuple):
-        return [_plain(x) for x in v]
-    if isinstance(v, _Section):
-        return v.to_dict()
-    return v
-
-
-def _parse(name: str, hint: Any, v: Any) -> Any:
-    """Turn a plain TOML value into the field's type; leave validation to ``__post_init__``."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        try:
-            return hint(v)
-        except ValueError:
-            _fail(name, v, f"one of {[m.value for m in hint]}")
-    if hint is Duration or (args and Fixed in args):
-        return parse_duration(name, v)
-    if origin in (tuple, typing.Union) or isinstance(hint, type(int | None)):
-        return tuple(v) if isinstance(v, list) else v
-    if isinstance(hint, type) and issubclass(hint, _Section):
-        return hint.from_dict(v, name)
-    return v
-
-
 @dataclass(frozen=True, kw_only=True)
 class WorkloadConfig(_Section):
     """Clients and their connections (``[workload]``)."""
@@ -329,10 +209,6 @@ class LBConfig(_Section):
         _check_float(n("persistence_s"), self.persistence_s)
         if not isinstance(self.health_check, bool):
             _fail(n("health_check"), self.health_check, "true or false")
-
-
-def _is_prime(m: int) -> bool:
-    return m >= 2 and all(m % d for d in range(2, math.isqrt(m) + 1))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -518,77 +394,3 @@ class NetworkConfig(_Section):
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             _check_float(self._name(f.name), getattr(self, f.name))
-
-
-@dataclass(frozen=True, kw_only=True)
-class Scenario(_Section):
-    """A whole simulation: data path, seed and every component's settings.
-
-    A run is a pure function of the scenario (its ``seed`` included).
-    """
-
-    path: DataPath = DataPath.NODEPORT
-    seed: int = 1
-    #: what a run keeps: "full" (every table of lbsim.Result) or "summary" (the summary metrics,
-    #: counters and conntrack gauges only: no per-flow, per-drop, SNAT or load tables, so memory
-    #: follows the live conntrack entries, not the flows)
-    records: str = "full"
-    workload: WorkloadConfig = field(default_factory=WorkloadConfig)
-    lb: LBConfig = field(default_factory=LBConfig)
-    cluster: ClusterConfig = field(default_factory=ClusterConfig)
-    pod: PodConfig = field(default_factory=PodConfig)
-    kube_proxy: KubeProxyConfig = field(default_factory=KubeProxyConfig)
-    nat: NatConfig = field(default_factory=NatConfig)
-    conntrack: ConntrackConfig = field(default_factory=ConntrackConfig)
-    network: NetworkConfig = field(default_factory=NetworkConfig)
-
-    def __post_init__(self) -> None:
-        _check_enum("path", self.path, DataPath)
-        _check_int("seed", self.seed, 0, (1 << 63) - 1)
-        if self.records not in ("full", "summary"):
-            _fail("records", self.records, '"full" or "summary"')
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            if isinstance(v, dict):  # allow Scenario(workload={...}) from plain data
-                hint = typing.get_type_hints(type(self))[f.name]
-                object.__setattr__(self, f.name, hint.from_dict(v, f.name))
-        w = self.pod.workers
-        if isinstance(w, tuple) and len(w) != self.cluster.pods:
-            _fail("pod.workers", list(w), f"one count or a list of cluster.pods = "
-                  f"{self.cluster.pods} counts")
-
-    # -- conversions -------------------------------------------------------------------------
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], prefix: str | None = None) -> Scenario:
-        """Build a scenario from plain data (as read from TOML); unknown keys are errors."""
-        return super().from_dict(data, "")
-
-    @classmethod
-    def from_toml(cls, path: str | Path) -> Scenario:
-        """Read a scenario from a TOML file."""
-        try:
-            text = Path(path).read_text()
-        except OSError as e:
-            raise ValueError(f"cannot read config {path}: {e.strerror}") from None
-        return cls.from_toml_string(text, source=str(path))
-
-    @classmethod
-    def from_toml_string(cls, text: str, source: str = "<string>") -> Scenario:
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as e:
-            raise ValueError(f"malformed TOML in {source}: {e}") from None
-        return cls.from_dict(data)
-
-    def to_toml(self) -> str:
-        """The scenario as TOML text; ``Scenario.from_toml_string(s.to_toml()) == s``."""
-        return tomli_w.dumps(self.to_dict())
-
-    def replace(self, **changes: Any) -> Scenario:
-        """A copy with dotted fields changed: ``s.replace(**{"cluster.nodes": 3, "seed": 2})``."""
-        data = self.to_dict()
-        for key, value in changes.items():
-            section, _, name = key.rpartition(".")
-            target = data.setdefault(section, {}) if section else data
-            target[name] = _plain(value)
-        return Scenario.from_dict(data)

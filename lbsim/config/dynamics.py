@@ -1,0 +1,211 @@
+"""What changes during a run (``[lifecycle]``, ``[deployment]``, ``[cloud]``, ``[[events]]``):
+each pod's life in Kubernetes, the Deployment's rolling update, the cloud LB's registration,
+health checks and draining of its targets, and the cluster events on a timeline.
+
+A scenario without events is the steady state: every pod ready, registered and healthy for the
+whole run, and none of these settings matters. The cloud profiles (:data:`CLOUD_PROFILES`) fill
+the ``[cloud]`` fields a scenario leaves unset with one cloud's documented defaults; docs/config.md
+("Dynamics") cites the source of each, and says which are assumptions.
+"""
+
+from __future__ import annotations
+
+import math
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+from ..durations import Duration, Fixed, parse_duration
+from .fields import _check_float, _check_int, _fail, _is_int, _Section
+
+__all__ = ["LifecycleConfig", "DeploymentConfig", "CloudConfig", "Event", "EVENT_KINDS",
+           "CLOUD_PROFILES", "CLOUD_FIELDS"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class LifecycleConfig(_Section):
+    """Each pod's life in Kubernetes (``[lifecycle]``): start, readiness probe, termination."""
+
+    _prefix: typing.ClassVar[str] = "lifecycle"
+
+    #: pod created to its server listening (scheduling, image pull, container start, app init), s
+    startup_s: Duration = Fixed(value=5.0)
+    #: readinessProbe.initialDelaySeconds: container start to the first probe, s
+    readiness_initial_delay_s: float = 0.0
+    #: readinessProbe.periodSeconds (Kubernetes default 10), s
+    readiness_period_s: float = 10.0
+    #: readinessProbe.successThreshold (Kubernetes default 1): passes in a row before Ready
+    readiness_success_threshold: int = 1
+    #: the preStop hook's sleep: deletion to SIGTERM, the server serving as before, s
+    prestop_s: float = 0.0
+    #: terminationGracePeriodSeconds (Kubernetes default 30): deletion to SIGKILL, s
+    termination_grace_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        n = self._name
+        object.__setattr__(self, "startup_s", parse_duration(n("startup_s"), self.startup_s))
+        _check_float(n("readiness_initial_delay_s"), self.readiness_initial_delay_s)
+        _check_float(n("readiness_period_s"), self.readiness_period_s, positive=True)
+        _check_int(n("readiness_success_threshold"), self.readiness_success_threshold, 1, 1000)
+        _check_float(n("prestop_s"), self.prestop_s)
+        _check_float(n("termination_grace_s"), self.termination_grace_s)
+
+
+def _check_count_or_percent(name: str, v: Any) -> None:
+    ok = (_is_int(v) and v >= 0) or (isinstance(v, str) and v.endswith("%")
+                                     and v[:-1].isdigit() and int(v[:-1]) <= 100)
+    if not ok:
+        _fail(name, v, 'an integer >= 0 or a percentage such as "25%"')
+
+
+def resolve_count(v: int | str, replicas: int, round_up: bool) -> int:
+    """maxSurge / maxUnavailable as pods: a percentage of ``replicas``, surge rounded up and
+    unavailable down (as the Deployment controller's ResolveFenceposts)."""
+    if isinstance(v, int):
+        return v
+    exact = replicas * int(v[:-1]) / 100
+    return math.ceil(exact) if round_up else math.floor(exact)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeploymentConfig(_Section):
+    """The Deployment's rolling update (``[deployment]``)."""
+
+    _prefix: typing.ClassVar[str] = "deployment"
+
+    #: strategy.rollingUpdate.maxSurge: pods above the replicas during a rollout (Kubernetes
+    #: default "25%", rounded up)
+    max_surge: int | str = "25%"
+    #: strategy.rollingUpdate.maxUnavailable: pods below the replicas (default "25%", rounded down)
+    max_unavailable: int | str = "25%"
+    #: minReadySeconds: Ready this long before a pod counts as available, s
+    min_ready_s: float = 0.0
+    #: a readiness gate on the LB's health (AWS pod-readiness-gate-inject, GKE NEG readiness, TKE
+    #: direct access): a pod is Ready only once the LB reports its target healthy
+    readiness_gate: bool = False
+
+    def __post_init__(self) -> None:
+        n = self._name
+        _check_count_or_percent(n("max_surge"), self.max_surge)
+        _check_count_or_percent(n("max_unavailable"), self.max_unavailable)
+        _check_float(n("min_ready_s"), self.min_ready_s)
+        if not isinstance(self.readiness_gate, bool):
+            _fail(n("readiness_gate"), self.readiness_gate, "true or false")
+
+
+#: the ``[cloud]`` fields a profile fills, with their checks' ranges
+CLOUD_FIELDS = ("registration_s", "hc_interval_s", "hc_timeout_s", "hc_healthy_threshold",
+                "hc_unhealthy_threshold", "deregistration_lag_s", "deregistration_delay_s",
+                "draining_new_flows_s")
+
+#: each cloud's defaults (docs/config.md cites each; "assumed" there marks the undocumented ones)
+CLOUD_PROFILES: dict[str, dict[str, Any]] = {
+    # a generic LB: every value a round number, for experiments
+    "custom": dict(registration_s=10.0, hc_interval_s=10.0, hc_timeout_s=5.0,
+                   hc_healthy_threshold=3, hc_unhealthy_threshold=3, deregistration_lag_s=0.0,
+                   deregistration_delay_s=300.0, draining_new_flows_s=0.0),
+    # AWS NLB, target type ip (aws-load-balancer-controller): registration 90-300 s reported,
+    # CreateTargetGroup defaults 30 s x 5 healthy / 2 unhealthy, TCP timeout 10 s,
+    # deregistration_delay 300 s, new connections still sent ~120 s after deregistration
+    "aws-nlb-ip": dict(registration_s=180.0, hc_interval_s=30.0, hc_timeout_s=10.0,
+                       hc_healthy_threshold=5, hc_unhealthy_threshold=2,
+                       deregistration_lag_s=0.0, deregistration_delay_s=300.0,
+                       draining_new_flows_s=120.0),
+    # GKE NEG (ingress-gce): 15 s x 1 healthy / 2 unhealthy, timeout 15 s
+    "gke-neg": dict(registration_s=30.0, hc_interval_s=15.0, hc_timeout_s=15.0,
+                    hc_healthy_threshold=1, hc_unhealthy_threshold=2, deregistration_lag_s=0.0,
+                    deregistration_delay_s=0.0, draining_new_flows_s=0.0),
+    # Tencent CLB, TKE direct access: 5 s x 3 healthy / 3 unhealthy, timeout 2 s; graceful
+    # shutdown sets the weight to 0 when the pod terminates
+    "tencent-clb-direct": dict(registration_s=5.0, hc_interval_s=5.0, hc_timeout_s=2.0,
+                               hc_healthy_threshold=3, hc_unhealthy_threshold=3,
+                               deregistration_lag_s=0.0, deregistration_delay_s=0.0,
+                               draining_new_flows_s=0.0),
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class CloudConfig(_Section):
+    """The cloud LB's handling of its targets (``[cloud]``). Fields left unset take the profile's
+    value (:meth:`value`)."""
+
+    _prefix: typing.ClassVar[str] = "cloud"
+
+    #: whose defaults fill the unset fields: one of :data:`CLOUD_PROFILES`
+    profile: str = "custom"
+    #: a ready target to the LB taking it (controller and cloud API), then its health checks, s
+    registration_s: Duration | None = None
+    #: health check interval, s
+    hc_interval_s: float | None = None
+    #: a check of a target that does not answer fails after this, s
+    hc_timeout_s: float | None = None
+    #: checks passed in a row before a target is healthy (a new target starts unhealthy)
+    hc_healthy_threshold: int | None = None
+    #: checks failed in a row before a healthy target is unhealthy
+    hc_unhealthy_threshold: int | None = None
+    #: a terminating pod to the LB starting to deregister its target, s
+    deregistration_lag_s: Duration | None = None
+    #: deregistration_delay: a deregistered target's draining (open connections go on), s
+    deregistration_delay_s: float | None = None
+    #: after deregistration, the LB still sends new flows to the target for this long (AWS NLB
+    #: in IP mode, measured), s
+    draining_new_flows_s: float | None = None
+
+    def __post_init__(self) -> None:
+        n = self._name
+        if self.profile not in CLOUD_PROFILES:
+            _fail(n("profile"), self.profile, f"one of {sorted(CLOUD_PROFILES)}")
+        for f in ("registration_s", "deregistration_lag_s"):
+            if getattr(self, f) is not None:
+                object.__setattr__(self, f, parse_duration(n(f), getattr(self, f)))
+        for f in ("hc_timeout_s", "deregistration_delay_s", "draining_new_flows_s"):
+            if getattr(self, f) is not None:
+                _check_float(n(f), getattr(self, f))
+        if self.hc_interval_s is not None:
+            _check_float(n("hc_interval_s"), self.hc_interval_s, positive=True)
+        for f in ("hc_healthy_threshold", "hc_unhealthy_threshold"):
+            if getattr(self, f) is not None:
+                _check_int(n(f), getattr(self, f), 1, 100)
+
+    def value(self, name: str) -> Any:
+        """The field's value, or the profile's when unset."""
+        v = getattr(self, name)
+        if v is not None:
+            return v
+        v = CLOUD_PROFILES[self.profile][name]
+        return Fixed(value=v) if name in ("registration_s", "deregistration_lag_s") else v
+
+
+#: what an event does: a rolling update of every pod, scaling to ``replicas``, a pod's crash
+EVENT_KINDS = ("rollout", "scale", "crash")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event(_Section):
+    """One cluster event (an entry of ``[[events]]``)."""
+
+    _prefix: typing.ClassVar[str] = "events"
+
+    #: when, s from the start of the run
+    at_s: float
+    #: "rollout" (a new pod template: every pod replaced), "scale" (to ``replicas``), "crash"
+    #: (pod ``pod`` dies at once: no draining; the Deployment replaces it)
+    kind: str
+    #: with kind = "scale": the new replica count
+    replicas: int | None = None
+    #: with kind = "crash": the pod's number
+    pod: int | None = None
+
+    def __post_init__(self) -> None:
+        n = self._name
+        _check_float(n("at_s"), self.at_s)
+        if self.kind not in EVENT_KINDS:
+            _fail(n("kind"), self.kind, f"one of {list(EVENT_KINDS)}")
+        need = {"scale": "replicas", "crash": "pod"}.get(self.kind)
+        for f in ("replicas", "pod"):
+            v = getattr(self, f)
+            if f == need:
+                _check_int(n(f), v, 0 if f == "pod" else 0, (1 << 20) - 1)
+            elif v is not None:
+                _fail(n(f), v, f"unset for kind = {self.kind!r} (it is read by "
+                      f"{'scale' if f == 'replicas' else 'crash'} only)")

@@ -1,0 +1,130 @@
+"""The whole scenario: every section, the seed, and the TOML round trip."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from .fields import _check_enum, _check_int, _fail, _plain, _Section
+from .dynamics import CloudConfig, DeploymentConfig, Event, LifecycleConfig
+from .sections import (ClusterConfig, ConntrackConfig, DataPath, KubeProxyConfig, LBConfig,
+                       NatConfig, NetworkConfig, PodConfig, WorkloadConfig)
+
+__all__ = ["Scenario"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Scenario(_Section):
+    """A whole simulation: data path, seed and every component's settings.
+
+    A run is a pure function of the scenario (its ``seed`` included).
+    """
+
+    path: DataPath = DataPath.NODEPORT
+    seed: int = 1
+    #: what a run keeps: "full" (every table of lbsim.Result) or "summary" (the summary metrics,
+    #: counters and conntrack gauges only: no per-flow, per-drop, SNAT or load tables, so memory
+    #: follows the live conntrack entries, not the flows)
+    records: str = "full"
+    workload: WorkloadConfig = field(default_factory=WorkloadConfig)
+    lb: LBConfig = field(default_factory=LBConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    pod: PodConfig = field(default_factory=PodConfig)
+    kube_proxy: KubeProxyConfig = field(default_factory=KubeProxyConfig)
+    nat: NatConfig = field(default_factory=NatConfig)
+    conntrack: ConntrackConfig = field(default_factory=ConntrackConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
+    deployment: DeploymentConfig = field(default_factory=DeploymentConfig)
+    cloud: CloudConfig = field(default_factory=CloudConfig)
+    #: cluster events in time order (``[[events]]`` in TOML); none: the steady state
+    events: tuple[Event, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check_enum("path", self.path, DataPath)
+        _check_int("seed", self.seed, 0, (1 << 63) - 1)
+        if self.records not in ("full", "summary"):
+            _fail("records", self.records, '"full" or "summary"')
+        object.__setattr__(self, "events", _events(self.events))
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, dict):  # allow Scenario(workload={...}) from plain data
+                hint = typing.get_type_hints(type(self))[f.name]
+                object.__setattr__(self, f.name, hint.from_dict(v, f.name))
+        for i, e in enumerate(self.events):
+            if e.kind == "crash" and e.pod >= self.cluster.pods:
+                _fail(f"events[{i}].pod", e.pod, f"one of the first pods: in [0, "
+                      f"{self.cluster.pods - 1}] (cluster.pods)")
+        w = self.pod.workers
+        if isinstance(w, tuple) and len(w) != self.cluster.pods:
+            _fail("pod.workers", list(w), f"one count or a list of cluster.pods = "
+                  f"{self.cluster.pods} counts")
+
+    # -- conversions -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        if not self.events:            # the steady state's files and tables stay as they were
+            del out["events"]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], prefix: str | None = None) -> Scenario:
+        """Build a scenario from plain data (as read from TOML); unknown keys are errors."""
+        return super().from_dict(data, "")
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> Scenario:
+        """Read a scenario from a TOML file."""
+        try:
+            text = Path(path).read_text()
+        except OSError as e:
+            raise ValueError(f"cannot read config {path}: {e.strerror}") from None
+        return cls.from_toml_string(text, source=str(path))
+
+    @classmethod
+    def from_toml_string(cls, text: str, source: str = "<string>") -> Scenario:
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ValueError(f"malformed TOML in {source}: {e}") from None
+        return cls.from_dict(data)
+
+    def to_toml(self) -> str:
+        """The scenario as TOML text; ``Scenario.from_toml_string(s.to_toml()) == s``."""
+        return tomli_w.dumps(self.to_dict())
+
+    def replace(self, **changes: Any) -> Scenario:
+        """A copy with dotted fields changed: ``s.replace(**{"cluster.nodes": 3, "seed": 2})``."""
+        data = self.to_dict()
+        for key, value in changes.items():
+            section, _, name = key.rpartition(".")
+            target = data.setdefault(section, {}) if section else data
+            target[name] = _plain(value)
+        return Scenario.from_dict(data)
+
+
+def _events(v: Any) -> tuple[Event, ...]:
+    """``[[events]]`` as Event objects, each error naming its entry; in time order."""
+    if not isinstance(v, (list, tuple)):
+        _fail("events", v, "a list of tables ([[events]] in TOML)")
+    out = []
+    for i, e in enumerate(v):
+        if isinstance(e, Event):
+            out.append(e)
+            continue
+        if isinstance(e, dict) and not {"at_s", "kind"} <= set(e):
+            _fail(f"events[{i}]", e, "a table with at_s and kind (and replicas or pod)")
+        try:
+            out.append(Event.from_dict(e, "events"))
+        except ValueError as err:            # name the entry: events[2].kind = ...
+            raise ValueError(str(err).replace("events.", f"events[{i}].", 1)) from None
+    times = [e.at_s for e in out]
+    if times != sorted(times):
+        _fail("events", [e.at_s for e in out], "in time order (each at_s >= the one before)")
+    return tuple(out)

@@ -1,0 +1,359 @@
+"""Pods, the Deployment and the cloud LB's targets over time, as simpy processes.
+
+Each pod lives through (lbsim.config.dynamics, docs/config.md "Dynamics"):
+
+- **start**: created, its server listens ``lifecycle.startup_s`` later; the readiness probe runs
+  ``readiness_initial_delay_s`` after creation and every ``readiness_period_s``; after
+  ``readiness_success_threshold`` passes in a row (a probe passes once the server listens) its
+  containers are ready. Without a readiness gate the pod is then Ready; with one, only once the
+  LB reports its target healthy. Ready for ``deployment.min_ready_s``, it is available.
+- **the LB's target**: the controller registers a pod whose containers are ready (with or without
+  a gate: aws-load-balancer-controller registers gated pods once their containers are ready);
+  the LB takes it ``cloud.registration_s`` later and health-checks it every ``hc_interval_s``
+  from a phase drawn per target; ``hc_healthy_threshold`` passes in a row make it healthy,
+  ``hc_unhealthy_threshold`` failures unhealthy. A check passes while the server accepts.
+- **termination** (the Deployment deletes it): the Endpoints removal and the kubelet start at
+  once. The preStop sleep (``prestop_s``) runs while the server serves as before; then SIGTERM:
+  the server stops accepting (new connections are refused) and exits once its open connections
+  close (the data plane says when: :meth:`Cluster.last_close`); SIGKILL at
+  ``termination_grace_s`` cuts what is still open. The LB deregisters the target
+  ``deregistration_lag_s`` after deletion, keeps sending it new flows for
+  ``draining_new_flows_s`` more, and removes it after ``deregistration_delay_s``.
+
+The LB sends new flows to its healthy targets that are not deregistered (or still within
+``draining_new_flows_s``); when none is healthy it fails open to every such target.
+
+The Deployment controller follows kubernetes/pkg/controller/deployment/rolling.go: new pods while
+the total stays within ``replicas + maxSurge``; old pods deleted while the available ones stay at
+least ``replicas - maxUnavailable`` (both zero means maxUnavailable 1).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import simpy
+
+from ..config import Scenario
+from ..config.dynamics import resolve_count
+from ..durations import Fixed
+from ..kernel import NS
+from ..rng import Streams
+
+__all__ = ["Pod", "Cluster", "TIMELINE_EVENTS"]
+
+#: what the timeline records of each pod, in the order a pod's life may go through them
+TIMELINE_EVENTS = ("created", "listening", "containers_ready", "registered", "healthy",
+                   "ready", "available", "deleted", "deregistered", "sigterm", "unhealthy",
+                   "stops_receiving", "gone", "target_removed")
+
+#: the control stream's draw numbers (one per per-pod delay), flow = the pod's number
+_D_STARTUP, _D_REGISTRATION, _D_HC_PHASE, _D_DEREGISTRATION = range(4)
+
+
+def _ns(seconds: float) -> int:
+    return int(round(seconds * NS))
+
+
+@dataclass
+class Pod:
+    """One pod's instants (ns; None until they happen)."""
+
+    index: int
+    node: int
+    revision: int
+    created: int
+    listening: int | None = None
+    containers_ready: int | None = None
+    registered: int | None = None
+    healthy: bool = False
+    ready: int | None = None
+    available: int | None = None
+    deleted: int | None = None
+    deregistered: int | None = None
+    sigterm: int | None = None
+    gone: int | None = None
+    removed: int | None = None
+    log: list[tuple[int, str]] = field(default_factory=list)
+
+    def accepting(self, t: int) -> bool:
+        """Does the server accept a connection at ``t``?"""
+        return (self.listening is not None and self.listening <= t
+                and (self.sigterm is None or t < self.sigterm)
+                and (self.gone is None or t < self.gone))
+
+
+class Cluster:
+    """The Kubernetes and cloud-LB control plane of one run.
+
+    ``Cluster(env, scenario)`` starts with ``cluster.pods`` pods ready, registered and healthy
+    at time 0 (the steady state) and runs the scenario's events. ``on_change`` (if given) is
+    called after every change with the cluster, so the data plane can follow.
+    """
+
+    def __init__(self, env: simpy.Environment, sc: Scenario, on_change=None) -> None:
+        self.env, self.sc, self.on_change = env, sc, on_change
+        self.streams = Streams(sc.seed)
+        self.pods: list[Pod] = []
+        self.revision = 0
+        self.replicas = sc.cluster.pods
+        self.changed = env.event()
+        self.rollouts: list[tuple[int, int | None]] = []      # (start, end) of each rollout
+        self.receiving: tuple[int, ...] = ()
+        self.series: list[tuple[int, tuple[int, ...]]] = []
+        for _ in range(sc.cluster.pods):
+            pod = self._new_pod(steady=True)
+            pod.listening = pod.containers_ready = pod.registered = pod.ready = 0
+            pod.available, pod.healthy = 0, True
+            env.process(self._health_checks(pod))
+        self._update()
+        env.process(self._controller())
+        for e in sc.events:
+            env.process(self._event(e))
+
+    # -- what the data plane asks ------------------------------------------------------------
+    def last_close(self, pod: Pod) -> int:
+        """When the pod's last open connection closes (ns); without a data plane, at once."""
+        return int(self.env.now)
+
+    # -- pods ---------------------------------------------------------------------------------
+    def _draw(self, pod: int, draw: int, d) -> int:
+        """A per-pod delay (ns) from the control stream: a pure function of (seed, pod, draw)."""
+        if isinstance(d, Fixed):
+            return _ns(d.value)
+        u = self.streams.uniform("control", np.array([pod]), 0, 2 * draw)
+        u2 = self.streams.uniform("control", np.array([pod]), 0, 2 * draw + 1)
+        return _ns(float(d.sample(u, u2)[0]))
+
+    def _new_pod(self, steady: bool = False) -> Pod:
+        i = len(self.pods)
+        c = self.sc.cluster
+        spread = c.placement if isinstance(c.placement, str) else "spread"
+        node = i % (c.packed_nodes if spread == "packed" else c.nodes)
+        if steady and isinstance(c.placement, tuple):
+            node = int(np.repeat(np.arange(c.nodes), c.placement)[i])
+        pod = Pod(index=i, node=node, revision=self.revision, created=int(self.env.now))
+        self.pods.append(pod)
+        self._log(pod, "created")
+        if not steady:
+            self.env.process(self._start(pod))
+        return pod
+
+    def _log(self, pod: Pod, what: str) -> None:
+        pod.log.append((int(self.env.now), what))
+
+    def _start(self, pod: Pod):
+        lc, env = self.sc.lifecycle, self.env
+        up = pod.created + self._draw(pod.index, _D_STARTUP, lc.startup_s)
+        first = pod.created + _ns(lc.readiness_initial_delay_s)
+        period = _ns(lc.readiness_period_s)
+        k = max(0, math.ceil((up - first) / period))      # the first probe that finds it up
+        ready = first + (k + lc.readiness_success_threshold - 1) * period
+        yield env.timeout(up - env.now)
+        if pod.deleted is not None:
+            return
+        pod.listening = up
+        self._log(pod, "listening")
+        self._update()
+        yield env.timeout(max(0, ready - env.now))
+        if pod.deleted is not None:
+            return
+        pod.containers_ready = ready
+        self._log(pod, "containers_ready")
+        if not self.sc.deployment.readiness_gate:
+            self._set_ready(pod)
+        env.process(self._register(pod))
+
+    def _set_ready(self, pod: Pod) -> None:
+        pod.ready = int(self.env.now)
+        self._log(pod, "ready")
+        self._update()
+        self.env.process(self._become_available(pod))
+
+    def _become_available(self, pod: Pod):
+        yield self.env.timeout(_ns(self.sc.deployment.min_ready_s))
+        if pod.deleted is None:
+            pod.available = int(self.env.now)
+            self._log(pod, "available")
+            self._update()
+
+    def _delete(self, pod: Pod) -> None:
+        """The Deployment deletes ``pod`` now: the Endpoints removal, the kubelet's termination
+        and the LB's deregistration start together."""
+        pod.deleted = int(self.env.now)
+        self._log(pod, "deleted")
+        if pod.registered is not None:       # a pending registration stops by itself
+            self.env.process(self._deregister(pod))
+        self.env.process(self._terminate(pod))
+        self._update()
+
+    def _terminate(self, pod: Pod):
+        lc, env = self.sc.lifecycle, self.env
+        grace = _ns(lc.termination_grace_s)
+        yield env.timeout(min(_ns(lc.prestop_s), grace))
+        if pod.listening is not None:
+            pod.sigterm = int(env.now)
+            self._log(pod, "sigterm")
+            self._update()
+        exit_at = min(max(int(env.now), self.last_close(pod)), pod.deleted + grace)
+        yield env.timeout(exit_at - env.now)
+        pod.gone = int(env.now)
+        self._log(pod, "gone")
+        self._update()
+
+    # -- the cloud LB's target ----------------------------------------------------------------
+    def _register(self, pod: Pod):
+        lag = self._draw(pod.index, _D_REGISTRATION, self.sc.cloud.value("registration_s"))
+        yield self.env.timeout(lag)
+        if pod.deleted is not None:
+            return
+        pod.registered = int(self.env.now)
+        self._log(pod, "registered")
+        self._update()
+        yield from self._health_checks(pod)
+
+    def _health_checks(self, pod: Pod):
+        """Checks at phase + k x interval; a check the server answers (accepting: pass; refusing:
+        an RST, fail) counts at once, one nobody answers (the pod is gone) after the timeout
+        (at most the interval, so results keep their order)."""
+        cl, env = self.sc.cloud, self.env
+        interval = _ns(cl.value("hc_interval_s"))
+        timeout = min(_ns(cl.value("hc_timeout_s")), interval)
+        u = float(self.streams.uniform("control", np.array([pod.index]), 0, 2 * _D_HC_PHASE)[0])
+        first = int(env.now) + int(u * interval)
+        passes = fails = k = 0
+        while pod.removed is None:
+            yield env.timeout(first + k * interval - env.now)
+            t = int(env.now)
+            ok = pod.accepting(t)
+            if pod.gone is not None and pod.gone <= t:
+                yield env.timeout(timeout)
+            k += 1
+            if ok:
+                passes, fails = passes + 1, 0
+                if not pod.healthy and passes >= cl.value("hc_healthy_threshold"):
+                    pod.healthy = True
+                    self._log(pod, "healthy")
+                    if self.sc.deployment.readiness_gate and pod.ready is None \
+                            and pod.deleted is None:
+                        self._set_ready(pod)
+                    self._update()
+            else:
+                passes, fails = 0, fails + 1
+                if pod.healthy and fails >= cl.value("hc_unhealthy_threshold"):
+                    pod.healthy = False
+                    self._log(pod, "unhealthy")
+                    self._update()
+
+    def _deregister(self, pod: Pod):
+        cl, env = self.sc.cloud, self.env
+        yield env.timeout(self._draw(pod.index, _D_DEREGISTRATION,
+                                     cl.value("deregistration_lag_s")))
+        pod.deregistered = int(env.now)
+        self._log(pod, "deregistered")
+        self._update()
+        new_flows = _ns(cl.value("draining_new_flows_s"))
+        delay = _ns(cl.value("deregistration_delay_s"))
+        if new_flows > 0:
+            yield env.timeout(min(new_flows, delay))
+            self._update()                 # the LB stops sending it new flows now
+        yield env.timeout(max(0, delay - new_flows))
+        pod.removed = int(env.now)
+        self._log(pod, "target_removed")
+        self._update()
+
+    # -- the LB's choice of targets -----------------------------------------------------------
+    def _takes_new_flows(self, pod: Pod, t: int) -> bool:
+        """Registered, not removed, and not deregistered longer ago than draining_new_flows_s."""
+        if pod.registered is None or pod.removed is not None:
+            return False
+        if pod.deregistered is None:
+            return True
+        return t < pod.deregistered + _ns(self.sc.cloud.value("draining_new_flows_s"))
+
+    def receiving_targets(self, t: int) -> tuple[int, ...]:
+        """The pods the LB sends new flows to at ``t``: the healthy candidates, or every candidate
+        when none is healthy (fail open)."""
+        cand = [p for p in self.pods if self._takes_new_flows(p, t)]
+        healthy = [p.index for p in cand if p.healthy]
+        return tuple(healthy) if healthy else tuple(p.index for p in cand)
+
+    def _update(self) -> None:
+        t = int(self.env.now)
+        now = self.receiving_targets(t)
+        if now != self.receiving:
+            for i in set(self.receiving) - set(now):
+                self._log(self.pods[i], "stops_receiving")
+            self.receiving = now
+            self.series.append((t, now))
+        if self.on_change is not None:
+            self.on_change(self)
+        if not self.changed.triggered:
+            self.changed.succeed()
+
+    # -- the Deployment -----------------------------------------------------------------------
+    def _event(self, e):
+        yield self.env.timeout(_ns(e.at_s))
+        if e.kind == "rollout":
+            self.revision += 1
+            self.rollouts.append((int(self.env.now), None))
+        elif e.kind == "scale":
+            self.replicas = e.replicas
+        self._update()
+
+    def _live(self) -> list[Pod]:
+        return [p for p in self.pods if p.deleted is None]
+
+    def _controller(self):
+        """Reconcile whenever anything changed (rolling.go's rolloutRolling)."""
+        while True:
+            yield self.changed
+            self.changed = self.env.event()
+            self._reconcile()
+
+    def _reconcile(self) -> None:
+        d, n = self.sc.deployment, self.replicas
+        surge = resolve_count(d.max_surge, n, round_up=True)
+        unavailable = resolve_count(d.max_unavailable, n, round_up=False)
+        if surge == 0 and unavailable == 0:
+            unavailable = 1
+        live = self._live()
+        new = [p for p in live if p.revision == self.revision]
+        old = [p for p in live if p.revision != self.revision]
+        # reconcileNewReplicaSet: grow the new revision within replicas + maxSurge
+        for _ in range(max(0, min(n + surge - len(live), n - len(new)))):
+            self._new_pod()
+        live = self._live()
+        new = [p for p in live if p.revision == self.revision]
+        victims: list[Pod] = []
+        if old:
+            # reconcileOldReplicaSets: unavailable old pods first (within maxScaledDown), then
+            # available ones while the available pods stay >= replicas - maxUnavailable
+            min_available = n - unavailable
+            available = sum(p.available is not None for p in live)
+            new_unavailable = sum(p.available is None for p in new)
+            max_down = len(live) - min_available - new_unavailable
+            if max_down > 0:
+                unready = [p for p in old if p.available is None][:max_down]
+                ready = sorted((p for p in old if p.available is not None),
+                               key=lambda p: -p.index)
+                victims = unready + ready[:max(0, available - min_available)]
+        elif len(new) > n:
+            # a scale in: the ReplicaSet deletes not-ready pods first, then the most recently
+            # ready (controller.ActivePods' ranking)
+            rank = sorted(new, key=lambda p: (p.ready is not None, -(p.ready or 0), -p.index))
+            victims = rank[:len(new) - n]
+        for p in victims:
+            self._delete(p)
+        self._close_rollout()
+
+    def _close_rollout(self) -> None:
+        if not self.rollouts or self.rollouts[-1][1] is not None:
+            return
+        live = self._live()
+        done = (all(p.revision == self.revision for p in live)
+                and sum(p.available is not None for p in live) >= self.replicas)
+        if done:
+            self.rollouts[-1] = (self.rollouts[-1][0], int(self.env.now))
