@@ -105,26 +105,44 @@ def round_robin_scalar(instance: list[int], backends: int, instances: int) -> li
 
 
 # -- weighted round robin ---------------------------------------------------------------------
-def smooth_wrr_sequence(weights: list[int] | np.ndarray) -> np.ndarray:
-    """One period (``sum(weights)`` picks) of smooth weighted round robin (nginx's algorithm:
-    every pick adds each backend's weight to its credit, takes the largest credit, first on ties,
-    and charges it the total). Zero-weight backends are never picked."""
-    w = [int(x) for x in weights]
-    if not w or min(w) < 0 or sum(w) == 0:
-        raise ValueError(f"weights = {w} are invalid: must be >= 0 with a positive sum")
-    total, credit, out = sum(w), [0] * len(w), []
-    for _ in range(total):
-        credit = [c + x for c, x in zip(credit, w)]
-        best = max(range(len(w)), key=lambda i: (credit[i], -i))
+def smooth_wrr_sequence(weights: list[int] | np.ndarray, length: int | None = None) -> np.ndarray:
+    """The first ``length`` picks (default: one period, ``sum(weights)``) of smooth weighted
+    round robin (nginx's algorithm: every pick adds each backend's weight to its credit, takes
+    the largest credit, first on ties, and charges it the total). Zero-weight backends are never
+    picked. Equal weights are plain round robin."""
+    w = np.asarray([int(x) for x in weights], np.int64)
+    if not w.size or w.min() < 0 or w.sum() == 0:
+        raise ValueError(f"weights = {w.tolist()} are invalid: must be >= 0 with a positive sum")
+    total = int(w.sum())
+    length = total if length is None else min(int(length), total)
+    if (w == w[0]).all():           # every credit equal after each round: 0, 1, ..., n - 1
+        return np.arange(length, dtype=np.int64) % w.size
+    return _swrr(w, total, length)
+
+
+@jit
+def _swrr(w, total, length):
+    credit = np.zeros(w.size, np.int64)
+    out = np.empty(length, np.int64)
+    for k in range(length):
+        best = 0
+        for i in range(w.size):
+            credit[i] += w[i]
+            if credit[i] > credit[best]:
+                best = i
         credit[best] -= total
-        out.append(best)
-    return np.array(out, dtype=np.int64)
+        out[k] = best
+    return out
 
 
 def weighted_round_robin(instance: np.ndarray, weights, instances: int) -> np.ndarray:
-    """Backend per flow (arrival order) when every instance runs its own smooth WRR."""
-    seq = smooth_wrr_sequence(weights)
-    return seq[round_robin(instance, seq.size, instances)]
+    """Backend per flow (arrival order) when every instance runs its own smooth WRR: only as
+    many picks of the sequence as the busiest instance makes."""
+    instance = np.ascontiguousarray(instance, dtype=np.int64)
+    needed = int(np.bincount(instance, minlength=1).max()) if instance.size else 0
+    total = int(sum(int(x) for x in weights))
+    seq = smooth_wrr_sequence(weights, max(1, min(needed, total)))
+    return seq[round_robin(instance, total, instances)]
 
 
 def weighted_round_robin_scalar(instance: list[int], weights, instances: int) -> list[int]:

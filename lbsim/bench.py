@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 from . import __version__, scenarios
 from .budget import check_clock, check_memory
+from .control.cluster import check_events
 from .config import Scenario
 from .formatting import slug
 from .headroom import sizing_verdict
@@ -46,7 +47,8 @@ _GROUPS = [
         ("conntrack_entries_inserted", "", _N),
         ("fail_cause_port_exhaustion", "pkts", _N), ("fail_cause_insert_race", "pkts", _N),
         ("fail_cause_table_full", "pkts", _N), ("fail_cause_no_local_endpoint", "pkts", _N),
-        ("fail_cause_tuple_in_use", "pkts", _N)]),
+        ("fail_cause_tuple_in_use", "pkts", _N), ("fail_cause_refused", "", _N),
+        ("fail_cause_pod_gone", "pkts", _N), ("fail_cause_no_target", "", _N)]),
     ("latency", [
         ("connect_latency_p50_s", "s", "{:.6f}"), ("connect_latency_p99_s", "s", "{:.6f}"),
         ("response_time_p50_s", "s", _F4), ("response_time_p99_s", "s", _F4)]),
@@ -60,6 +62,10 @@ _GROUPS = [
         ("snat_pair_rate_peak_per_s", "flows/s", _N),
         ("snat_pair_capacity_per_s", "flows/s", _N),
         ("conntrack_entries_peak", "entries", _N), ("conntrack_peak_fraction", "", _F4)]),
+    ("rollout", [
+        ("connections_reset", "", _N), ("rollout_duration_s", "s", "{:.1f}"),
+        ("time_to_serve_p50_s", "s", "{:.1f}"), ("time_to_serve_p99_s", "s", "{:.1f}"),
+        ("time_to_drain_p99_s", "s", "{:.1f}"), ("min_serving_pods", "pods", _N)]),
     ("run", [("wall_s", "s", "{:.2f}"), ("flows_per_wall_s", "flows/s", _N)]),
 ]
 
@@ -165,6 +171,8 @@ def _runs(args: argparse.Namespace) -> list[tuple[str, Scenario, str]]:
     for name, sc, _ in runs:                 # refuse, before anything runs, what cannot run
         for path in ("nodeport", "direct"):
             try:
+                if sc.events:
+                    check_events(sc.replace(path=path))
                 check_clock(sc.replace(path=path))
                 check_memory(sc.replace(path=path), args.engine)
             except ValueError as e:

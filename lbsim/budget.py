@@ -12,10 +12,11 @@ from __future__ import annotations
 import os
 
 from .config import DataPath, Protocol, Scenario
+from .config.dynamics import pods_ever
 from .kernel import TCP_RTO_MAX_S
 
 __all__ = ["estimate_bytes", "available_bytes", "check_memory", "horizon_s", "check_clock",
-           "MAX_HORIZON_S", "MAX_NODE_SECONDS", "LOAD_ROWS_MAX", "load_bins"]
+           "MAX_HORIZON_S", "MAX_NODE_SECONDS", "MAX_HEALTH_CHECKS", "check_control", "LOAD_ROWS_MAX", "load_bins"]
 
 #: the model's clock is int64 nanoseconds (2**63 ns is 292 years): every instant of a run, its
 #: durations' tails included, must stay far below that
@@ -122,6 +123,50 @@ def _durations(sc: Scenario) -> dict[str, float]:
             "conntrack.gc_interval_s": 0.0 if ct.gc_interval_s == "auto" else ct.gc_interval_s}
 
 
+def _control_durations(sc: Scenario) -> dict[str, float]:
+    """With [[events]]: every delay the control plane adds to an instant, s (a distribution's
+    mean x 50: its tail)."""
+    if not sc.events:
+        return {}
+    lc, d, cl = sc.lifecycle, sc.deployment, sc.cloud
+    return {"events.at_s": sc.events[-1].at_s,
+            "lifecycle.startup_s": 50 * float(lc.startup_s.mean),
+            "lifecycle.readiness_initial_delay_s": lc.readiness_initial_delay_s,
+            "lifecycle.readiness_period_s x readiness_success_threshold":
+                lc.readiness_period_s * lc.readiness_success_threshold,
+            "lifecycle.prestop_s": lc.prestop_s,
+            "lifecycle.termination_grace_s": lc.termination_grace_s,
+            "deployment.min_ready_s": d.min_ready_s,
+            "cloud.registration_s": 50 * float(cl.value("registration_s").mean),
+            "cloud.hc_interval_s x thresholds": cl.value("hc_interval_s")
+                * (cl.value("hc_healthy_threshold") + cl.value("hc_unhealthy_threshold")),
+            "cloud.deregistration_lag_s": 50 * float(cl.value("deregistration_lag_s").mean),
+            "cloud.deregistration_delay_s": cl.value("deregistration_delay_s"),
+            "cloud.draining_new_flows_s": cl.value("draining_new_flows_s")}
+
+
+#: the most health checks a run (or a timeline) may simulate: each target is checked every
+#: cloud.hc_interval_s, so a long run of many pods at a short interval would check for hours
+MAX_HEALTH_CHECKS = 2e7
+
+
+def check_control(sc: Scenario, span_s: float) -> None:
+    """Refuse (``ValueError``) control-plane delays past the clock, and more health checks than
+    :data:`MAX_HEALTH_CHECKS` over ``span_s`` of simulated time."""
+    for field, d in _control_durations(sc).items():
+        if d > MAX_HORIZON_S:
+            raise ValueError(f"{field} reaches {d:.3g} s: past the model's clock (instants must "
+                             f"stay below {MAX_HORIZON_S:g} s: int64 nanoseconds)")
+    if sc.events:
+        pods = pods_ever(sc.cluster.pods, sc.events)
+        checks = pods * span_s / sc.cloud.value("hc_interval_s")
+        if checks > MAX_HEALTH_CHECKS:
+            raise ValueError(f"cloud.hc_interval_s = {sc.cloud.value('hc_interval_s'):g}: up to "
+                             f"{pods:,} targets checked over ~{span_s:.3g} s is ~{checks:.3g} "
+                             f"health checks, more than {MAX_HEALTH_CHECKS:g} (a longer interval, "
+                             f"fewer pods or a shorter run)")
+
+
 def horizon_s(sc: Scenario) -> float:
     """When the run's last arrival comes (its mean, with 8 standard deviations of a Poisson
     sum), s."""
@@ -143,6 +188,7 @@ def check_clock(sc: Scenario) -> None:
         if d > MAX_HORIZON_S:
             raise ValueError(f"{field} reaches {d:.3g} s: past the model's clock (instants must "
                              f"stay below {MAX_HORIZON_S:g} s: int64 nanoseconds)")
+    check_control(sc, span + sum(_durations(sc).values()))
     node_s = (span + sum(_durations(sc).values())) * sc.cluster.nodes   # an upper end
     if sc.path is DataPath.NODEPORT and node_s > MAX_NODE_SECONDS:
         raise ValueError(f"the run spans ~{node_s / sc.cluster.nodes:.3g} s on "

@@ -18,7 +18,7 @@ __all__ = [
     "EVICTION_RANGE", "GC_INTERVAL_MIN", "GC_INTERVAL_MAX", "GC_INTERVAL_CLAMP",
     "GC_INTERVAL_INIT", "GC_INITIAL_COUNT", "UDP_STREAM_AFTER", "NAT_CLASH_TIMEOUT",
     "COUNTERS", "C_FOUND", "C_INSERT", "C_INSERT_FAILED", "C_DROP", "C_EARLY_DROP",
-    "C_CLASH_RESOLVE", "C_ENTRIES_INSERTED", "C_GC_EARLY_DROP",
+    "C_CLASH_RESOLVE", "C_ENTRIES_INSERTED", "C_GC_EARLY_DROP", "REFUSED", "POD_GONE", "NO_TARGET",
 ]
 
 # -- time -----------------------------------------------------------------------------------------
@@ -40,8 +40,11 @@ INSERT_RACE = 2        # the tuple was free at NAT time, confirmed by another fl
 TABLE_FULL = 3         # nf_conntrack_max reached
 NO_LOCAL_ENDPOINT = 4  # externalTrafficPolicy: Local on a node without a ready local pod
 TUPLE_IN_USE = 5       # the client's tuple matches a live, non-closing entry on the node
+REFUSED = 6            # the pod's server was not accepting (starting, or after SIGTERM): an RST
+POD_GONE = 7           # the pod no longer exists: the packet is lost (the LB keeps the flow's pod)
+NO_TARGET = 8          # the LB had no target to send the flow to
 CAUSE_NAMES = ("none", "port_exhaustion", "insert_race", "table_full", "no_local_endpoint",
-               "tuple_in_use")
+               "tuple_in_use", "refused", "pod_gone", "no_target")
 
 # -- event kinds, in the order they are processed at equal times (GC ticks come first of all) ----
 CONFIRM, NAT, ARRIVE = 1, 2, 3

@@ -14,6 +14,7 @@ from .headroom import HEADROOM_METRICS, headroom
 from .jit import jit
 from .kernel import CAUSE_NAMES, NS, OK
 from .records import Records
+from .rollout import ROLLOUT_METRICS, resets, rollout_metrics
 from .tuples import CLIENT_BASE
 
 __all__ = ["FLOW_COLUMNS", "COUNTER_COLUMNS", "GAUGE_COLUMNS", "DROP_COLUMNS", "SNAT_COLUMNS",
@@ -42,6 +43,9 @@ FLOW_COLUMNS = {
     "source_ip": "source IP the pod saw, as a 32-bit integer (lbsim.tuples.ip_str formats it)",
     "source_ip_preserved": "the pod saw the client's own IP",
     "second_hop": "the pod ran on another node than the one the LB chose (NodePort only)",
+    "reset": "the connection was still open at its pod when the pod was gone (SIGKILL at the "
+             "grace period; [[events]] only): cut by an RST, its response time is the one it "
+             "would have had",
 }
 
 COUNTER_COLUMNS = {
@@ -107,6 +111,11 @@ SUMMARY_METRICS = {
     "fail_cause_table_full": "dropped packets: nf_conntrack_max reached",
     "fail_cause_no_local_endpoint": "dropped packets: Local policy on a node without a local pod",
     "fail_cause_tuple_in_use": "dropped packets: the client tuple matched a live connection",
+    "fail_cause_refused": "attempts refused by the pod (its server starting or after SIGTERM: "
+                          "an RST; the flow fails at once)",
+    "fail_cause_pod_gone": "packets lost to a pod that no longer exists (the LB keeps a flow's "
+                           "pod, so every retransmission is lost too)",
+    "fail_cause_no_target": "attempts the LB had no target for (dropped; the client retransmits)",
     "connect_latency_p50_s": "median connect latency of established TCP flows, s",
     "connect_latency_p99_s": "99th percentile connect latency, s",
     "response_time_p50_s": "median response time of established flows, s",
@@ -131,6 +140,7 @@ SUMMARY_METRICS = {
     "source_ip_preserved_fraction": "established flows whose pod saw the client IP",
     "second_hop_fraction": "established flows served by a pod on another node than the LB's",
     **HEADROOM_METRICS,
+    **ROLLOUT_METRICS,
     "wall_s": "wall-clock time of the run, s",
     "flows_per_wall_s": "flows simulated per wall-clock second",
 }
@@ -265,6 +275,7 @@ def flows_frame(r: Records) -> pd.DataFrame:
         "source_ip": np.where(ok, r.src_ip, 0).astype(np.uint32),
         "source_ip_preserved": preserved,
         "second_hop": second,
+        "reset": resets(r),
     })
 
 
@@ -438,6 +449,7 @@ def summarize(r: Records, wall_s: float) -> dict[str, float]:
         "source_ip_preserved_fraction": preserved / n_ok if n_ok else float("nan"),
         "second_hop_fraction": second / n_ok if n_ok else float("nan"),
         **headroom(r),
+        **rollout_metrics(r),
         "wall_s": wall_s,
         "flows_per_wall_s": p.flows / wall_s if wall_s > 0 else float("nan"),
     })

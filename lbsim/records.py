@@ -9,6 +9,7 @@ carries), one formula per metric. Names carry their units (``_ns``); codes are
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -61,6 +62,10 @@ class Records:
     snat_ports: np.ndarray
     max_cpu_wait_ns: int
     resolved: int
+    #: with [[events]]: the control plane's record (lbsim.control.timeline.Timeline) and each
+    #: pod's gone instant, ns (NEVER: it stayed); None in the steady state
+    timeline: Any = None
+    pod_gone_ns: np.ndarray | None = None
 
 
 class RecordsBuilder:
@@ -73,9 +78,11 @@ class RecordsBuilder:
         self.outcome = np.zeros(F, np.int8)
         self.cause = np.zeros(F, np.int8)
         self.attempts = np.zeros(F, np.int16)
-        # -1 until set; every engine sets these for every flow of the direct path (all served)
-        unset = ((lambda dt: np.full(F, -1, dt)) if p.nodeport
-                 else (lambda dt: np.empty(F, dt)))  # noqa: E731
+        # -1 until set; in the steady state every engine sets these for every flow of the
+        # direct path (all served), so they need no fill
+        steady_direct = not p.nodeport and not workload.scenario.events
+        unset = ((lambda dt: np.empty(F, dt)) if steady_direct
+                 else (lambda dt: np.full(F, -1, dt)))  # noqa: E731
         self.pod = unset(np.int32)
         self.nat_port = unset(np.int32)
         self.connect_ns = unset(np.int64)

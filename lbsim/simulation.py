@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 from dataclasses import dataclass
@@ -16,6 +17,9 @@ from .caveats import run_caveats, scenario_caveats
 from .compiled import compiled_engine
 from .config import DataPath, Scenario
 from .control import ControlPlane, run_engine
+from .control.cluster import check_events, follow
+from .control.timeline import Timeline, tables
+from .kernel import NEVER
 from .metrics import (FLOW_COLUMNS, counters_frame, drops_frame, flows_frame, gauges_frame,
                       load_frame, snat_frame, summarize)
 from .records import Records
@@ -44,6 +48,8 @@ class Result:
     summary : the summary metrics (``lbsim.metrics.SUMMARY_METRICS``)
     warnings : what makes this run not mean what it seems, or settings it ignored
         (:mod:`lbsim.caveats`); each was also issued as a ``RuntimeWarning``
+    timeline : with ``[[events]]``, the control plane's record as far as the run went
+        (:class:`lbsim.Timeline`: pods, events, the LB's targets over time); else None
     """
 
     scenario: Scenario
@@ -55,6 +61,7 @@ class Result:
     summary: dict[str, float]
     load: pd.DataFrame
     warnings: tuple[str, ...] = ()
+    timeline: Timeline | None = None
 
 
 def simulate(scenario: Scenario, *, engine: Engine = "compiled", batch_flows: int = 4096,
@@ -69,15 +76,33 @@ def simulate(scenario: Scenario, *, engine: Engine = "compiled", batch_flows: in
     if batch_flows < 1:
         raise ValueError(f"batch_flows = {batch_flows} is invalid: must be >= 1")
     if scenario.events:
-        raise ValueError("events: the data plane does not follow [[events]] yet (issue 15 in "
-                         "progress); lbsim.timeline(scenario) runs the control plane alone")
+        check_events(scenario)
     check_clock(scenario)                # refuse what would overflow the clock or tick forever,
     check_memory(scenario, engine)       # or not fit, before allocating anything
     w = draw_workload(scenario)
     eng = compiled_engine(w) if engine == "compiled" else ReferenceEngine(w)
     p = w.params
+    clusters: list = []
+    if scenario.events:
+        control = _both(follow(scenario, clusters), control)
     run_engine(eng, w.t0, p, batch_flows, control)
-    return eng.records()
+    rec = eng.records()
+    if clusters:
+        cl = clusters[0]
+        gone = np.array([NEVER if q.gone is None else q.gone for q in cl.pods]
+                        + [NEVER] * (p.pods - len(cl.pods)), np.int64)
+        rec = dataclasses.replace(rec, timeline=tables(cl), pod_gone_ns=gone)
+    return rec
+
+
+def _both(a: Control, b: Control | None) -> Control:
+    if b is None:
+        return a
+
+    def control(env, plane):
+        a(env, plane)
+        b(env, plane)
+    return control
 
 
 def run(scenario: Scenario, *, engine: Engine = "compiled", batch_flows: int = 4096,
@@ -101,12 +126,13 @@ def run(scenario: Scenario, *, engine: Engine = "compiled", batch_flows: int = 4
     if scenario.records == "summary":
         summary = summarize(records, time.perf_counter() - start)
         return Result(scenario, _empty(), counters_frame(records), gauges_frame(records),
-                      drops_frame(records), snat_frame(records), summary, _empty_load(), notes)
+                      drops_frame(records), snat_frame(records), summary, _empty_load(), notes,
+                      records.timeline)
     flows = flows_frame(records)
     wall = time.perf_counter() - start
     return Result(scenario, flows, counters_frame(records), gauges_frame(records),
                   drops_frame(records), snat_frame(records), summarize(records, wall),
-                  load_frame(records, flows), notes)
+                  load_frame(records, flows), notes, records.timeline)
 
 
 def _empty_load() -> pd.DataFrame:
@@ -165,6 +191,9 @@ def warm_up() -> None:
             for path in ("nodeport", "direct"):
                 for records in ("summary", "full"):
                     run(sc.replace(**{"workload.flows": 300, "path": path, "records": records}))
+        # the direct path through events (a scale in at 0.1 s)
+        run(Scenario().replace(**{"workload.flows": 300, "path": "direct", "events": [
+            {"at_s": 0.1, "kind": "scale", "replicas": 50}]}))
     E = np.zeros((2, ENTRY_WIDTH), np.int64)
     E[:, T_EXPIRE] = -1
     rebuild_index(E, 2, 16)

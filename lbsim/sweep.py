@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from .budget import check_clock
+from .control.cluster import check_events
 from .config import DataPath, Scenario, _Section
 from .metrics import SUMMARY_METRICS
 from .runner import check_executor, default_jobs, run_tasks
@@ -189,6 +190,8 @@ def _point_scenario(base: Scenario, i: int, point: dict[str, Any], paths: list[s
     try:
         sc = base.replace(**point)
         for path in paths:
+            if sc.events:
+                check_events(sc.replace(path=path))
             check_clock(sc.replace(path=path))
     except ValueError as e:
         shown = ", ".join(f"{k} = {v!r}" for k, v in point.items())

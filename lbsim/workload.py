@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .jit import jit
+from .config.dynamics import pods_ever
 from .config import (DataPath, LBAlgorithm, NatKernel, Protocol, ProxyMode, Scenario, Source,
                      TrafficPolicy)
 from .kernel import NEVER, NS, TCP_RTO_MAX_S
@@ -99,7 +100,7 @@ class Params:
         kind, a, b = duration_params(c.packet_time_s)
         kp = KubeProxy.per_attempt_mode(sc)
         return cls(
-            flows=w.flows, nodes=c.nodes, pods=c.pods, cpus=c.cpus_per_node,
+            flows=w.flows, nodes=c.nodes, pods=pods_ever(c.pods, sc.events), cpus=c.cpus_per_node,
             nodeport=sc.path is DataPath.NODEPORT, tcp=tcp, snat=not local and not pod_clients,
             local=local, pod_clients=pod_clients, full_records=sc.records == "full",
             d_in=ns(net.client_to_lb_s + net.lb_to_backend_s), d_hop=ns(net.node_to_pod_s),
@@ -160,14 +161,22 @@ def worker_slots(workers: np.ndarray) -> np.ndarray:
     return slots
 
 
-def pod_placement(sc: Scenario) -> np.ndarray:
-    """Node of each pod: spread round robin, packed on the first k nodes, or explicit counts."""
+def pod_placement(sc: Scenario, count: int | None = None) -> np.ndarray:
+    """Node of each of the first ``count`` pods (default: every pod the run may create): the
+    first ``cluster.pods`` spread round robin, packed on the first k nodes, or by explicit
+    counts; pods created later go round robin (over the packed nodes when packed)."""
     c = sc.cluster
+    count = pods_ever(c.pods, sc.events) if count is None else count
+    later = np.arange(c.pods, max(count, c.pods))
     if c.placement == "spread":
-        return np.arange(c.pods) % c.nodes
-    if c.placement == "packed":
-        return np.arange(c.pods) % c.packed_nodes
-    return np.repeat(np.arange(c.nodes), np.asarray(c.placement, dtype=np.int64))
+        first = np.arange(c.pods) % c.nodes
+    elif c.placement == "packed":
+        first, later = np.arange(c.pods) % c.packed_nodes, later % c.packed_nodes
+    else:
+        first = np.repeat(np.arange(c.nodes), np.asarray(c.placement, dtype=np.int64))
+    if c.placement != "packed":
+        later = later % c.nodes
+    return np.concatenate([first, later])[:count]
 
 
 def draw_workload(sc: Scenario) -> Workload:
@@ -197,8 +206,10 @@ def draw_workload(sc: Scenario) -> Workload:
     pod_node = pod_placement(sc)
     workers = (np.asarray(sc.pod.workers, np.int64) if isinstance(sc.pod.workers, tuple)
                else np.full(p.pods, sc.pod.workers, np.int64))
-    local_pods = [np.flatnonzero(pod_node == n) for n in range(p.nodes)]
-    kube_proxy = KubeProxy(sc, local_pods, p.pods, p.local,
+    # the LB and kube-proxy start from the steady state's pods (later ones come with [[events]])
+    first = sc.cluster.pods
+    local_pods = [np.flatnonzero(pod_node[:first] == n) for n in range(p.nodes)]
+    kube_proxy = KubeProxy(sc, local_pods, first, p.local,
                            int(st.keys["endpoint"]) ^ 0x2545F4914F6CDD1D)
     # how long the LB (or IPVS) counts a connection for least-connections: the handshake, the
     # service and the hold, without queueing or retransmissions (docs/design.md); only the LB's
@@ -208,7 +219,8 @@ def draw_workload(sc: Scenario) -> Workload:
     # ECMP: an LB instance by a hash of the client's tuple; the instance's choice is made once
     # per socket (the LB tracks a tuple, so a socket's requests share a backend)
     instance = _lb_instance(client, sport, st.keys["lb"], sc.lb.instances)
-    lb = LoadBalancer(sc, pod_node, workers, int(st.keys["lb"]) ^ 0x2545F4914F6CDD1D)
+    lb = LoadBalancer(sc, pod_node[:first], workers[:first],
+                      int(st.keys["lb"]) ^ 0x2545F4914F6CDD1D)
     if life is not None and q > 1:
         first = np.full(S, F, np.int64)
         np.minimum.at(first, socket, fid)

@@ -1,17 +1,31 @@
 """The direct path, compiled: no node, no table, so only the pods' queues connect one flow to the
 next, and a window is a plain loop over its flows in arrival order (``ReferenceEngine.serve_direct``).
+
+With ``[[events]]`` the LB's target set and the pods' states change at control-plane instants
+(:mod:`lbsim.control.cluster`), and :func:`_direct_events` is the loop: it makes the LB's choice
+per attempt among the targets in force when the attempt reaches the LB, keeps a flow's pod once
+chosen (the LB tracks the flow), and merges retransmissions (an attempt with no target, or lost
+to a gone pod) with new flows in time order (``ReferenceEngine.direct_attempt``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..kernel import NS, OK
+from ..config import LBAlgorithm
+from ..kernel import ARRIVE, FAILED, NEVER, NO_TARGET, NS, OK, POD_GONE, REFUSED
+from ..rng import mix64_nb
 from ..records import Records, RecordsBuilder
 from ..tuples import CLIENT_BASE
 from ..workload import Workload, worker_slots
+from .events import pop, push
 from .handlers import serve
-from .layout import jit
+from .layout import (DONE, PAUSE, ROOM, S_HN, S_LAST_SAMPLE, S_NDROP, S_NEXT_NEW, S_RESOLVED,
+                     S_SIZE, STATE_SLOTS, jit)
+
+#: the direct path has no conntrack table: its size slot holds the current target set's number,
+#: and the last sample's slot the time of the last attempt processed
+S_SEGMENT, S_LAST_EVENT = S_SIZE, S_LAST_SAMPLE
 
 __all__ = ["DirectEngine"]
 
@@ -35,6 +49,83 @@ def _direct(a, b, tcp, d_in, t0, backend, service, client, worker_free, outcome,
         src_ip[f] = CLIENT_BASE + client[f]
 
 
+@jit
+def _direct_events(t1, X, d_in, lb2b, tcp, retries, gaps, rr_algo, salt, t0, service, hold,
+                   client, instance, outcome, cause, attempts, pod_rec, nat_port, connect,
+                   response, pod_wait, src_ip, cause_count, full):
+    """Attempts reaching their pod before ``t1``, new flows and retransmissions in time order
+    (ties by flow, then attempt, as the reference's heap). Returns DONE once every flow is
+    resolved, PAUSE at ``t1``, ROOM when the heap or the drop rows must grow first. ``X``: (S, H,
+    D, seg_t, seg_off, seg_ids, rr, target, listen, sigterm, gone, last_close, worker_free)."""
+    S, H, D, seg_t, seg_off, seg_ids, rr, target, listen, sigterm, gone, last_close, wf = X
+    F = t0.size
+    while True:
+        if S[S_HN] + 1 >= H.shape[0] or (full and S[S_NDROP] + 1 >= D.shape[0]):
+            return ROOM
+        f = S[S_NEXT_NEW]
+        t_new = t0[f] + d_in if f < F else NEVER
+        heap = S[S_HN] > 0 and (H[0, 0] < t_new or (H[0, 0] == t_new
+                                                    and H[0, 1] >> 8 & 0xFFFFFFFFFF < f))
+        t = H[0, 0] if heap else t_new
+        if t == NEVER:
+            return DONE
+        if t >= t1:
+            return PAUSE
+        S[S_LAST_EVENT] = t
+        if heap:
+            f, k = (H[0, 1] >> 8) & 0xFFFFFFFFFF, H[0, 1] & 0xFF
+            pop(H, S)
+        else:
+            k = 0
+            S[S_NEXT_NEW] += 1
+        p = target[f]
+        if p < 0:                                   # the LB chooses among its targets now
+            tl = t - lb2b
+            g = S[S_SEGMENT]
+            while g + 1 < seg_t.size and seg_t[g + 1] <= tl:
+                g += 1
+            S[S_SEGMENT] = g
+            n = seg_off[g + 1] - seg_off[g]
+            if n > 0:
+                if rr_algo:
+                    i = rr[instance[f]] % n
+                    rr[instance[f]] += 1
+                else:                               # source_hash of the client IP
+                    i = np.int64(mix64_nb(np.uint64(client[f]) ^ np.uint64(salt)) % np.uint64(n))
+                p = seg_ids[seg_off[g] + i]
+                target[f] = p
+        if p < 0:
+            why = NO_TARGET
+        elif listen[p] <= t and t < sigterm[p] and t < gone[p]:
+            q = t + 2 * d_in if tcp else t
+            finish = serve(wf, p, q, service[f])
+            pod_wait[f] = finish - service[f] - q
+            outcome[f] = OK
+            attempts[f] = k + 1
+            pod_rec[f] = p
+            nat_port[f] = -1
+            connect[f] = t + d_in - t0[f] if tcp else -1
+            response[f] = finish + d_in - t0[f]
+            src_ip[f] = CLIENT_BASE + client[f]
+            last_close[p] = max(last_close[p], finish + 2 * d_in + hold[f])
+            S[S_RESOLVED] += 1
+            continue
+        else:
+            why = POD_GONE if gone[p] <= t else REFUSED
+        cause_count[why] += 1
+        cause[f] = why
+        if full:
+            i = S[S_NDROP]
+            D[i, 0], D[i, 1], D[i, 2], D[i, 3], D[i, 4] = t, f, k, -1, why
+            S[S_NDROP] += 1
+        if why != REFUSED and k < retries:          # the client retransmits
+            push(H, S, t + gaps[k], ARRIVE, f, k + 1, 0)
+        else:
+            outcome[f] = FAILED
+            attempts[f] = k + 1
+            S[S_RESOLVED] += 1
+
+
 class DirectEngine:
     """The compiled direct path; the same interface as :class:`~lbsim.compiled.driver.CompiledEngine`."""
 
@@ -43,10 +134,41 @@ class DirectEngine:
         self.rec = RecordsBuilder(w)
         self.worker_free = worker_slots(w.workers)
         self.next = 0
+        self.dynamic = bool(w.scenario.events)
+        if self.dynamic:
+            self._init_events()
+
+    def _init_events(self) -> None:
+        w, p, sc = self.w, self.p, self.w.scenario
+        first = sc.cluster.pods
+        never = lambda: np.full(p.pods, NEVER, np.int64)  # noqa: E731
+        self.listen = never()
+        self.listen[:first] = 0                    # the steady state's pods listen from the start
+        self.sigterm, self.gone = never(), never()
+        self.closes = np.zeros(p.pods, np.int64)
+        self.S = np.zeros(STATE_SLOTS, np.int64)
+        self.H = np.zeros((1024, 3), np.int64)
+        self.D = np.zeros((1024 if p.full_records else 1, 5), np.int64)
+        self.seg_t = [-1]                          # the target sets, each from its instant on
+        self.seg_ids = [np.arange(first, dtype=np.int64)]
+        self.rr = np.zeros(sc.lb.instances, np.int64)
+        self.target = np.full(p.flows, -1, np.int64)
+        self.rr_algo = sc.lb.algorithm is LBAlgorithm.RR
+        self.salt = np.uint64(int(w.keys["lb"]) ^ 0x2545F4914F6CDD1D).view(np.int64)
+        self.lb2b = int(round(sc.network.lb_to_backend_s * NS))
+        self._pack()
+
+    def _pack(self) -> None:
+        self.seg_t_a = np.asarray(self.seg_t, np.int64)
+        self.seg_off = np.concatenate(([0], np.cumsum([a.size for a in self.seg_ids]))).astype(
+            np.int64)
+        self.seg_ids_a = np.concatenate(self.seg_ids + [np.zeros(0, np.int64)]).astype(np.int64)
 
     def advance(self, t1: int) -> bool:
         """Serve the flows arriving before ``t1``; True once every flow is served."""
         w, p, r = self.w, self.p, self.rec
+        if self.dynamic:
+            return self._advance_events(t1)
         b = int(np.searchsorted(w.t0, t1 - p.d_in, side="left"))   # arriving before t1
         if b > self.next:
             _direct(self.next, b, p.tcp, p.d_in, w.t0, w.backend, w.service, w.client,
@@ -55,17 +177,74 @@ class DirectEngine:
             self.next = b
         return self.next >= p.flows
 
+    def _advance_events(self, t1: int) -> bool:
+        w, p, r = self.w, self.p, self.rec
+        lb2b = self.lb2b
+        while True:
+            X = (self.S, self.H, self.D, self.seg_t_a, self.seg_off, self.seg_ids_a, self.rr,
+                 self.target, self.listen, self.sigterm, self.gone, self.closes,
+                 self.worker_free)
+            code = _direct_events(t1, X, p.d_in, lb2b, p.tcp, p.retries,
+                                  np.asarray(p.gaps, np.int64), self.rr_algo, self.salt, w.t0,
+                                  w.service, w.hold, w.client, w.instance, r.outcome, r.cause,
+                                  r.attempts, r.pod, r.nat_port, r.connect_ns, r.response_ns,
+                                  r.pod_wait_ns, r.src_ip, r.cause_count, p.full_records)
+            if code != ROOM:
+                break
+            if self.S[S_HN] + 1 >= self.H.shape[0]:
+                self.H = np.concatenate([self.H, np.zeros_like(self.H)])
+            if p.full_records and self.S[S_NDROP] + 1 >= self.D.shape[0]:
+                self.D = np.concatenate([self.D, np.zeros_like(self.D)])
+        self.next = int(self.S[S_NEXT_NEW])
+        if code == DONE:
+            return True
+        return False
+
+    # -- what the control plane changes (lbsim.control) -------------------------------------
     def set_endpoints(self, node: int, pods: np.ndarray) -> None:
         """The direct path has no kube-proxy: nothing to change."""
 
+    def set_targets(self, t: int, pods: np.ndarray) -> None:
+        """From ``t`` on, the LB sends new flows to ``pods`` (an attempt reaching the LB at
+        ``t`` or later sees them)."""
+        ids = np.asarray(pods, np.int64)
+        if self.seg_t[-1] == t:
+            self.seg_ids[-1] = ids
+        else:
+            self.seg_t.append(t)
+            self.seg_ids.append(ids)
+        # every attempt still to come reaches the LB at or after the last one processed, less
+        # lb_to_backend_s: a set whose successor was in force by then is never read again
+        seen = int(self.S[S_LAST_EVENT]) - self.lb2b
+        while len(self.seg_t) > 1 and self.seg_t[1] <= seen:
+            del self.seg_t[0], self.seg_ids[0]
+            self.S[S_SEGMENT] = max(0, self.S[S_SEGMENT] - 1)
+        self._pack()
+
+    def set_pod(self, pod: int, listen: int, sigterm: int, gone: int) -> None:
+        """The pod's server listens from ``listen``, refuses from ``sigterm``, is gone from
+        ``gone`` (ns; NEVER: not yet)."""
+        self.listen[pod], self.sigterm[pod], self.gone[pod] = listen, sigterm, gone
+
+    def last_close(self, pod: int) -> int:
+        """When the last connection the pod accepted closes (ns; 0: none)."""
+        return int(self.closes[pod])
+
     def records(self) -> Records:
         """The reference's ticks leave one all-zero gauge row per whole second up to the last
-        arrival (GC passes over empty tables)."""
+        event it processed (GC passes over empty tables)."""
         p = self.p
-        n = (int(self.w.t0[-1]) + p.d_in) // NS if p.flows else 0
+        if self.dynamic:
+            n = int(self.S[S_LAST_EVENT]) // NS
+            nd = int(self.S[S_NDROP])
+            drops = tuple(self.D[:nd, i].copy() for i in range(5))
+        else:
+            n = (int(self.w.t0[-1]) + p.d_in) // NS if p.flows else 0
+            drops = (np.zeros(0, np.int64),) * 5
         empty = np.zeros(0, np.int64)
         return self.rec.freeze(
             table_count=np.zeros(p.nodes, np.int64), gauge_t_ns=(np.arange(n) + 1) * NS,
             gauge_entries=np.zeros((n, p.nodes), np.int64),
-            gauge_live=np.zeros((n, p.nodes), np.int64), drops=(empty,) * 5,
-            snat=(empty,) * 3, max_cpu_wait_ns=0, resolved=self.next)
+            gauge_live=np.zeros((n, p.nodes), np.int64), drops=drops,
+            snat=(empty,) * 3, max_cpu_wait_ns=0,
+            resolved=int(self.S[S_RESOLVED]) if self.dynamic else self.next)

@@ -19,7 +19,7 @@ from ..durations import Duration, Fixed, parse_duration
 from .fields import _check_float, _check_int, _fail, _is_int, _Section
 
 __all__ = ["LifecycleConfig", "DeploymentConfig", "CloudConfig", "Event", "EVENT_KINDS",
-           "CLOUD_PROFILES", "CLOUD_FIELDS"]
+           "CLOUD_PROFILES", "CLOUD_FIELDS", "pods_ever"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,10 +45,18 @@ class LifecycleConfig(_Section):
         n = self._name
         object.__setattr__(self, "startup_s", parse_duration(n("startup_s"), self.startup_s))
         _check_float(n("readiness_initial_delay_s"), self.readiness_initial_delay_s)
-        _check_float(n("readiness_period_s"), self.readiness_period_s, positive=True)
+        _check_period(n("readiness_period_s"), self.readiness_period_s)
         _check_int(n("readiness_success_threshold"), self.readiness_success_threshold, 1, 1000)
         _check_float(n("prestop_s"), self.prestop_s)
         _check_float(n("termination_grace_s"), self.termination_grace_s)
+
+
+def _check_period(name: str, v: Any) -> None:
+    """A probe's or a health check's period: at least 1 ms (Kubernetes' minimum is 1 s, clouds'
+    2 s; shorter ones are for experiments, and a zero period would never let time pass)."""
+    _check_float(name, v, positive=True)
+    if v < 0.001:
+        _fail(name, v, "a number of seconds >= 0.001")
 
 
 def _check_count_or_percent(name: str, v: Any) -> None:
@@ -162,7 +170,7 @@ class CloudConfig(_Section):
             if getattr(self, f) is not None:
                 _check_float(n(f), getattr(self, f))
         if self.hc_interval_s is not None:
-            _check_float(n("hc_interval_s"), self.hc_interval_s, positive=True)
+            _check_period(n("hc_interval_s"), self.hc_interval_s)
         for f in ("hc_healthy_threshold", "hc_unhealthy_threshold"):
             if getattr(self, f) is not None:
                 _check_int(n(f), getattr(self, f), 1, 100)
@@ -209,3 +217,17 @@ class Event(_Section):
             elif v is not None:
                 _fail(n(f), v, f"unset for kind = {self.kind!r} (it is read by "
                       f"{'scale' if f == 'replicas' else 'crash'} only)")
+
+
+def pods_ever(pods: int, events: tuple[Event, ...]) -> int:
+    """The most pods a run can create: the first ``pods``, a rollout's new revision of the
+    replicas at its start, and a scale out's new ones (the engines size their per-pod arrays
+    by it)."""
+    total = replicas = pods
+    for e in events:
+        if e.kind == "rollout":
+            total += replicas
+        elif e.kind == "scale":
+            total += max(0, e.replicas - replicas)
+            replicas = e.replicas
+    return total

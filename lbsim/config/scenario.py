@@ -11,8 +11,8 @@ from typing import Any
 
 import tomli_w
 
-from .fields import _check_enum, _check_int, _fail, _plain, _Section
-from .dynamics import CloudConfig, DeploymentConfig, Event, LifecycleConfig
+from .fields import MAX_PODS, _check_enum, _check_int, _fail, _plain, _Section
+from .dynamics import CloudConfig, DeploymentConfig, Event, LifecycleConfig, pods_ever
 from .sections import (ClusterConfig, ConntrackConfig, DataPath, KubeProxyConfig, LBConfig,
                        NatConfig, NetworkConfig, PodConfig, WorkloadConfig)
 
@@ -57,6 +57,13 @@ class Scenario(_Section):
             if isinstance(v, dict):  # allow Scenario(workload={...}) from plain data
                 hint = typing.get_type_hints(type(self))[f.name]
                 object.__setattr__(self, f.name, hint.from_dict(v, f.name))
+        if self.events and isinstance(self.pod.workers, tuple):
+            _fail("pod.workers", list(self.pod.workers), "one count with [[events]] (a "
+                  "Deployment's pods share their template)")
+        if self.events and pods_ever(self.cluster.pods, self.events) > MAX_PODS:
+            _fail("events", f"{len(self.events)} events",
+                  f"at most {MAX_PODS} pods created in all (cluster.pods + each rollout's "
+                  f"replicas + each scale out)")
         for i, e in enumerate(self.events):
             if e.kind == "crash" and e.pod >= self.cluster.pods:
                 _fail(f"events[{i}].pod", e.pod, f"one of the first pods: in [0, "

@@ -36,18 +36,22 @@ from dataclasses import dataclass, field
 import numpy as np
 import simpy
 
-from ..config import Scenario
+from ..config import DataPath, LBAlgorithm, Scenario, Source
 from ..config.dynamics import resolve_count
 from ..durations import Fixed
-from ..kernel import NS
+from ..kernel import NEVER, NS
 from ..rng import Streams
+from ..workload import pod_placement
 
-__all__ = ["Pod", "Cluster", "TIMELINE_EVENTS"]
+__all__ = ["Pod", "Cluster", "TIMELINE_EVENTS", "follow", "check_events"]
 
 #: what the timeline records of each pod, in the order a pod's life may go through them
 TIMELINE_EVENTS = ("created", "listening", "containers_ready", "registered", "healthy",
                    "ready", "available", "deleted", "deregistered", "sigterm", "unhealthy",
                    "stops_receiving", "gone", "target_removed")
+
+#: the changes the Deployment controller reacts to (a pod's count, readiness or availability)
+_CONTROLLER_READS = frozenset({"created", "ready", "available", "deleted"})
 
 #: the control stream's draw numbers (one per per-pod delay), flow = the pod's number
 _D_STARTUP, _D_REGISTRATION, _D_HC_PHASE, _D_DEREGISTRATION = range(4)
@@ -93,13 +97,22 @@ class Cluster:
     called after every change with the cluster, so the data plane can follow.
     """
 
-    def __init__(self, env: simpy.Environment, sc: Scenario, on_change=None) -> None:
+    def __init__(self, env: simpy.Environment, sc: Scenario, on_change=None,
+                 last_close=None) -> None:
         self.env, self.sc, self.on_change = env, sc, on_change
+        self._last_close = last_close
         self.streams = Streams(sc.seed)
+        self.placement = pod_placement(sc)        # the workload's own rule, for every pod
         self.pods: list[Pod] = []
         self.revision = 0
         self.replicas = sc.cluster.pods
         self.changed = env.event()
+        self._controller_dirty = False
+        self.dirty: set[int] = set()              # pods changed since the last update
+        self._cand: set[int] = set()              # targets taking new flows
+        self._cand_healthy: set[int] = set()      # ... and healthy
+        self._live_pods: dict[int, Pod] = {}      # pods not deleted, in creation order
+        self._flush_pending = self._targets_dirty = False
         self.rollouts: list[tuple[int, int | None]] = []      # (start, end) of each rollout
         self.receiving: tuple[int, ...] = ()
         self.series: list[tuple[int, tuple[int, ...]]] = []
@@ -107,6 +120,7 @@ class Cluster:
             pod = self._new_pod(steady=True)
             pod.listening = pod.containers_ready = pod.registered = pod.ready = 0
             pod.available, pod.healthy = 0, True
+            self._candidate(pod, True)
             env.process(self._health_checks(pod))
         self._update()
         env.process(self._controller())
@@ -115,8 +129,11 @@ class Cluster:
 
     # -- what the data plane asks ------------------------------------------------------------
     def last_close(self, pod: Pod) -> int:
-        """When the pod's last open connection closes (ns); without a data plane, at once."""
-        return int(self.env.now)
+        """When the pod's last open connection closes (ns): the data plane's answer, or (the
+        control plane run alone) at once."""
+        if self._last_close is None:
+            return int(self.env.now)
+        return self._last_close(pod.index)
 
     # -- pods ---------------------------------------------------------------------------------
     def _draw(self, pod: int, draw: int, d) -> int:
@@ -129,13 +146,10 @@ class Cluster:
 
     def _new_pod(self, steady: bool = False) -> Pod:
         i = len(self.pods)
-        c = self.sc.cluster
-        spread = c.placement if isinstance(c.placement, str) else "spread"
-        node = i % (c.packed_nodes if spread == "packed" else c.nodes)
-        if steady and isinstance(c.placement, tuple):
-            node = int(np.repeat(np.arange(c.nodes), c.placement)[i])
-        pod = Pod(index=i, node=node, revision=self.revision, created=int(self.env.now))
+        pod = Pod(index=i, node=int(self.placement[i]), revision=self.revision,
+                  created=int(self.env.now))
         self.pods.append(pod)
+        self._live_pods[i] = pod
         self._log(pod, "created")
         if not steady:
             self.env.process(self._start(pod))
@@ -143,6 +157,9 @@ class Cluster:
 
     def _log(self, pod: Pod, what: str) -> None:
         pod.log.append((int(self.env.now), what))
+        self.dirty.add(pod.index)
+        if what in _CONTROLLER_READS:
+            self._controller_dirty = True
 
     def _start(self, pod: Pod):
         lc, env = self.sc.lifecycle, self.env
@@ -156,7 +173,7 @@ class Cluster:
             return
         pod.listening = up
         self._log(pod, "listening")
-        self._update()
+        self._update(targets=False)
         yield env.timeout(max(0, ready - env.now))
         if pod.deleted is not None:
             return
@@ -169,7 +186,7 @@ class Cluster:
     def _set_ready(self, pod: Pod) -> None:
         pod.ready = int(self.env.now)
         self._log(pod, "ready")
-        self._update()
+        self._update(targets=False)
         self.env.process(self._become_available(pod))
 
     def _become_available(self, pod: Pod):
@@ -177,17 +194,18 @@ class Cluster:
         if pod.deleted is None:
             pod.available = int(self.env.now)
             self._log(pod, "available")
-            self._update()
+            self._update(targets=False)
 
     def _delete(self, pod: Pod) -> None:
         """The Deployment deletes ``pod`` now: the Endpoints removal, the kubelet's termination
         and the LB's deregistration start together."""
         pod.deleted = int(self.env.now)
+        del self._live_pods[pod.index]
         self._log(pod, "deleted")
         if pod.registered is not None:       # a pending registration stops by itself
             self.env.process(self._deregister(pod))
         self.env.process(self._terminate(pod))
-        self._update()
+        self._update(targets=False)
 
     def _terminate(self, pod: Pod):
         lc, env = self.sc.lifecycle, self.env
@@ -196,12 +214,12 @@ class Cluster:
         if pod.listening is not None:
             pod.sigterm = int(env.now)
             self._log(pod, "sigterm")
-            self._update()
+            self._update(targets=False)
         exit_at = min(max(int(env.now), self.last_close(pod)), pod.deleted + grace)
         yield env.timeout(exit_at - env.now)
         pod.gone = int(env.now)
         self._log(pod, "gone")
-        self._update()
+        self._update(targets=False)
 
     # -- the cloud LB's target ----------------------------------------------------------------
     def _register(self, pod: Pod):
@@ -211,6 +229,7 @@ class Cluster:
             return
         pod.registered = int(self.env.now)
         self._log(pod, "registered")
+        self._candidate(pod, True)
         self._update()
         yield from self._health_checks(pod)
 
@@ -220,7 +239,7 @@ class Cluster:
         (at most the interval, so results keep their order)."""
         cl, env = self.sc.cloud, self.env
         interval = _ns(cl.value("hc_interval_s"))
-        timeout = min(_ns(cl.value("hc_timeout_s")), interval)
+        timeout = _ns(min(cl.value("hc_timeout_s"), cl.value("hc_interval_s")))
         u = float(self.streams.uniform("control", np.array([pod.index]), 0, 2 * _D_HC_PHASE)[0])
         first = int(env.now) + int(u * interval)
         passes = fails = k = 0
@@ -234,7 +253,7 @@ class Cluster:
             if ok:
                 passes, fails = passes + 1, 0
                 if not pod.healthy and passes >= cl.value("hc_healthy_threshold"):
-                    pod.healthy = True
+                    self._set_healthy(pod, True)
                     self._log(pod, "healthy")
                     if self.sc.deployment.readiness_gate and pod.ready is None \
                             and pod.deleted is None:
@@ -243,7 +262,7 @@ class Cluster:
             else:
                 passes, fails = 0, fails + 1
                 if pod.healthy and fails >= cl.value("hc_unhealthy_threshold"):
-                    pod.healthy = False
+                    self._set_healthy(pod, False)
                     self._log(pod, "unhealthy")
                     self._update()
 
@@ -253,44 +272,68 @@ class Cluster:
                                      cl.value("deregistration_lag_s")))
         pod.deregistered = int(env.now)
         self._log(pod, "deregistered")
-        self._update()
         new_flows = _ns(cl.value("draining_new_flows_s"))
         delay = _ns(cl.value("deregistration_delay_s"))
-        if new_flows > 0:
+        if new_flows > 0 and delay > 0:
+            self._update()
             yield env.timeout(min(new_flows, delay))
-            self._update()                 # the LB stops sending it new flows now
+        self._candidate(pod, False)        # the LB stops sending it new flows now
+        self._update()
         yield env.timeout(max(0, delay - new_flows))
         pod.removed = int(env.now)
         self._log(pod, "target_removed")
         self._update()
 
     # -- the LB's choice of targets -----------------------------------------------------------
-    def _takes_new_flows(self, pod: Pod, t: int) -> bool:
-        """Registered, not removed, and not deregistered longer ago than draining_new_flows_s."""
-        if pod.registered is None or pod.removed is not None:
-            return False
-        if pod.deregistered is None:
-            return True
-        return t < pod.deregistered + _ns(self.sc.cloud.value("draining_new_flows_s"))
+    def _candidate(self, pod: Pod, takes: bool) -> None:
+        """The pod's target takes new flows (registered, and not deregistered longer ago than
+        draining_new_flows_s, nor removed) from now on, or no longer."""
+        if takes:
+            self._cand.add(pod.index)
+            if pod.healthy:
+                self._cand_healthy.add(pod.index)
+        else:
+            self._cand.discard(pod.index)
+            self._cand_healthy.discard(pod.index)
 
-    def receiving_targets(self, t: int) -> tuple[int, ...]:
-        """The pods the LB sends new flows to at ``t``: the healthy candidates, or every candidate
+    def _set_healthy(self, pod: Pod, healthy: bool) -> None:
+        pod.healthy = healthy
+        if healthy and pod.index in self._cand:
+            self._cand_healthy.add(pod.index)
+        elif not healthy:
+            self._cand_healthy.discard(pod.index)
+
+    def receiving_targets(self) -> tuple[int, ...]:
+        """The pods the LB sends new flows to now: the healthy candidates, or every candidate
         when none is healthy (fail open)."""
-        cand = [p for p in self.pods if self._takes_new_flows(p, t)]
-        healthy = [p.index for p in cand if p.healthy]
-        return tuple(healthy) if healthy else tuple(p.index for p in cand)
+        return tuple(sorted(self._cand_healthy or self._cand))
 
-    def _update(self) -> None:
+    def _update(self, targets: bool = True) -> None:
+        """Something changed now (``targets``: maybe the LB's set). The LB's set, the data plane
+        and the Deployment controller catch up once, after the instant's other changes: a mass
+        deletion is one update, not one per pod."""
+        self._targets_dirty |= targets
+        if not self._flush_pending:
+            self._flush_pending = True
+            self.env.process(self._flush())
+
+    def _flush(self):
+        yield self.env.timeout(0)
+        self._flush_pending = False
         t = int(self.env.now)
-        now = self.receiving_targets(t)
-        if now != self.receiving:
-            for i in set(self.receiving) - set(now):
-                self._log(self.pods[i], "stops_receiving")
-            self.receiving = now
-            self.series.append((t, now))
+        if self._targets_dirty:
+            self._targets_dirty = False
+            now = self.receiving_targets()
+            if now != self.receiving:
+                for i in set(self.receiving) - set(now):
+                    self._log(self.pods[i], "stops_receiving")
+                self.receiving = now
+                self.series.append((t, now))
         if self.on_change is not None:
             self.on_change(self)
-        if not self.changed.triggered:
+        self.dirty.clear()
+        if self._controller_dirty and not self.changed.triggered:
+            self._controller_dirty = False
             self.changed.succeed()
 
     # -- the Deployment -----------------------------------------------------------------------
@@ -301,10 +344,11 @@ class Cluster:
             self.rollouts.append((int(self.env.now), None))
         elif e.kind == "scale":
             self.replicas = e.replicas
-        self._update()
+        self._controller_dirty = True
+        self._update(targets=False)
 
     def _live(self) -> list[Pod]:
-        return [p for p in self.pods if p.deleted is None]
+        return list(self._live_pods.values())
 
     def _controller(self):
         """Reconcile whenever anything changed (rolling.go's rolloutRolling)."""
@@ -357,3 +401,47 @@ class Cluster:
                 and sum(p.available is not None for p in live) >= self.replicas)
         if done:
             self.rollouts[-1] = (self.rollouts[-1][0], int(self.env.now))
+
+
+def follow(sc: Scenario, holder: list):
+    """A control plane (``control(env, plane)``, :func:`lbsim.control.run_engine`) that runs the
+    scenario's :class:`Cluster` and hands each change to the data plane at its instant: the LB's
+    target set, and each pod's listening, SIGTERM and gone instants. The cluster is appended to
+    ``holder`` (its timeline is built from it after the run)."""
+    def control(env: simpy.Environment, plane) -> None:
+        state = {"targets": None}
+
+        def on_change(cl: Cluster) -> None:
+            t = int(env.now)
+            if cl.receiving != state["targets"]:
+                state["targets"] = cl.receiving
+                plane.set_targets(t, np.asarray(cl.receiving, np.int64))
+            for i in sorted(cl.dirty):
+                p = cl.pods[i]
+                plane.set_pod(i, _at(p.listening), _at(p.sigterm), _at(p.gone))
+
+        holder.append(Cluster(env, sc, on_change=on_change, last_close=plane.last_close))
+    return control
+
+
+def _at(t: int | None) -> int:
+    return NEVER if t is None else t
+
+
+def check_events(sc: Scenario) -> None:
+    """Refuse (``ValueError``, one line naming the field) what the data plane does not follow
+    with ``[[events]]`` yet."""
+    def no(field: str, value, allowed: str) -> None:
+        raise ValueError(f"{field} = {value!r} with [[events]]: not modelled yet ({allowed})")
+
+    if sc.path is DataPath.NODEPORT:
+        no("path", "nodeport", "the NodePort path's endpoints and kube-proxy over time come "
+           "next; run path = \"direct\", or lbsim.timeline for the control plane alone")
+    if sc.lb.algorithm not in (LBAlgorithm.RR, LBAlgorithm.SOURCE_HASH):
+        no("lb.algorithm", sc.lb.algorithm.value, "rr or source_hash")
+    if sc.lb.persistence_s > 0:
+        no("lb.persistence_s", sc.lb.persistence_s, "0")
+    if sc.workload.queries_per_socket > 1:
+        no("workload.queries_per_socket", sc.workload.queries_per_socket, "1")
+    if sc.workload.source is Source.POD:
+        no("workload.source", "pod", "external: pod clients do not go through the LB")

@@ -67,6 +67,20 @@ class ControlPlane:
                              "each flow's pod when the run starts")
         self.engine.set_endpoints(node, pods)
 
+    # -- the direct path's LB and pods ([[events]]: lbsim.control.cluster.follow) ----------------
+    def set_targets(self, t: int, pods) -> None:
+        """From now on the LB sends new flows to ``pods`` (the direct path)."""
+        self.engine.set_targets(t, np.asarray(pods, np.int64))
+
+    def set_pod(self, pod: int, listen: int, sigterm: int, gone: int) -> None:
+        """Pod ``pod``'s server listens from ``listen``, refuses connections from ``sigterm`` and
+        is gone from ``gone`` (ns; NEVER: not yet)."""
+        self.engine.set_pod(pod, listen, sigterm, gone)
+
+    def last_close(self, pod: int) -> int:
+        """When the last connection pod ``pod`` accepted so far closes (ns; 0: none)."""
+        return self.engine.last_close(pod)
+
 
 def drive(env: simpy.Environment, engine: Engine, t0: np.ndarray, d_in: int, batch_flows: int):
     """The data plane's simpy process: windows of at most ``batch_flows`` new flows (flow f's

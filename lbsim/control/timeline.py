@@ -3,17 +3,20 @@ happened, and what the LB sent new flows to over time (:func:`timeline`)."""
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import simpy
 
+from ..budget import check_control
 from ..config import Scenario
 from ..kernel import NS
 from .cluster import TIMELINE_EVENTS, Cluster
 
-__all__ = ["Timeline", "timeline", "POD_COLUMNS", "TIMELINE_METRICS"]
+__all__ = ["Timeline", "timeline", "tables", "POD_COLUMNS", "TIMELINE_METRICS"]
 
 #: the pods table (one row per pod that existed), times in s from the start (NaN: never)
 POD_COLUMNS = {
@@ -57,14 +60,16 @@ class Timeline:
 
 #: how long after the last event the control plane may take to settle (a registration, a
 #: draining, a rollout), s; a run of the timeline stops earlier once nothing is pending
-SETTLE_MAX_S = 86_400.0
+SETTLE_MAX_S = 3_600.0
 
 
 def run_cluster(sc: Scenario) -> Cluster:
-    """Run the scenario's control plane alone, until nothing is pending."""
+    """Run the scenario's control plane alone, until nothing is pending (at most
+    :data:`SETTLE_MAX_S` after the last event)."""
+    last = sc.events[-1].at_s if sc.events else 0.0
+    check_control(sc, last + SETTLE_MAX_S)
     env = simpy.Environment()
     cl = Cluster(env, sc)
-    last = sc.events[-1].at_s if sc.events else 0.0
     end = int((last + SETTLE_MAX_S) * NS)
     step = 10 * NS
     t = int(last * NS) + 1
@@ -88,7 +93,11 @@ def _settled(cl: Cluster) -> bool:
 def timeline(sc: Scenario) -> Timeline:
     """The control plane of ``sc`` on its own: pods, the Deployment and the LB's targets, from
     the steady state through the scenario's events until nothing is pending."""
-    cl = run_cluster(sc)
+    return tables(run_cluster(sc))
+
+
+def tables(cl: Cluster) -> Timeline:
+    """The :class:`Timeline` of a cluster as far as it ran."""
     s = 1.0 / NS
     events = pd.DataFrame([(t * s, p.index, what) for p in cl.pods for t, what in p.log],
                           columns=["t_s", "pod", "event"])
@@ -109,11 +118,7 @@ def timeline(sc: Scenario) -> Timeline:
         rows.append(row)
     pods = pd.DataFrame(rows, columns=list(POD_COLUMNS))
     # a row at every change: a SIGTERM changes what accepts without changing the set
-    marks = sorted({t for p in cl.pods for t, _ in p.log} | {t for t, _ in cl.series})
-    sets = [_set_at(cl, t) for t in marks]
-    receiving = pd.DataFrame({
-        "t_s": np.array(marks, np.int64) * s, "pods": [len(ids) for ids in sets],
-        "accepting": [sum(cl.pods[i].accepting(t) for i in ids) for t, ids in zip(marks, sets)]})
+    receiving = _receiving(cl)
     return Timeline(pods, events, receiving, _summary(cl, pods, receiving))
 
 
@@ -143,10 +148,10 @@ def _summary(cl: Cluster, pods: pd.DataFrame, receiving: pd.DataFrame) -> dict[s
     refusing = float(np.sum(np.diff(t)[short[:-1]])) if t.size > 1 else 0.0
 
     def q(x: np.ndarray, k: float) -> float:
-        return float(np.quantile(x, k)) if x.size else float("nan")
+        return float(np.quantile(x, k)) if x.size else math.nan
 
     return {
-        "rollout_duration_s": (end - start) / NS if end is not None else float("nan"),
+        "rollout_duration_s": (end - start) / NS if end is not None else math.nan,
         "time_to_receive_p50_s": q(to_receive, 0.5),
         "time_to_receive_p99_s": q(to_receive, 0.99),
         "time_to_drain_p99_s": q(to_drain, 0.99),
@@ -156,11 +161,19 @@ def _summary(cl: Cluster, pods: pd.DataFrame, receiving: pd.DataFrame) -> dict[s
     }
 
 
-def _set_at(cl: Cluster, t: int) -> tuple[int, ...]:
-    """The LB's target set in force at ``t`` (the last change at or before it)."""
-    cur: tuple[int, ...] = ()
-    for tt, ids in cl.series:
-        if tt > t:
-            break
-        cur = ids
-    return cur
+def _receiving(cl: Cluster) -> pd.DataFrame:
+    """A row at every instant a pod changed or the LB's set did: how many pods the LB sends new
+    flows to, and how many of them accept (each set's count in one numpy pass)."""
+    big = np.iinfo(np.int64).max
+    at = lambda v: big if v is None else v  # noqa: E731
+    listen = np.array([at(p.listening) for p in cl.pods], np.int64)
+    stop = np.array([min(at(p.sigterm), at(p.gone)) for p in cl.pods], np.int64)
+    marks = np.unique(np.array([t for p in cl.pods for t, _ in p.log]
+                               + [t for t, _ in cl.series], np.int64))
+    set_t = np.array([t for t, _ in cl.series], np.int64)
+    which = np.searchsorted(set_t, marks, side="right") - 1      # the set in force at each mark
+    sets = [np.asarray(ids, np.int64) for _, ids in cl.series]
+    pods = np.array([sets[g].size if g >= 0 else 0 for g in which], np.int64)
+    accepting = np.array([int(np.count_nonzero((listen[sets[g]] <= t) & (t < stop[sets[g]])))
+                          if g >= 0 else 0 for g, t in zip(which, marks)], np.int64)
+    return pd.DataFrame({"t_s": marks / NS, "pods": pods, "accepting": accepting})

@@ -31,10 +31,11 @@ from ..kernel import (ARRIVE, C_CLASH_RESOLVE, C_DROP, C_EARLY_DROP, C_ENTRIES_I
                       C_FOUND, C_GC_EARLY_DROP, C_INSERT, C_INSERT_FAILED, CONFIRM, F_NAT_CLASH,
                       F_SNAT, F_TCP, FAILED, INSERT_RACE, NAT, NAT_CLASH_TIMEOUT, NEVER,
                       NO_LOCAL_ENDPOINT, NS, OK, PORT_EXHAUSTION, ROUNDS, SAMPLE_INTERVAL,
-                      TABLE_FULL, TUPLE_IN_USE, UDP_STREAM_AFTER)
+                      TABLE_FULL, TUPLE_IN_USE, UDP_STREAM_AFTER, NO_TARGET, POD_GONE, REFUSED)
 from ..kube_proxy import endpoint_scalar
 from ..records import Records, RecordsBuilder
-from ..rng import Streams, mix64
+from ..config import LBAlgorithm
+from ..rng import Streams, mix64, mix64_scalar
 from ..sampling import durations_ns
 from ..workload import Workload, worker_slots
 from .conntrack import ConntrackTable
@@ -99,6 +100,10 @@ class ReferenceEngine:
         self.orig = tuples.orig_key(w.backend, w.client, w.sport)
         rss = mix64(self.orig.view(np.uint64) ^ w.keys["rss"])
         self.cpu = w.backend * p.cpus + (rss % np.uint64(p.cpus)).astype(np.int64)
+        self.dynamic = not p.nodeport and bool(w.scenario.events)
+        self.lb2b = int(round(w.scenario.network.lb_to_backend_s * NS))
+        if self.dynamic:
+            self._init_events()
 
     # -- the event loop ----------------------------------------------------------------------
     def advance(self, t1: int) -> bool:
@@ -132,7 +137,10 @@ class ReferenceEngine:
     def arrive(self, f: int, k: int, t: int) -> None:
         """An attempt reaches its node (or, direct, its pod) at ``t``."""
         if not self.p.nodeport:
-            self.serve_direct(f, t)
+            if self.dynamic:
+                self.direct_attempt(f, k, t)
+            else:
+                self.serve_direct(f, t)
             return
         inp = self.attempt_inputs(f, k)
         c = int(inp["cpu"])
@@ -363,6 +371,76 @@ class ReferenceEngine:
         _, _, _, connect, response = self.timeline(flow, arrive, 0, finish)
         self.succeed(flow, 0, pod, -1, connect, response, tuples.CLIENT_BASE + int(w.client[flow]),
                      finish - int(w.service[flow]) - q)
+
+    # -- the direct path over time ([[events]]) ----------------------------------------------
+    def _init_events(self) -> None:
+        w, p, sc = self.w, self.p, self.w.scenario
+        first = sc.cluster.pods
+        self.listen = [0 if i < first else NEVER for i in range(p.pods)]
+        self.sigterm, self.gone = [NEVER] * p.pods, [NEVER] * p.pods
+        self.last_closes = [0] * p.pods
+        self.target_sets: list[tuple[int, list[int]]] = [(-1, list(range(first)))]
+        self.rr = [0] * sc.lb.instances
+        self.target = [-1] * p.flows
+        self.salt = int(w.keys["lb"]) ^ 0x2545F4914F6CDD1D
+
+    def _lb_choice(self, f: int, t_lb: int) -> int:
+        """The LB's target for flow ``f`` reaching it at ``t_lb``: among the targets in force
+        then, by round robin per LB instance or by a hash of the client IP (-1: none)."""
+        ids = [s for t, s in self.target_sets if t <= t_lb][-1]
+        if not ids:
+            return -1
+        if self.w.scenario.lb.algorithm is LBAlgorithm.RR:
+            inst = int(self.w.instance[f])
+            i = self.rr[inst] % len(ids)
+            self.rr[inst] += 1
+        else:
+            i = mix64_scalar(int(self.w.client[f]) ^ self.salt) % len(ids)
+        return ids[i]
+
+    def direct_attempt(self, f: int, k: int, t: int) -> None:
+        """Attempt ``k`` of flow ``f`` reaches its pod at ``t`` (the LB ``lb_to_backend_s``
+        earlier). The LB keeps a flow's pod once it chose one. A listening server serves it; one
+        that is starting or got SIGTERM answers with an RST (the flow fails at once); a pod that
+        is gone, or no target at all, loses it and the client retransmits."""
+        p, w, rec = self.p, self.w, self.rec
+        pod = self.target[f]
+        if pod < 0:
+            pod = self.target[f] = self._lb_choice(f, t - self.lb2b)
+        if pod >= 0 and self.listen[pod] <= t < min(self.sigterm[pod], self.gone[pod]):
+            q = self.request_arrival(t, 0)
+            finish = self.serve(pod, q, int(w.service[f]))
+            _, _, _, connect, response = self.timeline(f, t, 0, finish)
+            self.succeed(f, k, pod, -1, connect, response, tuples.CLIENT_BASE + int(w.client[f]),
+                         finish - int(w.service[f]) - q)
+            self.last_closes[pod] = max(self.last_closes[pod],
+                                        finish + 2 * p.d_in + int(w.hold[f]))
+            return
+        why = NO_TARGET if pod < 0 else POD_GONE if self.gone[pod] <= t else REFUSED
+        if why == REFUSED:                  # an RST: connect() fails, nothing is retransmitted
+            rec.cause_count[why] += 1
+            if p.full_records:
+                self.drop_log.append((t, f, k, -1, why))
+            rec.cause[f], rec.outcome[f], rec.attempts[f] = why, FAILED, k + 1
+            self.resolved += 1
+            return
+        nxt = self.fail(f, k, t, t, why, -1)
+        if nxt is not None:
+            heapq.heappush(self.heap, (nxt, ARRIVE, f, k + 1, 0))
+
+    def set_targets(self, t: int, pods) -> None:
+        """From ``t`` on, the LB sends new flows to ``pods``."""
+        ids = [int(x) for x in pods]
+        if self.target_sets[-1][0] == t:
+            self.target_sets[-1] = (t, ids)
+        else:
+            self.target_sets.append((t, ids))
+
+    def set_pod(self, pod: int, listen: int, sigterm: int, gone: int) -> None:
+        self.listen[pod], self.sigterm[pod], self.gone[pod] = listen, sigterm, gone
+
+    def last_close(self, pod: int) -> int:
+        return self.last_closes[pod]
 
     # -- GC passes and gauges -------------------------------------------------------------------
     def next_tick(self) -> int:

@@ -16,6 +16,7 @@ from lbsim import Scenario
 from lbsim.config import (MAX_CLIENTS, MAX_NODES, MAX_PODS, CiliumAlgorithm, DataPath,
                           IpvsScheduler, LBAlgorithm, NatKernel, Protocol, ProxyMode,
                           SessionAffinity, Source, TrafficPolicy)
+from lbsim.config import CLOUD_PROFILES
 from lbsim.kernel import TCP_RTO_MAX_S
 
 TINY = sys.float_info.min          # the smallest normal float
@@ -49,6 +50,18 @@ def durations(*, positive: bool = False) -> st.SearchStrategy[object]:
 
 def port_ranges() -> st.SearchStrategy[list[int]]:
     return st.tuples(ints(1, 65535), ints(1, 65535)).map(lambda t: sorted(t))
+
+
+def counts_or_percents() -> st.SearchStrategy[object]:
+    return st.one_of(ints(0, 1 << 20), st.integers(0, 100).map(lambda p: f"{p}%"))
+
+
+def events() -> st.SearchStrategy[list[dict]]:
+    """[[events]] in time order: rollouts and scalings anywhere in range."""
+    one = st.one_of(st.builds(lambda t: {"at_s": t, "kind": "rollout"}, seconds()),
+                    st.builds(lambda t, n: {"at_s": t, "kind": "scale", "replicas": n},
+                              seconds(), ints(0, 64)))
+    return st.lists(one, max_size=3).map(lambda es: sorted(es, key=lambda e: e["at_s"]))
 
 
 def choice(kind: type) -> st.SearchStrategy[str]:
@@ -98,6 +111,22 @@ def _fields(nodes: int, pods: int) -> dict[str, st.SearchStrategy]:
             lambda s: s >= 0.001)),
         **{f"network.{k}": seconds() for k in ("client_to_lb_s", "lb_to_backend_s",
                                                "node_to_pod_s")},
+        "lifecycle.startup_s": durations(),
+        "lifecycle.readiness_initial_delay_s": seconds(),
+        "lifecycle.readiness_period_s": seconds().filter(lambda s: s >= 0.001),
+        "lifecycle.readiness_success_threshold": ints(1, 1000),
+        "lifecycle.prestop_s": seconds(), "lifecycle.termination_grace_s": seconds(),
+        "deployment.max_surge": counts_or_percents(),
+        "deployment.max_unavailable": counts_or_percents(),
+        "deployment.min_ready_s": seconds(), "deployment.readiness_gate": st.booleans(),
+        "cloud.profile": st.sampled_from(sorted(CLOUD_PROFILES)),
+        "cloud.registration_s": durations(),
+        "cloud.hc_interval_s": seconds().filter(lambda s: s >= 0.001),
+        "cloud.hc_timeout_s": seconds(),
+        "cloud.hc_healthy_threshold": ints(1, 100), "cloud.hc_unhealthy_threshold": ints(1, 100),
+        "cloud.deregistration_lag_s": durations(), "cloud.deregistration_delay_s": seconds(),
+        "cloud.draining_new_flows_s": seconds(),
+        "events": events(),
     }
 
 
@@ -135,8 +164,12 @@ def planted(draw: st.DrawFn, max_flows: int = 3000, most: int = 4) -> dict:
     for key in draw(st.lists(st.sampled_from(sorted(sizes)), max_size=2, unique=True)):
         flat[key] = draw(sizes[key], label=key)
     fields = _fields(flat["cluster.nodes"], flat["cluster.pods"])
-    for key in draw(st.lists(st.sampled_from(sorted(fields)), min_size=1, max_size=most,
-                             unique=True)):
+    keys = draw(st.lists(st.sampled_from(sorted(fields)), min_size=1, max_size=most,
+                         unique=True))
+    if draw(st.booleans()):                  # half the runs go through events on the direct path
+        keys = ["events"] + [k for k in keys if k != "events"]
+        flat["path"] = "direct"
+    for key in keys:
         flat[key] = draw(fields[key], label=key)
     if isinstance(flat["pod.workers"], list) and len(flat["pod.workers"]) != flat["cluster.pods"]:
         flat["pod.workers"] = 64

@@ -18,6 +18,8 @@ from hypothesis import HealthCheck, given, settings
 import lbsim
 from lbsim.budget import check_clock, check_memory, horizon_s
 from lbsim.config import DataPath
+from lbsim.config.dynamics import pods_ever
+from lbsim.control.cluster import check_events
 
 from tests.property.accepted import build, planted, scenarios
 
@@ -26,7 +28,8 @@ from tests.property.accepted import build, planted, scenarios
 HANG_S = 300
 
 FIELDS = ("workload", "lb", "cluster", "pod", "kube_proxy", "nat", "conntrack", "network",
-          "path", "seed", "records", "this run would need", "the run spans")
+          "lifecycle", "deployment", "cloud", "events", "path", "seed", "records",
+          "this run would need", "the run spans")
 
 
 def _refused(e: ValueError) -> bool:
@@ -38,6 +41,8 @@ def _refused(e: ValueError) -> bool:
 def _run(data: dict) -> lbsim.Result | None:
     try:
         sc = build(data)
+        if sc.events:
+            check_events(sc)
         check_clock(sc)
         check_memory(sc)
     except ValueError as e:
@@ -62,7 +67,8 @@ def _check(res: lbsim.Result) -> None:
         assert np.isnan(s[k]) or 0 <= s[k] < 2 * horizon_s(sc) + 1e9, (k, s[k])
     if sc.records == "full":
         assert len(res.flows) == sc.workload.flows
-        assert res.flows["pod"].between(-1, sc.cluster.pods - 1).all()
+        pods = pods_ever(sc.cluster.pods, sc.events)      # rollouts and scale outs add pods
+        assert res.flows["pod"].between(-1, pods - 1).all()
     if sc.path is DataPath.DIRECT:
         assert s["conntrack_insert"] == 0
 

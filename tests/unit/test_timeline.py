@@ -144,8 +144,3 @@ def test_a_timeline_is_a_pure_function_of_the_scenario():
     assert a.pods.equals(b.pods) and a.events.equals(b.events)
     c = lbsim.timeline(sc.replace(seed=2))
     assert not a.pods.equals(c.pods)
-
-
-def test_a_run_with_events_is_refused_until_the_data_plane_follows_them():
-    with pytest.raises(ValueError, match=r"events: .*lbsim.timeline"):
-        lbsim.run(scenario([{"at_s": 1.0, "kind": "rollout"}]))

@@ -1,0 +1,80 @@
+"""What a run with ``[[events]]`` says about its pods changing: connections cut by a pod's
+SIGKILL, the rollout's duration, how long new pods waited for traffic and old ones kept getting
+it, and the fewest pods the LB sent new flows to. In the steady state: 0, NaN or the pod count.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .kernel import NEVER, NS, OK
+from .records import Records
+
+__all__ = ["ROLLOUT_METRICS", "resets", "rollout_metrics"]
+
+ROLLOUT_METRICS = {
+    "connections_reset": "established connections still open at their pod when it was gone (its "
+                         "SIGKILL at terminationGracePeriodSeconds): cut with an RST",
+    "rollout_duration_s": "the first rollout's start to its end (every pod of the new revision, "
+                          "replicas of them available), s (NaN: none, or it had not ended when "
+                          "the run did)",
+    "time_to_serve_p50_s": "pods created during the run: Ready in Kubernetes to the arrival of "
+                           "the first flow it served, median, s (negative: the LB sent it flows "
+                           "before Kubernetes called it Ready)",
+    "time_to_serve_p99_s": "the same, 99th percentile, s",
+    "time_to_drain_p99_s": "deleted pods: deletion to the arrival of the last flow it served, "
+                           "99th percentile, s",
+    "min_serving_pods": "fewest pods the LB sent new flows to at any instant of the run",
+}
+
+
+def resets(r: Records) -> np.ndarray:
+    """Per flow: established, and its connection still open at the pod (the client's FIN one
+    hop after it closed) when the pod was gone."""
+    if r.pod_gone_ns is None:
+        return np.zeros(r.outcome.size, bool)
+    w = r.workload
+    ok = r.outcome == OK
+    pod = np.where(ok, r.pod, 0)
+    close_at_pod = w.t0 + r.response_ns + w.hold + w.params.d_in
+    return ok & (r.pod_gone_ns[pod] < NEVER) & (close_at_pod > r.pod_gone_ns[pod])
+
+
+def rollout_metrics(r: Records) -> dict[str, float]:
+    """The :data:`ROLLOUT_METRICS` of one run."""
+    tl = r.timeline
+    if tl is None:
+        return {"connections_reset": 0, "rollout_duration_s": math.nan,
+                "time_to_serve_p50_s": math.nan, "time_to_serve_p99_s": math.nan,
+                "time_to_drain_p99_s": math.nan, "min_serving_pods": r.workload.params.pods}
+    ok = r.outcome == OK
+    arrival = r.workload.t0[ok] / NS
+    pod = r.pod[ok]
+    n = len(tl.pods)
+    first = np.full(n, np.nan)
+    last = np.full(n, np.nan)
+    if pod.size:                      # flows are in arrival order: the first and last per pod
+        order = np.arange(pod.size)
+        np.minimum.at(o := np.full(n, pod.size), pod, order)
+        seen = o < pod.size
+        first[seen] = arrival[o[seen]]
+        np.maximum.at(o2 := np.full(n, -1), pod, order)
+        seen = o2 >= 0
+        last[seen] = arrival[o2[seen]]
+    pods = tl.pods
+    later = (pods["created_s"] > 0).to_numpy()
+    serve = (first - pods["ready_s"].to_numpy())[later]
+    deleted = pods["deleted_s"].notna().to_numpy()
+    drain = (last - pods["deleted_s"].to_numpy())[deleted]
+
+    def q(x: np.ndarray, k: float) -> float:
+        x = x[~np.isnan(x)]
+        return float(np.quantile(x, k)) if x.size else math.nan
+
+    return {"connections_reset": int(np.count_nonzero(resets(r))),
+            "rollout_duration_s": tl.summary["rollout_duration_s"],
+            "time_to_serve_p50_s": q(serve, 0.5), "time_to_serve_p99_s": q(serve, 0.99),
+            "time_to_drain_p99_s": q(drain, 0.99),
+            "min_serving_pods": int(tl.summary["min_receiving_pods"])}

@@ -1,0 +1,69 @@
+"""With [[events]], the compiled direct path takes the reference's every decision at any window
+size: random timelines of rollouts and scalings, random lifecycles and cloud settings."""
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lbsim import Scenario
+from lbsim.simulation import simulate
+from tests.property.test_engines_agree import assert_same
+
+
+@st.composite
+def timelines(draw):
+    pods = draw(st.integers(1, 5))
+    times = sorted(draw(st.lists(st.floats(0.0, 3.0), min_size=1, max_size=3)))
+    events = []
+    for t in times:
+        if draw(st.booleans()):
+            events.append({"at_s": t, "kind": "rollout"})
+        else:
+            events.append({"at_s": t, "kind": "scale", "replicas": draw(st.integers(0, 6))})
+    d = {
+        "path": "direct", "seed": draw(st.integers(0, 2**32)),
+        "workload.protocol": draw(st.sampled_from(["tcp", "udp"])),
+        "workload.flows": draw(st.integers(1, 400)),
+        "workload.rate_per_s": draw(st.sampled_from([50.0, 400.0])),
+        "workload.syn_retries": draw(st.integers(0, 3)),
+        "workload.syn_rto_s": draw(st.sampled_from([0.05, 1.0])),
+        "workload.udp_timeout_s": draw(st.sampled_from([0.05, 5.0])),
+        "workload.hold_s": draw(st.sampled_from([0.0, 0.3, {"dist": "exponential", "mean": 1.0}])),
+        "workload.clients": draw(st.sampled_from([1, 7, 500])),
+        "cluster.nodes": draw(st.integers(1, 3)), "cluster.pods": pods,
+        "pod.workers": draw(st.integers(1, 3)),
+        "pod.service_s": draw(st.sampled_from([0.0, 0.01, {"dist": "exponential", "mean": 0.05}])),
+        "lb.instances": draw(st.integers(1, 3)),
+        "lb.algorithm": draw(st.sampled_from(["rr", "source_hash"])),
+        "lifecycle.startup_s": draw(st.sampled_from([0.0, 0.2, {"dist": "exponential",
+                                                                 "mean": 0.5}])),
+        "lifecycle.readiness_period_s": draw(st.sampled_from([0.1, 0.5])),
+        "lifecycle.prestop_s": draw(st.sampled_from([0.0, 0.2])),
+        "lifecycle.termination_grace_s": draw(st.sampled_from([0.1, 30.0])),
+        "deployment.max_surge": draw(st.sampled_from([0, 1, "50%"])),
+        "deployment.max_unavailable": draw(st.sampled_from([0, 1, "25%"])),
+        "deployment.readiness_gate": draw(st.booleans()),
+        "cloud.profile": draw(st.sampled_from(["custom", "tencent-clb-direct"])),
+        "cloud.registration_s": draw(st.sampled_from([0.0, 0.3, {"dist": "exponential",
+                                                                  "mean": 0.5}])),
+        "cloud.hc_interval_s": draw(st.sampled_from([0.1, 0.4])),
+        "cloud.hc_timeout_s": draw(st.sampled_from([0.05, 1.0])),
+        "cloud.hc_healthy_threshold": draw(st.integers(1, 3)),
+        "cloud.deregistration_lag_s": draw(st.sampled_from([0.0, 0.2])),
+        "cloud.deregistration_delay_s": draw(st.sampled_from([0.0, 1.0])),
+        "cloud.draining_new_flows_s": draw(st.sampled_from([0.0, 0.5])),
+        "records": draw(st.sampled_from(["full", "summary"])),
+        "events": events,
+    }
+    return Scenario().replace(**d)
+
+
+@settings(max_examples=80)
+@given(timelines(), st.sampled_from([1, 3, 64, 4096]))
+def test_compiled_equals_reference_through_events(sc, batch):
+    ref = simulate(sc, engine="reference")
+    got = simulate(sc, batch_flows=batch)
+    assert ref.resolved == sc.workload.flows
+    assert_same(ref, got)
+    assert np.array_equal(ref.pod_gone_ns, got.pod_gone_ns)
+    assert ref.timeline.events.equals(got.timeline.events)
