@@ -59,11 +59,16 @@ def _check_period(name: str, v: Any) -> None:
         _fail(name, v, "a number of seconds >= 0.001")
 
 
-def _check_count_or_percent(name: str, v: Any) -> None:
-    ok = (_is_int(v) and v >= 0) or (isinstance(v, str) and v.endswith("%")
-                                     and v[:-1].isdigit() and int(v[:-1]) <= 100)
+def _check_count_or_percent(name: str, v: Any, most: int | None = None) -> None:
+    """A count of pods or a percentage of the replicas (at most ``most`` %: Kubernetes bounds
+    maxUnavailable by 100 %, not maxSurge)."""
+    ok = (_is_int(v) and 0 <= v < 1 << 20) or (
+        isinstance(v, str) and v.endswith("%") and v[:-1].isdigit()
+        and (most is None or int(v[:-1]) <= most) and int(v[:-1]) <= 1_000_000)
     if not ok:
-        _fail(name, v, 'an integer >= 0 or a percentage such as "25%"')
+        bound = f"{most} %" if most is not None else "10^6 %"
+        _fail(name, v, f'an integer in [0, {(1 << 20) - 1}] or a percentage up to {bound} '
+              f'such as "25%"')
 
 
 def resolve_count(v: int | str, replicas: int, round_up: bool) -> int:
@@ -95,7 +100,7 @@ class DeploymentConfig(_Section):
     def __post_init__(self) -> None:
         n = self._name
         _check_count_or_percent(n("max_surge"), self.max_surge)
-        _check_count_or_percent(n("max_unavailable"), self.max_unavailable)
+        _check_count_or_percent(n("max_unavailable"), self.max_unavailable, most=100)
         _check_float(n("min_ready_s"), self.min_ready_s)
         if not isinstance(self.readiness_gate, bool):
             _fail(n("readiness_gate"), self.readiness_gate, "true or false")

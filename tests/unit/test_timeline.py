@@ -144,3 +144,15 @@ def test_a_timeline_is_a_pure_function_of_the_scenario():
     assert a.pods.equals(b.pods) and a.events.equals(b.events)
     c = lbsim.timeline(sc.replace(seed=2))
     assert not a.pods.equals(c.pods)
+
+
+def test_max_surge_may_pass_100_percent_and_max_unavailable_may_not():
+    """Kubernetes bounds maxUnavailable by 100 %, not maxSurge: "200%" of 3 replicas creates
+    every new pod at once (rounded up), and the rollout takes one probe delay."""
+    sc = scenario([{"at_s": 10.0, "kind": "rollout"}], **{"deployment.max_surge": "200%"})
+    tl = lbsim.timeline(sc)
+    new = tl.pods[tl.pods["revision"] == 1]
+    assert len(new) == 3 and (new["created_s"] == 10.0).all()
+    assert tl.summary["rollout_duration_s"] == pytest.approx(probe_ready_after(sc.lifecycle))
+    with pytest.raises(ValueError, match=r"deployment.max_unavailable = '150%' is invalid"):
+        scenario([], **{"deployment.max_unavailable": "150%"})
