@@ -8,6 +8,8 @@ cannot mean what they seem (too short to fill the table, overloaded pods or node
 
 from __future__ import annotations
 
+import math
+
 from .config import (CiliumAlgorithm, DataPath, IpvsScheduler, LBAlgorithm, Protocol, ProxyMode,
                      Scenario, SessionAffinity)
 from .kernel import NS
@@ -59,7 +61,7 @@ def run_caveats(sc: Scenario, r: Records) -> list[str]:
     w, p = sc.workload, r.workload.params
     span = float(r.workload.t0[-1]) / NS if p.flows else 0.0
     service = float(sc.pod.service_s.mean)
-    workers = int(r.workload.workers.sum())
+    workers = int(r.workload.workers[:sc.cluster.pods].sum())   # the steady state's pods
     utilisation = w.rate_per_s * service / workers
     if utilisation > 1:
         out.append(f"the pods are overloaded: rate_per_s x mean pod.service_s / workers = "
@@ -74,6 +76,7 @@ def run_caveats(sc: Scenario, r: Records) -> list[str]:
                        f"conntrack entry and its SNAT port stay held (hold + {what}): occupancy "
                        f"is still rising when the run ends, so the headroom metrics undersize "
                        f"(run at least {held:.3g} s: more workload.flows)")
+    out += _event_caveats(sc, r, span)
     rto = w.syn_rto_s if w.protocol is Protocol.TCP else w.udp_timeout_s
     wait = r.max_cpu_wait_ns / NS
     if wait > rto:
@@ -82,4 +85,20 @@ def run_caveats(sc: Scenario, r: Records) -> list[str]:
                    f"(rate x cluster.packet_time_s per CPU >= 1) and client retransmissions of "
                    f"queued packets are not modelled, so this run's latencies and retransmission "
                    f"counts are not what a node would show")
+    return out
+
+
+def _event_caveats(sc: Scenario, r: Records, span: float) -> list[str]:
+    """Events the run's flows never see, and a rollout the run ends in the middle of."""
+    out = []
+    for i, e in enumerate(sc.events):
+        if e.at_s > span:
+            out.append(f"events[{i}] ({e.kind} at {e.at_s:g} s) comes after the last arrival "
+                       f"({span:.3g} s): no flow sees it (more workload.flows)")
+    tl = r.timeline
+    if tl is not None and math.isnan(tl.summary["rollout_duration_s"]) and any(
+            e.kind == "rollout" and e.at_s <= span for e in sc.events):
+        out.append(f"the rollout had not ended when the run's arrivals did ({span:.3g} s): "
+                   f"rollout_duration_s is NaN and the failures count only part of it (more "
+                   f"workload.flows)")
     return out

@@ -47,3 +47,20 @@ def test_weights_that_are_read_do_not_warn():
 
 def test_the_direct_path_has_no_table_to_fill():
     assert _warnings(OK.replace(path="direct", **{"conntrack.time_wait_s": 120.0})) == ()
+
+
+def test_events_the_flows_never_see_and_an_unfinished_rollout_warn():
+    """OK spans ~30 s: an event at 100 s changes nothing measured; a rollout whose steps take
+    longer than the run leaves rollout_duration_s NaN; one that ends within it says nothing."""
+    direct = OK.replace(path="direct")
+    late = _warnings(direct.replace(events=[{"at_s": 100.0, "kind": "rollout"}]))
+    assert any("events[0] (rollout at 100 s) comes after the last arrival" in w for w in late)
+    slow = _warnings(direct.replace(**{"cloud.registration_s": 60.0,
+                                       "deployment.readiness_gate": True},
+                                    events=[{"at_s": 1.0, "kind": "rollout"}]))
+    assert any("the rollout had not ended" in w for w in slow), slow
+    fast = direct.replace(**{"lifecycle.startup_s": 0.1, "lifecycle.readiness_period_s": 0.1,
+                             "deployment.max_surge": "100%"},
+                          events=[{"at_s": 1.0, "kind": "rollout"}])
+    assert _warnings(fast) == ()
+    assert lbsim.run(fast).summary["rollout_duration_s"] < 1.0
