@@ -55,14 +55,11 @@ def rollout_metrics(r: Records) -> dict[str, float]:
     n = len(tl.pods)
     first = np.full(n, np.nan)
     last = np.full(n, np.nan)
-    if pod.size:                      # flows are in arrival order: the first and last per pod
-        order = np.arange(pod.size)
-        np.minimum.at(o := np.full(n, pod.size), pod, order)
-        seen = o < pod.size
-        first[seen] = arrival[o[seen]]
-        np.maximum.at(o2 := np.full(n, -1), pod, order)
-        seen = o2 >= 0
-        last[seen] = arrival[o2[seen]]
+    # flows are in arrival order: each pod's first flow, and (reversed) its last
+    served, i = np.unique(pod, return_index=True)
+    first[served] = arrival[i]
+    served, i = np.unique(pod[::-1], return_index=True)
+    last[served] = arrival[::-1][i]
     pods = tl.pods
     later = (pods["created_s"] > 0).to_numpy()
     serve = (first - pods["ready_s"].to_numpy())[later]

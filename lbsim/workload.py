@@ -146,6 +146,9 @@ class Workload:
     workers: np.ndarray
     #: the endpoints each node's rules list at the start: its local pods with Local, else all
     endpoints: tuple[np.ndarray, ...]
+    #: the LB's hash salt (source_hash, Maglev): its choices up front and, with [[events]], the
+    #: engines' choices per attempt use the same one
+    lb_salt: int
 
     @property
     def flows(self) -> int:
@@ -207,10 +210,9 @@ def draw_workload(sc: Scenario) -> Workload:
     workers = (np.asarray(sc.pod.workers, np.int64) if isinstance(sc.pod.workers, tuple)
                else np.full(p.pods, sc.pod.workers, np.int64))
     # the LB and kube-proxy start from the steady state's pods (later ones come with [[events]])
-    first = sc.cluster.pods
-    local_pods = [np.flatnonzero(pod_node[:first] == n) for n in range(p.nodes)]
-    kube_proxy = KubeProxy(sc, local_pods, first, p.local,
-                           int(st.keys["endpoint"]) ^ 0x2545F4914F6CDD1D)
+    steady = sc.cluster.pods
+    local_pods = [np.flatnonzero(pod_node[:steady] == n) for n in range(p.nodes)]
+    kube_proxy = KubeProxy(sc, local_pods, steady, p.local, _salt(st.keys["endpoint"]))
     # how long the LB (or IPVS) counts a connection for least-connections: the handshake, the
     # service and the hold, without queueing or retransmissions (docs/design.md); only the LB's
     # lc and the per-flow kube-proxy choices read it
@@ -219,8 +221,8 @@ def draw_workload(sc: Scenario) -> Workload:
     # ECMP: an LB instance by a hash of the client's tuple; the instance's choice is made once
     # per socket (the LB tracks a tuple, so a socket's requests share a backend)
     instance = _lb_instance(client, sport, st.keys["lb"], sc.lb.instances)
-    lb = LoadBalancer(sc, pod_node[:first], workers[:first],
-                      int(st.keys["lb"]) ^ 0x2545F4914F6CDD1D)
+    lb_salt = _salt(st.keys["lb"])
+    lb = LoadBalancer(sc, pod_node[:steady], workers[:steady], lb_salt)
     if life is not None and q > 1:
         first = np.full(S, F, np.int64)
         np.minimum.at(first, socket, fid)
@@ -244,7 +246,13 @@ def draw_workload(sc: Scenario) -> Workload:
     for a in arrays.values():
         a.flags.writeable = False
     endpoints = tuple(i64(g) for g in kube_proxy.endpoints)
-    return Workload(scenario=sc, params=p, keys=dict(st.keys), endpoints=endpoints, **arrays)
+    return Workload(scenario=sc, params=p, keys=dict(st.keys), endpoints=endpoints,
+                    lb_salt=lb_salt, **arrays)
+
+
+def _salt(key: np.uint64) -> int:
+    """A hash salt from a stream's key (the LB's source_hash and Maglev, kube-proxy's)."""
+    return int(key) ^ 0x2545F4914F6CDD1D
 
 
 @jit

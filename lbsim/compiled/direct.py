@@ -18,7 +18,7 @@ from ..rng import mix64_nb
 from ..records import Records, RecordsBuilder
 from ..tuples import CLIENT_BASE
 from ..workload import Workload, worker_slots
-from .events import pop, push
+from .events import order, pop, push, unpack
 from .handlers import serve
 from .layout import (DONE, PAUSE, ROOM, S_HN, S_LAST_SAMPLE, S_NDROP, S_NEXT_NEW, S_RESOLVED,
                      S_SIZE, STATE_SLOTS, jit)
@@ -65,7 +65,7 @@ def _direct_events(t1, X, d_in, lb2b, tcp, retries, gaps, rr_algo, salt, t0, ser
         f = S[S_NEXT_NEW]
         t_new = t0[f] + d_in if f < F else NEVER
         heap = S[S_HN] > 0 and (H[0, 0] < t_new or (H[0, 0] == t_new
-                                                    and H[0, 1] >> 8 & 0xFFFFFFFFFF < f))
+                                                    and H[0, 1] < order(ARRIVE, f, 0)))
         t = H[0, 0] if heap else t_new
         if t == NEVER:
             return DONE
@@ -73,7 +73,7 @@ def _direct_events(t1, X, d_in, lb2b, tcp, retries, gaps, rr_algo, salt, t0, ser
             return PAUSE
         S[S_LAST_EVENT] = t
         if heap:
-            f, k = (H[0, 1] >> 8) & 0xFFFFFFFFFF, H[0, 1] & 0xFF
+            _, f, k = unpack(H[0, 1])
             pop(H, S)
         else:
             k = 0
@@ -154,7 +154,8 @@ class DirectEngine:
         self.rr = np.zeros(sc.lb.instances, np.int64)
         self.target = np.full(p.flows, -1, np.int64)
         self.rr_algo = sc.lb.algorithm is LBAlgorithm.RR
-        self.salt = np.uint64(int(w.keys["lb"]) ^ 0x2545F4914F6CDD1D).view(np.int64)
+        self.salt = np.uint64(w.lb_salt).view(np.int64)
+        self.gaps = np.asarray(p.gaps, np.int64)
         self.lb2b = int(round(sc.network.lb_to_backend_s * NS))
         self._pack()
 
@@ -185,7 +186,7 @@ class DirectEngine:
                  self.target, self.listen, self.sigterm, self.gone, self.closes,
                  self.worker_free)
             code = _direct_events(t1, X, p.d_in, lb2b, p.tcp, p.retries,
-                                  np.asarray(p.gaps, np.int64), self.rr_algo, self.salt, w.t0,
+                                  self.gaps, self.rr_algo, self.salt, w.t0,
                                   w.service, w.hold, w.client, w.instance, r.outcome, r.cause,
                                   r.attempts, r.pod, r.nat_port, r.connect_ns, r.response_ns,
                                   r.pod_wait_ns, r.src_ip, r.cause_count, p.full_records)
@@ -196,9 +197,7 @@ class DirectEngine:
             if p.full_records and self.S[S_NDROP] + 1 >= self.D.shape[0]:
                 self.D = np.concatenate([self.D, np.zeros_like(self.D)])
         self.next = int(self.S[S_NEXT_NEW])
-        if code == DONE:
-            return True
-        return False
+        return code == DONE
 
     # -- what the control plane changes (lbsim.control) -------------------------------------
     def set_endpoints(self, node: int, pods: np.ndarray) -> None:

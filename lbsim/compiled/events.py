@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .layout import S_HN, hot, inline
 
-__all__ = ["order", "push", "pop"]
+__all__ = ["order", "unpack", "push", "pop"]
 
 
 @inline
@@ -20,6 +20,12 @@ def _less(H, i, j):
 @inline
 def order(kind, flow, attempt):
     return (kind << 48) | (flow << 8) | attempt
+
+
+@inline
+def unpack(o):
+    """(kind, flow, attempt) of an ``order``."""
+    return o >> 48, (o >> 8) & 0xFFFFFFFFFF, o & 0xFF
 
 
 @inline

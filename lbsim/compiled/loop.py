@@ -13,7 +13,7 @@ import numpy as np
 
 from ..kernel import ARRIVE, CONFIRM, NAT
 from ..rng import bits_nb as bits, uniform_nb as uniform
-from .events import order, pop, push
+from .events import order, pop, push, unpack
 from .handlers import endpoint, on_arrive, on_confirm, on_direct, on_nat, tick
 from .index import orig_key, prefetch_slot, reply_key
 from .intrinsics import prefetch
@@ -70,7 +70,7 @@ def advance(T1, P, I, O, X):
                 from_heap = H[0, 0] < ta or (H[0, 0] == ta and H[0, 1] < order(ARRIVE, nn, 0))
         if from_heap:
             t, o, ps = H[0, 0], H[0, 1], H[0, 2]
-            kind, f, k = o >> 48, (o >> 8) & 0xFFFFFFFFFF, o & 0xFF
+            kind, f, k = unpack(o)
         else:
             t, kind, f, k, ps = t0[nn] + P.d_in, ARRIVE, nn, 0, -1
         nt = S[S_NEXT_TICK]

@@ -64,10 +64,6 @@ class Scenario(_Section):
             _fail("events", f"{len(self.events)} events",
                   f"at most {MAX_PODS} pods created in all (cluster.pods + each rollout's "
                   f"replicas + each scale out)")
-        for i, e in enumerate(self.events):
-            if e.kind == "crash" and e.pod >= self.cluster.pods:
-                _fail(f"events[{i}].pod", e.pod, f"one of the first pods: in [0, "
-                      f"{self.cluster.pods - 1}] (cluster.pods)")
         w = self.pod.workers
         if isinstance(w, tuple) and len(w) != self.cluster.pods:
             _fail("pod.workers", list(w), f"one count or a list of cluster.pods = "
@@ -126,7 +122,7 @@ def _events(v: Any) -> tuple[Event, ...]:
             out.append(e)
             continue
         if isinstance(e, dict) and not {"at_s", "kind"} <= set(e):
-            _fail(f"events[{i}]", e, "a table with at_s and kind (and replicas or pod)")
+            _fail(f"events[{i}]", e, "a table with at_s and kind (and replicas, to scale)")
         try:
             out.append(Event.from_dict(e, "events"))
         except ValueError as err:            # name the entry: events[2].kind = ...

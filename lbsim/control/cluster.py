@@ -39,9 +39,10 @@ import simpy
 from ..config import DataPath, LBAlgorithm, Scenario, Source
 from ..config.dynamics import resolve_count
 from ..durations import Fixed
-from ..kernel import NEVER, NS
+from ..kernel import NEVER
 from ..rng import Streams
-from ..workload import pod_placement
+from ..sampling import duration_params, durations_ns
+from ..workload import ns, pod_placement
 
 __all__ = ["Pod", "Cluster", "TIMELINE_EVENTS", "follow", "check_events"]
 
@@ -57,8 +58,20 @@ _CONTROLLER_READS = frozenset({"created", "ready", "available", "deleted"})
 _D_STARTUP, _D_REGISTRATION, _D_HC_PHASE, _D_DEREGISTRATION = range(4)
 
 
-def _ns(seconds: float) -> int:
-    return int(round(seconds * NS))
+def _per_pod_draws(sc: Scenario, pods: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every pod's delays (ns, rows _D_*; the phase row unused) and health-check phase (a
+    uniform in [0, 1)), drawn at once: a pure function of (seed, pod, draw), through the
+    sampler the engines use. A fixed delay is exact (0 stays 0)."""
+    st = Streams(sc.seed)
+    pod = np.arange(pods, dtype=np.int64)
+    u = [st.uniform("control", pod, 0, d) for d in range(8)]      # two per draw number
+    delays = np.zeros((4, pods), np.int64)
+    for row, d in ((_D_STARTUP, sc.lifecycle.startup_s),
+                   (_D_REGISTRATION, sc.cloud.value("registration_s")),
+                   (_D_DEREGISTRATION, sc.cloud.value("deregistration_lag_s"))):
+        delays[row] = (ns(d.value) if isinstance(d, Fixed)
+                       else durations_ns(*duration_params(d), u[2 * row], u[2 * row + 1]))
+    return delays, u[2 * _D_HC_PHASE]
 
 
 @dataclass
@@ -101,8 +114,8 @@ class Cluster:
                  last_close=None) -> None:
         self.env, self.sc, self.on_change = env, sc, on_change
         self._last_close = last_close
-        self.streams = Streams(sc.seed)
         self.placement = pod_placement(sc)        # the workload's own rule, for every pod
+        self._delays, self._phase = _per_pod_draws(sc, self.placement.size)
         self.pods: list[Pod] = []
         self.revision = 0
         self.replicas = sc.cluster.pods
@@ -136,14 +149,6 @@ class Cluster:
         return self._last_close(pod.index)
 
     # -- pods ---------------------------------------------------------------------------------
-    def _draw(self, pod: int, draw: int, d) -> int:
-        """A per-pod delay (ns) from the control stream: a pure function of (seed, pod, draw)."""
-        if isinstance(d, Fixed):
-            return _ns(d.value)
-        u = self.streams.uniform("control", np.array([pod]), 0, 2 * draw)
-        u2 = self.streams.uniform("control", np.array([pod]), 0, 2 * draw + 1)
-        return _ns(float(d.sample(u, u2)[0]))
-
     def _new_pod(self, steady: bool = False) -> Pod:
         i = len(self.pods)
         pod = Pod(index=i, node=int(self.placement[i]), revision=self.revision,
@@ -163,9 +168,9 @@ class Cluster:
 
     def _start(self, pod: Pod):
         lc, env = self.sc.lifecycle, self.env
-        up = pod.created + self._draw(pod.index, _D_STARTUP, lc.startup_s)
-        first = pod.created + _ns(lc.readiness_initial_delay_s)
-        period = _ns(lc.readiness_period_s)
+        up = pod.created + int(self._delays[_D_STARTUP, pod.index])
+        first = pod.created + ns(lc.readiness_initial_delay_s)
+        period = ns(lc.readiness_period_s)
         k = max(0, math.ceil((up - first) / period))      # the first probe that finds it up
         ready = first + (k + lc.readiness_success_threshold - 1) * period
         yield env.timeout(up - env.now)
@@ -190,7 +195,7 @@ class Cluster:
         self.env.process(self._become_available(pod))
 
     def _become_available(self, pod: Pod):
-        yield self.env.timeout(_ns(self.sc.deployment.min_ready_s))
+        yield self.env.timeout(ns(self.sc.deployment.min_ready_s))
         if pod.deleted is None:
             pod.available = int(self.env.now)
             self._log(pod, "available")
@@ -209,8 +214,8 @@ class Cluster:
 
     def _terminate(self, pod: Pod):
         lc, env = self.sc.lifecycle, self.env
-        grace = _ns(lc.termination_grace_s)
-        yield env.timeout(min(_ns(lc.prestop_s), grace))
+        grace = ns(lc.termination_grace_s)
+        yield env.timeout(min(ns(lc.prestop_s), grace))
         if pod.listening is not None:
             pod.sigterm = int(env.now)
             self._log(pod, "sigterm")
@@ -223,7 +228,7 @@ class Cluster:
 
     # -- the cloud LB's target ----------------------------------------------------------------
     def _register(self, pod: Pod):
-        lag = self._draw(pod.index, _D_REGISTRATION, self.sc.cloud.value("registration_s"))
+        lag = int(self._delays[_D_REGISTRATION, pod.index])
         yield self.env.timeout(lag)
         if pod.deleted is not None:
             return
@@ -238,10 +243,9 @@ class Cluster:
         an RST, fail) counts at once, one nobody answers (the pod is gone) after the timeout
         (at most the interval, so results keep their order)."""
         cl, env = self.sc.cloud, self.env
-        interval = _ns(cl.value("hc_interval_s"))
-        timeout = _ns(min(cl.value("hc_timeout_s"), cl.value("hc_interval_s")))
-        u = float(self.streams.uniform("control", np.array([pod.index]), 0, 2 * _D_HC_PHASE)[0])
-        first = int(env.now) + int(u * interval)
+        interval = ns(cl.value("hc_interval_s"))
+        timeout = ns(min(cl.value("hc_timeout_s"), cl.value("hc_interval_s")))
+        first = int(env.now) + int(self._phase[pod.index] * interval)
         passes = fails = k = 0
         while pod.removed is None:
             yield env.timeout(first + k * interval - env.now)
@@ -268,12 +272,11 @@ class Cluster:
 
     def _deregister(self, pod: Pod):
         cl, env = self.sc.cloud, self.env
-        yield env.timeout(self._draw(pod.index, _D_DEREGISTRATION,
-                                     cl.value("deregistration_lag_s")))
+        yield env.timeout(int(self._delays[_D_DEREGISTRATION, pod.index]))
         pod.deregistered = int(env.now)
         self._log(pod, "deregistered")
-        new_flows = _ns(cl.value("draining_new_flows_s"))
-        delay = _ns(cl.value("deregistration_delay_s"))
+        new_flows = ns(cl.value("draining_new_flows_s"))
+        delay = ns(cl.value("deregistration_delay_s"))
         if new_flows > 0 and delay > 0:
             self._update()
             yield env.timeout(min(new_flows, delay))
@@ -338,7 +341,7 @@ class Cluster:
 
     # -- the Deployment -----------------------------------------------------------------------
     def _event(self, e):
-        yield self.env.timeout(_ns(e.at_s))
+        yield self.env.timeout(ns(e.at_s))
         if e.kind == "rollout":
             self.revision += 1
             self.rollouts.append((int(self.env.now), None))

@@ -4,7 +4,6 @@ happened, and what the LB sent new flows to over time (:func:`timeline`)."""
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass
 
 import numpy as np

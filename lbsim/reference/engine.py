@@ -21,6 +21,7 @@ endpoints there. :mod:`lbsim.compiled` must take every decision this engine take
 
 from __future__ import annotations
 
+import bisect
 import heapq
 from dataclasses import dataclass
 
@@ -374,20 +375,21 @@ class ReferenceEngine:
 
     # -- the direct path over time ([[events]]) ----------------------------------------------
     def _init_events(self) -> None:
-        w, p, sc = self.w, self.p, self.w.scenario
+        p, sc = self.p, self.w.scenario
         first = sc.cluster.pods
         self.listen = [0 if i < first else NEVER for i in range(p.pods)]
         self.sigterm, self.gone = [NEVER] * p.pods, [NEVER] * p.pods
         self.last_closes = [0] * p.pods
-        self.target_sets: list[tuple[int, list[int]]] = [(-1, list(range(first)))]
+        #: the LB's target sets, each in force from its instant on (times ascending)
+        self.target_times: list[int] = [-1]
+        self.target_sets: list[list[int]] = [list(range(first))]
         self.rr = [0] * sc.lb.instances
         self.target = [-1] * p.flows
-        self.salt = int(w.keys["lb"]) ^ 0x2545F4914F6CDD1D
 
     def _lb_choice(self, f: int, t_lb: int) -> int:
         """The LB's target for flow ``f`` reaching it at ``t_lb``: among the targets in force
         then, by round robin per LB instance or by a hash of the client IP (-1: none)."""
-        ids = [s for t, s in self.target_sets if t <= t_lb][-1]
+        ids = self.target_sets[bisect.bisect_right(self.target_times, t_lb) - 1]
         if not ids:
             return -1
         if self.w.scenario.lb.algorithm is LBAlgorithm.RR:
@@ -395,7 +397,7 @@ class ReferenceEngine:
             i = self.rr[inst] % len(ids)
             self.rr[inst] += 1
         else:
-            i = mix64_scalar(int(self.w.client[f]) ^ self.salt) % len(ids)
+            i = mix64_scalar(int(self.w.client[f]) ^ self.w.lb_salt) % len(ids)
         return ids[i]
 
     def direct_attempt(self, f: int, k: int, t: int) -> None:
@@ -431,10 +433,11 @@ class ReferenceEngine:
     def set_targets(self, t: int, pods) -> None:
         """From ``t`` on, the LB sends new flows to ``pods``."""
         ids = [int(x) for x in pods]
-        if self.target_sets[-1][0] == t:
-            self.target_sets[-1] = (t, ids)
+        if self.target_times[-1] == t:
+            self.target_sets[-1] = ids
         else:
-            self.target_sets.append((t, ids))
+            self.target_times.append(t)
+            self.target_sets.append(ids)
 
     def set_pod(self, pod: int, listen: int, sigterm: int, gone: int) -> None:
         self.listen[pod], self.sigterm[pod], self.gone[pod] = listen, sigterm, gone

@@ -156,3 +156,11 @@ def test_max_surge_may_pass_100_percent_and_max_unavailable_may_not():
     assert tl.summary["rollout_duration_s"] == pytest.approx(probe_ready_after(sc.lifecycle))
     with pytest.raises(ValueError, match=r"deployment.max_unavailable = '150%' is invalid"):
         scenario([], **{"deployment.max_unavailable": "150%"})
+
+
+def test_an_event_kind_not_modelled_is_refused_not_ignored():
+    with pytest.raises(ValueError, match=r"events\[0\]\.kind = 'crash' is invalid: must be one "
+                                         r"of \['rollout', 'scale'\]"):
+        scenario([{"at_s": 1.0, "kind": "crash"}])
+    with pytest.raises(ValueError, match=r"events\[0\]\.replicas = 2 is invalid"):
+        scenario([{"at_s": 1.0, "kind": "rollout", "replicas": 2}])
