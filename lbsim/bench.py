@@ -48,7 +48,8 @@ _GROUPS = [
         ("fail_cause_port_exhaustion", "pkts", _N), ("fail_cause_insert_race", "pkts", _N),
         ("fail_cause_table_full", "pkts", _N), ("fail_cause_no_local_endpoint", "pkts", _N),
         ("fail_cause_tuple_in_use", "pkts", _N), ("fail_cause_refused", "", _N),
-        ("fail_cause_pod_gone", "pkts", _N), ("fail_cause_no_target", "", _N)]),
+        ("fail_cause_pod_gone", "pkts", _N), ("fail_cause_no_target", "", _N),
+        ("fail_cause_no_endpoints", "", _N)]),
     ("latency", [
         ("connect_latency_p50_s", "s", "{:.6f}"), ("connect_latency_p99_s", "s", "{:.6f}"),
         ("response_time_p50_s", "s", _F4), ("response_time_p99_s", "s", _F4)]),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from .config import DataPath, Protocol, Scenario
+from .config import DataPath, Protocol, Scenario, TrafficPolicy
 from .config.dynamics import pods_ever
 from .kernel import TCP_RTO_MAX_S
 
@@ -142,12 +142,19 @@ def _control_durations(sc: Scenario) -> dict[str, float]:
                 * (cl.value("hc_healthy_threshold") + cl.value("hc_unhealthy_threshold")),
             "cloud.deregistration_lag_s": 50 * float(cl.value("deregistration_lag_s").mean),
             "cloud.deregistration_delay_s": cl.value("deregistration_delay_s"),
-            "cloud.draining_new_flows_s": cl.value("draining_new_flows_s")}
+            "cloud.draining_new_flows_s": cl.value("draining_new_flows_s"),
+            "endpoints.propagation_s": 50 * float(sc.endpoints.propagation_s.mean),
+            "endpoints.min_sync_period_s + sync_s": sc.endpoints.min_sync_period_s
+                + 50 * float(sc.endpoints.sync_s.mean)}
 
 
 #: the most health checks a run (or a timeline) may simulate: each target is checked every
 #: cloud.hc_interval_s, so a long run of many pods at a short interval would check for hours
 MAX_HEALTH_CHECKS = 2e7
+#: the most EndpointSlice deliveries (a change reaching a node's kube-proxy) a run may simulate
+MAX_DELIVERIES = 2e7
+#: EndpointSlice changes per pod, at most: ready, deleted (terminating), not serving, gone
+_SLICE_CHANGES_PER_POD = 4
 
 
 def check_control(sc: Scenario, span_s: float) -> None:
@@ -157,14 +164,26 @@ def check_control(sc: Scenario, span_s: float) -> None:
         if d > MAX_HORIZON_S:
             raise ValueError(f"{field} reaches {d:.3g} s: past the model's clock (instants must "
                              f"stay below {MAX_HORIZON_S:g} s: int64 nanoseconds)")
-    if sc.events:
-        pods = pods_ever(sc.cluster.pods, sc.events)
-        checks = pods * span_s / sc.cloud.value("hc_interval_s")
-        if checks > MAX_HEALTH_CHECKS:
-            raise ValueError(f"cloud.hc_interval_s = {sc.cloud.value('hc_interval_s'):g}: up to "
-                             f"{pods:,} targets checked over ~{span_s:.3g} s is ~{checks:.3g} "
-                             f"health checks, more than {MAX_HEALTH_CHECKS:g} (a longer interval, "
-                             f"fewer pods or a shorter run)")
+    if not sc.events:
+        return
+    pods = pods_ever(sc.cluster.pods, sc.events)
+    targets, kind = pods, "pods"
+    if sc.path is DataPath.NODEPORT:
+        local = sc.kube_proxy.external_traffic_policy is TrafficPolicy.LOCAL
+        targets, kind = (sc.cluster.nodes if local and sc.lb.health_check else 0), "local_nodes"
+        deliveries = sc.cluster.nodes * pods * _SLICE_CHANGES_PER_POD
+        if deliveries > MAX_DELIVERIES:
+            raise ValueError(f"cluster.nodes = {sc.cluster.nodes:,}: each EndpointSlice change "
+                             f"reaches every node's kube-proxy, ~{deliveries:.3g} deliveries for "
+                             f"up to {pods:,} pods, more than {MAX_DELIVERIES:g} (fewer nodes "
+                             f"or pods)")
+    interval = sc.cloud.value("hc_interval_s", kind)
+    checks = targets * span_s / interval
+    if checks > MAX_HEALTH_CHECKS:
+        raise ValueError(f"cloud.hc_interval_s = {interval:g}: up to {targets:,} targets "
+                         f"checked over ~{span_s:.3g} s is ~{checks:.3g} health checks, more "
+                         f"than {MAX_HEALTH_CHECKS:g} (a longer interval, fewer targets or a "
+                         f"shorter run)")
 
 
 def horizon_s(sc: Scenario) -> float:

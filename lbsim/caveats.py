@@ -39,6 +39,10 @@ def scenario_caveats(sc: Scenario) -> list[str]:
                    f"(Maglev wants a table > 100 x the backends)")
     if not nodeport:
         return out
+    if sc.events and sc.deployment.readiness_gate:
+        out.append("deployment.readiness_gate = true is ignored on the NodePort path: the LB's "
+                   "targets are nodes, so no LB health check gates a pod (it is Ready when its "
+                   "containers are)")
     pods = sc.cluster.pods
     if (kp.mode is ProxyMode.CILIUM and kp.cilium_algorithm is CiliumAlgorithm.MAGLEV
             and kp.cilium_maglev_table_size < pods):

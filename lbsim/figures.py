@@ -37,6 +37,7 @@ KINDS = [
     ("drops", "dropped packets over time"),
     ("connect-cdf", "connect latency CDF"),
     ("response-cdf", "response time CDF"),
+    ("pods", "pods and failures over time ([[events]])"),
 ]
 #: at most this many per-node lines; more nodes are summarised (max, mean, min over nodes)
 MAX_NODE_LINES = 8
@@ -91,11 +92,13 @@ def _int_fmt(ax) -> None:
 
 def _pod_load(name: str, c: Comparison) -> tuple[Figure | None, str]:
     n_pods = c.nodeport.scenario.cluster.pods
-    loads = {}
+    served = {}
     for p, r in (("nodeport", c.nodeport), ("direct", c.direct)):
         pod = r.flows["pod"].to_numpy()
-        pod = pod[pod >= 0].astype(np.int64)
-        loads[p] = np.bincount(pod, minlength=n_pods).astype(float)
+        served[p] = pod[pod >= 0].astype(np.int64)
+        n_pods = max([n_pods, int(served[p].max()) + 1 if served[p].size else 0]
+                     + ([len(r.timeline.pods)] if r.timeline is not None else []))
+    loads = {p: np.bincount(pod, minlength=n_pods).astype(float) for p, pod in served.items()}
     if not any(v.sum() for v in loads.values()):
         return None, "no established flow on either path"
     fig, axes = _new(2, 2.6, sharey=True)  # one scale: bar heights compare across paths
@@ -289,6 +292,57 @@ def _cdf(name: str, c: Comparison, column: str, what: str) -> tuple[Figure | Non
     return fig, note
 
 
+#: points of the time grid the pod counts are drawn on
+_GRID = 2000
+
+
+def _counting(start: np.ndarray, end: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """How many of the spans [start, end) (s, NaN start: never, NaN end: open) hold each instant."""
+    s = start[~np.isnan(start)]
+    e = np.where(np.isnan(end), np.inf, end)[~np.isnan(start)]
+    return ((s[None, :] <= grid[:, None]) & (grid[:, None] < e[None, :])).sum(axis=1)
+
+
+def _pods(name: str, c: Comparison) -> tuple[Figure | None, str]:
+    runs = [(p, r) for p, r in (("nodeport", c.nodeport), ("direct", c.direct))
+            if r.timeline is not None]
+    if not runs:
+        return None, "no [[events]]: every pod ready and serving for the whole run"
+    end = max(float(r.flows["arrival_s"].max()) if len(r.flows) else 0.0 for _, r in runs)
+    end = max(end, max(float(r.timeline.receiving["t_s"].max()) for _, r in runs), 1.0)
+    grid = np.linspace(0.0, end, _GRID + 1)
+    fig, (top, bottom) = _new(2)
+    for p, r in runs:
+        pods, rec, style = r.timeline.pods, r.timeline.receiving, "-" if p == "nodeport" else "--"
+        ready = _counting(pods["ready_s"].to_numpy(), pods["deleted_s"].to_numpy(), grid)
+        top.plot(grid, ready, color=COLORS[p], linestyle=style, linewidth=1.0, alpha=0.6,
+                 label=f"{LABELS[p]}: Ready (not terminating)")
+        top.step(rec["t_s"], rec["pods"], where="post", color=COLORS[p], linestyle=style,
+                 linewidth=2.0, label=f"{LABELS[p]}: serving (new flows go to it)")
+        if p == "direct":
+            reg = _counting(pods["registered_s"].to_numpy(), pods["deregistered_s"].to_numpy(),
+                            grid)
+            top.plot(grid, reg, color="tab:green", linestyle=":", linewidth=1.4,
+                     label="direct: registered LB targets")
+        failed = r.flows[r.flows["outcome"] == "failed"]["arrival_s"].to_numpy()
+        width = _nice_bin(end / 100)
+        edges = np.arange(0.0, end + width, width)
+        counts, _ = np.histogram(failed, edges)
+        bottom.step(edges[:-1], counts / width, where="post", color=COLORS[p], linestyle=style,
+                    linewidth=1.6, label=f"{LABELS[p]}: {failed.size:,} failed flows")
+    top.set_ylabel("pods")
+    _int_fmt(top)
+    _legend(top)
+    _time_axis(top)
+    bottom.set_ylabel("failed flows / s (by arrival)")
+    _legend(bottom)
+    _time_axis(bottom)
+    fig.suptitle(f"{name}: pods and failures over time, both paths")
+    return fig, ("pods Ready in Kubernetes and not terminating, pods new flows go to (direct: the "
+                 "LB's targets; NodePort: listed by the rules of a node the LB sends to), "
+                 "registered targets (direct), and failed flows per second by arrival time")
+
+
 _DRAW = {
     "pod-load": _pod_load,
     "conntrack": _conntrack,
@@ -296,11 +350,12 @@ _DRAW = {
     "drops": _drops,
     "connect-cdf": lambda n, c: _cdf(n, c, "connect_latency_s", "connect latency"),
     "response-cdf": lambda n, c: _cdf(n, c, "response_time_s", "response time"),
+    "pods": _pods,
 }
 
 
 #: kinds drawn from the per-flow, drop or SNAT tables, which ``records = "summary"`` does not keep
-_NEED_RECORDS = {"pod-load", "snat", "drops", "connect-cdf", "response-cdf"}
+_NEED_RECORDS = {"pod-load", "snat", "drops", "connect-cdf", "response-cdf", "pods"}
 
 
 def scenario_figures(name: str, comparison: Comparison, out_dir: str | Path,

@@ -19,6 +19,7 @@ __all__ = [
     "GC_INTERVAL_INIT", "GC_INITIAL_COUNT", "UDP_STREAM_AFTER", "NAT_CLASH_TIMEOUT",
     "COUNTERS", "C_FOUND", "C_INSERT", "C_INSERT_FAILED", "C_DROP", "C_EARLY_DROP",
     "C_CLASH_RESOLVE", "C_ENTRIES_INSERTED", "C_GC_EARLY_DROP", "REFUSED", "POD_GONE", "NO_TARGET",
+    "NO_ENDPOINTS", "F_UNREPLIED", "TCP_SYN_SENT_TIMEOUT", "TCP_CLOSE_TIMEOUT",
 ]
 
 # -- time -----------------------------------------------------------------------------------------
@@ -43,8 +44,9 @@ TUPLE_IN_USE = 5       # the client's tuple matches a live, non-closing entry on
 REFUSED = 6            # the pod's server was not accepting (starting, or after SIGTERM): an RST
 POD_GONE = 7           # the pod no longer exists: the packet is lost (the LB keeps the flow's pod)
 NO_TARGET = 8          # the LB had no target to send the flow to
+NO_ENDPOINTS = 9       # the node's kube-proxy lists no endpoint at all: its REJECT rule answers
 CAUSE_NAMES = ("none", "port_exhaustion", "insert_race", "table_full", "no_local_endpoint",
-               "tuple_in_use", "refused", "pod_gone", "no_target")
+               "tuple_in_use", "refused", "pod_gone", "no_target", "no_endpoints")
 
 # -- event kinds, in the order they are processed at equal times (GC ticks come first of all) ----
 CONFIRM, NAT, ARRIVE = 1, 2, 3
@@ -55,6 +57,12 @@ OK, FAILED = 1, 2
 F_TCP = 1        # a TCP entry (else UDP)
 F_SNAT = 2       # IPS_SRC_NAT: the entry was masqueraded
 F_NAT_CLASH = 4  # IPS_NAT_CLASH | IPS_FIXED_TIMEOUT: a reply-only clash entry (kernel-facts 2.4)
+F_UNREPLIED = 8  # a TCP entry whose SYN got no answer (its pod was gone): still SYN_SENT, so a
+                 # retransmission of the tuple follows it to the same pod
+#: nf_conntrack_proto_tcp.c tcp_timeouts[]: SYN_SENT 2 min (an unanswered SYN's entry, each
+#: retransmission renews it), CLOSE 10 s (after an RST)
+TCP_SYN_SENT_TIMEOUT = 120 * NS
+TCP_CLOSE_TIMEOUT = 10 * NS
 #: how long a NAT_CLASH entry lives (nf_conntrack_core.c, __nf_ct_resolve_clash: 1 s, fixed)
 NAT_CLASH_TIMEOUT = NS
 

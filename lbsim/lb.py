@@ -14,7 +14,18 @@ from .balancing import (least_connections, maglev_lookup, maglev_table, round_ro
                         weighted_round_robin)
 from .config import DataPath, LBAlgorithm, Scenario, TrafficPolicy
 
-__all__ = ["LoadBalancer", "session_starts", "follow_sessions"]
+__all__ = ["LoadBalancer", "steady_targets", "session_starts", "follow_sessions"]
+
+
+def steady_targets(sc: Scenario, pod_node: np.ndarray) -> np.ndarray:
+    """The backends the LB sends to in the steady state (``pod_node``: the first pods' nodes):
+    every pod (direct), every node, or under Local with health checks the nodes with a pod."""
+    if sc.path is DataPath.DIRECT:
+        return np.arange(pod_node.size, dtype=np.int64)
+    nodes = np.arange(sc.cluster.nodes, dtype=np.int64)
+    if sc.kube_proxy.external_traffic_policy is TrafficPolicy.LOCAL and sc.lb.health_check:
+        return nodes[np.bincount(pod_node, minlength=nodes.size) > 0]
+    return nodes
 
 
 class LoadBalancer:
@@ -25,17 +36,13 @@ class LoadBalancer:
         nodeport = sc.path is DataPath.NODEPORT
         n_nodes = sc.cluster.nodes
         pods_on = np.bincount(pod_node, minlength=n_nodes)
+        # Local: the health-check node port answers 503 where no local endpoint is ready
+        backends = steady_targets(sc, pod_node)
         if nodeport:
-            backends = np.arange(n_nodes)
-            local = sc.kube_proxy.external_traffic_policy is TrafficPolicy.LOCAL
-            if local and self.cfg.health_check:
-                # the health-check node port answers 503 where no local endpoint is ready
-                backends = backends[pods_on > 0]
             weight = {"equal": np.ones(n_nodes, np.int64), "local_pods": pods_on,
                       "workers": np.bincount(pod_node, weights=workers, minlength=n_nodes)
                       .astype(np.int64)}[self.cfg.weights][backends]
         else:
-            backends = np.arange(sc.cluster.pods)
             weight = workers if self.cfg.weights == "workers" else np.ones(backends.size, np.int64)
         if backends.size == 0 or weight.sum() == 0:
             raise ValueError("the LB has no healthy backend: externalTrafficPolicy Local with no pods")

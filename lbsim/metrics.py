@@ -116,6 +116,8 @@ SUMMARY_METRICS = {
     "fail_cause_pod_gone": "packets lost to a pod that no longer exists (the LB keeps a flow's "
                            "pod, so every retransmission is lost too)",
     "fail_cause_no_target": "attempts the LB had no target for (dropped; the client retransmits)",
+    "fail_cause_no_endpoints": "attempts rejected by a node whose kube-proxy listed no endpoint "
+                               "(its REJECT rule: ICMP port unreachable; the flow fails at once)",
     "connect_latency_p50_s": "median connect latency of established TCP flows, s",
     "connect_latency_p99_s": "99th percentile connect latency, s",
     "response_time_p50_s": "median response time of established flows, s",

@@ -8,6 +8,7 @@ carries), one formula per metric. Names carry their units (``_ns``); codes are
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,12 +94,17 @@ class RecordsBuilder:
         self.cause_count = np.zeros(len(CAUSE_NAMES), np.int64)
 
     def freeze(self, *, table_count, gauge_t_ns, gauge_entries, gauge_live, drops, snat,
-               max_cpu_wait_ns: int, resolved: int) -> Records:
-        """``drops``: (t, flow, attempt, node, cause) arrays; ``snat``: (t, pair, ports)."""
+               max_cpu_wait_ns: int, resolved: int, backend=None) -> Records:
+        """``drops``: (t, flow, attempt, node, cause) arrays; ``snat``: (t, pair, ports);
+        ``backend``: the LB's choice per flow when the engine made it as the run went (the
+        NodePort path with events: its node, -1 if none), recorded in the workload."""
         i64 = lambda a: np.asarray(a, np.int64)  # noqa: E731
         gauge_entries = i64(gauge_entries).reshape(-1, self.workload.params.nodes)
+        w = self.workload
+        if backend is not None:
+            w = dataclasses.replace(w, backend=i64(backend))
         return Records(
-            workload=self.workload, outcome=self.outcome, cause=self.cause,
+            workload=w, outcome=self.outcome, cause=self.cause,
             attempts=self.attempts, pod=self.pod, nat_port=self.nat_port,
             connect_ns=self.connect_ns, response_ns=self.response_ns,
             pod_wait_ns=self.pod_wait_ns, src_ip=self.src_ip,

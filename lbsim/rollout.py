@@ -31,14 +31,17 @@ ROLLOUT_METRICS = {
 
 
 def resets(r: Records) -> np.ndarray:
-    """Per flow: established, and its connection still open at the pod (the client's FIN one
-    hop after it closed) when the pod was gone."""
+    """Per flow: established, and its connection still open at the pod (the client's FIN
+    reaches it ``d_in`` after the client sent it, plus the node -> pod hop on the NodePort path
+    when the pod is on another node) when the pod was gone."""
     if r.pod_gone_ns is None:
         return np.zeros(r.outcome.size, bool)
-    w = r.workload
+    w, p = r.workload, r.workload.params
     ok = r.outcome == OK
     pod = np.where(ok, r.pod, 0)
-    close_at_pod = w.t0 + r.response_ns + w.hold + w.params.d_in
+    close_at_pod = w.t0 + r.response_ns + w.hold + p.d_in
+    if p.nodeport:
+        close_at_pod = close_at_pod + np.where(w.pod_node[pod] != w.backend, p.d_hop, 0)
     return ok & (r.pod_gone_ns[pod] < NEVER) & (close_at_pod > r.pod_gone_ns[pod])
 
 

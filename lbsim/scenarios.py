@@ -72,6 +72,36 @@ _PERF = {  # issue 7's benchmark: 100 nodes x 10 pods, 1,000 short TCP connectio
     "workload.rate_per_s": 1000.0, "workload.flows": 2_000_000, "records": "summary",
 }
 
+# -- pods changing (docs/config.md "Dynamics"): each on both paths --------------------------------
+_CHANGING = {  # 3 nodes, short requests, pods Ready ~3 s after creation
+    "cluster.nodes": 3, "pod.workers": 32, "pod.service_s": 0.01,
+    "lifecycle.startup_s": 3.0, "lifecycle.readiness_period_s": 1.0,
+}
+_ROLLOUT = {  # 4 replicas behind an AWS NLB (IP targets direct, instance targets NodePort)
+    **_CHANGING, "cluster.pods": 4, "cloud.profile": "aws-nlb-ip",
+    "deployment.max_surge": 1, "deployment.max_unavailable": 0,
+    # a preStop sleep covering the NLB's 120 s of new connections after deregistration, so
+    # that what the gate does stands alone
+    "lifecycle.prestop_s": 150.0, "lifecycle.termination_grace_s": 180.0,
+    "workload.rate_per_s": 50.0, "workload.flows": 100_000,
+    "events": [{"at_s": 30.0, "kind": "rollout"}],
+}
+_ROLLOUT_QUICK = {"workload.rate_per_s": 10.0, "workload.flows": 20_000}
+_SCALE_IN = {  # 6 -> 3 pods under 40 s connections (websockets), AWS NLB
+    **_CHANGING, "cluster.pods": 6, "cloud.profile": "aws-nlb-ip", "workload.hold_s": 40.0,
+    "workload.rate_per_s": 100.0, "workload.flows": 30_000,
+    "events": [{"at_s": 30.0, "kind": "scale", "replicas": 3}],
+}
+_SCALE_IN_QUICK = {"workload.rate_per_s": 20.0, "workload.flows": 6000}
+_LOCAL_LAST = {  # Local; 2 + 2 + 1 pods, the lone pod on node 2 removed; Tencent CLB
+    **_CHANGING, "cluster.pods": 5, "cluster.placement": [2, 2, 1],
+    "kube_proxy.external_traffic_policy": "Local", "cloud.profile": "tencent-clb-nodeport",
+    "lifecycle.prestop_s": 25.0, "lifecycle.termination_grace_s": 60.0,
+    "workload.rate_per_s": 300.0, "workload.flows": 36_000,
+    "events": [{"at_s": 30.0, "kind": "scale", "replicas": 4}],
+}
+_LOCAL_LAST_QUICK = {"workload.rate_per_s": 100.0, "workload.flows": 12_000}
+
 SCENARIOS: dict[str, NamedScenario] = {s.name: s for s in [
     NamedScenario(
         "default",
@@ -180,6 +210,54 @@ SCENARIOS: dict[str, NamedScenario] = {s.name: s for s in [
         "paths), at the price of imbalance-local's skew. Quick: 10x fewer flows.",
         {"workload.flows": 20_000, "workload.rate_per_s": 500.0,
          "kube_proxy.external_traffic_policy": "Local"}),
+    NamedScenario(
+        "rollout",
+        "a rolling update of 4 pods (maxSurge 1, maxUnavailable 0) at 30 s behind an AWS NLB, "
+        "no readiness gate: direct, Kubernetes replaces every pod in seconds while the NLB takes "
+        "180 s to register each new target and 5 x 30 s to find it healthy, so the old targets "
+        "drain and then the LB has none (no_target); NodePort: each node's kube-proxy swaps the "
+        "endpoints ~0.8 s after each change and the nodes stay the LB's targets. A 150 s preStop "
+        "sleep covers the NLB's 120 s of new connections after deregistration on both. Quick: "
+        "5x lower rate, as long.",
+        _ROLLOUT, _ROLLOUT_QUICK),
+    NamedScenario(
+        "rollout-readiness-gate",
+        "rollout with the readiness gate (elbv2.k8s.aws/pod-readiness-gate-inject): a new pod is "
+        "Ready only once the NLB reports its target healthy, so the Deployment waits ~5 min per "
+        "pod and no flow lacks a target; the rollout takes that long. NodePort has no pod "
+        "targets to gate (a warning says the gate is ignored there). Quick: 5x lower rate.",
+        {**_ROLLOUT, "deployment.readiness_gate": True}, _ROLLOUT_QUICK),
+    NamedScenario(
+        "scale-in-draining",
+        "6 -> 3 pods at 30 s, 40 s connections, no preStop sleep: SIGTERM comes with the "
+        "deletion, so the server refuses new connections while the LB (direct: the NLB, which "
+        "keeps sending new ones ~120 s after deregistration; NodePort: each kube-proxy, ~0.8 s) "
+        "still sends them, and the 30 s grace period's SIGKILL resets the connections still "
+        "open. Quick: 5x lower rate.",
+        _SCALE_IN, _SCALE_IN_QUICK),
+    NamedScenario(
+        "scale-in-draining-prestop",
+        "scale-in-draining with a 130 s preStop sleep (covering the NLB's 120 s of new "
+        "connections) and a 200 s grace period (covering connections opened until then): nothing "
+        "refused, nothing reset, on both paths. Quick: 5x lower rate.",
+        {**_SCALE_IN, "lifecycle.prestop_s": 130.0, "lifecycle.termination_grace_s": 200.0},
+        _SCALE_IN_QUICK),
+    NamedScenario(
+        "local-terminating",
+        "externalTrafficPolicy: Local, pods 2 + 2 + 1, and the lone pod on node 2 removed at "
+        "30 s, on a kube-proxy without KEP-1669's fallback: node 2's rules have no local "
+        "endpoint, so it drops the LB's flows (no_local_endpoint), and the LB keeps sending them "
+        "until its health check of the node's health-check node port (Tencent CLB: every 5 s, 3 "
+        "failures) finds it down; the flows it took are lost with every retransmission. Direct: "
+        "the CLB stops sending to the pod at once. Quick: 3x lower rate.",
+        {**_LOCAL_LAST, "endpoints.terminating_fallback": False}, _LOCAL_LAST_QUICK),
+    NamedScenario(
+        "local-terminating-fallback",
+        "local-terminating on kube-proxy 1.26+ (KEP-1669): with no ready local endpoint node 2 "
+        "proxies to its serving terminating pod (its 25 s preStop sleep outlasts the health "
+        "check's detection), while the health-check node port already fails; nothing is lost. "
+        "Quick: 3x lower rate.",
+        _LOCAL_LAST, _LOCAL_LAST_QUICK),
     NamedScenario(
         "perf-nodeport",
         "the performance benchmark (benchmarks/): 100 nodes with 10 pods each, 1,000 TCP flows/s, "

@@ -79,6 +79,13 @@ class Params:
     # kube-proxy: a choice per attempt (iptables, nftables) or per flow (drawn up front)
     per_attempt: bool
     nftables: bool
+    #: [[events]]: the LB's choice made per flow as it arrives among the targets in force
+    #: (lbsim.control), pods' states and kube-proxy's endpoints change during the run
+    dynamic: bool
+    #: the LB to its backend, one way (an attempt reaches the LB that much before its backend)
+    lb2b: int
+    #: the LB's algorithm is round robin (else, with events, a hash of the client's address)
+    rr_algo: bool
     packet_kind: int
     packet_a: float
     packet_b: float
@@ -112,7 +119,8 @@ class Params:
             port_lo=lo, port_hi=hi, evict_closing=nat.kernel is NatKernel.MODERN,
             legacy=nat.kernel is NatKernel.V4, legacy_random=nat.random and not nat.random_fully,
             per_attempt=kp, nftables=sc.kube_proxy.mode is ProxyMode.NFTABLES,
-            packet_kind=kind, packet_a=a, packet_b=b, gaps=tuple(gaps))
+            dynamic=bool(sc.events), lb2b=ns(net.lb_to_backend_s),
+            rr_algo=sc.lb.algorithm is LBAlgorithm.RR, packet_kind=kind, packet_a=a, packet_b=b, gaps=tuple(gaps))
 
     def int_fields(self) -> dict[str, int]:
         """The ``int`` and ``bool`` fields as ints, in declaration order."""

@@ -14,18 +14,18 @@ import numpy as np
 
 from ..config import LBAlgorithm
 from ..kernel import ARRIVE, FAILED, NEVER, NO_TARGET, NS, OK, POD_GONE, REFUSED
-from ..rng import mix64_nb
 from ..records import Records, RecordsBuilder
 from ..tuples import CLIENT_BASE
 from ..workload import Workload, worker_slots
 from .events import order, pop, push, unpack
-from .handlers import serve
+from .handlers import lb_choice, refuse, serve
+from .targets import TargetSets
 from .layout import (DONE, PAUSE, ROOM, S_HN, S_LAST_SAMPLE, S_NDROP, S_NEXT_NEW, S_RESOLVED,
-                     S_SIZE, STATE_SLOTS, jit)
+                     STATE_SLOTS, jit)
 
-#: the direct path has no conntrack table: its size slot holds the current target set's number,
-#: and the last sample's slot the time of the last attempt processed
-S_SEGMENT, S_LAST_EVENT = S_SIZE, S_LAST_SAMPLE
+#: the direct path has no conntrack table: the last sample's slot holds the time of the last
+#: attempt processed
+S_LAST_EVENT = S_LAST_SAMPLE
 
 __all__ = ["DirectEngine"]
 
@@ -80,20 +80,8 @@ def _direct_events(t1, X, d_in, lb2b, tcp, retries, gaps, rr_algo, salt, t0, ser
             S[S_NEXT_NEW] += 1
         p = target[f]
         if p < 0:                                   # the LB chooses among its targets now
-            tl = t - lb2b
-            g = S[S_SEGMENT]
-            while g + 1 < seg_t.size and seg_t[g + 1] <= tl:
-                g += 1
-            S[S_SEGMENT] = g
-            n = seg_off[g + 1] - seg_off[g]
-            if n > 0:
-                if rr_algo:
-                    i = rr[instance[f]] % n
-                    rr[instance[f]] += 1
-                else:                               # source_hash of the client IP
-                    i = np.int64(mix64_nb(np.uint64(client[f]) ^ np.uint64(salt)) % np.uint64(n))
-                p = seg_ids[seg_off[g] + i]
-                target[f] = p
+            p = target[f] = lb_choice(S, rr_algo, salt, seg_t, seg_off, seg_ids, rr, instance,
+                                      client, f, t - lb2b)
         if p < 0:
             why = NO_TARGET
         elif listen[p] <= t and t < sigterm[p] and t < gone[p]:
@@ -112,13 +100,16 @@ def _direct_events(t1, X, d_in, lb2b, tcp, retries, gaps, rr_algo, salt, t0, ser
             continue
         else:
             why = POD_GONE if gone[p] <= t else REFUSED
+        if why == REFUSED:                          # an RST: the flow fails at once
+            refuse(S, full, D, cause_count, outcome, cause, attempts, f, k, t, why, -1)
+            continue
         cause_count[why] += 1
         cause[f] = why
         if full:
             i = S[S_NDROP]
             D[i, 0], D[i, 1], D[i, 2], D[i, 3], D[i, 4] = t, f, k, -1, why
             S[S_NDROP] += 1
-        if why != REFUSED and k < retries:          # the client retransmits
+        if k < retries:                             # the client retransmits
             push(H, S, t + gaps[k], ARRIVE, f, k + 1, 0)
         else:
             outcome[f] = FAILED
@@ -149,21 +140,13 @@ class DirectEngine:
         self.S = np.zeros(STATE_SLOTS, np.int64)
         self.H = np.zeros((1024, 3), np.int64)
         self.D = np.zeros((1024 if p.full_records else 1, 5), np.int64)
-        self.seg_t = [-1]                          # the target sets, each from its instant on
-        self.seg_ids = [np.arange(first, dtype=np.int64)]
+        self.targets = TargetSets(np.arange(first, dtype=np.int64))
         self.rr = np.zeros(sc.lb.instances, np.int64)
         self.target = np.full(p.flows, -1, np.int64)
         self.rr_algo = sc.lb.algorithm is LBAlgorithm.RR
         self.salt = np.uint64(w.lb_salt).view(np.int64)
         self.gaps = np.asarray(p.gaps, np.int64)
         self.lb2b = int(round(sc.network.lb_to_backend_s * NS))
-        self._pack()
-
-    def _pack(self) -> None:
-        self.seg_t_a = np.asarray(self.seg_t, np.int64)
-        self.seg_off = np.concatenate(([0], np.cumsum([a.size for a in self.seg_ids]))).astype(
-            np.int64)
-        self.seg_ids_a = np.concatenate(self.seg_ids + [np.zeros(0, np.int64)]).astype(np.int64)
 
     def advance(self, t1: int) -> bool:
         """Serve the flows arriving before ``t1``; True once every flow is served."""
@@ -182,7 +165,8 @@ class DirectEngine:
         w, p, r = self.w, self.p, self.rec
         lb2b = self.lb2b
         while True:
-            X = (self.S, self.H, self.D, self.seg_t_a, self.seg_off, self.seg_ids_a, self.rr,
+            tg = self.targets
+            X = (self.S, self.H, self.D, tg.seg_t, tg.seg_off, tg.seg_ids, self.rr,
                  self.target, self.listen, self.sigterm, self.gone, self.closes,
                  self.worker_free)
             code = _direct_events(t1, X, p.d_in, lb2b, p.tcp, p.retries,
@@ -200,25 +184,13 @@ class DirectEngine:
         return code == DONE
 
     # -- what the control plane changes (lbsim.control) -------------------------------------
-    def set_endpoints(self, node: int, pods: np.ndarray) -> None:
+    def set_endpoints(self, node: int, pods: np.ndarray, rejects: bool = False) -> None:
         """The direct path has no kube-proxy: nothing to change."""
 
     def set_targets(self, t: int, pods: np.ndarray) -> None:
         """From ``t`` on, the LB sends new flows to ``pods`` (an attempt reaching the LB at
         ``t`` or later sees them)."""
-        ids = np.asarray(pods, np.int64)
-        if self.seg_t[-1] == t:
-            self.seg_ids[-1] = ids
-        else:
-            self.seg_t.append(t)
-            self.seg_ids.append(ids)
-        # every attempt still to come reaches the LB at or after the last one processed, less
-        # lb_to_backend_s: a set whose successor was in force by then is never read again
-        seen = int(self.S[S_LAST_EVENT]) - self.lb2b
-        while len(self.seg_t) > 1 and self.seg_t[1] <= seen:
-            del self.seg_t[0], self.seg_ids[0]
-            self.S[S_SEGMENT] = max(0, self.S[S_SEGMENT] - 1)
-        self._pack()
+        self.targets.set(t, pods, self.lb2b, self.S)
 
     def set_pod(self, pod: int, listen: int, sigterm: int, gone: int) -> None:
         """The pod's server listens from ``listen``, refuses from ``sigterm``, is gone from

@@ -8,7 +8,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..balancing import iptables_cascade_cdf
-from ..kernel import NS
+from ..kernel import NEVER, NS
+from ..lb import steady_targets
 from ..records import Records, RecordsBuilder
 from ..rng import STREAMS
 from ..workload import Workload, worker_slots
@@ -19,6 +20,7 @@ from .layout import (DONE, ENTRY_WIDTH, PAIR_COUNTS_MAX, PENDING_WIDTH, ROOM, S_
                      S_SIZE, S_USED, STATE_SLOTS, T_EXPIRE, Inputs, Outputs, State,
                      engine_params)
 from .loop import advance
+from .targets import TargetSets
 
 __all__ = ["CompiledEngine"]
 
@@ -43,21 +45,30 @@ class CompiledEngine:
         p = w.params
         self.w, self.p, self.P = w, p, engine_params(p)
         self.rec = r = RecordsBuilder(w)
-        K = np.zeros(len(STREAMS) + 1, np.uint64)
+        K = np.zeros(len(STREAMS) + 2, np.uint64)
         K[: len(STREAMS)] = [w.keys[name] for name in STREAMS]
         K[len(STREAMS)] = w.keys["ct_hash"]
+        K[len(STREAMS) + 1] = np.uint64(w.lb_salt)
+        # with events the LB chooses each flow's node as it arrives: the engine's own array
+        backend = np.full(p.flows, -1, np.int64) if p.dynamic else w.backend
         self.I = Inputs(K=K, pt=np.array([p.packet_a, p.packet_b], np.float64),
-                        gaps=np.array(p.gaps, np.int64), backend=w.backend, sport=w.sport,
+                        gaps=np.array(p.gaps, np.int64), backend=backend, sport=w.sport,
                         client=w.client, service=w.service, hold=w.hold, t0=w.t0,
-                        flow_pod=w.flow_pod, pod_node=w.pod_node)
+                        flow_pod=w.flow_pod, pod_node=w.pod_node, instance=w.instance)
         self.O = Outputs(outcome=r.outcome, cause=r.cause, attempts=r.attempts, pod=r.pod,
                          nat_port=r.nat_port, connect=r.connect_ns, response=r.response_ns,
                          pod_wait=r.pod_wait_ns,
                          src_ip=r.src_ip, C=r.counters, cause_count=r.cause_count)
         # the nodes of a Cluster service share one endpoint group, Local ones have their own
+        self.node_eps = [np.asarray(e, np.int64) for e in w.endpoints]
         self.groups = list(w.endpoints) if p.local else [w.endpoints[0]]
         ep_group = np.arange(p.nodes) if p.local else np.zeros(p.nodes, np.int64)
         ep_ptr, ep_list, cdf = _endpoint_groups(self.groups)
+        first = w.scenario.cluster.pods
+        per_pod = p.pods if p.dynamic else 1
+        listen = np.full(per_pod, NEVER, np.int64)
+        listen[:first] = 0                          # the steady state's pods listen from the start
+        self.targets = TargetSets(steady_targets(w.scenario, w.pod_node[:first]))
         S = np.zeros(STATE_SLOTS, np.int64)
         S[S_SAMPLE_NEXT] = NS
         gc_next = np.full(p.nodes, p.gc_fixed or NS, np.int64)
@@ -74,7 +85,12 @@ class CompiledEngine:
             W=np.zeros((2, p.nodes), np.int64), ep_group=ep_group.astype(np.int64),
             PC=np.zeros(p.nodes * p.pods if p.full_records and p.nodes * p.pods <= PAIR_COUNTS_MAX
                         else 1, np.int64),
-            ep_ptr=ep_ptr, ep_list=ep_list, cdf=cdf,
+            ep_ptr=ep_ptr, ep_list=ep_list, cdf=cdf, ep_reject=np.zeros(p.nodes, np.int64),
+            listen=listen, sigterm=np.full(per_pod, NEVER, np.int64),
+            gone=np.full(per_pod, NEVER, np.int64), closes=np.zeros(per_pod, np.int64),
+            seg_t=np.zeros(1, np.int64), seg_off=np.zeros(2, np.int64),
+            seg_ids=np.zeros(0, np.int64), rr=np.zeros(w.scenario.lb.instances, np.int64),
+            node=backend if p.dynamic else np.zeros(1, np.int64),
             E=E, IX=np.full(2 * 3 * _CAP, -1, np.int64), free=np.zeros(_CAP, np.int64),
             SK=np.zeros(_CAP, np.int64), SE=np.zeros(_CAP, np.int64),
             H=np.zeros((_CAP, 3), np.int64), PD=np.zeros((_CAP, PENDING_WIDTH), np.int64),
@@ -94,16 +110,45 @@ class CompiledEngine:
             code = advance(t1, self.P, self.I, self.O, self.X)
         return code == DONE
 
-    def set_endpoints(self, node: int, pods: np.ndarray) -> None:
-        """From now on, ``node``'s kube-proxy lists ``pods`` (per-attempt choices): the node gets
-        an endpoint group of its own."""
+        self._pack_targets()
+
+    def set_endpoints(self, node: int, pods: np.ndarray, rejects: bool = False) -> None:
+        """From now on, ``node``'s kube-proxy lists ``pods`` (per-attempt choices); with none,
+        ``rejects``: it rejects (the Service has no endpoint) rather than drops. Nodes listing
+        the same pods share a group."""
         X = self.X
-        g = len(self.groups)
-        self.groups.append(np.asarray(pods, np.int64))
-        ep_group = X.ep_group.copy()
-        ep_group[node] = g
+        pods = np.asarray(pods, np.int64)
+        self.node_eps[node] = pods
+        X.ep_reject[node] = int(bool(rejects) and pods.size == 0)
+        index: dict[bytes, int] = {}
+        ep_group = np.zeros(self.p.nodes, np.int64)
+        self.groups = []
+        for v, eps in enumerate(self.node_eps):
+            g = index.setdefault(eps.tobytes(), len(self.groups))
+            if g == len(self.groups):
+                self.groups.append(eps)
+            ep_group[v] = g
         ep_ptr, ep_list, cdf = _endpoint_groups(self.groups)
         self.X = X._replace(ep_group=ep_group, ep_ptr=ep_ptr, ep_list=ep_list, cdf=cdf)
+
+    def set_targets(self, t: int, nodes: np.ndarray) -> None:
+        """From ``t`` on, the LB sends new flows to ``nodes``."""
+        self.targets.set(t, nodes, self.p.lb2b, self.X.S)
+        self._pack_targets()
+
+    def _pack_targets(self) -> None:
+        tg = self.targets
+        self.X = self.X._replace(seg_t=tg.seg_t, seg_off=tg.seg_off, seg_ids=tg.seg_ids)
+
+    def set_pod(self, pod: int, listen: int, sigterm: int, gone: int) -> None:
+        """The pod's server listens from ``listen``, refuses from ``sigterm``, is gone from
+        ``gone`` (ns; NEVER: not yet)."""
+        X = self.X
+        X.listen[pod], X.sigterm[pod], X.gone[pod] = listen, sigterm, gone
+
+    def last_close(self, pod: int) -> int:
+        """When the last connection the pod accepted closes (ns; 0: none)."""
+        return int(self.X.closes[pod])
 
     def _make_room(self) -> bool:
         """Grow whatever the next step might overflow (see lbsim.compiled.loop); False if
@@ -151,4 +196,5 @@ class CompiledEngine:
             gauge_entries=X.G_count[:n].copy(), gauge_live=X.G_live[:n].copy(),
             drops=tuple(D[:, i].copy() for i in range(5)),
             snat=tuple(SG[:, i].copy() for i in range(3)),
-            max_cpu_wait_ns=int(S[S_MAX_WAIT]), resolved=int(S[S_RESOLVED]))
+            max_cpu_wait_ns=int(S[S_MAX_WAIT]), resolved=int(S[S_RESOLVED]),
+            backend=self.I.backend if self.p.dynamic else None)

@@ -15,23 +15,28 @@ import numpy as np
 
 from ..kernel import (C_CLASH_RESOLVE, C_DROP, C_EARLY_DROP, C_ENTRIES_INSERTED, C_FOUND,
                       C_GC_EARLY_DROP, C_INSERT, C_INSERT_FAILED, F_NAT_CLASH, F_SNAT,
-                      F_TCP, FAILED, INSERT_RACE, NAT, NAT_CLASH_TIMEOUT, NEVER, NO_LOCAL_ENDPOINT,
-                      NS, OK, PORT_EXHAUSTION, TABLE_FULL, TUPLE_IN_USE, UDP_STREAM_AFTER)
+                      F_TCP, F_UNREPLIED, FAILED, INSERT_RACE, NAT, NAT_CLASH_TIMEOUT, NEVER,
+                      NO_ENDPOINTS, NO_LOCAL_ENDPOINT, NO_TARGET, NS, OK, POD_GONE,
+                      PORT_EXHAUSTION, REFUSED, TABLE_FULL, TCP_CLOSE_TIMEOUT,
+                      TCP_SYN_SENT_TIMEOUT, TUPLE_IN_USE, UDP_STREAM_AFTER)
 from ..rng import bits_nb as bits, mix64_nb as mix64, uniform_nb as uniform
 from ..sampling import PT_FIXED, duration_ns
 from ..tuples import CLIENT_BASE, NODE_IP_BASE
 from .calendar import count_expired, nd
 from .events import push
 from .index import orig_key, reply_key, reply_key_nosnat
-from .layout import (FLAGS, K_CPU_TIME, K_CT_SALT, K_ENDPOINT, K_ISN, K_RSS, N_EXPD, NODE, PA_ARRIVE,
+from .layout import (FLAGS, K_CPU_TIME, K_CT_SALT, K_ENDPOINT, K_ISN, K_LB_SALT, K_RSS, N_EXPD,
+                     NODE, PA_ARRIVE,
                      PA_EXH, PA_FOLLOW, PA_ISN, PA_NODE, PA_ORIG, PA_POD, PA_PORT, PA_REPLY,
                      PA_TCONF, PA_TNAT, POD, REPLY, S_MAX_WAIT, S_NDROP, S_NGAUGE, S_NEXT_TICK,
-                     S_NSNAT, S_PFREE, S_PSIZE, S_RESOLVED, S_SAMPLE_NEXT, S_SIZE, T_CLOSE,
+                     S_NSNAT, S_PFREE, S_PSIZE, S_RESOLVED, S_SAMPLE_NEXT, S_SIZE, S_TARGETS,
+                     T_CLOSE,
                      T_EXPIRE, hot, inline)
 from .nat import select_port
 from .table import early_drop, extend, gc_pass, insert, live_eid, release, sort_pairs, take
 
-__all__ = ["on_arrive", "on_direct", "on_nat", "on_confirm", "tick", "endpoint"]
+__all__ = ["on_arrive", "on_direct", "on_nat", "on_confirm", "tick", "endpoint", "lb_choice",
+           "refuse"]
 
 _U = np.uint64
 
@@ -53,6 +58,43 @@ def fail(S, P, gaps, D, cause_count, outcome, cause_rec, attempts_rec, flow, att
     attempts_rec[flow] = attempt + 1
     S[S_RESOLVED] += 1
     return -1
+
+
+@hot
+def refuse(S, full, D, cause_count, outcome, cause_rec, attempts_rec, flow, attempt, t, cause,
+           node):
+    """An attempt answered with a refusal (an RST, an ICMP port unreachable): the flow fails at
+    once, nothing is retransmitted (``ReferenceEngine.refuse``). Returns -1."""
+    cause_count[cause] += 1
+    if full:
+        i = S[S_NDROP]
+        D[i, 0], D[i, 1], D[i, 2], D[i, 3], D[i, 4] = t, flow, attempt, node, cause
+        S[S_NDROP] += 1
+    cause_rec[flow] = cause
+    outcome[flow] = FAILED
+    attempts_rec[flow] = attempt + 1
+    S[S_RESOLVED] += 1
+    return -1
+
+
+@inline
+def lb_choice(S, rr_algo, salt, seg_t, seg_off, seg_ids, rr, instance, client, f, tl):
+    """The LB's target for flow ``f`` reaching it at ``tl`` (``ReferenceEngine._lb_choice``):
+    among the set in force then, by round robin per instance or a hash of the client's address;
+    -1: none. Attempts come in time order, so the set in force only moves forward."""
+    g = S[S_TARGETS]
+    while g + 1 < seg_t.size and seg_t[g + 1] <= tl:
+        g += 1
+    S[S_TARGETS] = g
+    n = seg_off[g + 1] - seg_off[g]
+    if n == 0:
+        return -1
+    if rr_algo:
+        i = rr[instance[f]] % n
+        rr[instance[f]] += 1
+    else:
+        i = np.int64(mix64(_U(client[f]) ^ _U(salt)) % _U(n))
+    return seg_ids[seg_off[g] + i]
 
 
 @hot
@@ -115,8 +157,16 @@ def on_direct(P, I, O, X, f, t):
 
 
 @inline
-def on_arrive(P, I, X, f, k, t):
-    """An attempt reaches its node (``ReferenceEngine.arrive``): it waits for its CPU."""
+def on_arrive(P, I, O, X, f, k, t):
+    """An attempt reaches its node (``ReferenceEngine.arrive``): it waits for its CPU. With
+    events the LB chooses the flow's node when its first attempt reaches it (no target: the
+    attempt is lost, the return is the retransmission's arrival or -1); else returns -2."""
+    if P.dynamic and I.backend[f] < 0:
+        # X.node is I.backend's very array in such a run (the workload's may be read only)
+        X.node[f] = lb_choice(X.S, P.rr_algo, I.K[K_LB_SALT], X.seg_t, X.seg_off, X.seg_ids,
+                              X.rr, I.instance, I.client, f, t - P.lb2b)
+        if X.node[f] < 0:
+            return _fail(P, I, O, X, f, k, t, t, NO_TARGET, -1)
     if P.packet_kind == PT_FIXED:
         pkt = duration_ns(PT_FIXED, I.pt[0], 0.0, 0.0, 0.0)
     else:
@@ -137,6 +187,7 @@ def on_arrive(P, I, X, f, k, t):
     PD = X.PD
     PD[slot, PA_ARRIVE], PD[slot, PA_TNAT], PD[slot, PA_TCONF] = t, t_nat, t_conf
     push(X.H, S, t_nat, NAT, f, k, slot)
+    return -2
 
 
 @inline
@@ -162,7 +213,8 @@ def on_nat(P, I, O, X, f, k, t, ps):
     orig = orig_key(node, I.client[f], I.sport[f])
     isn = np.int64(bits(I.K[K_ISN], f, k, 0) >> _U(32))
     e = live_eid(E, X.HD, S, X.free, X.IX, count, orig, t)
-    if e >= 0 and not P.tcp:             # a UDP packet of a tracked flow: no new entry
+    if e >= 0 and (not P.tcp or (E[e, FLAGS] & F_UNREPLIED) != 0):
+        # a UDP packet of a tracked flow, or a SYN into its unanswered entry: no new entry
         _pend(X.PD, ps, node, E[e, POD], E[e, REPLY] & 0xFFFF, 0, orig, E[e, REPLY], isn, 1)
         return -2
     if e >= 0:
@@ -179,6 +231,9 @@ def on_nat(P, I, O, X, f, k, t, ps):
         O.C[C_EARLY_DROP, node] += killed
     pod = endpoint(P, X.ep_group, X.ep_ptr, X.ep_list, X.cdf, I.flow_pod, node,
                    uniform(I.K[K_ENDPOINT], f, k, 0), f)
+    if pod < 0 and X.ep_reject[node]:    # KUBE-EXTERNAL-SERVICES' REJECT: the flow fails
+        return refuse(S, P.full_records, X.D, O.cause_count, O.outcome, O.cause, O.attempts, f,
+                      k, t, NO_ENDPOINTS, node)
     if pod < 0:
         return _fail(P, I, O, X, f, k, arrive, t, NO_LOCAL_ENDPOINT, node)
     sp = I.sport[f]
@@ -226,17 +281,22 @@ def on_confirm(P, I, O, X, f, k, ps):
         O.C[C_DROP, node] += 1
         return _fail(P, I, O, X, f, k, PD[ps, PA_ARRIVE], t,
                      PORT_EXHAUSTION if PD[ps, PA_EXH] else INSERT_RACE, node)
-    _serve_nodeport(P, I, O, X, f, k, ps, t, adopt, clash)
-    return -1
+    return _serve_nodeport(P, I, O, X, f, k, ps, t, adopt, clash)
 
 
 @inline
 def _serve_nodeport(P, I, O, X, f, k, ps, t, adopt, clash):
     """``ReferenceEngine._serve_nodeport``: the pod serves the request; the entry's timeline is
-    fixed, and it is inserted (or the followed one's timeout raised)."""
+    fixed, and it is inserted (or the followed one's timeout raised). With events a pod that
+    does not accept when the attempt reaches it refuses or loses it (:func:`_lost_at_pod`).
+    Returns the next attempt's arrival, or -1."""
     PD = X.PD
     node, pod, port = PD[ps, PA_NODE], PD[ps, PA_POD], PD[ps, PA_PORT]
     hop = 0 if I.pod_node[pod] == node else P.d_hop
+    if P.dynamic:
+        ta = t + hop
+        if not (X.listen[pod] <= ta and ta < X.sigterm[pod] and ta < X.gone[pod]):
+            return _lost_at_pod(P, I, O, X, f, k, ps, t, adopt, clash, ta, hop)
     d_in = P.d_in
     q = t + 3 * hop + 2 * d_in if P.tcp else t + hop
     finish = serve(X.worker_free, pod, q, I.service[f])
@@ -258,10 +318,48 @@ def _serve_nodeport(P, I, O, X, f, k, ps, t, adopt, clash):
                NODE_IP_BASE + node if P.snat else CLIENT_BASE + I.client[f],
                finish - I.service[f] - q)
     X.S[S_RESOLVED] += 1
+    if P.dynamic:        # the client's FIN (or last datagram) reaches the pod a hop later
+        X.closes[pod] = max(X.closes[pod], t_close + hop)
+    _track(P, I, O, X, ps, t, adopt, clash, t_assured, t_close, t_expire, 0)
+    return -1
+
+
+@inline
+def _lost_at_pod(P, I, O, X, f, k, ps, t, adopt, clash, ta, hop):
+    """``ReferenceEngine._lost_at_pod``: gone (lost; TCP's entry stays SYN_SENT) or refusing
+    (TCP: an RST, the entry CLOSE; UDP: ICMP port unreachable)."""
+    PD = X.PD
+    pod, node = PD[ps, PA_POD], PD[ps, PA_NODE]
+    gone = X.gone[pod] <= ta
+    flags = 0
+    if not P.tcp:
+        t_close, t_expire = t, t + P.udp
+    elif gone:
+        t_close = t + TCP_SYN_SENT_TIMEOUT
+        t_expire = t_close
+        flags = F_UNREPLIED
+    else:
+        t_close = ta + hop
+        t_expire = t_close + TCP_CLOSE_TIMEOUT
+    _track(P, I, O, X, ps, t, adopt, clash, NEVER, t_close, t_expire, flags)
+    if gone:
+        return _fail(P, I, O, X, f, k, PD[ps, PA_ARRIVE], ta, POD_GONE, node)
+    return refuse(X.S, P.full_records, X.D, O.cause_count, O.outcome, O.cause, O.attempts, f, k,
+                  ta, REFUSED, node)
+
+
+@inline
+def _track(P, I, O, X, ps, t, adopt, clash, t_assured, t_close, t_expire, flags):
+    """``ReferenceEngine._track``: the confirmed attempt's entry inserted, or the followed one's
+    timeout raised."""
+    PD = X.PD
+    node, pod = PD[ps, PA_NODE], PD[ps, PA_POD]
     if adopt >= 0:
         extend(X.E, X.HD, X.S, adopt, t_expire)
+        if (flags & F_UNREPLIED) != 0:   # SYN_SENT renewed: still not closing
+            X.E[adopt, T_CLOSE] = max(X.E[adopt, T_CLOSE], t_expire)
         return
-    flags = (F_TCP if P.tcp else 0) | (F_SNAT if P.snat else 0)
+    flags |= (F_TCP if P.tcp else 0) | (F_SNAT if P.snat else 0)
     orig = PD[ps, PA_ORIG]
     if clash:                    # IPS_NAT_CLASH | IPS_FIXED_TIMEOUT: reply-only, 1 s
         flags |= F_NAT_CLASH

@@ -40,6 +40,8 @@ _KEY = {name: i for i, name in enumerate(STREAMS)}
 K_NAT, K_CPU_TIME, K_ISN, K_RSS, K_ENDPOINT = (_KEY["nat"], _KEY["cpu_time"], _KEY["isn"],
                                                _KEY["rss"], _KEY["endpoint"])
 K_CT_SALT = len(STREAMS)
+#: the LB's client-address hash salt (lbsim.workload.Workload.lb_salt), after the conntrack salt
+K_LB_SALT = len(STREAMS) + 1
 
 # -- entry rows (E: 14 int64, 112 bytes; what a GC walk and a release read comes first) -----------
 NXT, T_EXPIRE, NODE, PRV, REPLY, ORIG, POD, T_ASSURED, T_CLOSE, FLAGS, SEQ, OBUCKET, RBUCKET, \
@@ -62,8 +64,10 @@ PENDING_WIDTH = 11
 
 # -- scalar state (S) ------------------------------------------------------------------------------
 (S_NEXT_NEW, S_RESOLVED, S_MAX_WAIT, S_SAMPLE_NEXT, S_SIZE, S_NFREE, S_USED, S_HN, S_PFREE,
- S_PSIZE, S_NDROP, S_NGAUGE, S_NSNAT, S_BORN, S_NEXT_TICK, S_LAST_SAMPLE) = range(16)
-STATE_SLOTS = 16
+ S_PSIZE, S_NDROP, S_NGAUGE, S_NSNAT, S_BORN, S_NEXT_TICK, S_LAST_SAMPLE,
+ S_TARGETS) = range(17)
+#: S_TARGETS: with events, the LB's target set in force at the last choice (its segment)
+STATE_SLOTS = 17
 
 # -- what the window function returns ------------------------------------------------------------
 DONE, PAUSE, ROOM = 0, 1, 2
@@ -71,10 +75,11 @@ DONE, PAUSE, ROOM = 0, 1, 2
 AHEAD = 16
 
 #: the run's inputs (read only): the workload's arrays, the stream keys (K), the packet time's
-#: parameters (pt) and the retry gaps
+#: parameters (pt) and the retry gaps; with events, backend is the LB's node per flow, written
+#: as each flow reaches the LB (-1 until then)
 Inputs = collections.namedtuple("Inputs", (
     "K", "pt", "gaps", "backend", "sport", "client", "service", "hold", "t0", "flow_pod",
-    "pod_node"))
+    "pod_node", "instance"))
 #: the per-flow records and per-node counters the engine writes (lbsim.records)
 Outputs = collections.namedtuple("Outputs", (
     "outcome", "cause", "attempts", "pod", "nat_port", "connect", "response", "pod_wait", "src_ip",
@@ -83,9 +88,14 @@ Outputs = collections.namedtuple("Outputs", (
 #: the most (node, pod) pairs whose SNAT ports the full records count in an array (PC: 32 MiB)
 PAIR_COUNTS_MAX = 1 << 22
 #: the engine's state. ep_* are kube-proxy's endpoints: node v lists ep_list[ep_ptr[g] :
-#: ep_ptr[g + 1]] (with their cascade CDF in cdf) for g = ep_group[v]. The arrays from E on grow
-#: between windows (the driver replaces them).
+#: ep_ptr[g + 1]] (with their cascade CDF in cdf) for g = ep_group[v]; ep_reject[v]: an empty
+#: list rejects. With events: each pod's listen / sigterm / gone instants and its last
+#: connection's close (closes), and the LB's node target sets, set k (from seg_t[k] on) listing
+#: seg_ids[seg_off[k] : seg_off[k + 1]], with round robin's counter per instance (rr), and the
+#: node chosen for each flow (node: the same array as Inputs.backend in such a run). The
+#: arrays from E on grow between windows (the driver replaces them).
 State = collections.namedtuple("State", (
     "S", "count", "unconfirmed", "rover", "cpu_free", "gc_next", "gc_flag", "worker_free", "HD",
-    "due", "W", "PC", "ep_group", "ep_ptr", "ep_list", "cdf",
+    "due", "W", "PC", "ep_group", "ep_ptr", "ep_list", "cdf", "ep_reject",
+    "listen", "sigterm", "gone", "closes", "seg_t", "seg_off", "seg_ids", "rr", "node",
     "E", "IX", "free", "SK", "SE", "H", "PD", "pfree", "D", "G_t", "G_count", "G_live", "SG"))

@@ -91,11 +91,13 @@ def advance(T1, P, I, O, X):
             pop(H, S)
         else:
             S[S_NEXT_NEW] = nn + 1
-            if P.nodeport and nn + AHEAD < F:
+            if P.nodeport and not P.dynamic and nn + AHEAD < F:
                 _prefetch_ahead(P, I, X, nn + AHEAD)
         if kind == ARRIVE:
             if P.nodeport:
-                on_arrive(P, I, X, f, k, t)
+                nxt = on_arrive(P, I, O, X, f, k, t)
+                if nxt >= 0:             # no target: the client retransmits
+                    push(H, S, nxt, ARRIVE, f, k + 1, -1)
             else:
                 on_direct(P, I, O, X, f, t)
             continue

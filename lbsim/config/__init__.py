@@ -8,8 +8,8 @@ value and what is allowed. See ``docs/config.md`` for the full reference.
 from __future__ import annotations
 
 from .fields import MAX_CLIENTS, MAX_NODES, MAX_PODS, _plain, _Section  # noqa: F401 (sweep)
-from .dynamics import (CLOUD_PROFILES, EVENT_KINDS, CloudConfig, DeploymentConfig, Event,
-                       LifecycleConfig)
+from .dynamics import (CLOUD_PROFILES, EVENT_KINDS, CloudConfig, DeploymentConfig,
+                       EndpointsConfig, Event, LifecycleConfig)
 from .scenario import Scenario
 from .sections import (CiliumAlgorithm, ClusterConfig, ConntrackConfig, DataPath, IpvsScheduler,
                        KubeProxyConfig, LBAlgorithm, LBConfig, NatConfig, NatKernel,
@@ -20,7 +20,8 @@ __all__ = [
     "DataPath", "Protocol", "Source", "LBAlgorithm", "ProxyMode", "IpvsScheduler",
     "CiliumAlgorithm", "SessionAffinity", "TrafficPolicy", "NatKernel",
     "WorkloadConfig", "LBConfig", "ClusterConfig", "PodConfig", "KubeProxyConfig", "NatConfig",
-    "ConntrackConfig", "NetworkConfig", "LifecycleConfig", "DeploymentConfig", "CloudConfig",
+    "ConntrackConfig", "NetworkConfig", "LifecycleConfig", "DeploymentConfig", "EndpointsConfig",
+    "CloudConfig",
     "Event", "EVENT_KINDS", "CLOUD_PROFILES", "Scenario",
     "MAX_NODES", "MAX_PODS", "MAX_CLIENTS",
 ]

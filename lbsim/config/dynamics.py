@@ -15,11 +15,12 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
-from ..durations import Duration, Fixed, parse_duration
+from ..durations import Duration, Exponential, Fixed, parse_duration
 from .fields import MAX_PODS, _check_float, _check_int, _fail, _is_int, _Section
 
-__all__ = ["LifecycleConfig", "DeploymentConfig", "CloudConfig", "Event", "EVENT_KINDS",
-           "CLOUD_PROFILES", "CLOUD_FIELDS", "pods_ever"]
+__all__ = ["LifecycleConfig", "DeploymentConfig", "EndpointsConfig", "CloudConfig", "Event",
+           "EVENT_KINDS", "CLOUD_PROFILES", "CLOUDS", "CLOUD_FIELDS", "TARGET_KINDS",
+           "pods_ever"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -36,6 +37,9 @@ class LifecycleConfig(_Section):
     readiness_period_s: float = 10.0
     #: readinessProbe.successThreshold (Kubernetes default 1): passes in a row before Ready
     readiness_success_threshold: int = 1
+    #: readinessProbe.failureThreshold (Kubernetes default 3): failures in a row before a pod is
+    #: no longer ready (a terminating pod: no longer serving, once SIGTERM closed its server)
+    readiness_failure_threshold: int = 3
     #: the preStop hook's sleep: deletion to SIGTERM, the server serving as before, s
     prestop_s: float = 0.0
     #: terminationGracePeriodSeconds (Kubernetes default 30): deletion to SIGKILL, s
@@ -47,6 +51,7 @@ class LifecycleConfig(_Section):
         _check_float(n("readiness_initial_delay_s"), self.readiness_initial_delay_s)
         _check_period(n("readiness_period_s"), self.readiness_period_s)
         _check_int(n("readiness_success_threshold"), self.readiness_success_threshold, 1, 1000)
+        _check_int(n("readiness_failure_threshold"), self.readiness_failure_threshold, 1, 1000)
         _check_float(n("prestop_s"), self.prestop_s)
         _check_float(n("termination_grace_s"), self.termination_grace_s)
 
@@ -106,34 +111,91 @@ class DeploymentConfig(_Section):
             _fail(n("readiness_gate"), self.readiness_gate, "true or false")
 
 
+@dataclass(frozen=True, kw_only=True)
+class EndpointsConfig(_Section):
+    """How a change of the Service's endpoints reaches each node's kube-proxy (``[endpoints]``):
+    the NodePort path's rules over time."""
+
+    _prefix: typing.ClassVar[str] = "endpoints"
+
+    #: the EndpointSlice change to a node's kube-proxy seeing it (controller, API server, watch),
+    #: drawn per node and change, s (assumed: with sync_s, a mean of 0.76 s as measured on kind)
+    propagation_s: Duration = Exponential(mean=0.5)
+    #: kube-proxy's --iptables-min-sync-period: one sync at most this often (kubernetes#92836), s
+    min_sync_period_s: float = 1.0
+    #: a sync's start to its rules in force (iptables-restore), s (assumed, see propagation_s)
+    sync_s: Duration = Fixed(value=0.26)
+    #: KEP-1669 (kube-proxy 1.26+): with no ready endpoint, proxy to the serving terminating
+    #: ones; false reproduces earlier kube-proxies (none: drop, Local; reject, Cluster)
+    terminating_fallback: bool = True
+
+    def __post_init__(self) -> None:
+        n = self._name
+        for f in ("propagation_s", "sync_s"):
+            object.__setattr__(self, f, parse_duration(n(f), getattr(self, f)))
+        _check_float(n("min_sync_period_s"), self.min_sync_period_s)
+        if not isinstance(self.terminating_fallback, bool):
+            _fail(n("terminating_fallback"), self.terminating_fallback, "true or false")
+
+
 #: the ``[cloud]`` fields a profile fills, with their checks' ranges
 CLOUD_FIELDS = ("registration_s", "hc_interval_s", "hc_timeout_s", "hc_healthy_threshold",
                 "hc_unhealthy_threshold", "deregistration_lag_s", "deregistration_delay_s",
                 "draining_new_flows_s")
 
-#: each cloud's defaults (docs/config.md cites each; "assumed" there marks the undocumented ones)
-CLOUD_PROFILES: dict[str, dict[str, Any]] = {
+def _targets(registration_s, hc_interval_s, hc_timeout_s, hc_healthy_threshold,
+             hc_unhealthy_threshold, deregistration_lag_s=0.0, deregistration_delay_s=0.0,
+             draining_new_flows_s=0.0) -> dict[str, Any]:
+    return dict(registration_s=registration_s, hc_interval_s=hc_interval_s,
+                hc_timeout_s=hc_timeout_s, hc_healthy_threshold=hc_healthy_threshold,
+                hc_unhealthy_threshold=hc_unhealthy_threshold,
+                deregistration_lag_s=deregistration_lag_s,
+                deregistration_delay_s=deregistration_delay_s,
+                draining_new_flows_s=draining_new_flows_s)
+
+
+#: the kinds of LB target: pods (the direct path), nodes under externalTrafficPolicy Cluster
+#: (checked on the traffic port or kube-proxy's 10256) and under Local (the health-check node
+#: port)
+TARGET_KINDS = ("pods", "nodes", "local_nodes")
+
+#: each cloud LB's defaults by kind of target (docs/config.md cites each; "assumed" there marks
+#: the undocumented ones)
+CLOUDS: dict[str, dict[str, dict[str, Any]]] = {
     # a generic LB: every value a round number, for experiments
-    "custom": dict(registration_s=10.0, hc_interval_s=10.0, hc_timeout_s=5.0,
-                   hc_healthy_threshold=3, hc_unhealthy_threshold=3, deregistration_lag_s=0.0,
-                   deregistration_delay_s=300.0, draining_new_flows_s=0.0),
-    # AWS NLB, target type ip (aws-load-balancer-controller): registration 90-300 s reported,
-    # CreateTargetGroup defaults 30 s x 5 healthy / 2 unhealthy, TCP timeout 10 s,
-    # deregistration_delay 300 s, new connections still sent ~120 s after deregistration
-    "aws-nlb-ip": dict(registration_s=180.0, hc_interval_s=30.0, hc_timeout_s=10.0,
-                       hc_healthy_threshold=5, hc_unhealthy_threshold=2,
-                       deregistration_lag_s=0.0, deregistration_delay_s=300.0,
-                       draining_new_flows_s=120.0),
-    # GKE NEG (ingress-gce): 15 s x 1 healthy / 2 unhealthy, timeout 15 s
-    "gke-neg": dict(registration_s=30.0, hc_interval_s=15.0, hc_timeout_s=15.0,
-                    hc_healthy_threshold=1, hc_unhealthy_threshold=2, deregistration_lag_s=0.0,
-                    deregistration_delay_s=0.0, draining_new_flows_s=0.0),
-    # Tencent CLB, TKE direct access: 5 s x 3 healthy / 3 unhealthy, timeout 2 s; graceful
-    # shutdown sets the weight to 0 when the pod terminates
-    "tencent-clb-direct": dict(registration_s=5.0, hc_interval_s=5.0, hc_timeout_s=2.0,
-                               hc_healthy_threshold=3, hc_unhealthy_threshold=3,
-                               deregistration_lag_s=0.0, deregistration_delay_s=0.0,
-                               draining_new_flows_s=0.0),
+    "custom": dict.fromkeys(TARGET_KINDS, _targets(10.0, 10.0, 5.0, 3, 3, 0.0, 300.0, 0.0)),
+    "aws-nlb": {
+        # target type ip (aws-load-balancer-controller): registration 90-300 s reported,
+        # CreateTargetGroup defaults 30 s x 5 healthy / 2 unhealthy, TCP timeout 10 s,
+        # deregistration_delay 300 s, new connections still sent ~120 s after deregistration
+        "pods": _targets(180.0, 30.0, 10.0, 5, 2, 0.0, 300.0, 120.0),
+        # target type instance (pkg/service/model_builder.go): TCP on the traffic port,
+        # 10 s / 10 s, 3 / 3; Local: HTTP /healthz on the health-check node port, 10 s / 6 s,
+        # 2 / 2
+        "nodes": _targets(180.0, 10.0, 10.0, 3, 3, 0.0, 300.0, 0.0),
+        "local_nodes": _targets(180.0, 10.0, 6.0, 2, 2, 0.0, 300.0, 0.0),
+    },
+    "gke": {
+        # NEG (ingress-gce): 15 s x 1 healthy / 2 unhealthy, timeout 15 s
+        "pods": _targets(30.0, 15.0, 15.0, 1, 2),
+        # L4 NetLB instance groups (ingress-gce pkg/l4/healthchecks): shared check of
+        # kube-proxy's 10256 every 8 s, timeout 1 s, 1 / 3; Local: the health-check node port
+        # every 3 s, 1 / 2
+        "nodes": _targets(30.0, 8.0, 1.0, 1, 3),
+        "local_nodes": _targets(30.0, 3.0, 1.0, 1, 2),
+    },
+    # Tencent CLB: 5 s x 3 healthy / 3 unhealthy, timeout 2 s (the CLB API's defaults); TKE
+    # direct access sets a terminating pod's weight to 0 (graceful shutdown)
+    "tencent-clb": dict.fromkeys(TARGET_KINDS, _targets(5.0, 5.0, 2.0, 3, 3)),
+}
+
+#: the profiles: each names a cloud LB in one of its target modes; the path decides which
+#: targets the LB has (a direct profile on the NodePort path takes its cloud's node targets)
+CLOUD_PROFILES: dict[str, str] = {
+    "custom": "custom",
+    "aws-nlb-ip": "aws-nlb", "aws-nlb-instance": "aws-nlb",
+    "gke-neg": "gke", "gke-instance-group": "gke",
+    "tencent-clb-direct": "tencent-clb", "tencent-clb-nodeport": "tencent-clb",
 }
 
 
@@ -180,12 +242,13 @@ class CloudConfig(_Section):
             if getattr(self, f) is not None:
                 _check_int(n(f), getattr(self, f), 1, 100)
 
-    def value(self, name: str) -> Any:
-        """The field's value, or the profile's when unset."""
+    def value(self, name: str, targets: str = "pods") -> Any:
+        """The field's value, or the profile's cloud's for ``targets`` (one of
+        :data:`TARGET_KINDS`) when unset."""
         v = getattr(self, name)
         if v is not None:
             return v
-        v = CLOUD_PROFILES[self.profile][name]
+        v = CLOUDS[CLOUD_PROFILES[self.profile]][targets][name]
         return Fixed(value=v) if name in ("registration_s", "deregistration_lag_s") else v
 
 

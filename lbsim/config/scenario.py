@@ -12,7 +12,8 @@ from typing import Any
 import tomli_w
 
 from .fields import MAX_PODS, _check_enum, _check_int, _fail, _plain, _Section
-from .dynamics import CloudConfig, DeploymentConfig, Event, LifecycleConfig, pods_ever
+from .dynamics import (CloudConfig, DeploymentConfig, EndpointsConfig, Event, LifecycleConfig,
+                       pods_ever)
 from .sections import (ClusterConfig, ConntrackConfig, DataPath, KubeProxyConfig, LBConfig,
                        NatConfig, NetworkConfig, PodConfig, WorkloadConfig)
 
@@ -42,6 +43,7 @@ class Scenario(_Section):
     network: NetworkConfig = field(default_factory=NetworkConfig)
     lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
     deployment: DeploymentConfig = field(default_factory=DeploymentConfig)
+    endpoints: EndpointsConfig = field(default_factory=EndpointsConfig)
     cloud: CloudConfig = field(default_factory=CloudConfig)
     #: cluster events in time order (``[[events]]`` in TOML); none: the steady state
     events: tuple[Event, ...] = ()

@@ -23,6 +23,13 @@ Each pod lives through (lbsim.config.dynamics, docs/config.md "Dynamics"):
 The LB sends new flows to its healthy targets that are not deregistered (or still within
 ``draining_new_flows_s``); when none is healthy it fails open to every such target.
 
+On the NodePort path the pods are not the LB's targets: the nodes are
+(:mod:`lbsim.control.node_targets`), and each node's kube-proxy follows the EndpointSlice
+(:mod:`lbsim.control.endpoints`): a pod is a ready endpoint from Ready to its deletion, and a
+serving terminating one from its deletion until its readiness probe fails after SIGTERM
+(``readiness_failure_threshold`` probes in a row) or it is gone. A readiness gate has no LB
+target to wait for there: a pod is Ready when its containers are.
+
 The Deployment controller follows kubernetes/pkg/controller/deployment/rolling.go: new pods while
 the total stays within ``replicas + maxSurge``; old pods deleted while the available ones stay at
 least ``replicas - maxUnavailable`` (both zero means maxUnavailable 1).
@@ -37,19 +44,22 @@ import numpy as np
 import simpy
 
 from ..config import DataPath, LBAlgorithm, Scenario, Source
+from ..kube_proxy import KubeProxy
 from ..config.dynamics import resolve_count
 from ..durations import Fixed
 from ..kernel import NEVER
 from ..rng import Streams
 from ..sampling import duration_params, durations_ns
 from ..workload import ns, pod_placement
+from .endpoints import KubeProxies, Slice
+from .node_targets import NodeTargets
 
 __all__ = ["Pod", "Cluster", "TIMELINE_EVENTS", "follow", "check_events"]
 
 #: what the timeline records of each pod, in the order a pod's life may go through them
 TIMELINE_EVENTS = ("created", "listening", "containers_ready", "registered", "healthy",
-                   "ready", "available", "deleted", "deregistered", "sigterm", "unhealthy",
-                   "stops_receiving", "gone", "target_removed")
+                   "ready", "available", "deleted", "deregistered", "sigterm", "not_serving",
+                   "unhealthy", "stops_receiving", "gone", "target_removed")
 
 #: the changes the Deployment controller reacts to (a pod's count, readiness or availability)
 _CONTROLLER_READS = frozenset({"created", "ready", "available", "deleted"})
@@ -91,6 +101,8 @@ class Pod:
     deleted: int | None = None
     deregistered: int | None = None
     sigterm: int | None = None
+    #: its readiness probe failed after SIGTERM (or it was gone): no longer a serving endpoint
+    not_serving: int | None = None
     gone: int | None = None
     removed: int | None = None
     log: list[tuple[int, str]] = field(default_factory=list)
@@ -113,6 +125,7 @@ class Cluster:
     def __init__(self, env: simpy.Environment, sc: Scenario, on_change=None,
                  last_close=None) -> None:
         self.env, self.sc, self.on_change = env, sc, on_change
+        self.nodeport = sc.path is DataPath.NODEPORT
         self._last_close = last_close
         self.placement = pod_placement(sc)        # the workload's own rule, for every pod
         self._delays, self._phase = _per_pod_draws(sc, self.placement.size)
@@ -129,12 +142,23 @@ class Cluster:
         self.rollouts: list[tuple[int, int | None]] = []      # (start, end) of each rollout
         self.receiving: tuple[int, ...] = ()
         self.series: list[tuple[int, tuple[int, ...]]] = []
+        self._ready: set[int] = set()             # ready endpoints (Ready, not deleted)
+        self._terminating: set[int] = set()       # deleted, Ready before, still serving
+        self._slice_dirty = False
+        #: NodePort: the node rules changed since the last update, (node, pods, rejects)
+        self.programs: list[tuple[int, np.ndarray, bool]] = []
         for _ in range(sc.cluster.pods):
             pod = self._new_pod(steady=True)
-            pod.listening = pod.containers_ready = pod.registered = pod.ready = 0
-            pod.available, pod.healthy = 0, True
-            self._candidate(pod, True)
-            env.process(self._health_checks(pod))
+            pod.listening = pod.containers_ready = pod.ready = pod.available = 0
+            self._ready.add(pod.index)
+            if not self.nodeport:
+                pod.registered, pod.healthy = 0, True
+                self._candidate(pod, True)
+                env.process(self._health_checks(pod))
+        if self.nodeport:
+            self.proxies = KubeProxies(env, sc, self.placement, self._slice(), self._programmed)
+            self.node_targets = NodeTargets(env, sc, self.placement, self.proxies,
+                                            lambda: self._update())
         self._update()
         env.process(self._controller())
         for e in sc.events:
@@ -184,13 +208,16 @@ class Cluster:
             return
         pod.containers_ready = ready
         self._log(pod, "containers_ready")
-        if not self.sc.deployment.readiness_gate:
+        if self.nodeport or not self.sc.deployment.readiness_gate:
             self._set_ready(pod)
-        env.process(self._register(pod))
+        if not self.nodeport:
+            env.process(self._register(pod))
 
     def _set_ready(self, pod: Pod) -> None:
         pod.ready = int(self.env.now)
         self._log(pod, "ready")
+        self._ready.add(pod.index)
+        self._slice_dirty = True
         self._update(targets=False)
         self.env.process(self._become_available(pod))
 
@@ -207,6 +234,10 @@ class Cluster:
         pod.deleted = int(self.env.now)
         del self._live_pods[pod.index]
         self._log(pod, "deleted")
+        if pod.index in self._ready:           # a ready endpoint becomes a terminating one
+            self._ready.discard(pod.index)
+            self._terminating.add(pod.index)
+            self._slice_dirty = True
         if pod.registered is not None:       # a pending registration stops by itself
             self.env.process(self._deregister(pod))
         self.env.process(self._terminate(pod))
@@ -220,11 +251,43 @@ class Cluster:
             pod.sigterm = int(env.now)
             self._log(pod, "sigterm")
             self._update(targets=False)
+            if pod.index in self._terminating:
+                env.process(self._readiness_fails(pod))
         exit_at = min(max(int(env.now), self.last_close(pod)), pod.deleted + grace)
         yield env.timeout(exit_at - env.now)
         pod.gone = int(env.now)
         self._log(pod, "gone")
+        self._not_serving(pod)
         self._update(targets=False)
+
+    def _readiness_fails(self, pod: Pod):
+        """After SIGTERM the kubelet's probes fail: ``readiness_failure_threshold`` of them in
+        a row (on the pod's probe grid) and the pod is no longer ready: not serving."""
+        lc = self.sc.lifecycle
+        first = pod.created + ns(lc.readiness_initial_delay_s)
+        period = ns(lc.readiness_period_s)
+        k = max(0, math.ceil((pod.sigterm - first) / period))   # the first probe it fails
+        at = first + (k + lc.readiness_failure_threshold - 1) * period
+        yield self.env.timeout(at - self.env.now)
+        self._not_serving(pod)
+        self._update(targets=False)
+
+    def _not_serving(self, pod: Pod) -> None:
+        if pod.index in self._terminating:
+            self._terminating.discard(pod.index)
+            pod.not_serving = int(self.env.now)
+            self._log(pod, "not_serving")
+            self._slice_dirty = True
+
+    # -- the NodePort path's endpoints ----------------------------------------------------------
+    def _slice(self) -> Slice:
+        return Slice(np.array(sorted(self._ready), np.int64),
+                     np.array(sorted(self._terminating), np.int64))
+
+    def _programmed(self, node: int, pods: np.ndarray, rejects: bool) -> None:
+        """A node's kube-proxy put new rules in force (KubeProxies calls this)."""
+        self.programs.append((node, pods, rejects))
+        self._update()
 
     # -- the cloud LB's target ----------------------------------------------------------------
     def _register(self, pod: Pod):
@@ -307,8 +370,16 @@ class Cluster:
             self._cand_healthy.discard(pod.index)
 
     def receiving_targets(self) -> tuple[int, ...]:
-        """The pods the LB sends new flows to now: the healthy candidates, or every candidate
-        when none is healthy (fail open)."""
+        """The pods new flows go to now. Direct: the LB's healthy candidates, or every
+        candidate when none is healthy (fail open). NodePort: the pods the rules of the LB's
+        nodes list."""
+        if self.nodeport:
+            pr = self.proxies.programmed
+            # nodes of one Cluster service share their slice's array: each counted once
+            lists = list({id(pr[v]): pr[v] for v in self.node_targets.receiving()}.values())
+            if len(lists) == 1:
+                return tuple(lists[0].tolist())
+            return tuple(np.unique(np.concatenate(lists)).tolist()) if lists else ()
         return tuple(sorted(self._cand_healthy or self._cand))
 
     def _update(self, targets: bool = True) -> None:
@@ -324,6 +395,9 @@ class Cluster:
         yield self.env.timeout(0)
         self._flush_pending = False
         t = int(self.env.now)
+        if self._slice_dirty and self.nodeport:
+            self._slice_dirty = False
+            self.proxies.changed(self._slice())
         if self._targets_dirty:
             self._targets_dirty = False
             now = self.receiving_targets()
@@ -335,6 +409,7 @@ class Cluster:
         if self.on_change is not None:
             self.on_change(self)
         self.dirty.clear()
+        self.programs.clear()
         if self._controller_dirty and not self.changed.triggered:
             self._controller_dirty = False
             self.changed.succeed()
@@ -416,9 +491,12 @@ def follow(sc: Scenario, holder: list):
 
         def on_change(cl: Cluster) -> None:
             t = int(env.now)
-            if cl.receiving != state["targets"]:
-                state["targets"] = cl.receiving
-                plane.set_targets(t, np.asarray(cl.receiving, np.int64))
+            targets = cl.node_targets.receiving() if cl.nodeport else cl.receiving
+            if targets != state["targets"]:
+                state["targets"] = targets
+                plane.set_targets(t, np.asarray(targets, np.int64))
+            for node, pods, rejects in cl.programs:
+                plane.set_endpoints(node, pods, rejects)
             for i in sorted(cl.dirty):
                 p = cl.pods[i]
                 plane.set_pod(i, _at(p.listening), _at(p.sigterm), _at(p.gone))
@@ -437,9 +515,11 @@ def check_events(sc: Scenario) -> None:
     def no(field: str, value, allowed: str) -> None:
         raise ValueError(f"{field} = {value!r} with [[events]]: not modelled yet ({allowed})")
 
-    if sc.path is DataPath.NODEPORT:
-        no("path", "nodeport", "the NodePort path's endpoints and kube-proxy over time come "
-           "next; run path = \"direct\", or lbsim.timeline for the control plane alone")
+    if sc.path is DataPath.NODEPORT and not KubeProxy.per_attempt_mode(sc):
+        kp = sc.kube_proxy
+        if kp.mode.value not in ("iptables", "nftables"):
+            no("kube_proxy.mode", kp.mode.value, "iptables or nftables")
+        no("kube_proxy.session_affinity", kp.session_affinity.value, "none")
     if sc.lb.algorithm not in (LBAlgorithm.RR, LBAlgorithm.SOURCE_HASH):
         no("lb.algorithm", sc.lb.algorithm.value, "rr or source_hash")
     if sc.lb.persistence_s > 0:

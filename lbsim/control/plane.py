@@ -36,7 +36,7 @@ class Engine(Protocol):
 
     def advance(self, t1: int) -> bool: ...          # events before t1; True when all are done
 
-    def set_endpoints(self, node: int, pods: np.ndarray) -> None: ...
+    def set_endpoints(self, node: int, pods: np.ndarray, rejects: bool = False) -> None: ...
 
 
 class ControlPlane:
@@ -50,10 +50,11 @@ class ControlPlane:
         """Seconds to simulated time (integer ns)."""
         return int(round(seconds * NS))
 
-    def set_endpoints(self, node: int, pods) -> None:
+    def set_endpoints(self, node: int, pods, rejects: bool = False) -> None:
         """From now on, ``node``'s kube-proxy lists ``pods`` (its iptables or nftables rules:
-        a per-attempt choice; an empty list means no endpoint). The direct path has no
-        kube-proxy: there it changes nothing."""
+        a per-attempt choice). With an empty list the node drops new flows (Local: no local
+        endpoint), or with ``rejects`` answers them with its REJECT rule (the Service has no
+        endpoint at all). The direct path has no kube-proxy: there it changes nothing."""
         p = self.params
         pods = np.asarray(pods, np.int64).ravel()
         if not 0 <= node < p.nodes:
@@ -65,11 +66,12 @@ class ControlPlane:
             raise ValueError("set_endpoints changes per-attempt choices (kube_proxy.mode = "
                              "iptables or nftables, no session affinity); this kube-proxy fixes "
                              "each flow's pod when the run starts")
-        self.engine.set_endpoints(node, pods)
+        self.engine.set_endpoints(node, pods, rejects)
 
-    # -- the direct path's LB and pods ([[events]]: lbsim.control.cluster.follow) ----------------
+    # -- the LB and the pods ([[events]]: lbsim.control.cluster.follow) ---------------------------
     def set_targets(self, t: int, pods) -> None:
-        """From now on the LB sends new flows to ``pods`` (the direct path)."""
+        """From now on the LB sends new flows to ``pods`` (the direct path; the nodes on the
+        NodePort path, a flow's node chosen when it reaches the LB)."""
         self.engine.set_targets(t, np.asarray(pods, np.int64))
 
     def set_pod(self, pod: int, listen: int, sigterm: int, gone: int) -> None:

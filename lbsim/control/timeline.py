@@ -48,13 +48,16 @@ TIMELINE_METRICS = {
 class Timeline:
     """What :func:`timeline` returns: ``pods`` (:data:`POD_COLUMNS`), ``events`` (t_s, pod,
     event: one row per change, in order), ``receiving`` (t_s, pods, accepting: from each change
-    on, how many pods the LB sends new flows to and how many of them accept) and ``summary``
-    (:data:`TIMELINE_METRICS`)."""
+    on, how many pods new flows go to and how many of them accept), ``nodes`` (the NodePort
+    path: t_s, node, event, endpoints: each node's kube-proxy rules coming into force ("rules",
+    with the endpoints they list) and the LB finding a node "healthy" or "unhealthy"
+    (endpoints -1); empty on the direct path) and ``summary`` (:data:`TIMELINE_METRICS`)."""
 
     pods: pd.DataFrame
     events: pd.DataFrame
     receiving: pd.DataFrame
     summary: dict[str, float]
+    nodes: pd.DataFrame
 
 
 #: how long after the last event the control plane may take to settle (a registration, a
@@ -82,7 +85,8 @@ def run_cluster(sc: Scenario) -> Cluster:
 
 def _settled(cl: Cluster) -> bool:
     rollouts_done = all(e is not None for _, e in cl.rollouts)
-    pods_done = all((p.deleted is None and p.available is not None and p.healthy)
+    pods_done = all((p.deleted is None and p.available is not None
+                     and (p.healthy or cl.nodeport))
                     or (p.deleted is not None and p.gone is not None
                         and (p.registered is None or p.removed is not None))
                     for p in cl.pods)
@@ -118,7 +122,18 @@ def tables(cl: Cluster) -> Timeline:
     pods = pd.DataFrame(rows, columns=list(POD_COLUMNS))
     # a row at every change: a SIGTERM changes what accepts without changing the set
     receiving = _receiving(cl)
-    return Timeline(pods, events, receiving, _summary(cl, pods, receiving))
+    return Timeline(pods, events, receiving, _summary(cl, pods, receiving), _nodes(cl))
+
+
+def _nodes(cl: Cluster) -> pd.DataFrame:
+    rows: list[tuple[float, int, str, int]] = []
+    if cl.nodeport:
+        rows = ([(t / NS, v, "rules", n) for t, v, n in cl.proxies.log]
+                + [(t / NS, v, what, -1) for t, v, what in cl.node_targets.log])
+        rows.sort(key=lambda r: (r[0], r[1]))
+    df = pd.DataFrame(rows, columns=["t_s", "node", "event", "endpoints"])
+    df["event"] = pd.Categorical(df["event"], ["rules", "healthy", "unhealthy"])
+    return df.astype({"node": np.int64, "endpoints": np.int64})
 
 
 def _receiving_spans(cl: Cluster) -> tuple[dict[int, float], dict[int, float]]:

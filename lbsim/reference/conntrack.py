@@ -33,7 +33,7 @@ ENTRY_FIELDS = {
     "t_assured": np.int64,  # ns; from then on IPS_ASSURED (not evictable by early_drop)
     "t_close": np.int64,    # ns; TCP: start of TIME_WAIT (the entry may then be evicted)
     "t_expire": np.int64,   # ns; first instant at which the entry is no longer live
-    "flags": np.uint8,      # kernel.F_TCP | F_SNAT | F_NAT_CLASH
+    "flags": np.uint8,      # kernel.F_TCP | F_SNAT | F_NAT_CLASH | F_UNREPLIED
     "seq": np.int64,        # td_end of the original direction (u32), for nf_seq_has_advanced
     "obucket": np.int64,    # hash bucket of the ORIGINAL tuple (-1: not hashed, NAT_CLASH)
     "rbucket": np.int64,    # hash bucket of the REPLY tuple

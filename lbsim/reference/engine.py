@@ -30,12 +30,14 @@ import numpy as np
 from .. import tuples
 from ..kernel import (ARRIVE, C_CLASH_RESOLVE, C_DROP, C_EARLY_DROP, C_ENTRIES_INSERTED,
                       C_FOUND, C_GC_EARLY_DROP, C_INSERT, C_INSERT_FAILED, CONFIRM, F_NAT_CLASH,
-                      F_SNAT, F_TCP, FAILED, INSERT_RACE, NAT, NAT_CLASH_TIMEOUT, NEVER,
-                      NO_LOCAL_ENDPOINT, NS, OK, PORT_EXHAUSTION, ROUNDS, SAMPLE_INTERVAL,
-                      TABLE_FULL, TUPLE_IN_USE, UDP_STREAM_AFTER, NO_TARGET, POD_GONE, REFUSED)
+                      F_SNAT, F_TCP, F_UNREPLIED, FAILED, INSERT_RACE, NAT, NAT_CLASH_TIMEOUT,
+                      NEVER, NO_ENDPOINTS, NO_LOCAL_ENDPOINT, NO_TARGET, NS, OK, POD_GONE,
+                      PORT_EXHAUSTION, REFUSED, ROUNDS, SAMPLE_INTERVAL, TABLE_FULL,
+                      TCP_CLOSE_TIMEOUT, TCP_SYN_SENT_TIMEOUT, TUPLE_IN_USE, UDP_STREAM_AFTER)
 from ..kube_proxy import endpoint_scalar
 from ..records import Records, RecordsBuilder
 from ..config import LBAlgorithm
+from ..lb import steady_targets
 from ..rng import Streams, mix64, mix64_scalar
 from ..sampling import durations_ns
 from ..workload import Workload, worker_slots
@@ -89,6 +91,7 @@ class ReferenceEngine:
         self.worker_free = worker_slots(w.workers)
         #: each node's kube-proxy endpoints (the control plane may change them at an instant)
         self.endpoints = list(w.endpoints)
+        self.rejects = [False] * p.nodes        # nodes whose empty list rejects (no endpoint)
         self.pending: dict[tuple[int, int], Pending] = {}
         self.cpu_of: dict[tuple[int, int], tuple[int, int, dict]] = {}
         self.resolved = 0
@@ -101,7 +104,7 @@ class ReferenceEngine:
         self.orig = tuples.orig_key(w.backend, w.client, w.sport)
         rss = mix64(self.orig.view(np.uint64) ^ w.keys["rss"])
         self.cpu = w.backend * p.cpus + (rss % np.uint64(p.cpus)).astype(np.int64)
-        self.dynamic = not p.nodeport and bool(w.scenario.events)
+        self.dynamic = bool(w.scenario.events)
         self.lb2b = int(round(w.scenario.network.lb_to_backend_s * NS))
         if self.dynamic:
             self._init_events()
@@ -143,6 +146,14 @@ class ReferenceEngine:
             else:
                 self.serve_direct(f, t)
             return
+        if self.dynamic and self.target[f] < 0:
+            # the LB chooses the flow's node when its first attempt reaches it, and keeps it
+            self.target[f] = self._lb_choice(f, t - self.lb2b)
+            if self.target[f] < 0:
+                nxt = self.fail(f, k, t, t, NO_TARGET, -1)
+                if nxt is not None:
+                    heapq.heappush(self.heap, (nxt, ARRIVE, f, k + 1, 0))
+                return
         inp = self.attempt_inputs(f, k)
         c = int(inp["cpu"])
         t_nat = max(t, int(self.cpu_free[c]))
@@ -152,9 +163,23 @@ class ReferenceEngine:
         self.cpu_of[(f, k)] = (t_nat, t_conf, inp)
         heapq.heappush(self.heap, (t_nat, NAT, f, k, t))
 
-    def set_endpoints(self, node: int, pods: np.ndarray) -> None:
-        """From now on, ``node``'s kube-proxy lists ``pods`` (per-attempt choices only)."""
+    def set_endpoints(self, node: int, pods: np.ndarray, rejects: bool = False) -> None:
+        """From now on, ``node``'s kube-proxy lists ``pods`` (per-attempt choices only); with
+        none, ``rejects``: it rejects (the Service has no endpoint) rather than drops."""
         self.endpoints[node] = np.asarray(pods, np.int64)
+        self.rejects[node] = bool(rejects) and not len(pods)
+
+    def node_of(self, f: int) -> int:
+        """The node the LB sent flow ``f`` to (with events: chosen when it reached the LB)."""
+        return self.target[f] if self.dynamic else int(self.w.backend[f])
+
+    def orig_of(self, f: int) -> int:
+        """Flow ``f``'s ORIGINAL tuple key (its node's address is in it)."""
+        if not self.dynamic:
+            return int(self.orig[f])
+        w = self.w
+        return int(tuples.orig_key(np.array([self.target[f]]), w.client[f:f + 1],
+                                   w.sport[f:f + 1])[0])
 
     def attempt_inputs(self, f: int, k: int) -> dict:
         """Random inputs of one attempt: CPU time, endpoint uniform, NAT offsets, ISN, CPU."""
@@ -166,6 +191,9 @@ class ReferenceEngine:
         offsets = [int(st.u16("nat", fa, ka, r)[0]) for r in range(ROUNDS)]
         if p.pod_clients:   # the sending thread's CPU, per packet
             cpu = self.w.backend[f] * p.cpus + int(np.floor(st.uniform("rss", fa, ka)[0] * p.cpus))
+        elif self.dynamic:
+            rss = mix64(np.array([self.orig_of(f)], np.int64).view(np.uint64) ^ self.w.keys["rss"])
+            cpu = self.target[f] * p.cpus + int(rss[0] % np.uint64(p.cpus))
         else:
             cpu = self.cpu[f]
         return {"pkt": pkt, "u_ep": float(st.uniform("endpoint", fa, ka)[0]),
@@ -188,6 +216,17 @@ class ReferenceEngine:
         self.resolved += 1
         return None
 
+    def refuse(self, flow: int, attempt: int, t: int, cause: int, node: int) -> None:
+        """An attempt answered with a refusal (an RST, an ICMP port unreachable): connect()
+        fails at once and nothing is retransmitted."""
+        rec = self.rec
+        rec.cause_count[cause] += 1
+        if self.p.full_records:
+            self.drop_log.append((t, flow, attempt, node, cause))
+        rec.cause[flow], rec.outcome[flow], rec.attempts[flow] = cause, FAILED, attempt + 1
+        self.resolved += 1
+        return None
+
     def succeed(self, flow, attempt, pod, port, connect, response, src_ip, wait) -> None:
         rec = self.rec
         rec.pod_wait_ns[flow] = wait
@@ -206,10 +245,12 @@ class ReferenceEngine:
         arrival if dropped here, else None (the attempt waits for its confirm)."""
         p, w, C = self.p, self.w, self.rec.counters
         _, t_conf, inp = self.cpu_of.pop((flow, attempt))
-        node = int(w.backend[flow])
-        orig = int(self.orig[flow])
+        node = self.node_of(flow)
+        orig = self.orig_of(flow)
         eid = self._live_eid(orig, t_nat)          # resolve_normal_ct: is the tuple known?
-        if eid >= 0 and not p.tcp:                 # a UDP packet of a tracked flow: no new entry
+        if eid >= 0 and (not p.tcp or self.table.flags[eid] & F_UNREPLIED):
+            # a UDP packet of a tracked flow, or a SYN retransmitted into its unanswered entry
+            # (SYN_SENT): it follows the entry's NAT, no new entry
             tb = self.table
             reply = int(tb.reply[eid])
             self.pending[(flow, attempt)] = Pending(flow, attempt, arrive, t_conf, node,
@@ -229,6 +270,8 @@ class ReferenceEngine:
                 return self.fail(flow, attempt, arrive, t_nat, TABLE_FULL, node)
             C[C_EARLY_DROP, node] += killed
         pod = self.endpoint(node, inp["u_ep"], flow)
+        if pod < 0 and self.rejects[node]:   # KUBE-EXTERNAL-SERVICES' REJECT: the flow fails
+            return self.refuse(flow, attempt, t_nat, NO_ENDPOINTS, node)
         if pod < 0:
             return self.fail(flow, attempt, arrive, t_nat, NO_LOCAL_ENDPOINT, node)
         sport = int(w.sport[flow])
@@ -277,25 +320,21 @@ class ReferenceEngine:
         if pd.follow:
             eid = self._live_eid(pd.orig, t)
             if eid >= 0:
-                self._serve_nodeport(pd, adopt=eid)
-                return None
+                return self._serve_nodeport(pd, adopt=eid)
             self.unconfirmed[node] += 1            # the entry vanished meanwhile: confirm anew
         self.unconfirmed[node] -= 1
         e_orig = self._live_eid(pd.orig, t)
         e_reply = self._live_eid(pd.reply, t)
         if e_orig < 0 and e_reply < 0:
-            self._serve_nodeport(pd)
-            return None
+            return self._serve_nodeport(pd)
         if not self.p.tcp and e_orig >= 0:
             # nf_ct_resolve_clash: UDP allows clashes (kernel-facts 2.3, 2.4).
             if self.table.reply[e_orig] == pd.reply:            # identical tuples: adopt it
                 C[C_INSERT_FAILED if self.p.legacy else C_CLASH_RESOLVE, node] += 1
-                self._serve_nodeport(pd, adopt=e_orig)
-                return None
+                return self._serve_nodeport(pd, adopt=e_orig)
             if e_reply < 0 and not self.p.legacy:                # NAT_CLASH, reply-only, 1 s
                 C[C_CLASH_RESOLVE, node] += 1
-                self._serve_nodeport(pd, nat_clash=True)
-                return None
+                return self._serve_nodeport(pd, nat_clash=True)
         C[C_INSERT_FAILED, node] += 1
         C[C_DROP, node] += 1
         cause = PORT_EXHAUSTION if pd.exhausted else INSERT_RACE
@@ -338,9 +377,15 @@ class ReferenceEngine:
         """When the request reaches the pod: TCP after the handshake, UDP with the datagram."""
         return t_conf + 3 * hop + 2 * self.p.d_in if self.p.tcp else t_conf + hop
 
-    def _serve_nodeport(self, pd: Pending, adopt: int = -1, nat_clash: bool = False) -> None:
+    def _serve_nodeport(self, pd: Pending, adopt: int = -1, nat_clash: bool = False):
+        """The confirmed attempt's SYN or request reaches its pod a hop later. A pod that accepts
+        serves it, and the entry's timeline follows; with events, a pod that refuses answers
+        with an RST (the entry closes; the flow fails) and one that is gone loses it (the entry
+        stays unanswered; the client retransmits). Returns the next attempt's arrival, or None."""
         p, w, f, t = self.p, self.w, pd.flow, pd.t_conf
         hop = 0 if w.pod_node[pd.pod] == pd.node else p.d_hop
+        if self.dynamic and not self._accepts(pd.pod, t + hop):
+            return self._lost_at_pod(pd, adopt, nat_clash, t + hop, hop)
         q = self.request_arrival(t, hop)
         finish = self.serve(pd.pod, q, int(w.service[f]))
         t_assured, t_close, t_expire, connect, response = self.timeline(f, t, hop, finish)
@@ -348,10 +393,46 @@ class ReferenceEngine:
                else tuples.CLIENT_BASE + int(w.client[f]))
         self.succeed(f, pd.attempt, pd.pod, pd.port if p.snat else -1, connect, response, src,
                      finish - int(w.service[f]) - q)
+        if self.dynamic:     # the client's FIN (or last datagram) reaches the pod a hop later
+            self.last_closes[pd.pod] = max(self.last_closes[pd.pod], t_close + hop)
+        self._track(pd, adopt, nat_clash, t_assured, t_close, t_expire, 0)
+        return None
+
+    def _accepts(self, pod: int, t: int) -> bool:
+        return self.listen[pod] <= t < min(self.sigterm[pod], self.gone[pod])
+
+    def _lost_at_pod(self, pd: Pending, adopt: int, nat_clash: bool, ta: int, hop: int):
+        """The pod did not accept the attempt reaching it at ``ta``: gone (lost: TCP's entry
+        stays SYN_SENT for 2 min, renewed by each retransmission that follows it) or refusing
+        (TCP: an RST, the entry CLOSE for 10 s; UDP: ICMP port unreachable). A UDP entry stays
+        unreplied (``conntrack.udp_s``)."""
+        p, t = self.p, pd.t_conf
+        gone = self.gone[pd.pod] <= ta
+        flags = 0
+        if not p.tcp:
+            t_close, t_expire = t, t + p.udp
+        elif gone:
+            t_close = t_expire = t + TCP_SYN_SENT_TIMEOUT
+            flags = F_UNREPLIED
+        else:
+            t_close = ta + hop                     # the RST passes the node
+            t_expire = t_close + TCP_CLOSE_TIMEOUT
+        self._track(pd, adopt, nat_clash, NEVER, t_close, t_expire, flags)
+        if gone:
+            return self.fail(pd.flow, pd.attempt, pd.arrive, ta, POD_GONE, pd.node)
+        return self.refuse(pd.flow, pd.attempt, ta, REFUSED, pd.node)
+
+    def _track(self, pd: Pending, adopt: int, nat_clash: bool, t_assured: int, t_close: int,
+               t_expire: int, flags: int) -> None:
+        """The confirmed attempt's entry: inserted, or the followed one's timeout raised."""
+        p, t = self.p, pd.t_conf
+        tb = self.table
         if adopt >= 0:
-            self.table.t_expire[adopt] = max(int(self.table.t_expire[adopt]), t_expire)
+            tb.t_expire[adopt] = max(int(tb.t_expire[adopt]), t_expire)
+            if flags & F_UNREPLIED:              # SYN_SENT renewed: still not closing
+                tb.t_close[adopt] = max(int(tb.t_close[adopt]), t_expire)
             return
-        flags = (F_TCP if p.tcp else 0) | (F_SNAT if p.snat else 0)
+        flags |= (F_TCP if p.tcp else 0) | (F_SNAT if p.snat else 0)
         if nat_clash:   # IPS_NAT_CLASH | IPS_FIXED_TIMEOUT: reply-only, 1 s, never ASSURED
             flags |= F_NAT_CLASH
             t_expire, t_assured = t + NAT_CLASH_TIMEOUT, NEVER
@@ -359,7 +440,7 @@ class ReferenceEngine:
         if p.legacy:   # 4.x kernels counted confirmed inserts; current ones do not
             C[C_INSERT, pd.node] += 1
         C[C_ENTRIES_INSERTED, pd.node] += 1
-        self.table.add1(pd.orig if not nat_clash else -1, pd.reply, pd.node, pd.pod, f, t,
+        self.table.add1(pd.orig if not nat_clash else -1, pd.reply, pd.node, pd.pod, pd.flow, t,
                         t_assured, t_close, t_expire, flags, (pd.isn + 2) & 0xFFFFFFFF)
 
     def serve_direct(self, flow: int, arrive: int) -> None:
@@ -382,8 +463,10 @@ class ReferenceEngine:
         self.last_closes = [0] * p.pods
         #: the LB's target sets, each in force from its instant on (times ascending)
         self.target_times: list[int] = [-1]
-        self.target_sets: list[list[int]] = [list(range(first))]
+        self.target_sets: list[list[int]] = [
+            [int(x) for x in steady_targets(sc, self.w.pod_node[:first])]]
         self.rr = [0] * sc.lb.instances
+        #: the LB's choice for each flow: its pod (direct) or node (NodePort); -1: not yet
         self.target = [-1] * p.flows
 
     def _lb_choice(self, f: int, t_lb: int) -> int:
@@ -405,7 +488,7 @@ class ReferenceEngine:
         earlier). The LB keeps a flow's pod once it chose one. A listening server serves it; one
         that is starting or got SIGTERM answers with an RST (the flow fails at once); a pod that
         is gone, or no target at all, loses it and the client retransmits."""
-        p, w, rec = self.p, self.w, self.rec
+        p, w = self.p, self.w
         pod = self.target[f]
         if pod < 0:
             pod = self.target[f] = self._lb_choice(f, t - self.lb2b)
@@ -420,11 +503,7 @@ class ReferenceEngine:
             return
         why = NO_TARGET if pod < 0 else POD_GONE if self.gone[pod] <= t else REFUSED
         if why == REFUSED:                  # an RST: connect() fails, nothing is retransmitted
-            rec.cause_count[why] += 1
-            if p.full_records:
-                self.drop_log.append((t, f, k, -1, why))
-            rec.cause[f], rec.outcome[f], rec.attempts[f] = why, FAILED, k + 1
-            self.resolved += 1
+            self.refuse(f, k, t, why, -1)
             return
         nxt = self.fail(f, k, t, t, why, -1)
         if nxt is not None:
@@ -487,4 +566,5 @@ class ReferenceEngine:
             table_count=self.table.count.copy(), gauge_t_ns=[x[0] for x in g],
             gauge_entries=np.array([x[1] for x in g], np.int64).reshape(len(g), self.p.nodes),
             gauge_live=np.array([x[2] for x in g], np.int64).reshape(len(g), self.p.nodes),
-            drops=drops, snat=snat, max_cpu_wait_ns=self.max_cpu_wait, resolved=self.resolved)
+            drops=drops, snat=snat, max_cpu_wait_ns=self.max_cpu_wait, resolved=self.resolved,
+            backend=self.target if self.dynamic and self.p.nodeport else None)

@@ -62,6 +62,9 @@ class Claim:
     related: tuple[str, ...] = ()
     #: set when the model cannot measure the claim at all: the reason
     not_modelled: str | None = None
+    #: the scenarios are judged together: ``judge`` takes the list of (nodeport summary, direct
+    #: summary, config) of every scenario, in order (a setting's effect: without, with)
+    joint: bool = False
 
     @property
     def required(self) -> tuple[str, ...]:
@@ -159,6 +162,58 @@ def _judge_persistence(np_: Summary, d: Summary, cfg: Config) -> Verdict:
     return NOT, text
 
 
+def _f(x: float) -> str:
+    return f"{x:.3g}"
+
+
+def _judge_gate(runs: list[tuple[Summary, Summary, Config]]) -> Verdict:
+    """rollout, rollout-readiness-gate: direct without and with the gate."""
+    (np0, d0, _), (np1, d1, _) = runs
+    cost = (f"the gate makes the rollout take {_f(d1['rollout_duration_s'])} s instead of "
+            f"{_f(d0['rollout_duration_s'])} s (NodePort: {_f(np0['rollout_duration_s'])} s, "
+            f"failed_fraction {_f(np0['failed_fraction'])})")
+    if d0["failed_fraction"] <= FAIL_THRESHOLD:
+        return NOT, (f"direct without the gate fails only {pct(d0['failed_fraction'])} of flows; "
+                     + cost)
+    if d1["failed_fraction"] == 0:
+        return HOLDS, (f"direct fails {pct(d0['failed_fraction'])} of flows without the gate "
+                       f"({_f(d0['fail_cause_no_target'])} attempts found no target) and none "
+                       f"with it; " + cost)
+    return DEPENDS, (f"direct fails {pct(d0['failed_fraction'])} without the gate and still "
+                     f"{pct(d1['failed_fraction'])} with it; " + cost)
+
+
+def _lost(s: Summary) -> float:
+    return s["failed"] + s["connections_reset"]
+
+
+def _judge_drain(runs: list[tuple[Summary, Summary, Config]]) -> Verdict:
+    """scale-in-draining, scale-in-draining-prestop: both paths without and with preStop."""
+    (np0, d0, _), (np1, d1, _) = runs
+    said = (f"without: NodePort {_f(np0['failed'])} failed + {_f(np0['connections_reset'])} "
+            f"reset, direct {_f(d0['failed'])} + {_f(d0['connections_reset'])}; with: NodePort "
+            f"{_f(np1['failed'])} + {_f(np1['connections_reset'])}, direct {_f(d1['failed'])} + "
+            f"{_f(d1['connections_reset'])}")
+    if _lost(np0) > 0 and _lost(d0) > 0 and _lost(np1) == 0 and _lost(d1) == 0:
+        return HOLDS, said
+    if _lost(np0) == 0 and _lost(d0) == 0:
+        return NOT, said
+    return DEPENDS, said
+
+
+def _judge_local(runs: list[tuple[Summary, Summary, Config]]) -> Verdict:
+    """local-terminating, local-terminating-fallback: NodePort without and with KEP-1669."""
+    (np0, d0, _), (np1, d1, _) = runs
+    said = (f"NodePort fails {_f(np0['failed'])} flows ({_f(np0['fail_cause_no_local_endpoint'])} "
+            f"packets dropped for no local endpoint) without the fallback, {_f(np1['failed'])} "
+            f"with it; direct {_f(d0['failed'])} and {_f(d1['failed'])}")
+    if np0["failed"] > 0 and np1["failed"] == 0:
+        return HOLDS, said
+    if np0["failed"] == 0:
+        return NOT, said
+    return DEPENDS, said
+
+
 _CONTRAST_RULE = ("each contrast scenario (the same setup with a setting changed) is judged by the same "
                   "rule; when the outcomes differ the verdict is \"depends\" and names the settings")
 
@@ -221,9 +276,33 @@ CLAIMS: list[Claim] = [
     Claim(
         "binding pods directly needs readiness gating (the LB must not send to a pod before it is "
         "registered and ready)",
-        (), (),
-        "none: lbsim does not model pod readiness, so no number supports or refutes it",
-        not_modelled="pod readiness is not modelled"),
+        ("rollout", "rollout-readiness-gate"),
+        ("failed_fraction", "fail_cause_no_target", "rollout_duration_s", "min_serving_pods"),
+        f"holds if direct failed_fraction > {FAIL_THRESHOLD:g} in rollout (no gate) and == 0 in "
+        f"rollout-readiness-gate; does not hold if direct's failed_fraction <= "
+        f"{FAIL_THRESHOLD:g} without the gate; depends if the gate leaves failures. The gate's "
+        f"cost is stated from rollout_duration_s with and without it",
+        _judge_gate, needs=("failed_fraction", "fail_cause_no_target", "rollout_duration_s"),
+        joint=True),
+    Claim(
+        "a terminating pod loses flows on either path unless a preStop sleep covers the time "
+        "until its LB or kube-proxies stop sending to it (and the grace period its connections)",
+        ("scale-in-draining", "scale-in-draining-prestop"),
+        ("failed", "connections_reset", "fail_cause_refused", "time_to_drain_p99_s"),
+        "holds if, without the sleep, both paths fail or reset flows (failed + "
+        "connections_reset > 0) and with it neither does; does not hold if neither path loses "
+        "any without it; depends otherwise",
+        _judge_drain, needs=("failed", "connections_reset"), joint=True),
+    Claim(
+        "externalTrafficPolicy: Local blackholes a node whose last pod terminates until the "
+        "LB's health check notices, unless kube-proxy falls back to terminating endpoints "
+        "(KEP-1669)",
+        ("local-terminating", "local-terminating-fallback"),
+        ("failed", "fail_cause_no_local_endpoint", "min_serving_pods"),
+        "holds if NodePort fails flows in local-terminating (no fallback) and none in "
+        "local-terminating-fallback; does not hold if it fails none without the fallback; "
+        "depends otherwise",
+        _judge_local, needs=("failed", "fail_cause_no_local_endpoint"), joint=True),
 ]
 
 
@@ -273,21 +352,45 @@ def _differing(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
                   if k not in _IGNORED_KEYS and fa.get(k, "unset") != fb.get(k, "unset"))
 
 
-def _judge_one(claim: Claim, name: str, runs: Mapping[str, RunRecord],
-               available: set[str]) -> tuple[str | None, str]:
+def _joint_row(claim: Claim, scen: str, runs: Mapping[str, RunRecord],
+               available: set[str]) -> ClaimRow:
+    """A claim whose scenarios are judged together (a setting's effect)."""
+    missing = [why for n in claim.scenarios
+               for why in [_unmeasured(claim, n, runs, available)] if why is not None]
+    if missing:
+        return ClaimRow(claim, scen, ["—"], ["—"], "not measured: " + "; ".join(missing), False)
+    assert claim.judge is not None
+    st, why = claim.judge([(runs[n].paths["nodeport"], runs[n].paths["direct"], runs[n].config)
+                           for n in claim.scenarios])
+    return ClaimRow(claim, scen, _cells(claim, claim.scenarios, runs, "nodeport"),
+                    _cells(claim, claim.scenarios, runs, "direct"), f"{st}: {why}", True)
+
+
+def _unmeasured(claim: Claim, name: str, runs: Mapping[str, RunRecord],
+                available: set[str]) -> str | None:
+    """Why ``name`` cannot judge ``claim`` (not defined, not run, a metric missing), or None."""
     if name not in available:
-        return None, f"scenario {name} not available"
+        return f"scenario {name} not available"
     if name not in runs:
-        return None, (f"scenario {name} not run (run it with --scenario {name}, or --out without "
-                      f"--scenario)")
+        return (f"scenario {name} not run (run it with --scenario {name}, or --out without "
+                f"--scenario)")
     run = runs[name]
     for m in claim.required:
         for p in PATHS:
             if m not in run.paths[p]:
-                return None, f"metric {m} not available (scenario {name})"
+                return f"metric {m} not available (scenario {name})"
             if not is_finite(run.paths[p][m]):
-                return None, (f"metric {m} is {fmt_value(m, run.paths[p][m])} on the {p} path "
-                              f"(scenario {name})")
+                return (f"metric {m} is {fmt_value(m, run.paths[p][m])} on the {p} path "
+                        f"(scenario {name})")
+    return None
+
+
+def _judge_one(claim: Claim, name: str, runs: Mapping[str, RunRecord],
+               available: set[str]) -> tuple[str | None, str]:
+    why = _unmeasured(claim, name, runs, available)
+    if why is not None:
+        return None, why
+    run = runs[name]
     assert claim.judge is not None
     return claim.judge(run.paths["nodeport"], run.paths["direct"], run.config)
 
@@ -342,6 +445,9 @@ def evaluate_claims(runs: Mapping[str, RunRecord], available: Iterable[str]) -> 
         if claim.not_modelled:
             rows.append(ClaimRow(claim, scen, ["—"], ["—"], f"not measured: {claim.not_modelled}",
                                  False))
+            continue
+        if claim.joint:
+            rows.append(_joint_row(claim, scen, runs, available))
             continue
         primary = [(n, *_judge_one(claim, n, runs, available)) for n in claim.scenarios]
         contrast = [(n, *_judge_one(claim, n, runs, available)) for n in claim.contrasts]

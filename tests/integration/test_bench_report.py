@@ -63,14 +63,18 @@ def test_report_files_and_header(few_report):
     # the terminal: progress on stderr, the claims at the end of stdout
     assert re.search(rf"\[{len(FEW)}/{len(FEW)}\] ", r.stderr)
     assert "== claims of the direct-to-Pod design" in r.stdout.split("== default ==")[-1]
-    assert r.stdout.rstrip().endswith("not measured: pod readiness is not modelled")
+    assert r.stdout.rstrip().endswith("not measured: scenario local-terminating not run (run it "
+                                      "with --scenario local-terminating, or --out without "
+                                      "--scenario); scenario local-terminating-fallback not run "
+                                      "(run it with --scenario local-terminating-fallback, or "
+                                      "--out without --scenario)")
 
 
 def test_claims_table_has_every_claim_with_numbers_where_measured(few_report):
     out, _ = few_report
     md = (out / "report.md").read_text()
     rows = claim_rows(md)
-    assert len(rows) == len(CLAIMS) == 7
+    assert len(rows) == len(CLAIMS) == 9
     for (num, text, scen, np_cell, d_cell, verdict), claim in zip(rows, CLAIMS):
         assert claim.text.split(":")[0] in text
         ran = claim.scenarios and all(s in FEW for s in claim.scenarios)
@@ -80,7 +84,7 @@ def test_claims_table_has_every_claim_with_numbers_where_measured(few_report):
         else:
             assert verdict.startswith("not measured: "), verdict
     assert rows[0][5].startswith("holds")  # default: a second hop makes NodePort slower
-    assert rows[6][5] == "not measured: pod readiness is not modelled"
+    assert rows[6][5].startswith("not measured: scenario rollout not run")
     if "source-ip" in FEW:
         assert rows[4][3].endswith(" 0") and rows[4][4].endswith(" 1")
     # rules are stated
@@ -142,7 +146,7 @@ def test_full_quick_report(tmp_path):
     doc = json.loads((tmp_path / "results.json").read_text())
     assert [s["name"] for s in doc["scenarios"]] == list(SCENARIOS)
     rows = claim_rows(md)
-    assert len(rows) == 7
+    assert len(rows) == 9
     for row, claim in zip(rows, CLAIMS):
         if claim.scenarios and any(s in SCENARIOS for s in claim.scenarios):
             assert not row[5].startswith("not measured"), row
@@ -150,7 +154,12 @@ def test_full_quick_report(tmp_path):
     # the kernel-dependent claims name the setting they depend on
     if {"snat-exhaustion", "snat-exhaustion-modern"} <= set(SCENARIOS):
         assert rows[1][5].startswith("depends: holds with nat.kernel = 5.x")
-    assert "figure failed" not in md and "warning:" not in r.stderr
+    assert "figure failed" not in md
+    # the one warning a named scenario gives by design: the gate has no LB target on NodePort
+    warned = [line for line in r.stderr.splitlines() if "warning:" in line]
+    assert all("readiness_gate = true is ignored on the NodePort path" in w for w in warned)
+    assert rows[6][5].startswith("holds: direct fails")       # the gate, from the numbers
+    assert rows[7][5].startswith("holds") and rows[8][5].startswith("holds")
     pngs = list((tmp_path / "figures").glob("*.png"))
     assert len(pngs) >= 3 * len(SCENARIOS)
     for p in pngs[:5]:

@@ -115,6 +115,9 @@ def _fields(nodes: int, pods: int) -> dict[str, st.SearchStrategy]:
         "lifecycle.readiness_initial_delay_s": seconds(),
         "lifecycle.readiness_period_s": seconds().filter(lambda s: s >= 0.001),
         "lifecycle.readiness_success_threshold": ints(1, 1000),
+        "lifecycle.readiness_failure_threshold": ints(1, 1000),
+        "endpoints.propagation_s": durations(), "endpoints.min_sync_period_s": seconds(),
+        "endpoints.sync_s": durations(), "endpoints.terminating_fallback": st.booleans(),
         "lifecycle.prestop_s": seconds(), "lifecycle.termination_grace_s": seconds(),
         "deployment.max_surge": counts_or_percents(),
         "deployment.max_unavailable": counts_or_percents(),
@@ -166,9 +169,9 @@ def planted(draw: st.DrawFn, max_flows: int = 3000, most: int = 4) -> dict:
     fields = _fields(flat["cluster.nodes"], flat["cluster.pods"])
     keys = draw(st.lists(st.sampled_from(sorted(fields)), min_size=1, max_size=most,
                          unique=True))
-    if draw(st.booleans()):                  # half the runs go through events on the direct path
+    if draw(st.booleans()):                  # half the runs go through events, on either path
         keys = ["events"] + [k for k in keys if k != "events"]
-        flat["path"] = "direct"
+        flat["path"] = draw(st.sampled_from(["direct", "nodeport"]))
     for key in keys:
         flat[key] = draw(fields[key], label=key)
     if isinstance(flat["pod.workers"], list) and len(flat["pod.workers"]) != flat["cluster.pods"]:

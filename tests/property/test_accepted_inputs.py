@@ -28,7 +28,7 @@ from tests.property.accepted import build, planted, scenarios
 HANG_S = 300
 
 FIELDS = ("workload", "lb", "cluster", "pod", "kube_proxy", "nat", "conntrack", "network",
-          "lifecycle", "deployment", "cloud", "events", "path", "seed", "records",
+          "lifecycle", "deployment", "endpoints", "cloud", "events", "path", "seed", "records",
           "this run would need", "the run spans")
 
 

@@ -104,8 +104,8 @@ class _Checked:
             assert np.unique(X.E[held, REPLY]).size == held.size
         return done
 
-    def set_endpoints(self, node, pods):
-        self.engine.set_endpoints(node, pods)
+    def set_endpoints(self, node, pods, rejects=False):
+        self.engine.set_endpoints(node, pods, rejects)
 
 
 def run_checked(sc, batch):

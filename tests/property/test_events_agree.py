@@ -1,5 +1,7 @@
-"""With [[events]], the compiled direct path takes the reference's every decision at any window
-size: random timelines of rollouts and scalings, random lifecycles and cloud settings."""
+"""With [[events]], the compiled engines take the reference's every decision at any window size,
+on both paths: random timelines of rollouts and scalings, random lifecycles, cloud settings,
+kube-proxy propagation and syncs, traffic policies, and (NodePort) small tables and port ranges
+so that the SNAT and conntrack rules meet the pods' changes."""
 
 import numpy as np
 from hypothesis import given, settings
@@ -20,8 +22,9 @@ def timelines(draw):
             events.append({"at_s": t, "kind": "rollout"})
         else:
             events.append({"at_s": t, "kind": "scale", "replicas": draw(st.integers(0, 6))})
+    nodeport = draw(st.booleans())
     d = {
-        "path": "direct", "seed": draw(st.integers(0, 2**32)),
+        "path": "nodeport" if nodeport else "direct", "seed": draw(st.integers(0, 2**32)),
         "workload.protocol": draw(st.sampled_from(["tcp", "udp"])),
         "workload.flows": draw(st.integers(1, 400)),
         "workload.rate_per_s": draw(st.sampled_from([50.0, 400.0])),
@@ -55,6 +58,25 @@ def timelines(draw):
         "records": draw(st.sampled_from(["full", "summary"])),
         "events": events,
     }
+    if nodeport:
+        d.update({
+            "kube_proxy.mode": draw(st.sampled_from(["iptables", "nftables"])),
+            "kube_proxy.external_traffic_policy": draw(st.sampled_from(["Cluster", "Local"])),
+            "lb.health_check": draw(st.booleans()),
+            "lifecycle.readiness_failure_threshold": draw(st.integers(1, 3)),
+            "endpoints.propagation_s": draw(st.sampled_from(
+                [0.0, 0.05, {"dist": "exponential", "mean": 0.2}])),
+            "endpoints.min_sync_period_s": draw(st.sampled_from([0.0, 0.3])),
+            "endpoints.sync_s": draw(st.sampled_from([0.0, 0.1, {"dist": "exponential",
+                                                                   "mean": 0.1}])),
+            "endpoints.terminating_fallback": draw(st.booleans()),
+            "cluster.cpus_per_node": draw(st.integers(1, 2)),
+            "conntrack.max": draw(st.sampled_from([3, 40, 262144])),
+            "conntrack.time_wait_s": draw(st.sampled_from([0.5, 120.0])),
+            "nat.port_range": draw(st.sampled_from([None, [40000, 40003]])),
+        })
+        if d["nat.port_range"] is None:
+            del d["nat.port_range"]
     return Scenario().replace(**d)
 
 
@@ -65,5 +87,6 @@ def test_compiled_equals_reference_through_events(sc, batch):
     got = simulate(sc, batch_flows=batch)
     assert ref.resolved == sc.workload.flows
     assert_same(ref, got)
+    assert np.array_equal(ref.workload.backend, got.workload.backend)     # the LB's nodes
     assert np.array_equal(ref.pod_gone_ns, got.pod_gone_ns)
     assert ref.timeline.events.equals(got.timeline.events)

@@ -4,7 +4,6 @@ readiness gate, preStop and the grace period (closed forms and 4-standard-error 
 import math
 
 import numpy as np
-import pytest
 
 import lbsim
 from lbsim.kernel import NS
@@ -93,12 +92,6 @@ def test_a_run_without_events_is_the_steady_state():
     assert s["connections_reset"] == 0 and s["min_serving_pods"] == 4
     assert math.isnan(s["rollout_duration_s"]) and r.timeline is None
     assert not r.flows["reset"].any()
-
-
-@pytest.mark.parametrize("path", ["nodeport"])
-def test_events_on_the_nodeport_path_are_refused_until_modelled(path):
-    with pytest.raises(ValueError, match=r"^path = 'nodeport' with \[\[events\]\]: not modelled"):
-        run(events=ROLLOUT, path=path)
 
 
 def test_the_lost_window_is_the_timelines_own():

@@ -47,12 +47,59 @@ def test_contrast_with_another_outcome_makes_it_depend_on_the_setting():
     assert "seed" not in v
 
 
+def _rollout(failed, no_target, duration, **extra):
+    return {"failed_fraction": failed, "fail_cause_no_target": no_target,
+            "rollout_duration_s": duration, "min_serving_pods": 1, "failed": 0,
+            "connections_reset": 0, **extra}
+
+
+def test_the_readiness_gate_claim_is_judged_from_both_scenarios():
+    np_ = _rollout(0.0, 0, 12.0)
+    v = _verdicts([_run("rollout", nodeport=np_, direct=_rollout(0.05, 300, 12.0)),
+                   _run("rollout-readiness-gate", nodeport=np_, direct=_rollout(0.0, 0, 900.0))])
+    assert v[6].startswith("holds: direct fails 5 % of flows without the gate")
+    assert "the gate makes the rollout take 900 s instead of 12 s" in v[6]
+    v = _verdicts([_run("rollout", nodeport=np_, direct=_rollout(0.001, 3, 12.0)),
+                   _run("rollout-readiness-gate", nodeport=np_, direct=_rollout(0.0, 0, 900.0))])
+    assert v[6].startswith("does not hold")
+    v = _verdicts([_run("rollout", nodeport=np_, direct=_rollout(0.05, 300, 12.0)),
+                   _run("rollout-readiness-gate", nodeport=np_, direct=_rollout(0.02, 0, 900.0))])
+    assert v[6].startswith("depends")
+    # one of the pair missing: not measured, naming it
+    v = _verdicts([_run("rollout", nodeport=np_, direct=_rollout(0.05, 300, 12.0))],
+                  available={"rollout", "rollout-readiness-gate"})
+    assert v[6].startswith("not measured: scenario rollout-readiness-gate not run")
+
+
+def test_the_draining_and_local_claims_are_judged_from_both_scenarios():
+    lost = {"failed": 5, "connections_reset": 2, "fail_cause_refused": 5,
+            "time_to_drain_p99_s": 1.0, "fail_cause_no_local_endpoint": 40, "min_serving_pods": 3}
+    none = {**lost, "failed": 0, "connections_reset": 0, "fail_cause_no_local_endpoint": 0}
+    v = _verdicts([_run("scale-in-draining", nodeport=lost, direct=lost),
+                   _run("scale-in-draining-prestop", nodeport=none, direct=none),
+                   _run("local-terminating", nodeport=lost, direct=none),
+                   _run("local-terminating-fallback", nodeport=none, direct=none)])
+    assert v[7].startswith("holds: without: NodePort 5 failed + 2 reset")
+    assert v[8].startswith("holds: NodePort fails 5 flows (40 packets")
+    v = _verdicts([_run("scale-in-draining", nodeport=none, direct=none),
+                   _run("scale-in-draining-prestop", nodeport=none, direct=none),
+                   _run("local-terminating", nodeport=none, direct=none),
+                   _run("local-terminating-fallback", nodeport=none, direct=none)])
+    assert v[7].startswith("does not hold") and v[8].startswith("does not hold")
+    v = _verdicts([_run("scale-in-draining", nodeport=lost, direct=none),
+                   _run("scale-in-draining-prestop", nodeport=none, direct=none),
+                   _run("local-terminating", nodeport=lost, direct=none),
+                   _run("local-terminating-fallback", nodeport=lost, direct=none)])
+    assert v[7].startswith("depends") and v[8].startswith("depends")
+
+
 def test_missing_scenario_or_metric_is_not_measured():
     v = _verdicts([], available=set())
     assert v[1] == "not measured: scenario snat-exhaustion not available"
     assert v[3] == ("not measured: scenario lb-state-scattered not available; "
                     "scenario imbalance-cluster not available")
-    assert v[6] == "not measured: pod readiness is not modelled"
+    assert v[6] == ("not measured: scenario rollout not available; "
+                    "scenario rollout-readiness-gate not available")
     v = _verdicts([], available={"source-ip"})[4]
     assert v.startswith("not measured: scenario source-ip not run")
     # a metric the rule needs is missing (pod_load_jain) or NaN
