@@ -101,6 +101,15 @@ _LOCAL_LAST = {  # Local; 2 + 2 + 1 pods, the lone pod on node 2 removed; Tencen
     "events": [{"at_s": 30.0, "kind": "scale", "replicas": 4}],
 }
 _LOCAL_LAST_QUICK = {"workload.rate_per_s": 100.0, "workload.flows": 12_000}
+_UDP_STREAM = {  # UDP clients sending a datagram a second from one socket for a minute
+    **_CHANGING, "cluster.pods": 4, "workload.protocol": "udp",
+    "workload.queries_per_socket": 60, "workload.query_gap_s": 1.0,
+    "workload.rate_per_s": 100.0, "workload.flows": 24_000, "cloud.profile": "tencent-clb-direct",
+    "deployment.max_surge": 1, "deployment.max_unavailable": 0,
+    "endpoints.udp_conntrack_cleanup": False,
+    "events": [{"at_s": 30.0, "kind": "rollout"}],
+}
+_UDP_STREAM_QUICK = {"workload.flows": 9000}
 
 SCENARIOS: dict[str, NamedScenario] = {s.name: s for s in [
     NamedScenario(
@@ -258,6 +267,21 @@ SCENARIOS: dict[str, NamedScenario] = {s.name: s for s in [
         "check's detection), while the health-check node port already fails; nothing is lost. "
         "Quick: 3x lower rate.",
         _LOCAL_LAST, _LOCAL_LAST_QUICK),
+    NamedScenario(
+        "udp-stale-conntrack",
+        "UDP clients each sending a datagram a second from one socket for 60 s, a rollout at "
+        "30 s, on a kube-proxy that does not delete the UDP conntrack entries of removed "
+        "endpoints: a socket whose entry points at an old pod keeps following it (each datagram "
+        "renews the 30 s timeout), refused after the pod's SIGTERM and lost once it is gone, "
+        "until the socket ends. Direct: the CLB moves a socket whose target it removed. Quick: "
+        "90 s of arrivals.",
+        _UDP_STREAM, _UDP_STREAM_QUICK),
+    NamedScenario(
+        "udp-stale-conntrack-cleanup",
+        "udp-stale-conntrack with kube-proxy deleting a removed endpoint's UDP entries after "
+        "its sync (conntrack -D): a socket's next datagram is DNATed afresh to a live pod; only "
+        "what came in the ~0.8 s before the sync is lost. Quick: 90 s of arrivals.",
+        {**_UDP_STREAM, "endpoints.udp_conntrack_cleanup": True}, _UDP_STREAM_QUICK),
     NamedScenario(
         "perf-nodeport",
         "the performance benchmark (benchmarks/): 100 nodes with 10 pods each, 1,000 TCP flows/s, "

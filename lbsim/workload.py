@@ -157,6 +157,9 @@ class Workload:
     #: the LB's hash salt (source_hash, Maglev): its choices up front and, with [[events]], the
     #: engines' choices per attempt use the same one
     lb_salt: int
+    #: the socket of each flow when a socket sends several queries (queries_per_socket > 1: they
+    #: share a tuple, so the LB keeps them on one backend); empty otherwise (flow f: socket f)
+    socket: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
 
     @property
     def flows(self) -> int:
@@ -250,7 +253,8 @@ def draw_workload(sc: Scenario) -> Workload:
     i64 = lambda a: np.ascontiguousarray(a, dtype=np.int64)  # noqa: E731
     arrays = dict(t0=i64(t0), client=i64(client), sport=i64(sport), service=i64(service),
                   hold=i64(hold), instance=i64(instance), backend=i64(backend),
-                  flow_pod=i64(flow_pod), pod_node=i64(pod_node), workers=i64(workers))
+                  flow_pod=i64(flow_pod), pod_node=i64(pod_node), workers=i64(workers),
+                  socket=i64(socket if q > 1 else np.zeros(0)))
     for a in arrays.values():
         a.flags.writeable = False
     endpoints = tuple(i64(g) for g in kube_proxy.endpoints)

@@ -51,13 +51,16 @@ def _direct(a, b, tcp, d_in, t0, backend, service, client, worker_free, outcome,
 
 @jit
 def _direct_events(t1, X, d_in, lb2b, tcp, retries, gaps, rr_algo, salt, t0, service, hold,
-                   client, instance, outcome, cause, attempts, pod_rec, nat_port, connect,
-                   response, pod_wait, src_ip, cause_count, full):
+                   client, instance, socket, outcome, cause, attempts, pod_rec, nat_port,
+                   connect, response, pod_wait, src_ip, cause_count, full):
     """Attempts reaching their pod before ``t1``, new flows and retransmissions in time order
     (ties by flow, then attempt, as the reference's heap). Returns DONE once every flow is
     resolved, PAUSE at ``t1``, ROOM when the heap or the drop rows must grow first. ``X``: (S, H,
-    D, seg_t, seg_off, seg_ids, rr, target, listen, sigterm, gone, last_close, worker_free)."""
-    S, H, D, seg_t, seg_off, seg_ids, rr, target, listen, sigterm, gone, last_close, wf = X
+    D, seg_t, seg_off, seg_ids, rr, target, listen, sigterm, gone, last_close, worker_free,
+    removed, sock_target): a socket's queries (``socket``) keep its pod until the target is
+    removed (``ReferenceEngine._socket_choice``)."""
+    (S, H, D, seg_t, seg_off, seg_ids, rr, target, listen, sigterm, gone, last_close, wf,
+     removed, sock_target) = X
     F = t0.size
     while True:
         if S[S_HN] + 1 >= H.shape[0] or (full and S[S_NDROP] + 1 >= D.shape[0]):
@@ -80,8 +83,17 @@ def _direct_events(t1, X, d_in, lb2b, tcp, retries, gaps, rr_algo, salt, t0, ser
             S[S_NEXT_NEW] += 1
         p = target[f]
         if p < 0:                                   # the LB chooses among its targets now
-            p = target[f] = lb_choice(S, rr_algo, salt, seg_t, seg_off, seg_ids, rr, instance,
-                                      client, f, t - lb2b)
+            tl = t - lb2b
+            if socket.size:
+                p = sock_target[socket[f]]
+                if p < 0 or removed[p] <= tl:
+                    p = lb_choice(S, rr_algo, salt, seg_t, seg_off, seg_ids, rr, instance,
+                                  client, f, tl)
+                    sock_target[socket[f]] = p
+            else:
+                p = lb_choice(S, rr_algo, salt, seg_t, seg_off, seg_ids, rr, instance, client,
+                              f, tl)
+            target[f] = p
         if p < 0:
             why = NO_TARGET
         elif listen[p] <= t and t < sigterm[p] and t < gone[p]:
@@ -135,8 +147,10 @@ class DirectEngine:
         never = lambda: np.full(p.pods, NEVER, np.int64)  # noqa: E731
         self.listen = never()
         self.listen[:first] = 0                    # the steady state's pods listen from the start
-        self.sigterm, self.gone = never(), never()
+        self.sigterm, self.gone, self.removed = never(), never(), never()
         self.closes = np.zeros(p.pods, np.int64)
+        self.sock_target = np.full(int(w.socket.max()) + 1 if w.socket.size else 1, -1,
+                                   np.int64)
         self.S = np.zeros(STATE_SLOTS, np.int64)
         self.H = np.zeros((1024, 3), np.int64)
         self.D = np.zeros((1024 if p.full_records else 1, 5), np.int64)
@@ -168,10 +182,11 @@ class DirectEngine:
             tg = self.targets
             X = (self.S, self.H, self.D, tg.seg_t, tg.seg_off, tg.seg_ids, self.rr,
                  self.target, self.listen, self.sigterm, self.gone, self.closes,
-                 self.worker_free)
+                 self.worker_free, self.removed, self.sock_target)
             code = _direct_events(t1, X, p.d_in, lb2b, p.tcp, p.retries,
                                   self.gaps, self.rr_algo, self.salt, w.t0,
-                                  w.service, w.hold, w.client, w.instance, r.outcome, r.cause,
+                                  w.service, w.hold, w.client, w.instance, w.socket,
+                                  r.outcome, r.cause,
                                   r.attempts, r.pod, r.nat_port, r.connect_ns, r.response_ns,
                                   r.pod_wait_ns, r.src_ip, r.cause_count, p.full_records)
             if code != ROOM:
@@ -192,10 +207,15 @@ class DirectEngine:
         ``t`` or later sees them)."""
         self.targets.set(t, pods, self.lb2b, self.S)
 
-    def set_pod(self, pod: int, listen: int, sigterm: int, gone: int) -> None:
+    def clear_udp(self, node: int, pods: np.ndarray) -> None:
+        """The direct path has no conntrack: nothing to delete."""
+
+    def set_pod(self, pod: int, listen: int, sigterm: int, gone: int,
+                removed: int = NEVER) -> None:
         """The pod's server listens from ``listen``, refuses from ``sigterm``, is gone from
-        ``gone`` (ns; NEVER: not yet)."""
+        ``gone``; the LB removed its target at ``removed`` (ns; NEVER: not yet)."""
         self.listen[pod], self.sigterm[pod], self.gone[pod] = listen, sigterm, gone
+        self.removed[pod] = removed
 
     def last_close(self, pod: int) -> int:
         """When the last connection the pod accepted closes (ns; 0: none)."""

@@ -20,6 +20,7 @@ from .layout import (DONE, ENTRY_WIDTH, PAIR_COUNTS_MAX, PENDING_WIDTH, ROOM, S_
                      S_SIZE, S_USED, STATE_SLOTS, T_EXPIRE, Inputs, Outputs, State,
                      engine_params)
 from .loop import advance
+from .table import clear_udp
 from .targets import TargetSets
 
 __all__ = ["CompiledEngine"]
@@ -54,7 +55,8 @@ class CompiledEngine:
         self.I = Inputs(K=K, pt=np.array([p.packet_a, p.packet_b], np.float64),
                         gaps=np.array(p.gaps, np.int64), backend=backend, sport=w.sport,
                         client=w.client, service=w.service, hold=w.hold, t0=w.t0,
-                        flow_pod=w.flow_pod, pod_node=w.pod_node, instance=w.instance)
+                        flow_pod=w.flow_pod, pod_node=w.pod_node, instance=w.instance,
+                        socket=w.socket)
         self.O = Outputs(outcome=r.outcome, cause=r.cause, attempts=r.attempts, pod=r.pod,
                          nat_port=r.nat_port, connect=r.connect_ns, response=r.response_ns,
                          pod_wait=r.pod_wait_ns,
@@ -91,6 +93,8 @@ class CompiledEngine:
             seg_t=np.zeros(1, np.int64), seg_off=np.zeros(2, np.int64),
             seg_ids=np.zeros(0, np.int64), rr=np.zeros(w.scenario.lb.instances, np.int64),
             node=backend if p.dynamic else np.zeros(1, np.int64),
+            sock_node=np.full(int(w.socket.max()) + 1 if p.dynamic and w.socket.size else 1, -1,
+                              np.int64),
             E=E, IX=np.full(2 * 3 * _CAP, -1, np.int64), free=np.zeros(_CAP, np.int64),
             SK=np.zeros(_CAP, np.int64), SE=np.zeros(_CAP, np.int64),
             H=np.zeros((_CAP, 3), np.int64), PD=np.zeros((_CAP, PENDING_WIDTH), np.int64),
@@ -140,9 +144,17 @@ class CompiledEngine:
         tg = self.targets
         self.X = self.X._replace(seg_t=tg.seg_t, seg_off=tg.seg_off, seg_ids=tg.seg_ids)
 
-    def set_pod(self, pod: int, listen: int, sigterm: int, gone: int) -> None:
+    def clear_udp(self, node: int, pods: np.ndarray) -> None:
+        """kube-proxy's conntrack -D: free ``node``'s UDP entries DNATed to ``pods``."""
+        X = self.X
+        gone = np.zeros(self.p.pods, np.bool_)
+        gone[np.asarray(pods, np.int64)] = True
+        clear_udp(X.E, X.HD, X.S, X.free, X.IX, X.count, node, gone)
+
+    def set_pod(self, pod: int, listen: int, sigterm: int, gone: int,
+                removed: int = NEVER) -> None:
         """The pod's server listens from ``listen``, refuses from ``sigterm``, is gone from
-        ``gone`` (ns; NEVER: not yet)."""
+        ``gone`` (ns; NEVER: not yet); ``removed`` (the LB's pod target) is the direct path's."""
         X = self.X
         X.listen[pod], X.sigterm[pod], X.gone[pod] = listen, sigterm, gone
 

@@ -162,10 +162,16 @@ def on_arrive(P, I, O, X, f, k, t):
     events the LB chooses the flow's node when its first attempt reaches it (no target: the
     attempt is lost, the return is the retransmission's arrival or -1); else returns -2."""
     if P.dynamic and I.backend[f] < 0:
-        # X.node is I.backend's very array in such a run (the workload's may be read only)
-        X.node[f] = lb_choice(X.S, P.rr_algo, I.K[K_LB_SALT], X.seg_t, X.seg_off, X.seg_ids,
-                              X.rr, I.instance, I.client, f, t - P.lb2b)
-        if X.node[f] < 0:
+        # X.node is I.backend's very array in such a run (the workload's may be read only);
+        # the queries of a socket share a tuple, so the LB keeps them on its first choice
+        n = X.sock_node[I.socket[f]] if I.socket.size else -1
+        if n < 0:
+            n = lb_choice(X.S, P.rr_algo, I.K[K_LB_SALT], X.seg_t, X.seg_off, X.seg_ids, X.rr,
+                          I.instance, I.client, f, t - P.lb2b)
+            if I.socket.size:
+                X.sock_node[I.socket[f]] = n
+        X.node[f] = n
+        if n < 0:
             return _fail(P, I, O, X, f, k, t, t, NO_TARGET, -1)
     if P.packet_kind == PT_FIXED:
         pkt = duration_ns(PT_FIXED, I.pt[0], 0.0, 0.0, 0.0)

@@ -79,7 +79,7 @@ AHEAD = 16
 #: as each flow reaches the LB (-1 until then)
 Inputs = collections.namedtuple("Inputs", (
     "K", "pt", "gaps", "backend", "sport", "client", "service", "hold", "t0", "flow_pod",
-    "pod_node", "instance"))
+    "pod_node", "instance", "socket"))
 #: the per-flow records and per-node counters the engine writes (lbsim.records)
 Outputs = collections.namedtuple("Outputs", (
     "outcome", "cause", "attempts", "pod", "nat_port", "connect", "response", "pod_wait", "src_ip",
@@ -92,10 +92,12 @@ PAIR_COUNTS_MAX = 1 << 22
 #: list rejects. With events: each pod's listen / sigterm / gone instants and its last
 #: connection's close (closes), and the LB's node target sets, set k (from seg_t[k] on) listing
 #: seg_ids[seg_off[k] : seg_off[k + 1]], with round robin's counter per instance (rr), and the
-#: node chosen for each flow (node: the same array as Inputs.backend in such a run). The
+#: node chosen for each flow (node: the same array as Inputs.backend in such a run) and for
+#: each socket whose queries share a tuple (sock_node, with Inputs.socket). The
 #: arrays from E on grow between windows (the driver replaces them).
 State = collections.namedtuple("State", (
     "S", "count", "unconfirmed", "rover", "cpu_free", "gc_next", "gc_flag", "worker_free", "HD",
     "due", "W", "PC", "ep_group", "ep_ptr", "ep_list", "cdf", "ep_reject",
     "listen", "sigterm", "gone", "closes", "seg_t", "seg_off", "seg_ids", "rr", "node",
+    "sock_node",
     "E", "IX", "free", "SK", "SE", "H", "PD", "pfree", "D", "G_t", "G_count", "G_live", "SG"))

@@ -18,10 +18,10 @@ from .calendar import cal_link, cal_unlink, collect, far, head, list_drop, nd, r
 from .index import idx_del, idx_get, idx_put, prefetch_slot
 from .layout import (AHEAD, BORN, FLAGS, H_NEXT, N_HC, N_HS, N_LO, NODE, NXT, OBUCKET, ORIG,
                      POD, RBUCKET, REPLY, RING, S_BORN, S_NFREE, S_SIZE, S_USED, SEQ, T_ASSURED,
-                     T_CLOSE, T_EXPIRE, hot, inline)
+                     T_CLOSE, T_EXPIRE, hot, inline, jit)
 
 __all__ = ["take", "release", "live_eid", "bucket", "early_drop", "gc_pass", "insert",
-           "extend", "sort_pairs"]
+           "extend", "sort_pairs", "clear_udp"]
 
 _U = np.uint64
 
@@ -289,3 +289,13 @@ def gc_pass(E, HD, S, free, IX, count, limit95, t, due, ndue, flag, W, SK, SE):
                     release(E, HD, S, free, IX, count, e)
     for j in range(nv):
         release(E, HD, S, free, IX, count, SE[cap - 1 - j])
+
+
+@jit
+def clear_udp(E, HD, S, free, IX, count, node, gone):
+    """kube-proxy's conntrack -D (``ReferenceEngine.clear_udp``): free ``node``'s UDP entries
+    DNATed to a pod marked in ``gone`` (one flag per pod)."""
+    for e in range(S[S_SIZE]):
+        if (E[e, T_EXPIRE] >= 0 and E[e, NODE] == node and (E[e, FLAGS] & F_TCP) == 0
+                and gone[E[e, POD]]):
+            release(E, HD, S, free, IX, count, e)

@@ -128,14 +128,19 @@ class EndpointsConfig(_Section):
     #: KEP-1669 (kube-proxy 1.26+): with no ready endpoint, proxy to the serving terminating
     #: ones; false reproduces earlier kube-proxies (none: drop, Local; reject, Cluster)
     terminating_fallback: bool = True
+    #: after a sync, kube-proxy deletes the node's UDP conntrack entries DNATed to endpoints its
+    #: rules no longer list (conntrack -D); false reproduces the versions that did not (NodePort
+    #: UDP before kubernetes#71573; the 1.32 reconciler with 0 endpoints, kubernetes#139628)
+    udp_conntrack_cleanup: bool = True
 
     def __post_init__(self) -> None:
         n = self._name
         for f in ("propagation_s", "sync_s"):
             object.__setattr__(self, f, parse_duration(n(f), getattr(self, f)))
         _check_float(n("min_sync_period_s"), self.min_sync_period_s)
-        if not isinstance(self.terminating_fallback, bool):
-            _fail(n("terminating_fallback"), self.terminating_fallback, "true or false")
+        for f in ("terminating_fallback", "udp_conntrack_cleanup"):
+            if not isinstance(getattr(self, f), bool):
+                _fail(n(f), getattr(self, f), "true or false")
 
 
 #: the ``[cloud]`` fields a profile fills, with their checks' ranges

@@ -165,7 +165,7 @@ class WorkloadConfig(_Section):
         _check_float(n("udp_timeout_s"), self.udp_timeout_s, positive=True)
         _check_int(n("udp_retries"), self.udp_retries, 0, 127)
         _check_enum(n("source"), self.source, Source)
-        _check_int(n("queries_per_socket"), self.queries_per_socket, 1, 16)
+        _check_int(n("queries_per_socket"), self.queries_per_socket, 1, 1 << 16)
         _check_float(n("query_gap_s"), self.query_gap_s)
         object.__setattr__(self, "hold_s", parse_duration(n("hold_s"), self.hold_s))
 

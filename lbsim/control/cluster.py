@@ -145,8 +145,9 @@ class Cluster:
         self._ready: set[int] = set()             # ready endpoints (Ready, not deleted)
         self._terminating: set[int] = set()       # deleted, Ready before, still serving
         self._slice_dirty = False
-        #: NodePort: the node rules changed since the last update, (node, pods, rejects)
-        self.programs: list[tuple[int, np.ndarray, bool]] = []
+        #: NodePort: the node rules changed since the last update, (node, pods, rejects, the
+        #: endpoints whose UDP conntrack entries go)
+        self.programs: list[tuple[int, np.ndarray, bool, np.ndarray]] = []
         for _ in range(sc.cluster.pods):
             pod = self._new_pod(steady=True)
             pod.listening = pod.containers_ready = pod.ready = pod.available = 0
@@ -284,9 +285,10 @@ class Cluster:
         return Slice(np.array(sorted(self._ready), np.int64),
                      np.array(sorted(self._terminating), np.int64))
 
-    def _programmed(self, node: int, pods: np.ndarray, rejects: bool) -> None:
+    def _programmed(self, node: int, pods: np.ndarray, rejects: bool,
+                    stale: np.ndarray) -> None:
         """A node's kube-proxy put new rules in force (KubeProxies calls this)."""
-        self.programs.append((node, pods, rejects))
+        self.programs.append((node, pods, rejects, stale))
         self._update()
 
     # -- the cloud LB's target ----------------------------------------------------------------
@@ -495,11 +497,13 @@ def follow(sc: Scenario, holder: list):
             if targets != state["targets"]:
                 state["targets"] = targets
                 plane.set_targets(t, np.asarray(targets, np.int64))
-            for node, pods, rejects in cl.programs:
+            for node, pods, rejects, stale in cl.programs:
                 plane.set_endpoints(node, pods, rejects)
+                if stale.size:
+                    plane.clear_udp(node, stale)
             for i in sorted(cl.dirty):
                 p = cl.pods[i]
-                plane.set_pod(i, _at(p.listening), _at(p.sigterm), _at(p.gone))
+                plane.set_pod(i, _at(p.listening), _at(p.sigterm), _at(p.gone), _at(p.removed))
 
         holder.append(Cluster(env, sc, on_change=on_change, last_close=plane.last_close))
     return control
@@ -524,7 +528,5 @@ def check_events(sc: Scenario) -> None:
         no("lb.algorithm", sc.lb.algorithm.value, "rr or source_hash")
     if sc.lb.persistence_s > 0:
         no("lb.persistence_s", sc.lb.persistence_s, "0")
-    if sc.workload.queries_per_socket > 1:
-        no("workload.queries_per_socket", sc.workload.queries_per_socket, "1")
     if sc.workload.source is Source.POD:
         no("workload.source", "pod", "external: pod clients do not go through the LB")

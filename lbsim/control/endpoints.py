@@ -17,6 +17,11 @@ endpoints") while other nodes have some. The health-check node port
 (pkg/proxy/healthcheck/service_health.go) answers 200 while the node has a local *ready*
 endpoint: a node whose only pods are terminating fails it (endpointschangetracker.go,
 getLocalReadyEndpointIPs), and the LB's check finds out at its next checks.
+
+After a sync that drops endpoints from a node's rules, kube-proxy deletes the node's UDP
+conntrack entries DNATed to them (pkg/proxy/conntrack: ``conntrack -D -p udp --dst-nat <pod>``
+in effect); until then, and for ever with ``udp_conntrack_cleanup = false``, a client that keeps
+sending on its tuple follows its entry to the removed pod, each packet renewing the entry.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from typing import Callable
 import numpy as np
 import simpy
 
-from ..config import Scenario, TrafficPolicy
+from ..config import Protocol, Scenario, TrafficPolicy
 from ..durations import Duration, Fixed
 from ..rng import Streams
 from ..sampling import duration_params, durations_ns
@@ -53,14 +58,18 @@ class Slice:
 
 class KubeProxies:
     """Every node's kube-proxy. :meth:`changed` is told each new slice; ``on_program(node, pods,
-    rejects)`` is called when a node's rules change, and ``programmed[v]`` / ``hc_ready[v]`` are
+    rejects, stale)`` is called when a node's rules change (``stale``: the endpoints whose UDP
+    conntrack entries the sync deletes), and ``programmed[v]`` / ``hc_ready[v]`` are
     node v's endpoints in force and its local ready endpoints (the health-check node port's
     count) as of its last sync."""
 
     def __init__(self, env: simpy.Environment, sc: Scenario, pod_node: np.ndarray,
-                 first: Slice, on_program: Callable[[int, np.ndarray, bool], None]) -> None:
+                 first: Slice, on_program: Callable[[int, np.ndarray, bool, np.ndarray], None]
+                 ) -> None:
         self.env, self.sc, self.pod_node = env, sc, pod_node
         self.on_program = on_program
+        self.udp_cleanup = (sc.workload.protocol is Protocol.UDP
+                            and sc.endpoints.udp_conntrack_cleanup)
         self.local = sc.kube_proxy.external_traffic_policy is TrafficPolicy.LOCAL
         self.fallback = sc.endpoints.terminating_fallback
         n = sc.cluster.nodes
@@ -128,9 +137,12 @@ class KubeProxies:
         pods, rejects, ready = self._rules(v, s)
         self.hc_ready[v] = ready
         if rejects != self.rejects[v] or not np.array_equal(pods, self.programmed[v]):
+            # the UDP entries of endpoints the rules dropped go with them (conntrack -D)
+            stale = (np.setdiff1d(self.programmed[v], pods) if self.udp_cleanup
+                     else np.zeros(0, np.int64))
             self.programmed[v], self.rejects[v] = pods, rejects
             self.log.append((int(env.now), v, int(pods.size)))
-            self.on_program(v, pods, rejects)
+            self.on_program(v, pods, rejects, stale)
         if self.delivered[v] > version:          # changes came during the sync: sync again
             self._want_sync(v)
 

@@ -74,10 +74,17 @@ class ControlPlane:
         NodePort path, a flow's node chosen when it reaches the LB)."""
         self.engine.set_targets(t, np.asarray(pods, np.int64))
 
-    def set_pod(self, pod: int, listen: int, sigterm: int, gone: int) -> None:
+    def clear_udp(self, node: int, pods) -> None:
+        """Delete ``node``'s UDP conntrack entries DNATed to ``pods`` now (kube-proxy's
+        conntrack -D after a sync dropped them from its rules)."""
+        self.engine.clear_udp(node, np.asarray(pods, np.int64))
+
+    def set_pod(self, pod: int, listen: int, sigterm: int, gone: int,
+                removed: int = NEVER) -> None:
         """Pod ``pod``'s server listens from ``listen``, refuses connections from ``sigterm`` and
-        is gone from ``gone`` (ns; NEVER: not yet)."""
-        self.engine.set_pod(pod, listen, sigterm, gone)
+        is gone from ``gone``; the LB removed its target at ``removed`` (the direct path: the
+        LB then forgets which pod a socket's queries went to) (ns; NEVER: not yet)."""
+        self.engine.set_pod(pod, listen, sigterm, gone, removed)
 
     def last_close(self, pod: int) -> int:
         """When the last connection pod ``pod`` accepted so far closes (ns; 0: none)."""

@@ -148,7 +148,8 @@ class ReferenceEngine:
             return
         if self.dynamic and self.target[f] < 0:
             # the LB chooses the flow's node when its first attempt reaches it, and keeps it
-            self.target[f] = self._lb_choice(f, t - self.lb2b)
+            # (for every query of its socket: they share a tuple)
+            self.target[f] = self._socket_choice(f, t - self.lb2b)
             if self.target[f] < 0:
                 nxt = self.fail(f, k, t, t, NO_TARGET, -1)
                 if nxt is not None:
@@ -460,6 +461,7 @@ class ReferenceEngine:
         first = sc.cluster.pods
         self.listen = [0 if i < first else NEVER for i in range(p.pods)]
         self.sigterm, self.gone = [NEVER] * p.pods, [NEVER] * p.pods
+        self.removed = [NEVER] * p.pods           # the LB's target removed (direct)
         self.last_closes = [0] * p.pods
         #: the LB's target sets, each in force from its instant on (times ascending)
         self.target_times: list[int] = [-1]
@@ -468,6 +470,29 @@ class ReferenceEngine:
         self.rr = [0] * sc.lb.instances
         #: the LB's choice for each flow: its pod (direct) or node (NodePort); -1: not yet
         self.target = [-1] * p.flows
+        self.socket_target: dict[int, int] = {}     # ... and for each socket with queries
+
+    def _socket_choice(self, f: int, t_lb: int) -> int:
+        """The LB's backend for flow ``f``: its socket's, if an earlier query of the socket got
+        one; else chosen now (:meth:`_lb_choice`)."""
+        sock = self.w.socket
+        if not sock.size:
+            return self._lb_choice(f, t_lb)
+        s = int(sock[f])
+        b = self.socket_target.get(s, -1)
+        # the LB forgets the socket's pod once the target is removed (after its draining)
+        if b < 0 or (not self.p.nodeport and self.removed[b] <= t_lb):
+            b = self.socket_target[s] = self._lb_choice(f, t_lb)
+        return b
+
+    def clear_udp(self, node: int, pods: np.ndarray) -> None:
+        """kube-proxy's conntrack -D: free ``node``'s UDP entries DNATed to ``pods``."""
+        tb = self.table
+        n = tb.size
+        hit = (tb.alive[:n] & (tb.node[:n] == node) & np.isin(tb.pod[:n], pods)
+               & ((tb.flags[:n] & F_TCP) == 0))
+        for e in np.flatnonzero(hit):
+            tb.release1(int(e))
 
     def _lb_choice(self, f: int, t_lb: int) -> int:
         """The LB's target for flow ``f`` reaching it at ``t_lb``: among the targets in force
@@ -491,7 +516,7 @@ class ReferenceEngine:
         p, w = self.p, self.w
         pod = self.target[f]
         if pod < 0:
-            pod = self.target[f] = self._lb_choice(f, t - self.lb2b)
+            pod = self.target[f] = self._socket_choice(f, t - self.lb2b)
         if pod >= 0 and self.listen[pod] <= t < min(self.sigterm[pod], self.gone[pod]):
             q = self.request_arrival(t, 0)
             finish = self.serve(pod, q, int(w.service[f]))
@@ -518,8 +543,10 @@ class ReferenceEngine:
             self.target_times.append(t)
             self.target_sets.append(ids)
 
-    def set_pod(self, pod: int, listen: int, sigterm: int, gone: int) -> None:
+    def set_pod(self, pod: int, listen: int, sigterm: int, gone: int,
+                removed: int = NEVER) -> None:
         self.listen[pod], self.sigterm[pod], self.gone[pod] = listen, sigterm, gone
+        self.removed[pod] = removed
 
     def last_close(self, pod: int) -> int:
         return self.last_closes[pod]

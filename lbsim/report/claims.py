@@ -214,6 +214,20 @@ def _judge_local(runs: list[tuple[Summary, Summary, Config]]) -> Verdict:
     return DEPENDS, said
 
 
+def _judge_udp(runs: list[tuple[Summary, Summary, Config]]) -> Verdict:
+    """udp-stale-conntrack, udp-stale-conntrack-cleanup: NodePort without and with kube-proxy's
+    deletion of removed endpoints' UDP entries."""
+    (np0, d0, _), (np1, d1, _) = runs
+    said = (f"NodePort fails {pct(np0['failed_fraction'])} of datagrams without the cleanup, "
+            f"{pct(np1['failed_fraction'])} with it; direct {pct(d0['failed_fraction'])} and "
+            f"{pct(d1['failed_fraction'])}")
+    if np0["failed_fraction"] > FAIL_THRESHOLD >= np1["failed_fraction"]:
+        return HOLDS, said
+    if np0["failed_fraction"] <= FAIL_THRESHOLD:
+        return NOT, said
+    return DEPENDS, said
+
+
 _CONTRAST_RULE = ("each contrast scenario (the same setup with a setting changed) is judged by the same "
                   "rule; when the outcomes differ the verdict is \"depends\" and names the settings")
 
@@ -303,6 +317,15 @@ CLAIMS: list[Claim] = [
         "local-terminating-fallback; does not hold if it fails none without the fallback; "
         "depends otherwise",
         _judge_local, needs=("failed", "fail_cause_no_local_endpoint"), joint=True),
+    Claim(
+        "after an endpoint change, UDP clients on a fixed tuple keep reaching the removed pod "
+        "through NodePort's conntrack unless kube-proxy deletes its entries",
+        ("udp-stale-conntrack", "udp-stale-conntrack-cleanup"),
+        ("failed_fraction", "fail_cause_refused", "fail_cause_pod_gone"),
+        f"holds if NodePort failed_fraction > {FAIL_THRESHOLD:g} without the cleanup and <= "
+        f"{FAIL_THRESHOLD:g} with it; does not hold if it is <= {FAIL_THRESHOLD:g} without; "
+        f"depends otherwise",
+        _judge_udp, needs=("failed_fraction",), joint=True),
 ]
 
 

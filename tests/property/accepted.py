@@ -82,7 +82,7 @@ def _fields(nodes: int, pods: int) -> dict[str, st.SearchStrategy]:
         "workload.syn_retries": ints(0, 127), "workload.syn_linear_timeouts": ints(0, 127),
         "workload.syn_rto_s": seconds(positive=True, hi=TCP_RTO_MAX_S),
         "workload.udp_timeout_s": seconds(positive=True), "workload.udp_retries": ints(0, 127),
-        "workload.queries_per_socket": ints(1, 16), "workload.query_gap_s": seconds(),
+        "workload.queries_per_socket": ints(1, 1 << 16), "workload.query_gap_s": seconds(),
         "lb.instances": ints(1, 4096), "lb.algorithm": choice(LBAlgorithm),
         "lb.weights": st.sampled_from(["equal", "local_pods", "workers"]),
         "lb.maglev_table_size": st.sampled_from(PRIMES), "lb.persistence_s": seconds(),

@@ -188,3 +188,40 @@ def test_a_kill_resets_exactly_the_connections_open_at_the_pod():
     assert res.summary["connections_reset"] == open_at_kill > 0
     assert res.summary["connections_reset"] == int(f["reset"].sum())
     assert NS == 10**9
+
+
+UDP = {"workload.protocol": "udp", "workload.queries_per_socket": 20,
+       "workload.query_gap_s": 0.5, "workload.udp_retries": 0, "workload.flows": 8000,
+       "events": [{"at_s": 10.0, "kind": "scale", "replicas": 3}]}
+
+
+def _udp(cleanup: bool):
+    from lbsim.kernel import FAILED
+    from lbsim.simulation import simulate
+    sc = lbsim.Scenario().replace(**{**BASE, **UDP,
+                                     "endpoints.udp_conntrack_cleanup": cleanup})
+    r = simulate(sc)
+    w = r.workload
+    at_node = (w.t0 + w.params.d_in) / NS
+    return r, r.outcome == FAILED, at_node, w.socket
+
+
+def test_udp_sockets_follow_a_removed_pods_entry_until_kube_proxy_deletes_it():
+    """A socket's datagrams share a tuple, so each follows the node's conntrack entry. Pod 3 is
+    deleted at 10 s (SIGTERM at once) and leaves the rules at 10.5 s. Without the cleanup a
+    socket pinned to it keeps following its entry (each datagram renews the 30 s timeout):
+    once one of its datagrams fails, every later one does. With the cleanup the sync deletes
+    those entries: nothing fails after it, and far fewer fail in all."""
+    end = 10.0 + PROP + SYNC
+    stale, failed, at_node, sock = _udp(False)
+    assert failed.any() and at_node[failed].min() >= 10.0
+    first_fail = {}
+    for i in np.flatnonzero(failed):
+        first_fail.setdefault(int(sock[i]), at_node[i])
+    for s, t in first_fail.items():
+        later = (sock == s) & (at_node >= t)
+        assert failed[later].all(), s                  # the socket never recovers
+    assert at_node[failed].max() > end + 5.0
+    clean, cfailed, cat, _ = _udp(True)
+    assert cfailed.any() and cat[cfailed].min() >= 10.0 and cat[cfailed].max() < end
+    assert cfailed.sum() * 5 < failed.sum()

@@ -93,6 +93,17 @@ def test_the_draining_and_local_claims_are_judged_from_both_scenarios():
     assert v[7].startswith("depends") and v[8].startswith("depends")
 
 
+def test_the_udp_claim_is_judged_from_both_scenarios():
+    def pair(without, with_):
+        return [_run("udp-stale-conntrack", nodeport={"failed_fraction": without},
+                     direct={"failed_fraction": 0.0}),
+                _run("udp-stale-conntrack-cleanup", nodeport={"failed_fraction": with_},
+                     direct={"failed_fraction": 0.0})]
+    assert _verdicts(pair(0.3, 0.0004))[9].startswith("holds: NodePort fails 30 % of datagrams")
+    assert _verdicts(pair(0.005, 0.0))[9].startswith("does not hold")
+    assert _verdicts(pair(0.3, 0.2))[9].startswith("depends")
+
+
 def test_missing_scenario_or_metric_is_not_measured():
     v = _verdicts([], available=set())
     assert v[1] == "not measured: scenario snat-exhaustion not available"
