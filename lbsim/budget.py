@@ -135,6 +135,8 @@ def _control_durations(sc: Scenario) -> dict[str, float]:
             "lifecycle.readiness_period_s x readiness_success_threshold":
                 lc.readiness_period_s * lc.readiness_success_threshold,
             "lifecycle.prestop_s": lc.prestop_s,
+            "lifecycle.restart_backoff_s + startup_s": lc.restart_backoff_s
+                + 50 * float(lc.startup_s.mean),
             "lifecycle.termination_grace_s": lc.termination_grace_s,
             "deployment.min_ready_s": d.min_ready_s,
             "cloud.registration_s": 50 * float(cl.value("registration_s").mean),

@@ -100,6 +100,10 @@ def _event_caveats(sc: Scenario, r: Records, span: float) -> list[str]:
             out.append(f"events[{i}] ({e.kind} at {e.at_s:g} s) comes after the last arrival "
                        f"({span:.3g} s): no flow sees it (more workload.flows)")
     tl = r.timeline
+    for i in (tl.ignored if tl is not None else ()):
+        e = sc.events[i]
+        out.append(f"events[{i}] (crash of pod {e.pod} at {e.at_s:g} s) changed nothing: that "
+                   f"pod did not exist, was deleted or was not running then")
     if tl is not None and math.isnan(tl.summary["rollout_duration_s"]) and any(
             e.kind == "rollout" and e.at_s <= span for e in sc.events):
         out.append(f"the rollout had not ended when the run's arrivals did ({span:.3g} s): "

@@ -67,6 +67,8 @@ class Records:
     #: pod's gone instant, ns (NEVER: it stayed); None in the steady state
     timeline: Any = None
     pod_gone_ns: np.ndarray | None = None
+    #: with [[events]]: (pod, t_ns) rows, a crash cutting the pod's open connections at t
+    pod_cuts_ns: np.ndarray | None = None
 
 
 class RecordsBuilder:

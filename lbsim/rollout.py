@@ -16,7 +16,7 @@ __all__ = ["ROLLOUT_METRICS", "resets", "rollout_metrics"]
 
 ROLLOUT_METRICS = {
     "connections_reset": "established connections still open at their pod when it was gone (its "
-                         "SIGKILL at terminationGracePeriodSeconds): cut with an RST",
+                         "SIGKILL at terminationGracePeriodSeconds) or its server crashed: cut",
     "rollout_duration_s": "the first rollout's start to its end (every pod of the new revision, "
                           "replicas of them available), s (NaN: none, or it had not ended when "
                           "the run did)",
@@ -33,16 +33,25 @@ ROLLOUT_METRICS = {
 def resets(r: Records) -> np.ndarray:
     """Per flow: established, and its connection still open at the pod (the client's FIN
     reaches it ``d_in`` after the client sent it, plus the node -> pod hop on the NodePort path
-    when the pod is on another node) when the pod was gone."""
+    when the pod is on another node) when the pod was gone or its server crashed."""
     if r.pod_gone_ns is None:
         return np.zeros(r.outcome.size, bool)
     w, p = r.workload, r.workload.params
     ok = r.outcome == OK
     pod = np.where(ok, r.pod, 0)
-    close_at_pod = w.t0 + r.response_ns + w.hold + p.d_in
-    if p.nodeport:
-        close_at_pod = close_at_pod + np.where(w.pod_node[pod] != w.backend, p.d_hop, 0)
-    return ok & (r.pod_gone_ns[pod] < NEVER) & (close_at_pod > r.pod_gone_ns[pod])
+    hop = (np.where(w.pod_node[pod] != w.backend, p.d_hop, 0) if p.nodeport
+           else np.zeros(pod.size, np.int64))
+    close_at_pod = w.t0 + r.response_ns + w.hold + p.d_in + hop
+    cut = ok & (r.pod_gone_ns[pod] < NEVER) & (close_at_pod > r.pod_gone_ns[pod])
+    if r.pod_cuts_ns is not None and len(r.pod_cuts_ns):
+        # a crash cuts what its server had accepted (the SYN or request reached it) and not
+        # yet closed: the request reached the pod service + wait before it finished, the SYN
+        # the handshake's two crossings before that
+        finish = w.t0 + r.response_ns - p.d_in - hop
+        accepted = finish - w.service - r.pod_wait_ns - (2 * (hop + p.d_in) if p.tcp else 0)
+        for victim, t in r.pod_cuts_ns:
+            cut |= ok & (pod == victim) & (accepted < t) & (close_at_pod > t)
+    return cut
 
 
 def rollout_metrics(r: Records) -> dict[str, float]:

@@ -91,7 +91,8 @@ def simulate(scenario: Scenario, *, engine: Engine = "compiled", batch_flows: in
         cl = clusters[0]
         gone = np.array([NEVER if q.gone is None else q.gone for q in cl.pods]
                         + [NEVER] * (p.pods - len(cl.pods)), np.int64)
-        rec = dataclasses.replace(rec, timeline=tables(cl), pod_gone_ns=gone)
+        rec = dataclasses.replace(rec, timeline=tables(cl), pod_gone_ns=gone,
+                                  pod_cuts_ns=np.array(cl.cuts, np.int64).reshape(-1, 2))
     return rec
 
 

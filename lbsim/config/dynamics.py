@@ -40,6 +40,8 @@ class LifecycleConfig(_Section):
     #: readinessProbe.failureThreshold (Kubernetes default 3): failures in a row before a pod is
     #: no longer ready (a terminating pod: no longer serving, once SIGTERM closed its server)
     readiness_failure_threshold: int = 3
+    #: a crashed container's restart: the kubelet's first CrashLoopBackOff delay (10 s), s
+    restart_backoff_s: float = 10.0
     #: the preStop hook's sleep: deletion to SIGTERM, the server serving as before, s
     prestop_s: float = 0.0
     #: terminationGracePeriodSeconds (Kubernetes default 30): deletion to SIGKILL, s
@@ -52,6 +54,7 @@ class LifecycleConfig(_Section):
         _check_period(n("readiness_period_s"), self.readiness_period_s)
         _check_int(n("readiness_success_threshold"), self.readiness_success_threshold, 1, 1000)
         _check_int(n("readiness_failure_threshold"), self.readiness_failure_threshold, 1, 1000)
+        _check_float(n("restart_backoff_s"), self.restart_backoff_s)
         _check_float(n("prestop_s"), self.prestop_s)
         _check_float(n("termination_grace_s"), self.termination_grace_s)
 
@@ -257,9 +260,9 @@ class CloudConfig(_Section):
         return Fixed(value=v) if name in ("registration_s", "deregistration_lag_s") else v
 
 
-#: what an event does: a rolling update of every pod, or scaling to ``replicas`` (a pod's crash
-#: and node events are not modelled yet: no kind names them)
-EVENT_KINDS = ("rollout", "scale")
+#: what an event does: a rolling update of every pod, scaling to ``replicas``, or the crash of
+#: pod ``pod``'s container (node events are not modelled yet: no kind names them)
+EVENT_KINDS = ("rollout", "scale", "crash")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -270,10 +273,14 @@ class Event(_Section):
 
     #: when, s from the start of the run
     at_s: float
-    #: "rollout" (a new pod template: every pod replaced) or "scale" (to ``replicas``)
+    #: "rollout" (a new pod template: every pod replaced), "scale" (to ``replicas``) or "crash"
+    #: (pod ``pod``'s server dies and its container restarts)
     kind: str
     #: with kind = "scale": the new replica count
     replicas: int | None = None
+    #: with kind = "crash": the pod's number (the pods table's: the first cluster.pods are 0 ..
+    #: pods - 1, later ones numbered in creation order)
+    pod: int | None = None
 
     def __post_init__(self) -> None:
         n = self._name
@@ -284,6 +291,10 @@ class Event(_Section):
             _check_int(n("replicas"), self.replicas, 0, MAX_PODS)
         elif self.replicas is not None:
             _fail(n("replicas"), self.replicas, f"unset for kind = {self.kind!r} (scale reads it)")
+        if self.kind == "crash":
+            _check_int(n("pod"), self.pod, 0, MAX_PODS - 1)
+        elif self.pod is not None:
+            _fail(n("pod"), self.pod, f"unset for kind = {self.kind!r} (crash reads it)")
 
 
 def pods_ever(pods: int, events: tuple[Event, ...]) -> int:

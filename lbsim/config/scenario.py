@@ -124,7 +124,7 @@ def _events(v: Any) -> tuple[Event, ...]:
             out.append(e)
             continue
         if isinstance(e, dict) and not {"at_s", "kind"} <= set(e):
-            _fail(f"events[{i}]", e, "a table with at_s and kind (and replicas, to scale)")
+            _fail(f"events[{i}]", e, "a table with at_s and kind (and replicas, to scale; pod, to crash)")
         try:
             out.append(Event.from_dict(e, "events"))
         except ValueError as err:            # name the entry: events[2].kind = ...

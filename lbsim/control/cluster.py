@@ -59,7 +59,8 @@ __all__ = ["Pod", "Cluster", "TIMELINE_EVENTS", "follow", "check_events"]
 #: what the timeline records of each pod, in the order a pod's life may go through them
 TIMELINE_EVENTS = ("created", "listening", "containers_ready", "registered", "healthy",
                    "ready", "available", "deleted", "deregistered", "sigterm", "not_serving",
-                   "unhealthy", "stops_receiving", "gone", "target_removed")
+                   "crashed", "restarted", "ready_again", "unhealthy", "stops_receiving", "gone",
+                   "target_removed")
 
 #: the changes the Deployment controller reacts to (a pod's count, readiness or availability)
 _CONTROLLER_READS = frozenset({"created", "ready", "available", "deleted"})
@@ -105,13 +106,22 @@ class Pod:
     not_serving: int | None = None
     gone: int | None = None
     removed: int | None = None
+    #: when its server (the current instance, after a crash its restart) listens; None while
+    #: crashed or before it starts
+    up: int | None = None
+    #: crashed and not Ready again yet
+    unready: bool = False
     log: list[tuple[int, str]] = field(default_factory=list)
 
     def accepting(self, t: int) -> bool:
         """Does the server accept a connection at ``t``?"""
-        return (self.listening is not None and self.listening <= t
+        return (self.up is not None and self.up <= t
                 and (self.sigterm is None or t < self.sigterm)
                 and (self.gone is None or t < self.gone))
+
+    @property
+    def is_available(self) -> bool:
+        return self.available is not None and not self.unready
 
 
 class Cluster:
@@ -140,6 +150,10 @@ class Cluster:
         self._live_pods: dict[int, Pod] = {}      # pods not deleted, in creation order
         self._flush_pending = self._targets_dirty = False
         self.rollouts: list[tuple[int, int | None]] = []      # (start, end) of each rollout
+        #: (pod, t): a crash cut the pod's open connections at t; the events that crashed
+        #: nothing (their index)
+        self.cuts: list[tuple[int, int]] = []
+        self.ignored: list[int] = []
         self.receiving: tuple[int, ...] = ()
         self.series: list[tuple[int, tuple[int, ...]]] = []
         self._ready: set[int] = set()             # ready endpoints (Ready, not deleted)
@@ -150,7 +164,7 @@ class Cluster:
         self.programs: list[tuple[int, np.ndarray, bool, np.ndarray]] = []
         for _ in range(sc.cluster.pods):
             pod = self._new_pod(steady=True)
-            pod.listening = pod.containers_ready = pod.ready = pod.available = 0
+            pod.listening = pod.up = pod.containers_ready = pod.ready = pod.available = 0
             self._ready.add(pod.index)
             if not self.nodeport:
                 pod.registered, pod.healthy = 0, True
@@ -162,8 +176,8 @@ class Cluster:
                                             lambda: self._update())
         self._update()
         env.process(self._controller())
-        for e in sc.events:
-            env.process(self._event(e))
+        for i, e in enumerate(sc.events):
+            env.process(self._event(i, e))
 
     # -- what the data plane asks ------------------------------------------------------------
     def last_close(self, pod: Pod) -> int:
@@ -201,7 +215,7 @@ class Cluster:
         yield env.timeout(up - env.now)
         if pod.deleted is not None:
             return
-        pod.listening = up
+        pod.listening = pod.up = up
         self._log(pod, "listening")
         self._update(targets=False)
         yield env.timeout(max(0, ready - env.now))
@@ -417,14 +431,59 @@ class Cluster:
             self.changed.succeed()
 
     # -- the Deployment -----------------------------------------------------------------------
-    def _event(self, e):
+    def _event(self, i: int, e):
         yield self.env.timeout(ns(e.at_s))
         if e.kind == "rollout":
             self.revision += 1
             self.rollouts.append((int(self.env.now), None))
         elif e.kind == "scale":
             self.replicas = e.replicas
+        elif e.kind == "crash":
+            self._crash(i, e)
         self._controller_dirty = True
+        self._update(targets=False)
+
+    # -- a container's crash and restart ------------------------------------------------------
+    def _crash(self, i: int, e) -> None:
+        """Pod ``e.pod``'s server dies now: its open connections are cut (``cuts``), new ones
+        are refused (an RST: nothing listens), and the kubelet marks the pod not Ready (the
+        container exited) until the container restarts (``restart_backoff_s``, then the pod's
+        startup time) and its readiness probe passes again. A pod that does not exist, or is
+        not running then, is left alone (``ignored``)."""
+        pod = self.pods[e.pod] if e.pod < len(self.pods) else None
+        if pod is None or pod.up is None or pod.deleted is not None:
+            self.ignored.append(i)
+            return
+        t = int(self.env.now)
+        pod.up, pod.unready = None, True
+        self.cuts.append((pod.index, t))
+        self._log(pod, "crashed")
+        if pod.index in self._ready:
+            self._ready.discard(pod.index)
+            self._slice_dirty = True
+        self.env.process(self._restart(pod, t))
+
+    def _restart(self, pod: Pod, crashed: int):
+        lc, env = self.sc.lifecycle, self.env
+        start = crashed + ns(lc.restart_backoff_s)
+        up = start + int(self._delays[_D_STARTUP, pod.index])   # as its first start took
+        first = start + ns(lc.readiness_initial_delay_s)
+        period = ns(lc.readiness_period_s)
+        k = max(0, math.ceil((up - first) / period))
+        ready = first + (k + lc.readiness_success_threshold - 1) * period
+        yield env.timeout(up - env.now)
+        if pod.deleted is not None:
+            return
+        pod.up = up
+        self._log(pod, "restarted")
+        self._update(targets=False)
+        yield env.timeout(max(0, ready - env.now))
+        if pod.deleted is not None or pod.up is None:
+            return
+        pod.unready = False
+        self._log(pod, "ready_again")
+        self._ready.add(pod.index)
+        self._slice_dirty = True
         self._update(targets=False)
 
     def _live(self) -> list[Pod]:
@@ -456,12 +515,12 @@ class Cluster:
             # reconcileOldReplicaSets: unavailable old pods first (within maxScaledDown), then
             # available ones while the available pods stay >= replicas - maxUnavailable
             min_available = n - unavailable
-            available = sum(p.available is not None for p in live)
-            new_unavailable = sum(p.available is None for p in new)
+            available = sum(p.is_available for p in live)
+            new_unavailable = sum(not p.is_available for p in new)
             max_down = len(live) - min_available - new_unavailable
             if max_down > 0:
-                unready = [p for p in old if p.available is None][:max_down]
-                ready = sorted((p for p in old if p.available is not None),
+                unready = [p for p in old if not p.is_available][:max_down]
+                ready = sorted((p for p in old if p.is_available),
                                key=lambda p: -p.index)
                 victims = unready + ready[:max(0, available - min_available)]
         elif len(new) > n:
@@ -478,7 +537,7 @@ class Cluster:
             return
         live = self._live()
         done = (all(p.revision == self.revision for p in live)
-                and sum(p.available is not None for p in live) >= self.replicas)
+                and sum(p.is_available for p in live) >= self.replicas)
         if done:
             self.rollouts[-1] = (self.rollouts[-1][0], int(self.env.now))
 
@@ -503,7 +562,7 @@ def follow(sc: Scenario, holder: list):
                     plane.clear_udp(node, stale)
             for i in sorted(cl.dirty):
                 p = cl.pods[i]
-                plane.set_pod(i, _at(p.listening), _at(p.sigterm), _at(p.gone), _at(p.removed))
+                plane.set_pod(i, _at(p.up), _at(p.sigterm), _at(p.gone), _at(p.removed))
 
         holder.append(Cluster(env, sc, on_change=on_change, last_close=plane.last_close))
     return control

@@ -51,13 +51,16 @@ class Timeline:
     on, how many pods new flows go to and how many of them accept), ``nodes`` (the NodePort
     path: t_s, node, event, endpoints: each node's kube-proxy rules coming into force ("rules",
     with the endpoints they list) and the LB finding a node "healthy" or "unhealthy"
-    (endpoints -1); empty on the direct path) and ``summary`` (:data:`TIMELINE_METRICS`)."""
+    (endpoints -1); empty on the direct path), ``summary`` (:data:`TIMELINE_METRICS`) and
+    ``ignored`` (the numbers of the events that changed nothing: a crash of a pod that did not
+    exist or was not running then)."""
 
     pods: pd.DataFrame
     events: pd.DataFrame
     receiving: pd.DataFrame
     summary: dict[str, float]
     nodes: pd.DataFrame
+    ignored: tuple[int, ...] = ()
 
 
 #: how long after the last event the control plane may take to settle (a registration, a
@@ -85,7 +88,7 @@ def run_cluster(sc: Scenario) -> Cluster:
 
 def _settled(cl: Cluster) -> bool:
     rollouts_done = all(e is not None for _, e in cl.rollouts)
-    pods_done = all((p.deleted is None and p.available is not None
+    pods_done = all((p.deleted is None and p.available is not None and not p.unready
                      and (p.healthy or cl.nodeport))
                     or (p.deleted is not None and p.gone is not None
                         and (p.registered is None or p.removed is not None))
@@ -122,7 +125,8 @@ def tables(cl: Cluster) -> Timeline:
     pods = pd.DataFrame(rows, columns=list(POD_COLUMNS))
     # a row at every change: a SIGTERM changes what accepts without changing the set
     receiving = _receiving(cl)
-    return Timeline(pods, events, receiving, _summary(cl, pods, receiving), _nodes(cl))
+    return Timeline(pods, events, receiving, _summary(cl, pods, receiving), _nodes(cl),
+                    tuple(cl.ignored))
 
 
 def _nodes(cl: Cluster) -> pd.DataFrame:
@@ -180,7 +184,7 @@ def _receiving(cl: Cluster) -> pd.DataFrame:
     flows to, and how many of them accept (each set's count in one numpy pass)."""
     big = np.iinfo(np.int64).max
     at = lambda v: big if v is None else v  # noqa: E731
-    listen = np.array([at(p.listening) for p in cl.pods], np.int64)
+    listen = np.array([at(p.listening) for p in cl.pods], np.int64)   # crashes aside
     stop = np.array([min(at(p.sigterm), at(p.gone)) for p in cl.pods], np.int64)
     marks = np.unique(np.array([t for p in cl.pods for t, _ in p.log]
                                + [t for t, _ in cl.series], np.int64))

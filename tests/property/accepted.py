@@ -57,10 +57,12 @@ def counts_or_percents() -> st.SearchStrategy[object]:
 
 
 def events() -> st.SearchStrategy[list[dict]]:
-    """[[events]] in time order: rollouts and scalings anywhere in range."""
+    """[[events]] in time order: rollouts, scalings and crashes anywhere in range."""
     one = st.one_of(st.builds(lambda t: {"at_s": t, "kind": "rollout"}, seconds()),
                     st.builds(lambda t, n: {"at_s": t, "kind": "scale", "replicas": n},
-                              seconds(), ints(0, 64)))
+                              seconds(), ints(0, 64)),
+                    st.builds(lambda t, n: {"at_s": t, "kind": "crash", "pod": n},
+                              seconds(), ints(0, MAX_PODS - 1)))
     return st.lists(one, max_size=3).map(lambda es: sorted(es, key=lambda e: e["at_s"]))
 
 
@@ -119,6 +121,7 @@ def _fields(nodes: int, pods: int) -> dict[str, st.SearchStrategy]:
         "endpoints.propagation_s": durations(), "endpoints.min_sync_period_s": seconds(),
         "endpoints.sync_s": durations(), "endpoints.terminating_fallback": st.booleans(),
         "lifecycle.prestop_s": seconds(), "lifecycle.termination_grace_s": seconds(),
+        "lifecycle.restart_backoff_s": seconds(),
         "deployment.max_surge": counts_or_percents(),
         "deployment.max_unavailable": counts_or_percents(),
         "deployment.min_ready_s": seconds(), "deployment.readiness_gate": st.booleans(),

@@ -18,10 +18,13 @@ def timelines(draw):
     times = sorted(draw(st.lists(st.floats(0.0, 3.0), min_size=1, max_size=3)))
     events = []
     for t in times:
-        if draw(st.booleans()):
+        kind = draw(st.sampled_from(["rollout", "scale", "crash"]))
+        if kind == "rollout":
             events.append({"at_s": t, "kind": "rollout"})
-        else:
+        elif kind == "scale":
             events.append({"at_s": t, "kind": "scale", "replicas": draw(st.integers(0, 6))})
+        else:
+            events.append({"at_s": t, "kind": "crash", "pod": draw(st.integers(0, 7))})
     nodeport = draw(st.booleans())
     d = {
         "path": "nodeport" if nodeport else "direct", "seed": draw(st.integers(0, 2**32)),
@@ -44,6 +47,7 @@ def timelines(draw):
                                                                  "mean": 0.5}])),
         "lifecycle.readiness_period_s": draw(st.sampled_from([0.1, 0.5])),
         "lifecycle.prestop_s": draw(st.sampled_from([0.0, 0.2])),
+        "lifecycle.restart_backoff_s": draw(st.sampled_from([0.0, 0.3])),
         "lifecycle.termination_grace_s": draw(st.sampled_from([0.1, 30.0])),
         "deployment.max_surge": draw(st.sampled_from([0, 1, "50%"])),
         "deployment.max_unavailable": draw(st.sampled_from([0, 1, "25%"])),

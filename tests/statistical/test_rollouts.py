@@ -103,3 +103,27 @@ def test_the_lost_window_is_the_timelines_own():
     n = len(res.timeline.pods)
     assert res.timeline.pods[cols].equals(alone.pods[cols].iloc[:n])
     assert NS == 10**9
+
+
+def test_a_crash_cuts_the_open_connections_and_the_lb_refuses_until_its_checks_notice():
+    """Pod 1's server dies at 30 s: the connections it had accepted and not closed are cut
+    (counted from the flows table: SYN at the pod before 30 s, the client's FIN after), new
+    ones are refused (RST) until the LB's checks find the target unhealthy (2 failures, every
+    2 s: between 2 and 4 s later), and the pod serves again once restarted and healthy."""
+    res = run(**{"workload.hold_s": 2.0, "cloud.hc_unhealthy_threshold": 2,
+                 "workload.flows": 24_000},
+              events=[{"at_s": 30.0, "kind": "crash", "pod": 1}])
+    net = res.scenario.network
+    d_in = net.client_to_lb_s + net.lb_to_backend_s
+    f = res.flows
+    on = f[(f["pod"] == 1) & (f["outcome"] == "established")]
+    open_at = ((on["arrival_s"] + d_in < 30.0) & (on["closed_s"] + d_in > 30.0)).sum()
+    assert res.summary["connections_reset"] == open_at > 0
+    ev = res.timeline.events
+    mine = ev[ev["pod"] == 1].set_index("event")["t_s"]
+    assert 2.0 < mine["unhealthy"] - 30.0 <= 4.0
+    refused = f[f["cause"] == "refused"]
+    assert len(refused) > 0 and refused["arrival_s"].min() >= 30.0 - d_in
+    assert refused["arrival_s"].max() < mine["unhealthy"]
+    assert (on["arrival_s"] > mine["healthy"]).any()              # back after its restart
+    assert res.summary["failed"] == len(refused)

@@ -159,8 +159,29 @@ def test_max_surge_may_pass_100_percent_and_max_unavailable_may_not():
 
 
 def test_an_event_kind_not_modelled_is_refused_not_ignored():
-    with pytest.raises(ValueError, match=r"events\[0\]\.kind = 'crash' is invalid: must be one "
-                                         r"of \['rollout', 'scale'\]"):
-        scenario([{"at_s": 1.0, "kind": "crash"}])
+    with pytest.raises(ValueError, match=r"events\[0\]\.kind = 'drain' is invalid: must be one "
+                                         r"of \['rollout', 'scale', 'crash'\]"):
+        scenario([{"at_s": 1.0, "kind": "drain"}])
     with pytest.raises(ValueError, match=r"events\[0\]\.replicas = 2 is invalid"):
         scenario([{"at_s": 1.0, "kind": "rollout", "replicas": 2}])
+    with pytest.raises(ValueError, match=r"events\[0\]\.pod = None is invalid"):
+        scenario([{"at_s": 1.0, "kind": "crash"}])
+    with pytest.raises(ValueError, match=r"events\[0\]\.pod = 1 is invalid: must be unset"):
+        scenario([{"at_s": 1.0, "kind": "scale", "replicas": 2, "pod": 1}])
+
+
+def test_a_crash_restarts_the_container_in_place():
+    """The crashed pod is not Ready at once, listens again restart_backoff_s + startup_s later
+    and is Ready at its next passing probe; the Deployment creates no pod for it. A crash of a
+    pod that does not exist changes nothing and is reported."""
+    sc = scenario([{"at_s": 5.0, "kind": "crash", "pod": 0},
+                   {"at_s": 6.0, "kind": "crash", "pod": 40}])
+    tl = lbsim.timeline(sc)
+    assert len(tl.pods) == sc.cluster.pods
+    ev = tl.events[tl.events["pod"] == 0].set_index("event")["t_s"]
+    lc = sc.lifecycle
+    up = 5.0 + lc.restart_backoff_s + lc.startup_s.value
+    assert ev["crashed"] == 5.0 and ev["restarted"] == pytest.approx(up)
+    assert ev["ready_again"] >= ev["restarted"]
+    assert ev["ready_again"] - ev["restarted"] <= lc.readiness_success_threshold * lc.readiness_period_s
+    assert tl.ignored == (1,)
