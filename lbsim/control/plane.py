@@ -32,11 +32,21 @@ __all__ = ["Engine", "ControlPlane", "drive", "run_engine"]
 
 
 class Engine(Protocol):
-    """What the driver and the control plane need from an engine."""
+    """What the driver and the control plane need from an engine (the reference engine, the
+    compiled NodePort and direct engines: :class:`ControlPlane` says what each call means)."""
 
     def advance(self, t1: int) -> bool: ...          # events before t1; True when all are done
 
     def set_endpoints(self, node: int, pods: np.ndarray, rejects: bool = False) -> None: ...
+
+    def set_targets(self, t: int, ids: np.ndarray) -> None: ...
+
+    def set_pod(self, pod: int, listen: int, sigterm: int, gone: int,
+                removed: int = ...) -> None: ...
+
+    def clear_udp(self, node: int, pods: np.ndarray) -> None: ...
+
+    def last_close(self, pod: int) -> int: ...
 
 
 class ControlPlane:
