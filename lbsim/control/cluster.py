@@ -18,7 +18,8 @@ Each pod lives through (lbsim.config.dynamics, docs/config.md "Dynamics"):
   close (the data plane says when: :meth:`Cluster.last_close`); SIGKILL at
   ``termination_grace_s`` cuts what is still open. The LB deregisters the target
   ``deregistration_lag_s`` after deletion, keeps sending it new flows for
-  ``draining_new_flows_s`` more, and removes it after ``deregistration_delay_s``.
+  ``draining_new_flows_s`` more, and removes it once its connections are closed (at once if
+  none is open), at most ``deregistration_delay_s`` after deregistering it.
 
 The LB sends new flows to its healthy targets that are not deregistered (or still within
 ``draining_new_flows_s``); when none is healthy it fails open to every such target.
@@ -361,10 +362,26 @@ class Cluster:
             yield env.timeout(min(new_flows, delay))
         self._candidate(pod, False)        # the LB stops sending it new flows now
         self._update()
-        yield env.timeout(max(0, delay - new_flows))
+        # draining: the LB waits for the target's open connections, at most
+        # deregistration_delay; with none open it completes at once (the ELB target-group docs)
+        deadline = pod.deregistered + delay
+        while True:
+            now = int(env.now)
+            done = min(deadline, max(now, self._open_until(pod)))
+            if done <= now:
+                break
+            yield env.timeout(done - now)      # a connection accepted meanwhile: look again
         pod.removed = int(env.now)
         self._log(pod, "target_removed")
         self._update()
+
+    def _open_until(self, pod: Pod) -> int:
+        """When the pod's last accepted connection ends: it closes, or the pod's SIGKILL cuts
+        it (ns)."""
+        t = self.last_close(pod)
+        if pod.deleted is not None:
+            t = min(t, pod.deleted + ns(self.sc.lifecycle.termination_grace_s))
+        return t
 
     # -- the LB's choice of targets -----------------------------------------------------------
     def _candidate(self, pod: Pod, takes: bool) -> None:

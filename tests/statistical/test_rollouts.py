@@ -4,6 +4,7 @@ readiness gate, preStop and the grace period (closed forms and 4-standard-error 
 import math
 
 import numpy as np
+import pytest
 
 import lbsim
 from lbsim.kernel import NS
@@ -127,3 +128,24 @@ def test_a_crash_cuts_the_open_connections_and_the_lb_refuses_until_its_checks_n
     assert refused["arrival_s"].max() < mine["unhealthy"]
     assert (on["arrival_s"] > mine["healthy"]).any()              # back after its restart
     assert res.summary["failed"] == len(refused)
+
+
+def test_draining_ends_when_the_last_connection_closes():
+    """deregistration_delay 300 s: the LB removes a deregistered target once its open
+    connections are closed (at once when none is: the control plane alone), not 300 s later."""
+    kw = {"workload.hold_s": 5.0, "cloud.deregistration_delay_s": 300.0,
+          "events": [{"at_s": 30.0, "kind": "scale", "replicas": 3}]}
+    res = run(**kw)
+    ev = res.timeline.events
+    victim = int(res.timeline.pods.dropna(subset=["deleted_s"])["pod"].iloc[0])
+    mine = ev[ev["pod"] == victim].set_index("event")["t_s"]
+    net = res.scenario.network
+    f = res.flows
+    on = f[(f["pod"] == victim) & (f["outcome"] == "established")]
+    last = (on["closed_s"] + net.client_to_lb_s + net.lb_to_backend_s).max()
+    assert mine["deregistered"] == pytest.approx(30.0)
+    assert mine["target_removed"] == pytest.approx(last, abs=1e-9)
+    assert 30.0 < mine["target_removed"] < 30.0 + 5.0 + 1.0
+    alone = lbsim.timeline(res.scenario).events
+    mine = alone[alone["pod"] == victim].set_index("event")["t_s"]
+    assert mine["target_removed"] == mine["deregistered"] == pytest.approx(30.0)
