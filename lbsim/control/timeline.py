@@ -184,8 +184,9 @@ def _receiving(cl: Cluster) -> pd.DataFrame:
     flows to, and how many of them accept (each set's count in one numpy pass)."""
     big = np.iinfo(np.int64).max
     at = lambda v: big if v is None else v  # noqa: E731
-    listen = np.array([at(p.listening) for p in cl.pods], np.int64)   # crashes aside
+    listen = np.array([at(p.listening) for p in cl.pods], np.int64)
     stop = np.array([min(at(p.sigterm), at(p.gone)) for p in cl.pods], np.int64)
+    down = _down(cl, big)
     marks = np.unique(np.array([t for p in cl.pods for t, _ in p.log]
                                + [t for t, _ in cl.series], np.int64))
     set_t = np.array([t for t, _ in cl.series], np.int64)
@@ -193,5 +194,23 @@ def _receiving(cl: Cluster) -> pd.DataFrame:
     sets = [np.asarray(ids, np.int64) for _, ids in cl.series]
     pods = np.array([sets[g].size if g >= 0 else 0 for g in which], np.int64)
     accepting = np.array([int(np.count_nonzero((listen[sets[g]] <= t) & (t < stop[sets[g]])))
+                          - sum(1 for i, a, b in down if a <= t < b and i in set(sets[g]))
                           if g >= 0 else 0 for g, t in zip(which, marks)], np.int64)
     return pd.DataFrame({"t_s": marks / NS, "pods": pods, "accepting": accepting})
+
+
+def _down(cl: Cluster, big: int) -> list[tuple[int, int, int]]:
+    """(pod, crash, restart): the spans a crashed server did not accept, within its pod's
+    listening life (a pod deleted while down stays down)."""
+    out = []
+    for p in cl.pods:
+        crashed = None
+        for t, what in p.log:
+            if what == "crashed":
+                crashed = t
+            elif what == "restarted" and crashed is not None:
+                out.append((p.index, crashed, t))
+                crashed = None
+        if crashed is not None:
+            out.append((p.index, crashed, big))
+    return out

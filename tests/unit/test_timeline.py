@@ -185,3 +185,16 @@ def test_a_crash_restarts_the_container_in_place():
     assert ev["ready_again"] >= ev["restarted"]
     assert ev["ready_again"] - ev["restarted"] <= lc.readiness_success_threshold * lc.readiness_period_s
     assert tl.ignored == (1,)
+
+
+def test_a_crashed_pod_is_not_counted_as_accepting_until_it_restarts():
+    sc = scenario([{"at_s": 5.0, "kind": "crash", "pod": 0}])
+    tl = lbsim.timeline(sc)
+    ev = tl.events[tl.events["pod"] == 0].set_index("event")["t_s"]
+    rec = tl.receiving
+    # the LB still sends to it until its checks find it unhealthy: it refuses meanwhile
+    during = rec[(rec["t_s"] >= 5.0) & (rec["t_s"] < ev["unhealthy"])]
+    assert len(during) and (during["accepting"] < during["pods"]).all()
+    assert tl.summary["refusing_receiving_s"] == pytest.approx(ev["unhealthy"] - 5.0)
+    assert tl.summary["refusing_receiving_s"] > 0
+    assert tl.summary["min_accepting_receiving_pods"] == sc.cluster.pods - 1
