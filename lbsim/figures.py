@@ -297,10 +297,12 @@ _GRID = 2000
 
 
 def _counting(start: np.ndarray, end: np.ndarray, grid: np.ndarray) -> np.ndarray:
-    """How many of the spans [start, end) (s, NaN start: never, NaN end: open) hold each instant."""
-    s = start[~np.isnan(start)]
-    e = np.where(np.isnan(end), np.inf, end)[~np.isnan(start)]
-    return ((s[None, :] <= grid[:, None]) & (grid[:, None] < e[None, :])).sum(axis=1)
+    """How many of the spans [start, end) (s, NaN start: never, NaN end: open; end >= start)
+    hold each instant of ``grid``: those begun by then less those ended by then."""
+    has = ~np.isnan(start)
+    s = np.sort(start[has])
+    e = np.sort(end[has][~np.isnan(end[has])])
+    return np.searchsorted(s, grid, side="right") - np.searchsorted(e, grid, side="right")
 
 
 def _pods(name: str, c: Comparison) -> tuple[Figure | None, str]:

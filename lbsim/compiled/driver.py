@@ -149,7 +149,7 @@ class CompiledEngine:
         X = self.X
         gone = np.zeros(self.p.pods, np.bool_)
         gone[np.asarray(pods, np.int64)] = True
-        clear_udp(X.E, X.HD, X.S, X.free, X.IX, X.count, node, gone)
+        clear_udp(X.E, X.HD, X.S, X.free, X.IX, X.count, X.SK, node, gone)
 
     def set_pod(self, pod: int, listen: int, sigterm: int, gone: int,
                 removed: int = NEVER) -> None:

@@ -292,10 +292,10 @@ def gc_pass(E, HD, S, free, IX, count, limit95, t, due, ndue, flag, W, SK, SE):
 
 
 @jit
-def clear_udp(E, HD, S, free, IX, count, node, gone):
+def clear_udp(E, HD, S, free, IX, count, SK, node, gone):
     """kube-proxy's conntrack -D (``ReferenceEngine.clear_udp``): free ``node``'s UDP entries
-    DNATed to a pod marked in ``gone`` (one flag per pod)."""
-    for e in range(S[S_SIZE]):
-        if (E[e, T_EXPIRE] >= 0 and E[e, NODE] == node and (E[e, FLAGS] & F_TCP) == 0
-                and gone[E[e, POD]]):
+    DNATed to a pod marked in ``gone`` (one flag per pod), found in the node's calendar."""
+    for j in range(collect(E, HD, node, SK)):
+        e = SK[j]
+        if (E[e, FLAGS] & F_TCP) == 0 and gone[E[e, POD]]:
             release(E, HD, S, free, IX, count, e)

@@ -112,6 +112,9 @@ class Pod:
     up: int | None = None
     #: crashed and not Ready again yet
     unready: bool = False
+    #: when its container (the current one, after a crash its restart) started: the readiness
+    #: probes' origin
+    started: int = 0
     log: list[tuple[int, str]] = field(default_factory=list)
 
     def accepting(self, t: int) -> bool:
@@ -192,7 +195,7 @@ class Cluster:
     def _new_pod(self, steady: bool = False) -> Pod:
         i = len(self.pods)
         pod = Pod(index=i, node=int(self.placement[i]), revision=self.revision,
-                  created=int(self.env.now))
+                  created=int(self.env.now), started=int(self.env.now))
         self.pods.append(pod)
         self._live_pods[i] = pod
         self._log(pod, "created")
@@ -206,13 +209,20 @@ class Cluster:
         if what in _CONTROLLER_READS:
             self._controller_dirty = True
 
+    def _probes_see(self, pod: Pod, t: int, threshold: int) -> int:
+        """When ``threshold`` readiness probes in a row have seen a change of the server at
+        ``t``: probes run ``readiness_initial_delay_s`` after the container starts and every
+        ``readiness_period_s``; the first at or after ``t`` is the first to see it."""
+        lc = self.sc.lifecycle
+        first = pod.started + ns(lc.readiness_initial_delay_s)
+        period = ns(lc.readiness_period_s)
+        k = max(0, math.ceil((t - first) / period))
+        return first + (k + threshold - 1) * period
+
     def _start(self, pod: Pod):
         lc, env = self.sc.lifecycle, self.env
         up = pod.created + int(self._delays[_D_STARTUP, pod.index])
-        first = pod.created + ns(lc.readiness_initial_delay_s)
-        period = ns(lc.readiness_period_s)
-        k = max(0, math.ceil((up - first) / period))      # the first probe that finds it up
-        ready = first + (k + lc.readiness_success_threshold - 1) * period
+        ready = self._probes_see(pod, up, lc.readiness_success_threshold)
         yield env.timeout(up - env.now)
         if pod.deleted is not None:
             return
@@ -279,11 +289,7 @@ class Cluster:
     def _readiness_fails(self, pod: Pod):
         """After SIGTERM the kubelet's probes fail: ``readiness_failure_threshold`` of them in
         a row (on the pod's probe grid) and the pod is no longer ready: not serving."""
-        lc = self.sc.lifecycle
-        first = pod.created + ns(lc.readiness_initial_delay_s)
-        period = ns(lc.readiness_period_s)
-        k = max(0, math.ceil((pod.sigterm - first) / period))   # the first probe it fails
-        at = first + (k + lc.readiness_failure_threshold - 1) * period
+        at = self._probes_see(pod, pod.sigterm, self.sc.lifecycle.readiness_failure_threshold)
         yield self.env.timeout(at - self.env.now)
         self._not_serving(pod)
         self._update(targets=False)
@@ -484,10 +490,11 @@ class Cluster:
         lc, env = self.sc.lifecycle, self.env
         start = crashed + ns(lc.restart_backoff_s)
         up = start + int(self._delays[_D_STARTUP, pod.index])   # as its first start took
-        first = start + ns(lc.readiness_initial_delay_s)
-        period = ns(lc.readiness_period_s)
-        k = max(0, math.ceil((up - first) / period))
-        ready = first + (k + lc.readiness_success_threshold - 1) * period
+        yield env.timeout(start - env.now)
+        if pod.deleted is not None:
+            return
+        pod.started = start                     # the new container's probes start over
+        ready = self._probes_see(pod, up, lc.readiness_success_threshold)
         yield env.timeout(up - env.now)
         if pod.deleted is not None:
             return

@@ -193,10 +193,17 @@ def _receiving(cl: Cluster) -> pd.DataFrame:
     which = np.searchsorted(set_t, marks, side="right") - 1      # the set in force at each mark
     sets = [np.asarray(ids, np.int64) for _, ids in cl.series]
     pods = np.array([sets[g].size if g >= 0 else 0 for g in which], np.int64)
-    accepting = np.array([int(np.count_nonzero((listen[sets[g]] <= t) & (t < stop[sets[g]])))
-                          - sum(1 for i, a, b in down if a <= t < b and i in set(sets[g]))
-                          if g >= 0 else 0 for g, t in zip(which, marks)], np.int64)
+    accepting = np.array([_accepting(sets[g], t, listen, stop, down) if g >= 0 else 0
+                          for g, t in zip(which, marks)], np.int64)
     return pd.DataFrame({"t_s": marks / NS, "pods": pods, "accepting": accepting})
+
+
+def _accepting(ids: np.ndarray, t: int, listen: np.ndarray, stop: np.ndarray,
+               down: list[tuple[int, int, int]]) -> int:
+    """How many of the pods ``ids`` accept at ``t``: listening, not stopped, not crashed."""
+    n = int(np.count_nonzero((listen[ids] <= t) & (t < stop[ids])))
+    crashed = [i for i, a, b in down if a <= t < b]
+    return n - int(np.count_nonzero(np.isin(ids, crashed))) if crashed else n
 
 
 def _down(cl: Cluster, big: int) -> list[tuple[int, int, int]]:
