@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 
 from .config import DataPath, Protocol, Scenario, TrafficPolicy
-from .config.dynamics import pods_ever
+from .config.dynamics import nodes_ever, pods_ever
 from .kernel import TCP_RTO_MAX_S
 
 __all__ = ["estimate_bytes", "available_bytes", "check_memory", "horizon_s", "check_clock",
@@ -168,14 +168,17 @@ def check_control(sc: Scenario, span_s: float) -> None:
                              f"stay below {MAX_HORIZON_S:g} s: int64 nanoseconds)")
     if not sc.events:
         return
-    pods = pods_ever(sc.cluster.pods, sc.events)
+    pods = pods_ever(sc.cluster.pods, sc.events, sc.deployment.max_surge)
     targets, kind = pods, "pods"
     if sc.path is DataPath.NODEPORT:
         local = sc.kube_proxy.external_traffic_policy is TrafficPolicy.LOCAL
-        targets, kind = (sc.cluster.nodes if local and sc.lb.health_check else 0), "local_nodes"
-        deliveries = sc.cluster.nodes * pods * _SLICE_CHANGES_PER_POD
+        nodes = nodes_ever(sc.cluster.nodes, sc.events)
+        # a node that joins is checked until healthy, under either policy
+        targets = nodes if local and sc.lb.health_check else nodes - sc.cluster.nodes
+        kind = "local_nodes"
+        deliveries = nodes * pods * _SLICE_CHANGES_PER_POD
         if deliveries > MAX_DELIVERIES:
-            raise ValueError(f"cluster.nodes = {sc.cluster.nodes:,}: each EndpointSlice change "
+            raise ValueError(f"cluster.nodes = {nodes:,}: each EndpointSlice change "
                              f"reaches every node's kube-proxy, ~{deliveries:.3g} deliveries for "
                              f"up to {pods:,} pods, more than {MAX_DELIVERIES:g} (fewer nodes "
                              f"or pods)")
@@ -210,9 +213,10 @@ def check_clock(sc: Scenario) -> None:
             raise ValueError(f"{field} reaches {d:.3g} s: past the model's clock (instants must "
                              f"stay below {MAX_HORIZON_S:g} s: int64 nanoseconds)")
     check_control(sc, span + sum(_durations(sc).values()))
-    node_s = (span + sum(_durations(sc).values())) * sc.cluster.nodes   # an upper end
+    nodes = nodes_ever(sc.cluster.nodes, sc.events)
+    node_s = (span + sum(_durations(sc).values())) * nodes   # an upper end
     if sc.path is DataPath.NODEPORT and node_s > MAX_NODE_SECONDS:
-        raise ValueError(f"the run spans ~{node_s / sc.cluster.nodes:.3g} s on "
-                         f"{sc.cluster.nodes:,} nodes, whose GC and gauges tick about once a "
+        raise ValueError(f"the run spans ~{node_s / nodes:.3g} s on "
+                         f"{nodes:,} nodes, whose GC and gauges tick about once a "
                          f"simulated second each: ~{node_s:.3g} ticks, more than "
                          f"{MAX_NODE_SECONDS:g} (raise workload.rate_per_s or shorten the run)")

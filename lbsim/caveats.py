@@ -102,8 +102,17 @@ def _event_caveats(sc: Scenario, r: Records, span: float) -> list[str]:
     tl = r.timeline
     for i in (tl.ignored if tl is not None else ()):
         e = sc.events[i]
-        out.append(f"events[{i}] (crash of pod {e.pod} at {e.at_s:g} s) changed nothing: that "
-                   f"pod did not exist, was deleted or was not running then")
+        if e.kind == "drain":
+            out.append(f"events[{i}] (drain of node {e.node} at {e.at_s:g} s) changed nothing: "
+                       f"that node was cordoned already and ran no pod")
+        else:
+            out.append(f"events[{i}] (crash of pod {e.pod} at {e.at_s:g} s) changed nothing: "
+                       f"that pod did not exist, was deleted or was not running then")
+    if tl is not None:
+        pending = tl.pods[(tl.pods["node"] < 0) & tl.pods["deleted_s"].isna()]
+        if len(pending):
+            out.append(f"{len(pending)} pods were still pending when the run ended: every node "
+                       f"was cordoned by a drain (an add-node event gives them one)")
     if tl is not None and math.isnan(tl.summary["rollout_duration_s"]) and any(
             e.kind == "rollout" and e.at_s <= span for e in sc.events):
         out.append(f"the rollout had not ended when the run's arrivals did ({span:.3g} s): "

@@ -19,6 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
+from .config.dynamics import nodes_ever
 from .formatting import slug
 from .simulation import Comparison, Result
 
@@ -178,13 +179,18 @@ def _port_range_size(r: Result) -> int:
     return (pr[1] - pr[0] + 1) if pr is not None else 65535 - 1024 + 1
 
 
+def _nodes(sc) -> int:
+    """The nodes of a run: cluster.nodes and those add-node events add."""
+    return nodes_ever(sc.cluster.nodes, sc.events)
+
+
 def _snat(name: str, c: Comparison) -> tuple[Figure | None, str]:
     s = c.nodeport.snat
     if s.empty or not s["ports"].any():
         return None, "no SNAT port in use on the NodePort path at any sample; the direct path has no SNAT"
     times = np.union1d(c.nodeport.gauges["t_s"].unique(), s["t_s"].unique())
     wide = (s.groupby(["t_s", "node"])["ports"].max().unstack("node")
-            .reindex(index=times, columns=range(c.nodeport.scenario.cluster.nodes)).fillna(0))
+            .reindex(index=times, columns=range(_nodes(c.nodeport.scenario))).fillna(0))
     fig, (ax,) = _new(1)
     _node_lines(ax, wide, "SNAT ports held (busiest pod)")
     size = _port_range_size(c.nodeport)

@@ -96,15 +96,19 @@ class RecordsBuilder:
         self.cause_count = np.zeros(len(CAUSE_NAMES), np.int64)
 
     def freeze(self, *, table_count, gauge_t_ns, gauge_entries, gauge_live, drops, snat,
-               max_cpu_wait_ns: int, resolved: int, backend=None) -> Records:
+               max_cpu_wait_ns: int, resolved: int, backend=None, pod_node=None) -> Records:
         """``drops``: (t, flow, attempt, node, cause) arrays; ``snat``: (t, pair, ports);
         ``backend``: the LB's choice per flow when the engine made it as the run went (the
-        NodePort path with events: its node, -1 if none), recorded in the workload."""
+        NodePort path with events: its node, -1 if none), and ``pod_node``: each pod's node
+        when the control plane's scheduler bound some elsewhere than the workload's placement
+        (drain and add-node events), recorded in the workload."""
         i64 = lambda a: np.asarray(a, np.int64)  # noqa: E731
         gauge_entries = i64(gauge_entries).reshape(-1, self.workload.params.nodes)
         w = self.workload
         if backend is not None:
             w = dataclasses.replace(w, backend=i64(backend))
+        if pod_node is not None and not np.array_equal(pod_node, w.pod_node):
+            w = dataclasses.replace(w, pod_node=i64(pod_node).copy())
         return Records(
             workload=w, outcome=self.outcome, cause=self.cause,
             attempts=self.attempts, pod=self.pod, nat_port=self.nat_port,

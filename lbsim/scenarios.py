@@ -110,6 +110,12 @@ _UDP_STREAM = {  # UDP clients sending a datagram a second from one socket for a
     "events": [{"at_s": 30.0, "kind": "rollout"}],
 }
 _UDP_STREAM_QUICK = {"workload.flows": 9000}
+_NODE_DRAIN = {  # a node replaced: node 3 joins at 30 s, node 0 (2 of the 6 pods) drained at 60 s
+    **_CHANGING, "cluster.pods": 6, "cloud.profile": "aws-nlb-ip",
+    "workload.rate_per_s": 50.0, "workload.flows": 24_000,
+    "events": [{"at_s": 30.0, "kind": "add-node"}, {"at_s": 60.0, "kind": "drain", "node": 0}],
+}
+_NODE_DRAIN_QUICK = {"workload.rate_per_s": 10.0, "workload.flows": 4800}
 
 SCENARIOS: dict[str, NamedScenario] = {s.name: s for s in [
     NamedScenario(
@@ -282,6 +288,18 @@ SCENARIOS: dict[str, NamedScenario] = {s.name: s for s in [
         "its sync (conntrack -D): a socket's next datagram is DNATed afresh to a live pod; only "
         "what came in the ~0.8 s before the sync is lost. Quick: 90 s of arrivals.",
         {**_UDP_STREAM, "endpoints.udp_conntrack_cleanup": True}, _UDP_STREAM_QUICK),
+    NamedScenario(
+        "node-drain",
+        "a node replaced behind an AWS NLB: node 3 joins at 30 s and node 0 is drained at 60 s "
+        "(kubectl drain: cordon, then its 2 of the 6 pods evicted at once, no preStop sleep). "
+        "Direct: the evicted pods exit with their last request while the NLB keeps sending "
+        "them new connections ~120 s after deregistration (lost: pod_gone), and their "
+        "replacements, bound to the empty new node, wait 180 s for registration and 5 x 30 s "
+        "of checks; NodePort: each kube-proxy drops the evicted pods ~0.8 s later, the cordoned "
+        "node stays the NLB's target (cordoning changes no LB target since Kubernetes 1.19), "
+        "and the new node takes flows once registered (180 s) and healthy (3 x 10 s). Quick: "
+        "5x lower rate.",
+        _NODE_DRAIN, _NODE_DRAIN_QUICK),
     NamedScenario(
         "perf-nodeport",
         "the performance benchmark (benchmarks/): 100 nodes with 10 pods each, 1,000 TCP flows/s, "

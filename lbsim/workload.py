@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .jit import jit
-from .config.dynamics import pods_ever
+from .config.dynamics import nodes_ever, pods_ever
 from .config import (DataPath, LBAlgorithm, NatKernel, Protocol, ProxyMode, Scenario, Source,
                      TrafficPolicy)
 from .kernel import NEVER, NS, TCP_RTO_MAX_S
@@ -107,7 +107,8 @@ class Params:
         kind, a, b = duration_params(c.packet_time_s)
         kp = KubeProxy.per_attempt_mode(sc)
         return cls(
-            flows=w.flows, nodes=c.nodes, pods=pods_ever(c.pods, sc.events), cpus=c.cpus_per_node,
+            flows=w.flows, nodes=nodes_ever(c.nodes, sc.events),
+            pods=pods_ever(c.pods, sc.events, sc.deployment.max_surge), cpus=c.cpus_per_node,
             nodeport=sc.path is DataPath.NODEPORT, tcp=tcp, snat=not local and not pod_clients,
             local=local, pod_clients=pod_clients, full_records=sc.records == "full",
             d_in=ns(net.client_to_lb_s + net.lb_to_backend_s), d_hop=ns(net.node_to_pod_s),
@@ -180,7 +181,8 @@ def pod_placement(sc: Scenario, count: int | None = None) -> np.ndarray:
     first ``cluster.pods`` spread round robin, packed on the first k nodes, or by explicit
     counts; pods created later go round robin (over the packed nodes when packed)."""
     c = sc.cluster
-    count = pods_ever(c.pods, sc.events) if count is None else count
+    count = (pods_ever(c.pods, sc.events, sc.deployment.max_surge) if count is None
+             else count)
     later = np.arange(c.pods, max(count, c.pods))
     if c.placement == "spread":
         first = np.arange(c.pods) % c.nodes

@@ -134,6 +134,7 @@ class DirectEngine:
 
     def __init__(self, w: Workload) -> None:
         self.w, self.p = w, w.params
+        self.pod_node = w.pod_node.copy()        # the scheduler may bind later pods elsewhere
         self.rec = RecordsBuilder(w)
         self.worker_free = worker_slots(w.workers)
         self.next = 0
@@ -217,6 +218,11 @@ class DirectEngine:
         self.listen[pod], self.sigterm[pod], self.gone[pod] = listen, sigterm, gone
         self.removed[pod] = removed
 
+    def set_pod_node(self, pod: int, node: int) -> None:
+        """The scheduler bound ``pod`` to ``node`` (the direct path reads it only in the
+        records)."""
+        self.pod_node[pod] = node
+
     def last_close(self, pod: int) -> int:
         """When the last connection the pod accepted closes (ns; 0: none)."""
         return int(self.closes[pod])
@@ -238,4 +244,5 @@ class DirectEngine:
             gauge_entries=np.zeros((n, p.nodes), np.int64),
             gauge_live=np.zeros((n, p.nodes), np.int64), drops=drops,
             snat=(empty,) * 3, max_cpu_wait_ns=0,
-            resolved=int(self.S[S_RESOLVED]) if self.dynamic else self.next)
+            resolved=int(self.S[S_RESOLVED]) if self.dynamic else self.next,
+            pod_node=self.pod_node)

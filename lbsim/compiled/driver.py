@@ -55,7 +55,9 @@ class CompiledEngine:
         self.I = Inputs(K=K, pt=np.array([p.packet_a, p.packet_b], np.float64),
                         gaps=np.array(p.gaps, np.int64), backend=backend, sport=w.sport,
                         client=w.client, service=w.service, hold=w.hold, t0=w.t0,
-                        flow_pod=w.flow_pod, pod_node=w.pod_node, instance=w.instance,
+                        flow_pod=w.flow_pod, instance=w.instance,
+                        # the scheduler may bind a later pod elsewhere (set_pod_node)
+                        pod_node=w.pod_node.copy() if p.dynamic else w.pod_node,
                         socket=w.socket)
         self.O = Outputs(outcome=r.outcome, cause=r.cause, attempts=r.attempts, pod=r.pod,
                          nat_port=r.nat_port, connect=r.connect_ns, response=r.response_ns,
@@ -158,6 +160,10 @@ class CompiledEngine:
         X = self.X
         X.listen[pod], X.sigterm[pod], X.gone[pod] = listen, sigterm, gone
 
+    def set_pod_node(self, pod: int, node: int) -> None:
+        """The scheduler bound ``pod`` to ``node`` (kube-proxy's hop reads it)."""
+        self.I.pod_node[pod] = node
+
     def last_close(self, pod: int) -> int:
         """When the last connection the pod accepted closes (ns; 0: none)."""
         return int(self.X.closes[pod])
@@ -209,4 +215,5 @@ class CompiledEngine:
             drops=tuple(D[:, i].copy() for i in range(5)),
             snat=tuple(SG[:, i].copy() for i in range(3)),
             max_cpu_wait_ns=int(S[S_MAX_WAIT]), resolved=int(S[S_RESOLVED]),
-            backend=self.I.backend if self.p.dynamic else None)
+            backend=self.I.backend if self.p.dynamic else None,
+            pod_node=self.I.pod_node if self.p.dynamic else None)

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..durations import Duration, Exponential, Fixed, parse_duration
-from .fields import MAX_PODS, _check_float, _check_int, _fail, _is_int, _Section
+from .fields import MAX_NODES, MAX_PODS, _check_float, _check_int, _fail, _is_int, _Section
 
 __all__ = ["LifecycleConfig", "DeploymentConfig", "EndpointsConfig", "CloudConfig", "Event",
            "EVENT_KINDS", "CLOUD_PROFILES", "CLOUDS", "CLOUD_FIELDS", "TARGET_KINDS",
-           "pods_ever"]
+           "pods_ever", "nodes_ever"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -260,9 +260,10 @@ class CloudConfig(_Section):
         return Fixed(value=v) if name in ("registration_s", "deregistration_lag_s") else v
 
 
-#: what an event does: a rolling update of every pod, scaling to ``replicas``, or the crash of
-#: pod ``pod``'s container (node events are not modelled yet: no kind names them)
-EVENT_KINDS = ("rollout", "scale", "crash")
+#: what an event does: a rolling update of every pod, scaling to ``replicas``, the crash of pod
+#: ``pod``'s container, ``kubectl drain`` of node ``node`` (cordon, then evict its pods), or a
+#: node joining the cluster (numbered cluster.nodes, cluster.nodes + 1, ... in event order)
+EVENT_KINDS = ("rollout", "scale", "crash", "drain", "add-node")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -273,14 +274,18 @@ class Event(_Section):
 
     #: when, s from the start of the run
     at_s: float
-    #: "rollout" (a new pod template: every pod replaced), "scale" (to ``replicas``) or "crash"
-    #: (pod ``pod``'s server dies and its container restarts)
+    #: "rollout" (a new pod template: every pod replaced), "scale" (to ``replicas``), "crash"
+    #: (pod ``pod``'s server dies and its container restarts), "drain" (``kubectl drain`` of
+    #: node ``node``) or "add-node" (a new node joins)
     kind: str
     #: with kind = "scale": the new replica count
     replicas: int | None = None
     #: with kind = "crash": the pod's number (the pods table's: the first cluster.pods are 0 ..
     #: pods - 1, later ones numbered in creation order)
     pod: int | None = None
+    #: with kind = "drain": the node's number (0 .. cluster.nodes - 1, or one an earlier
+    #: add-node event added)
+    node: int | None = None
 
     def __post_init__(self) -> None:
         n = self._name
@@ -295,12 +300,17 @@ class Event(_Section):
             _check_int(n("pod"), self.pod, 0, MAX_PODS - 1)
         elif self.pod is not None:
             _fail(n("pod"), self.pod, f"unset for kind = {self.kind!r} (crash reads it)")
+        if self.kind == "drain":
+            _check_int(n("node"), self.node, 0, MAX_NODES - 1)
+        elif self.node is not None:
+            _fail(n("node"), self.node, f"unset for kind = {self.kind!r} (drain reads it)")
 
 
-def pods_ever(pods: int, events: tuple[Event, ...]) -> int:
+def pods_ever(pods: int, events: tuple[Event, ...], max_surge: int | str = 0) -> int:
     """The most pods a run can create: the first ``pods``, a rollout's new revision of the
-    replicas at its start, and a scale out's new ones (the engines size their per-pod arrays
-    by it)."""
+    replicas at its start, a scale out's new ones, and a drain's replacements of the pods it
+    evicts (at most replicas + maxSurge exist then) (the engines size their per-pod arrays by
+    it)."""
     total = replicas = pods
     for e in events:
         if e.kind == "rollout":
@@ -308,4 +318,11 @@ def pods_ever(pods: int, events: tuple[Event, ...]) -> int:
         elif e.kind == "scale":
             total += max(0, e.replicas - replicas)
             replicas = e.replicas
+        elif e.kind == "drain":
+            total += replicas + resolve_count(max_surge, replicas, round_up=True)
     return total
+
+
+def nodes_ever(nodes: int, events: tuple[Event, ...]) -> int:
+    """The nodes a run has at its end: the first ``nodes`` and one per add-node event."""
+    return nodes + sum(e.kind == "add-node" for e in events)

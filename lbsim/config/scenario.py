@@ -11,7 +11,7 @@ from typing import Any
 
 import tomli_w
 
-from .fields import MAX_PODS, _check_enum, _check_int, _fail, _plain, _Section
+from .fields import MAX_NODES, MAX_PODS, _check_enum, _check_int, _fail, _plain, _Section
 from .dynamics import (CloudConfig, DeploymentConfig, EndpointsConfig, Event, LifecycleConfig,
                        pods_ever)
 from .sections import (ClusterConfig, ConntrackConfig, DataPath, KubeProxyConfig, LBConfig,
@@ -62,10 +62,12 @@ class Scenario(_Section):
         if self.events and isinstance(self.pod.workers, tuple):
             _fail("pod.workers", list(self.pod.workers), "one count with [[events]] (a "
                   "Deployment's pods share their template)")
-        if self.events and pods_ever(self.cluster.pods, self.events) > MAX_PODS:
+        if self.events and pods_ever(self.cluster.pods, self.events,
+                                     self.deployment.max_surge) > MAX_PODS:
             _fail("events", f"{len(self.events)} events",
                   f"at most {MAX_PODS} pods created in all (cluster.pods + each rollout's "
-                  f"replicas + each scale out)")
+                  f"replicas + each scale out + replicas and maxSurge per drain)")
+        _check_nodes(self.cluster.nodes, self.events)
         w = self.pod.workers
         if isinstance(w, tuple) and len(w) != self.cluster.pods:
             _fail("pod.workers", list(w), f"one count or a list of cluster.pods = "
@@ -114,6 +116,20 @@ class Scenario(_Section):
         return Scenario.from_dict(data)
 
 
+def _check_nodes(nodes: int, events: tuple[Event, ...]) -> None:
+    """Each drain names a node that exists at its instant; add-node events stay within
+    MAX_NODES."""
+    for i, e in enumerate(events):
+        if e.kind == "add-node":
+            nodes += 1
+            if nodes > MAX_NODES:
+                _fail(f"events[{i}].kind", e.kind, f"at most {MAX_NODES} nodes in all "
+                      f"(cluster.nodes + each add-node)")
+        elif e.kind == "drain" and e.node >= nodes:
+            _fail(f"events[{i}].node", e.node, f"in [0, {nodes - 1}] (the nodes at "
+                  f"{e.at_s:g} s: cluster.nodes and the add-node events before it)")
+
+
 def _events(v: Any) -> tuple[Event, ...]:
     """``[[events]]`` as Event objects, each error naming its entry; in time order."""
     if not isinstance(v, (list, tuple)):
@@ -124,7 +140,8 @@ def _events(v: Any) -> tuple[Event, ...]:
             out.append(e)
             continue
         if isinstance(e, dict) and not {"at_s", "kind"} <= set(e):
-            _fail(f"events[{i}]", e, "a table with at_s and kind (and replicas, to scale; pod, to crash)")
+            _fail(f"events[{i}]", e, "a table with at_s and kind (and replicas, to scale; pod, to "
+                  "crash; node, to drain)")
         try:
             out.append(Event.from_dict(e, "events"))
         except ValueError as err:            # name the entry: events[2].kind = ...

@@ -58,13 +58,16 @@ from .node_targets import NodeTargets
 __all__ = ["Pod", "Cluster", "TIMELINE_EVENTS", "follow", "check_events"]
 
 #: what the timeline records of each pod, in the order a pod's life may go through them
-TIMELINE_EVENTS = ("created", "listening", "containers_ready", "registered", "healthy",
+TIMELINE_EVENTS = ("created", "pending", "scheduled", "evicted", "listening", "containers_ready", "registered", "healthy",
                    "ready", "available", "deleted", "deregistered", "sigterm", "not_serving",
                    "crashed", "restarted", "ready_again", "unhealthy", "stops_receiving", "gone",
                    "target_removed")
 
 #: the changes the Deployment controller reacts to (a pod's count, readiness or availability)
 _CONTROLLER_READS = frozenset({"created", "ready", "available", "deleted"})
+
+#: what the nodes table records of a node besides its rules and health (the order at an instant)
+NODE_EVENTS = ("joined", "cordoned", "registered", "rules", "healthy", "unhealthy")
 
 #: the control stream's draw numbers (one per per-pod delay), flow = the pod's number
 _D_STARTUP, _D_REGISTRATION, _D_HC_PHASE, _D_DEREGISTRATION = range(4)
@@ -91,9 +94,12 @@ class Pod:
     """One pod's instants (ns; None until they happen)."""
 
     index: int
+    #: the node it is bound to; -1 while pending (no schedulable node)
     node: int
     revision: int
     created: int
+    #: bound to its node (its startup runs from here); None while pending
+    scheduled: int | None = None
     listening: int | None = None
     containers_ready: int | None = None
     registered: int | None = None
@@ -143,6 +149,18 @@ class Cluster:
         self._last_close = last_close
         self.placement = pod_placement(sc)        # the workload's own rule, for every pod
         self._delays, self._phase = _per_pod_draws(sc, self.placement.size)
+        # the scheduler's state: each pod's node (the data plane's copy follows), the nodes a
+        # later pod may go to (placement "packed": the packed ones; then each added node), and
+        # the nodes cordoned by a drain
+        c = sc.cluster
+        self.node_of = self.placement.copy()
+        self.nodes = c.nodes
+        self.pool = list(range(c.packed_nodes if c.placement == "packed" else c.nodes))
+        self.cordoned: set[int] = set()
+        self._pending: list[Pod] = []
+        self._node_events = any(e.kind in ("drain", "add-node") for e in sc.events)
+        #: (t, node, "joined" | "cordoned"): each change of a node's membership, in order
+        self.node_log: list[tuple[int, int, str]] = []
         self.pods: list[Pod] = []
         self.revision = 0
         self.replicas = sc.cluster.pods
@@ -175,7 +193,7 @@ class Cluster:
                 self._candidate(pod, True)
                 env.process(self._health_checks(pod))
         if self.nodeport:
-            self.proxies = KubeProxies(env, sc, self.placement, self._slice(), self._programmed)
+            self.proxies = KubeProxies(env, sc, self.node_of, self._slice(), self._programmed)
             self.node_targets = NodeTargets(env, sc, self.placement, self.proxies,
                                             lambda: self._update())
         self._update()
@@ -193,15 +211,45 @@ class Cluster:
 
     # -- pods ---------------------------------------------------------------------------------
     def _new_pod(self, steady: bool = False) -> Pod:
-        i = len(self.pods)
-        pod = Pod(index=i, node=int(self.placement[i]), revision=self.revision,
-                  created=int(self.env.now), started=int(self.env.now))
+        i, now = len(self.pods), int(self.env.now)
+        pod = Pod(index=i, node=int(self.placement[i]), revision=self.revision, created=now,
+                  scheduled=now, started=now)
         self.pods.append(pod)
         self._live_pods[i] = pod
         self._log(pod, "created")
-        if not steady:
-            self.env.process(self._start(pod))
+        if not steady and not self._bind(pod):
+            pod.node, pod.scheduled = -1, None
+            self._pending.append(pod)
+            self._log(pod, "pending")
         return pod
+
+    def _bind(self, pod: Pod) -> bool:
+        """The scheduler binds a later pod to a schedulable node and its startup begins; False
+        when no node is schedulable (the pod stays pending).
+
+        Without node events the rule is the workload's round robin over the pool by pod number
+        (:func:`lbsim.workload.pod_placement`: the runs before node events existed keep their
+        numbers). With drain or add-node events it is kube-scheduler's choice for a
+        Deployment's identical pods: the schedulable node with the fewest of its pods not
+        terminating (PodTopologySpread's default spreading, which leaves terminating pods out,
+        and least-allocated scoring agree), ties broken round robin by pod number."""
+        pool = [v for v in self.pool if v not in self.cordoned]
+        if not pool:
+            return False
+        now = int(self.env.now)
+        start = pod.index % len(pool)
+        pool = pool[start:] + pool[:start]
+        if self._node_events:
+            count = dict.fromkeys(pool, 0)
+            for p in self._live_pods.values():
+                if p.node in count and p is not pod:
+                    count[p.node] += 1
+            pool = [min(pool, key=count.__getitem__)]     # the first of the fewest
+        pod.node = pool[0]
+        pod.scheduled = pod.started = now
+        self.node_of[pod.index] = pod.node
+        self.env.process(self._start(pod))
+        return True
 
     def _log(self, pod: Pod, what: str) -> None:
         pod.log.append((int(self.env.now), what))
@@ -221,7 +269,7 @@ class Cluster:
 
     def _start(self, pod: Pod):
         lc, env = self.sc.lifecycle, self.env
-        up = pod.created + int(self._delays[_D_STARTUP, pod.index])
+        up = pod.scheduled + int(self._delays[_D_STARTUP, pod.index])
         ready = self._probes_see(pod, up, lc.readiness_success_threshold)
         yield env.timeout(up - env.now)
         if pod.deleted is not None:
@@ -272,7 +320,8 @@ class Cluster:
     def _terminate(self, pod: Pod):
         lc, env = self.sc.lifecycle, self.env
         grace = ns(lc.termination_grace_s)
-        yield env.timeout(min(ns(lc.prestop_s), grace))
+        if pod.scheduled is not None:         # a pending pod has no container to stop
+            yield env.timeout(min(ns(lc.prestop_s), grace))
         if pod.listening is not None:
             pod.sigterm = int(env.now)
             self._log(pod, "sigterm")
@@ -463,8 +512,49 @@ class Cluster:
             self.replicas = e.replicas
         elif e.kind == "crash":
             self._crash(i, e)
+        elif e.kind == "drain":
+            self._drain(i, e.node)
+        elif e.kind == "add-node":
+            self._add_node()
         self._controller_dirty = True
         self._update(targets=False)
+
+    # -- nodes --------------------------------------------------------------------------------
+    def _drain(self, i: int, v: int) -> None:
+        """``kubectl drain``: cordon the node (no new pod is bound to it), then evict each of its
+        pods at once (the Eviction API with no PodDisruptionBudget deletes it: it terminates
+        as a deleted pod does, and the ReplicaSet replaces it on another node). The node
+        stays, and so does its kube-proxy; a drain of a node already cordoned with no pod on
+        it changes nothing (``ignored``)."""
+        on = [p for p in self._live() if p.node == v]
+        if v in self.cordoned and not on:
+            self.ignored.append(i)
+            return
+        if v not in self.cordoned:
+            self.cordoned.add(v)
+            self.node_log.append((int(self.env.now), v, "cordoned"))
+        for p in on:
+            self._log(p, "evicted")
+            self._delete(p)
+
+    def _add_node(self) -> None:
+        """A node joins, numbered after the existing ones: pods may be bound to it from now on
+        (the pending ones at once), its kube-proxy starts, and on the NodePort path the
+        service controller adds it to the LB's targets."""
+        v = self.nodes
+        self.nodes += 1
+        self.pool.append(v)
+        self.node_log.append((int(self.env.now), v, "joined"))
+        if self.nodeport:
+            self.proxies.join(v)
+            self.node_targets.join(v)
+        pending, self._pending = self._pending, []
+        for p in pending:
+            if p.deleted is None:
+                if self._bind(p):
+                    self._log(p, "scheduled")
+                else:
+                    self._pending.append(p)
 
     # -- a container's crash and restart ------------------------------------------------------
     def _crash(self, i: int, e) -> None:
@@ -573,6 +663,7 @@ def follow(sc: Scenario, holder: list):
     ``holder`` (its timeline is built from it after the run)."""
     def control(env: simpy.Environment, plane) -> None:
         state = {"targets": None}
+        sent: dict[int, int] = {}                 # pods bound elsewhere than the workload says
 
         def on_change(cl: Cluster) -> None:
             t = int(env.now)
@@ -586,6 +677,9 @@ def follow(sc: Scenario, holder: list):
                     plane.clear_udp(node, stale)
             for i in sorted(cl.dirty):
                 p = cl.pods[i]
+                if p.node >= 0 and p.node != sent.get(i, int(cl.placement[i])):
+                    sent[i] = p.node
+                    plane.set_pod_node(i, p.node)
                 plane.set_pod(i, _at(p.up), _at(p.sigterm), _at(p.gone), _at(p.removed))
 
         holder.append(Cluster(env, sc, on_change=on_change, last_close=plane.last_close))

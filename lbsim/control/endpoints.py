@@ -35,6 +35,7 @@ from ..config import Protocol, Scenario, TrafficPolicy
 from ..durations import Duration, Fixed
 from ..rng import Streams
 from ..sampling import duration_params, durations_ns
+from ..config.dynamics import nodes_ever
 from ..workload import ns
 
 __all__ = ["Slice", "KubeProxies"]
@@ -72,7 +73,11 @@ class KubeProxies:
                             and sc.endpoints.udp_conntrack_cleanup)
         self.local = sc.kube_proxy.external_traffic_policy is TrafficPolicy.LOCAL
         self.fallback = sc.endpoints.terminating_fallback
-        n = sc.cluster.nodes
+        n = nodes_ever(sc.cluster.nodes, sc.events)
+        #: the nodes in the cluster: the first cluster.nodes, then each one as it joins
+        self.joined = [v < sc.cluster.nodes for v in range(n)]
+        #: a node's rules are in force (its first sync after joining is done)
+        self.synced = list(self.joined)
         self.streams = Streams(sc.seed)
         self.slices: dict[int, Slice] = {0: first}
         self.version = 0
@@ -90,6 +95,8 @@ class KubeProxies:
         self.hc_ready: list[int] = []
         for v in range(n):
             pods, rejects, ready = self._rules(v, first)
+            if not self.joined[v]:                  # no kube-proxy yet: no rules, no answer
+                pods, rejects, ready = np.zeros(0, np.int64), False, 0
             self.programmed.append(pods)
             self.rejects.append(rejects)
             self.hc_ready.append(ready)
@@ -103,17 +110,38 @@ class KubeProxies:
         now = int(self.env.now)
         lags = self._draws(self.sc.endpoints.propagation_s, _PROPAGATION, self.changes)
         for v, lag in enumerate(lags):
-            self.changes[v] += 1
-            self.arrival[v] = max(self.arrival[v], now + int(lag))
-            self.env.process(self._deliver(v, v_new, self.arrival[v]))
-        oldest = min(self.delivered)              # no node will read an older version again
+            if self.joined[v]:
+                self._send(v, v_new, now + int(lag))
+        # no node will read an older version again (a node that joins reads the newest)
+        oldest = min(d for d, j in zip(self.delivered, self.joined) if j)
         for k in [k for k in self.slices if k < oldest]:
             del self.slices[k]
+
+    def join(self, v: int) -> None:
+        """Node v joins now: its kube-proxy starts, lists the Service and syncs (its first
+        list arrives after a propagation delay, as a change would)."""
+        self.joined[v] = True
+        self.delivered[v] = self.version            # what it will read once its list arrives
+        lag = self._draws(self.sc.endpoints.propagation_s, _PROPAGATION, self.changes, node=v)
+        self._send(v, self.version, int(self.env.now) + int(lag[0]))
+
+    def _send(self, v: int, version: int, at: int) -> None:
+        self.changes[v] += 1
+        self.arrival[v] = max(self.arrival[v], at)
+        self.env.process(self._deliver(v, version, self.arrival[v]))
 
     def _deliver(self, v: int, version: int, at: int):
         yield self.env.timeout(at - self.env.now)
         self.delivered[v] = max(self.delivered[v], version)
         self._want_sync(v)
+
+    def idle(self) -> bool:
+        """Has every node's kube-proxy put the newest slice in force (nothing to deliver, no
+        sync pending or running)?"""
+        now = int(self.env.now)
+        return all(not j or (d == self.version and a <= now and not p and b <= now)
+                   for j, d, a, p, b in zip(self.joined, self.delivered, self.arrival,
+                                            self.sync_pending, self.busy_until))
 
     # -- kube-proxy's syncs -------------------------------------------------------------------
     def _want_sync(self, v: int) -> None:
@@ -136,6 +164,7 @@ class KubeProxies:
         yield env.timeout(took)
         pods, rejects, ready = self._rules(v, s)
         self.hc_ready[v] = ready
+        self.synced[v] = True
         if rejects != self.rejects[v] or not np.array_equal(pods, self.programmed[v]):
             # the UDP entries of endpoints the rules dropped go with them (conntrack -D)
             stale = (np.setdiff1d(self.programmed[v], pods) if self.udp_cleanup

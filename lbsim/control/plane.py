@@ -46,6 +46,8 @@ class Engine(Protocol):
 
     def clear_udp(self, node: int, pods: np.ndarray) -> None: ...
 
+    def set_pod_node(self, pod: int, node: int) -> None: ...
+
     def last_close(self, pod: int) -> int: ...
 
 
@@ -95,6 +97,15 @@ class ControlPlane:
         is gone from ``gone``; the LB removed its target at ``removed`` (the direct path: the
         LB then forgets which pod a socket's queries went to) (ns; NEVER: not yet)."""
         self.engine.set_pod(pod, listen, sigterm, gone, removed)
+
+    def set_pod_node(self, pod: int, node: int) -> None:
+        """The scheduler bound pod ``pod`` to ``node`` (before it listens: the data plane reads
+        a pod's node only once traffic reaches it)."""
+        p = self.params
+        if not (0 <= pod < p.pods and 0 <= node < p.nodes):
+            raise ValueError(f"pod, node = {pod}, {node} is invalid: must be in [0, "
+                             f"{p.pods - 1}] x [0, {p.nodes - 1}]")
+        self.engine.set_pod_node(pod, node)
 
     def last_close(self, pod: int) -> int:
         """When the last connection pod ``pod`` accepted so far closes (ns; 0: none)."""

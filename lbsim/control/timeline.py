@@ -13,14 +13,14 @@ import simpy
 from ..budget import check_control
 from ..config import Scenario
 from ..kernel import NS
-from .cluster import TIMELINE_EVENTS, Cluster
+from .cluster import NODE_EVENTS, TIMELINE_EVENTS, Cluster
 
 __all__ = ["Timeline", "timeline", "tables", "POD_COLUMNS", "TIMELINE_METRICS"]
 
 #: the pods table (one row per pod that existed), times in s from the start (NaN: never)
 POD_COLUMNS = {
     "pod": "pod number (the first cluster.pods exist from the start; later ones in creation order)",
-    "node": "node it runs on",
+    "node": "node it runs on (-1: never bound, pending for want of a schedulable node)",
     "revision": "pod template revision (0 before the first rollout, +1 per rollout)",
     **{f"{e}_s": f"when it was {e.replace('_', ' ')}, s" for e in
        ("created", "listening", "containers_ready", "registered", "ready", "available",
@@ -48,12 +48,13 @@ TIMELINE_METRICS = {
 class Timeline:
     """What :func:`timeline` returns: ``pods`` (:data:`POD_COLUMNS`), ``events`` (t_s, pod,
     event: one row per change, in order), ``receiving`` (t_s, pods, accepting: from each change
-    on, how many pods new flows go to and how many of them accept), ``nodes`` (the NodePort
-    path: t_s, node, event, endpoints: each node's kube-proxy rules coming into force ("rules",
-    with the endpoints they list) and the LB finding a node "healthy" or "unhealthy"
-    (endpoints -1); empty on the direct path), ``summary`` (:data:`TIMELINE_METRICS`) and
+    on, how many pods new flows go to and how many of them accept), ``nodes`` (t_s, node,
+    event, endpoints: a node "joined" or was "cordoned" (add-node, drain events); on the NodePort
+    path also each node's kube-proxy rules coming into force ("rules", with the endpoints they
+    list), the LB "registered" a joined node, and found a node "healthy" or "unhealthy";
+    endpoints -1 but for rules), ``summary`` (:data:`TIMELINE_METRICS`) and
     ``ignored`` (the numbers of the events that changed nothing: a crash of a pod that did not
-    exist or was not running then)."""
+    exist or was not running then, a drain of a cordoned node left with no pod)."""
 
     pods: pd.DataFrame
     events: pd.DataFrame
@@ -93,7 +94,8 @@ def _settled(cl: Cluster) -> bool:
                     or (p.deleted is not None and p.gone is not None
                         and (p.registered is None or p.removed is not None))
                     for p in cl.pods)
-    return rollouts_done and pods_done and len(cl._live()) == cl.replicas
+    nodes_done = not cl.nodeport or (cl.proxies.idle() and cl.node_targets.settled())
+    return rollouts_done and pods_done and nodes_done and len(cl._live()) == cl.replicas
 
 
 def timeline(sc: Scenario) -> Timeline:
@@ -130,13 +132,14 @@ def tables(cl: Cluster) -> Timeline:
 
 
 def _nodes(cl: Cluster) -> pd.DataFrame:
-    rows: list[tuple[float, int, str, int]] = []
+    rows = [(t / NS, v, what, -1) for t, v, what in cl.node_log]
     if cl.nodeport:
-        rows = ([(t / NS, v, "rules", n) for t, v, n in cl.proxies.log]
-                + [(t / NS, v, what, -1) for t, v, what in cl.node_targets.log])
-        rows.sort(key=lambda r: (r[0], r[1]))
+        rows += ([(t / NS, v, "rules", n) for t, v, n in cl.proxies.log]
+                 + [(t / NS, v, what, -1) for t, v, what in cl.node_targets.log])
+    order = {e: i for i, e in enumerate(NODE_EVENTS)}
+    rows.sort(key=lambda r: (r[0], r[1], order[r[2]]))
     df = pd.DataFrame(rows, columns=["t_s", "node", "event", "endpoints"])
-    df["event"] = pd.Categorical(df["event"], ["rules", "healthy", "unhealthy"])
+    df["event"] = pd.Categorical(df["event"], list(NODE_EVENTS))
     return df.astype({"node": np.int64, "endpoints": np.int64})
 
 

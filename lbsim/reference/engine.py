@@ -72,6 +72,7 @@ class ReferenceEngine:
     def __init__(self, w: Workload) -> None:
         p = self.p = w.params
         self.w = w
+        self.pod_node = w.pod_node.copy()        # the scheduler may bind later pods elsewhere
         self.streams = Streams(w.scenario.seed)
         self.rec = RecordsBuilder(w)
         self.rule = NatRule(random_all=p.random_all,
@@ -384,7 +385,7 @@ class ReferenceEngine:
         with an RST (the entry closes; the flow fails) and one that is gone loses it (the entry
         stays unanswered; the client retransmits). Returns the next attempt's arrival, or None."""
         p, w, f, t = self.p, self.w, pd.flow, pd.t_conf
-        hop = 0 if w.pod_node[pd.pod] == pd.node else p.d_hop
+        hop = 0 if self.pod_node[pd.pod] == pd.node else p.d_hop
         if self.dynamic and not self._accepts(pd.pod, t + hop):
             return self._lost_at_pod(pd, adopt, nat_clash, t + hop, hop)
         q = self.request_arrival(t, hop)
@@ -548,6 +549,9 @@ class ReferenceEngine:
         self.listen[pod], self.sigterm[pod], self.gone[pod] = listen, sigterm, gone
         self.removed[pod] = removed
 
+    def set_pod_node(self, pod: int, node: int) -> None:
+        self.pod_node[pod] = node
+
     def last_close(self, pod: int) -> int:
         return self.last_closes[pod]
 
@@ -594,4 +598,5 @@ class ReferenceEngine:
             gauge_entries=np.array([x[1] for x in g], np.int64).reshape(len(g), self.p.nodes),
             gauge_live=np.array([x[2] for x in g], np.int64).reshape(len(g), self.p.nodes),
             drops=drops, snat=snat, max_cpu_wait_ns=self.max_cpu_wait, resolved=self.resolved,
-            backend=self.target if self.dynamic and self.p.nodeport else None)
+            backend=self.target if self.dynamic and self.p.nodeport else None,
+            pod_node=self.pod_node)

@@ -228,6 +228,18 @@ def _judge_udp(runs: list[tuple[Summary, Summary, Config]]) -> Verdict:
     return DEPENDS, said
 
 
+def _judge_node_drain(np_: Summary, d: Summary, cfg: Config) -> Verdict:
+    """node-drain: both paths through a node's replacement."""
+    said = (f"direct fails {pct(d['failed_fraction'])} of flows ({_f(d['fail_cause_pod_gone'])} "
+            f"attempts lost to evicted pods, {_f(d['fail_cause_refused'])} refused), NodePort "
+            f"{pct(np_['failed_fraction'])}")
+    if d["failed_fraction"] <= FAIL_THRESHOLD:
+        return NOT, said
+    if np_["failed_fraction"] <= FAIL_THRESHOLD:
+        return HOLDS, said
+    return DEPENDS, said + ": NodePort loses as much in this setup"
+
+
 _CONTRAST_RULE = ("each contrast scenario (the same setup with a setting changed) is judged by the same "
                   "rule; when the outcomes differ the verdict is \"depends\" and names the settings")
 
@@ -326,6 +338,17 @@ CLAIMS: list[Claim] = [
         f"{FAIL_THRESHOLD:g} with it; does not hold if it is <= {FAIL_THRESHOLD:g} without; "
         f"depends otherwise",
         _judge_udp, needs=("failed_fraction",), joint=True),
+    Claim(
+        "draining a node (kubectl drain without a preStop sleep) loses flows on the direct path, "
+        "whose LB keeps sending new connections to the evicted pods after they exit, and barely "
+        "any on NodePort, whose kube-proxies drop them within about a second (the cordoned "
+        "node stays a target and forwards)",
+        ("node-drain",),
+        ("failed_fraction", "fail_cause_pod_gone", "fail_cause_refused", "time_to_serve_p50_s"),
+        f"holds if direct failed_fraction > {FAIL_THRESHOLD:g} and NodePort's <= "
+        f"{FAIL_THRESHOLD:g}; does not hold if direct's <= {FAIL_THRESHOLD:g}; depends if "
+        f"NodePort fails as much",
+        _judge_node_drain, needs=("failed_fraction",)),
 ]
 
 

@@ -63,18 +63,15 @@ def test_report_files_and_header(few_report):
     # the terminal: progress on stderr, the claims at the end of stdout
     assert re.search(rf"\[{len(FEW)}/{len(FEW)}\] ", r.stderr)
     assert "== claims of the direct-to-Pod design" in r.stdout.split("== default ==")[-1]
-    assert r.stdout.rstrip().endswith("not measured: scenario udp-stale-conntrack not run (run "
-                                      "it with --scenario udp-stale-conntrack, or --out without "
-                                      "--scenario); scenario udp-stale-conntrack-cleanup not run "
-                                      "(run it with --scenario udp-stale-conntrack-cleanup, or "
-                                      "--out without --scenario)")
+    assert r.stdout.rstrip().endswith("not measured: scenario node-drain not run (run it with "
+                                      "--scenario node-drain, or --out without --scenario)")
 
 
 def test_claims_table_has_every_claim_with_numbers_where_measured(few_report):
     out, _ = few_report
     md = (out / "report.md").read_text()
     rows = claim_rows(md)
-    assert len(rows) == len(CLAIMS) == 10
+    assert len(rows) == len(CLAIMS) == 11
     for (num, text, scen, np_cell, d_cell, verdict), claim in zip(rows, CLAIMS):
         assert claim.text.split(":")[0] in text
         ran = claim.scenarios and all(s in FEW for s in claim.scenarios)
@@ -146,7 +143,7 @@ def test_full_quick_report(tmp_path):
     doc = json.loads((tmp_path / "results.json").read_text())
     assert [s["name"] for s in doc["scenarios"]] == list(SCENARIOS)
     rows = claim_rows(md)
-    assert len(rows) == 10
+    assert len(rows) == 11
     for row, claim in zip(rows, CLAIMS):
         if claim.scenarios and any(s in SCENARIOS for s in claim.scenarios):
             assert not row[5].startswith("not measured"), row

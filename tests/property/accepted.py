@@ -57,8 +57,11 @@ def counts_or_percents() -> st.SearchStrategy[object]:
 
 
 def events() -> st.SearchStrategy[list[dict]]:
-    """[[events]] in time order: rollouts, scalings and crashes anywhere in range."""
+    """[[events]] in time order: rollouts, scalings, crashes, node additions anywhere in range,
+    and drains of node 0 (which always exists)."""
     one = st.one_of(st.builds(lambda t: {"at_s": t, "kind": "rollout"}, seconds()),
+                    st.builds(lambda t: {"at_s": t, "kind": "add-node"}, seconds()),
+                    st.builds(lambda t: {"at_s": t, "kind": "drain", "node": 0}, seconds()),
                     st.builds(lambda t, n: {"at_s": t, "kind": "scale", "replicas": n},
                               seconds(), ints(0, 64)),
                     st.builds(lambda t, n: {"at_s": t, "kind": "crash", "pod": n},

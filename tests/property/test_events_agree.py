@@ -1,7 +1,7 @@
 """With [[events]], the compiled engines take the reference's every decision at any window size,
-on both paths: random timelines of rollouts and scalings, random lifecycles, cloud settings,
-kube-proxy propagation and syncs, traffic policies, and (NodePort) small tables and port ranges
-so that the SNAT and conntrack rules meet the pods' changes."""
+on both paths: random timelines of rollouts, scalings, crashes, drains and nodes joining, random
+lifecycles, cloud settings, kube-proxy propagation and syncs, traffic policies, and (NodePort)
+small tables and port ranges so that the SNAT and conntrack rules meet the pods' changes."""
 
 import numpy as np
 from hypothesis import given, settings
@@ -15,11 +15,17 @@ from tests.property.test_engines_agree import assert_same
 @st.composite
 def timelines(draw):
     pods = draw(st.integers(1, 5))
+    nodes = first_nodes = draw(st.integers(1, 3))
     times = sorted(draw(st.lists(st.floats(0.0, 3.0), min_size=1, max_size=3)))
     events = []
     for t in times:
-        kind = draw(st.sampled_from(["rollout", "scale", "crash"]))
-        if kind == "rollout":
+        kind = draw(st.sampled_from(["rollout", "scale", "crash", "drain", "add-node"]))
+        if kind == "add-node":
+            nodes += 1
+            events.append({"at_s": t, "kind": "add-node"})
+        elif kind == "drain":
+            events.append({"at_s": t, "kind": "drain", "node": draw(st.integers(0, nodes - 1))})
+        elif kind == "rollout":
             events.append({"at_s": t, "kind": "rollout"})
         elif kind == "scale":
             events.append({"at_s": t, "kind": "scale", "replicas": draw(st.integers(0, 6))})
@@ -38,7 +44,7 @@ def timelines(draw):
         "workload.clients": draw(st.sampled_from([1, 7, 500])),
         "workload.queries_per_socket": draw(st.sampled_from([1, 1, 4])),
         "workload.query_gap_s": draw(st.sampled_from([0.0, 0.05, 0.4])),
-        "cluster.nodes": draw(st.integers(1, 3)), "cluster.pods": pods,
+        "cluster.nodes": first_nodes, "cluster.pods": pods,
         "pod.workers": draw(st.integers(1, 3)),
         "pod.service_s": draw(st.sampled_from([0.0, 0.01, {"dist": "exponential", "mean": 0.05}])),
         "lb.instances": draw(st.integers(1, 3)),

@@ -104,6 +104,18 @@ def test_the_udp_claim_is_judged_from_both_scenarios():
     assert _verdicts(pair(0.3, 0.2))[9].startswith("depends")
 
 
+def test_the_node_drain_claim_compares_the_paths():
+    def run(direct, nodeport):
+        m = {"fail_cause_pod_gone": 900, "fail_cause_refused": 2, "time_to_serve_p50_s": 1.0}
+        return [_run("node-drain", nodeport={**m, "failed_fraction": nodeport},
+                     direct={**m, "failed_fraction": direct})]
+    assert _verdicts(run(0.04, 0.0006))[10].startswith("holds: direct fails 4 % of flows (900 "
+                                                       "attempts lost to evicted pods")
+    assert _verdicts(run(0.005, 0.0))[10].startswith("does not hold")
+    assert _verdicts(run(0.04, 0.03))[10].startswith("depends")
+    assert _verdicts([], available=set())[10] == "not measured: scenario node-drain not available"
+
+
 def test_missing_scenario_or_metric_is_not_measured():
     v = _verdicts([], available=set())
     assert v[1] == "not measured: scenario snat-exhaustion not available"

@@ -159,9 +159,17 @@ def test_max_surge_may_pass_100_percent_and_max_unavailable_may_not():
 
 
 def test_an_event_kind_not_modelled_is_refused_not_ignored():
-    with pytest.raises(ValueError, match=r"events\[0\]\.kind = 'drain' is invalid: must be one "
-                                         r"of \['rollout', 'scale', 'crash'\]"):
+    with pytest.raises(ValueError, match=r"events\[0\]\.kind = 'remove-node' is invalid: must "
+                                         r"be one of \['rollout', 'scale', 'crash', 'drain', "
+                                         r"'add-node'\]"):
+        scenario([{"at_s": 1.0, "kind": "remove-node"}])
+    with pytest.raises(ValueError, match=r"events\[0\]\.node = None is invalid"):
         scenario([{"at_s": 1.0, "kind": "drain"}])
+    # node 2 exists only from the add-node event on: a drain before it names no node
+    with pytest.raises(ValueError, match=r"events\[0\]\.node = 2 is invalid: must be in \[0, 1\] "
+                                         r"\(the nodes at 1 s"):
+        scenario([{"at_s": 1.0, "kind": "drain", "node": 2}, {"at_s": 2.0, "kind": "add-node"}])
+    scenario([{"at_s": 1.0, "kind": "add-node"}, {"at_s": 1.0, "kind": "drain", "node": 2}])
     with pytest.raises(ValueError, match=r"events\[0\]\.replicas = 2 is invalid"):
         scenario([{"at_s": 1.0, "kind": "rollout", "replicas": 2}])
     with pytest.raises(ValueError, match=r"events\[0\]\.pod = None is invalid"):
@@ -198,3 +206,70 @@ def test_a_crashed_pod_is_not_counted_as_accepting_until_it_restarts():
     assert tl.summary["refusing_receiving_s"] == pytest.approx(ev["unhealthy"] - 5.0)
     assert tl.summary["refusing_receiving_s"] > 0
     assert tl.summary["min_accepting_receiving_pods"] == sc.cluster.pods - 1
+
+
+def test_a_drain_cordons_the_node_and_evicts_its_pods_at_once():
+    """kubectl drain: node 0 cordoned at 10 s, each of its pods deleted then (the Eviction API
+    without a PodDisruptionBudget), the ReplicaSet's replacements created at once and bound
+    to the other node, ready their probe delay later; the node stays (no LB change on it)."""
+    sc = scenario([{"at_s": 10.0, "kind": "drain", "node": 0}], **{"cluster.pods": 4})
+    tl = lbsim.timeline(sc)
+    pods = tl.pods.set_index("pod")
+    on0 = [0, 2]                                           # spread: pod i on node i % 2
+    assert (pods.loc[on0, "deleted_s"] == 10.0).all()
+    assert pods.loc[[1, 3], "deleted_s"].isna().all()
+    new = pods.loc[4:]
+    assert len(new) == 2 and (new["created_s"] == 10.0).all() and (new["node"] == 1).all()
+    assert new["ready_s"].to_numpy() == pytest.approx(10.0 + probe_ready_after(sc.lifecycle))
+    ev = tl.events
+    assert set(ev[ev["event"] == "evicted"]["pod"]) == set(on0)
+    assert tl.nodes[["t_s", "node", "event"]].values.tolist() == [[10.0, 0, "cordoned"]]
+    # a second drain of the emptied node changes nothing and is reported
+    tl2 = lbsim.timeline(scenario([{"at_s": 10.0, "kind": "drain", "node": 0},
+                                   {"at_s": 50.0, "kind": "drain", "node": 0}],
+                                  **{"cluster.pods": 4}))
+    assert tl2.ignored == (1,) and len(tl2.pods) == 6
+
+
+def test_replacements_go_to_the_node_with_fewest_pods_and_wait_for_a_schedulable_one():
+    """Both nodes drained: the replacements stay pending (no container, nothing starts) until a
+    node joins; then they are bound to it at once and start from that instant."""
+    sc = scenario([{"at_s": 10.0, "kind": "drain", "node": 0},
+                   {"at_s": 20.0, "kind": "drain", "node": 1},
+                   {"at_s": 30.0, "kind": "add-node"}], **{"cluster.pods": 4})
+    tl = lbsim.timeline(sc)
+    ev = tl.events
+    pending = ev[ev["event"] == "pending"]
+    scheduled = ev[ev["event"] == "scheduled"]
+    live = tl.pods[tl.pods["deleted_s"].isna()]
+    assert len(live) == 4 and (live["node"] == 2).all()
+    # the pods made at 10 s went to node 1, were evicted at 20 s with the rest, and the four
+    # replacements made then waited for node 2
+    assert set(pending["pod"]) == set(live["pod"]) and (pending["t_s"] == 20.0).all()
+    assert set(scheduled["pod"]) == set(live["pod"])
+    assert scheduled["t_s"].to_numpy() == pytest.approx(30.0)
+    step = probe_ready_after(sc.lifecycle)
+    assert live["ready_s"].to_numpy() == pytest.approx(30.0 + step)
+    # every old target is gone, so none is healthy: the LB fails open to each new one as soon
+    # as it is registered, before its checks pass
+    assert live["first_receiving_s"].to_numpy() == pytest.approx(30.0 + step + 4.0)
+
+
+def test_a_node_that_joins_becomes_an_lb_target_after_registration_and_checks():
+    """NodePort, Cluster: node 2 joins at 5 s; its kube-proxy lists the Service after one
+    propagation delay and syncs (0.5 + 0.2 s), the LB registers it R = 4 s after it joined
+    and finds it healthy at its first check + (healthy_threshold - 1) intervals; a drained
+    node stays a target and its kube-proxy keeps its rules."""
+    sc = scenario([{"at_s": 5.0, "kind": "add-node"}, {"at_s": 8.0, "kind": "drain", "node": 0}],
+                  **{"path": "nodeport", "endpoints.propagation_s": 0.5,
+                     "endpoints.sync_s": 0.2})
+    tl = lbsim.timeline(sc)
+    n2 = tl.nodes[tl.nodes["node"] == 2].set_index("event")
+    assert n2.loc["joined", "t_s"] == 5.0
+    assert n2.loc["rules", "t_s"].min() == pytest.approx(5.7)
+    assert n2.loc["registered", "t_s"] == pytest.approx(9.0)
+    u = Streams(sc.seed).uniform("control", np.array([(1 << 36) + 2]), 0, 0)[0]
+    first = 9.0 + int(u * round(3.0 * NS)) / NS
+    assert n2.loc["healthy", "t_s"] == pytest.approx(first + 3.0, abs=1e-9)
+    assert "unhealthy" not in set(tl.nodes["event"])
+    assert set(tl.nodes[tl.nodes["node"] == 0]["event"]) == {"cordoned", "rules"}
