@@ -81,7 +81,7 @@ LOAD_COLUMNS = {
            "would pass budget.LOAD_ROWS_MAX rows), s",
     "bin_s": "width of the bin, s",
     "pod": "pod number",
-    "node": "node the pod runs on",
+    "node": "node the pod runs on (-1: pending to the end, never bound to a node)",
     "new_flows": "established flows that arrived in the bin",
     "connections": "connections open at the pod at the start of the bin (arrival to close)",
 }
@@ -129,7 +129,7 @@ SUMMARY_METRICS = {
                             "response (the node's CPU, the second hop both ways, retransmissions "
                             "after drops; 0 on the direct path), s",
     "datapath_delay_p99_s": "99th percentile of that delay, s",
-    "pod_load_max_over_mean": "established flows per pod: max / mean over all pods",
+    "pod_load_max_over_mean": "established flows per pod: max / mean over all pods (with events: every pod the run created)",
     "pod_load_cv": "established flows per pod: standard deviation / mean",
     "pod_load_jain": "Jain's fairness index of established flows per pod, (sum x)^2 / (n sum x^2): "
                      "1 = even, 1/n = all on one pod",
@@ -324,11 +324,19 @@ def snat_frame(r: Records) -> pd.DataFrame:
                          "pod": r.snat_pair % pods, "ports": r.snat_ports})
 
 
+def pods_existed(r: Records) -> int:
+    """How many pods the run had: with [[events]] those its control plane created (the engines'
+    per-pod arrays are sized by an upper bound, ``pods_ever``), else every pod."""
+    tl = r.timeline
+    return len(tl.pods) if tl is not None else r.workload.params.pods
+
+
 def load_frame(r: Records, flows, bins: int | None = None) -> pd.DataFrame:
     """Per pod and time bin: new established flows and open connections (:data:`LOAD_COLUMNS`)."""
     w = r.workload
     p = w.params
     bins = load_bins(p.pods) if bins is None else bins
+    P = pods_existed(r)
     ok = r.outcome == OK
     a = np.asarray(flows["arrival_s"])[ok]
     c = np.asarray(flows["closed_s"])[ok]
@@ -336,7 +344,6 @@ def load_frame(r: Records, flows, bins: int | None = None) -> pd.DataFrame:
     end = float(c.max()) if c.size else 1.0
     width = end / bins if end > 0 else 1.0
     edges = np.arange(bins) * width
-    P = p.pods
 
     def per_bin(x: np.ndarray) -> np.ndarray:   # counts per (pod, bin) of times x
         b = np.minimum((x / width).astype(np.int64), bins - 1)
@@ -349,7 +356,7 @@ def load_frame(r: Records, flows, bins: int | None = None) -> pd.DataFrame:
     closed = np.cumsum(closed, axis=1) - closed
     return pd.DataFrame({
         "t_s": np.tile(edges, P), "bin_s": width, "pod": np.repeat(np.arange(P), bins),
-        "node": np.repeat(w.pod_node, bins), "new_flows": new.ravel(),
+        "node": np.repeat(w.pod_node[:P], bins), "new_flows": new.ravel(),
         "connections": (opened - closed).ravel(),
     })
 
@@ -408,7 +415,8 @@ def summarize(r: Records, wall_s: float) -> dict[str, float]:
         return x if n_ok == p.flows else x[ok]
 
     rec_pod = est(r.pod)
-    load = np.bincount(rec_pod, minlength=p.pods).astype(float)
+    existed = pods_existed(r)
+    load = np.bincount(rec_pod, minlength=p.pods)[:existed].astype(float)
     mean = load.mean()
     conn, resp, waited, delay, preserved, second, open_time = _established(
         *_derived_args(r), p.pods, n_ok)
@@ -444,7 +452,7 @@ def summarize(r: Records, wall_s: float) -> dict[str, float]:
         "pod_load_cv": float(load.std() / mean) if mean > 0 else float("nan"),
         "pod_load_jain": float(load.sum() ** 2 / (load.size * (load**2).sum()))
         if mean > 0 else float("nan"),
-        "pod_conn_max_over_mean": _max_over_mean(open_time),
+        "pod_conn_max_over_mean": _max_over_mean(open_time[:existed]),
         "node_load_max_over_mean": _max_over_mean(np.bincount(
             est(w.backend) if p.nodeport else w.pod_node[rec_pod], minlength=p.nodes)),
         "session_persistence_fraction": _persistence(est(w.client), rec_pod),

@@ -677,7 +677,7 @@ def follow(sc: Scenario, holder: list):
                     plane.clear_udp(node, stale)
             for i in sorted(cl.dirty):
                 p = cl.pods[i]
-                if p.node >= 0 and p.node != sent.get(i, int(cl.placement[i])):
+                if p.node != sent.get(i, int(cl.placement[i])):      # bound, or pending: -1
                     sent[i] = p.node
                     plane.set_pod_node(i, p.node)
                 plane.set_pod(i, _at(p.up), _at(p.sigterm), _at(p.gone), _at(p.removed))

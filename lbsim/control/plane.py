@@ -100,11 +100,11 @@ class ControlPlane:
 
     def set_pod_node(self, pod: int, node: int) -> None:
         """The scheduler bound pod ``pod`` to ``node`` (before it listens: the data plane reads
-        a pod's node only once traffic reaches it)."""
+        a pod's node only once traffic reaches it), or -1: it is pending (no node yet)."""
         p = self.params
-        if not (0 <= pod < p.pods and 0 <= node < p.nodes):
+        if not (0 <= pod < p.pods and -1 <= node < p.nodes):
             raise ValueError(f"pod, node = {pod}, {node} is invalid: must be in [0, "
-                             f"{p.pods - 1}] x [0, {p.nodes - 1}]")
+                             f"{p.pods - 1}] x [-1, {p.nodes - 1}]")
         self.engine.set_pod_node(pod, node)
 
     def last_close(self, pod: int) -> int:

@@ -151,6 +151,8 @@ def test_a_drain_that_changes_nothing_and_pods_left_pending_are_warned_of():
                       {"at_s": 6.0, "kind": "drain", "node": 0}])
     pods = res.timeline.pods
     assert pods.loc[pods["deleted_s"].isna(), "node"].tolist() == [-1, -1]
+    load = res.load.groupby("pod")["node"].first()
+    assert load.to_dict() == pods.set_index("pod")["node"].to_dict()      # the records agree
     assert res.timeline.ignored == (1,)
     said = " | ".join(res.warnings)
     assert "events[1] (drain of node 0 at 6 s) changed nothing" in said
