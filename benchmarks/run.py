@@ -1,6 +1,7 @@
 """Benchmark runner: lbsim against the simpy peer, in one run, each in its own process.
 
     python benchmarks/run.py [--scenario perf-nodeport perf-direct] [--flows N] [--peer-flows N]
+    python benchmarks/run.py --records [--scenario perf-nodeport] [--flows N]
 
 For each scenario it runs lbsim (``--flows`` flows; default the scenario's own) and the simpy
 peer (``--peer-flows``, default 100,000: the peer is slow), each in a fresh process so that its
@@ -26,12 +27,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def _job(kind: str, name: str, flows: int | None, out, nodes: int | None = None) -> None:
+def _job(kind: str, name: str, flows: int | None, out, nodes: int | None = None,
+         records: str | None = None) -> None:
     import lbsim
     from lbsim import scenarios
     sc = scenarios.get(name)
     if flows:
         sc = sc.replace(**{"workload.flows": flows})
+    if records:
+        sc = sc.replace(records=records)
     if nodes:   # same pods per node, same total rate
         per = sc.cluster.pods // sc.cluster.nodes
         sc = sc.replace(**{"cluster.nodes": nodes, "cluster.pods": nodes * per})
@@ -58,10 +62,11 @@ def _job(kind: str, name: str, flows: int | None, out, nodes: int | None = None)
              "jit_s": jit})
 
 
-def measure(kind: str, name: str, flows: int | None, nodes: int | None = None) -> dict:
+def measure(kind: str, name: str, flows: int | None, nodes: int | None = None,
+            records: str | None = None) -> dict:
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    p = ctx.Process(target=_job, args=(kind, name, flows, q, nodes))
+    p = ctx.Process(target=_job, args=(kind, name, flows, q, nodes, records))
     p.start()
     res = q.get()
     p.join()
@@ -78,8 +83,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scaling", action="store_true",
                     help="instead: lbsim's cost against flows (1e5, 1e6, 1e7) and nodes (10, 100, "
                          "1000 at the same rate) on the first scenario")
+    ap.add_argument("--records", action="store_true",
+                    help='instead: lbsim with records = "full" against "summary" on each scenario '
+                         '(the target: full at least 0.5x the summary rate)')
     a = ap.parse_args(argv)
     rows = []
+    if a.records:
+        print(f"{'scenario':<16} {'records':<8} {'flows':>10} {'wall_s':>8} {'call_s':>7} "
+              f"{'flows/s':>12} {'peak MiB':>9} {'full/summary':>12}")
+        for name in a.scenario:
+            lean = measure("lbsim", name, a.flows, records="summary")
+            full = measure("lbsim", name, a.flows, records="full")
+            ratio = full["flows_per_wall_s"] / lean["flows_per_wall_s"]
+            for rec, r in (("summary", lean), ("full", full)):
+                print(f"{name:<16} {rec:<8} {r['flows']:>10,} {r['wall_s']:>8.2f} "
+                      f"{r['call_s']:>7.2f} {r['flows_per_wall_s']:>12,.0f} "
+                      f"{r['peak_rss_mib']:>9.0f} {(ratio if rec == 'full' else 1.0):>12.3f}",
+                      flush=True)
+            rows.append({"scenario": name, "summary": lean, "full": full, "ratio": ratio})
+        if a.json:
+            Path(a.json).write_text(json.dumps(rows, indent=2))
+        return 0
     if a.scaling:
         name = a.scenario[0]
         print(f"{'scenario':<16} {'flows':>10} {'nodes':>6} {'wall_s':>8} {'call_s':>7} {'flows/s':>12} "

@@ -15,7 +15,7 @@ from .config import DataPath, Protocol, Scenario, TrafficPolicy
 from .config.dynamics import nodes_ever, pods_ever
 from .kernel import TCP_RTO_MAX_S
 
-__all__ = ["estimate_bytes", "available_bytes", "check_memory", "horizon_s", "check_clock",
+__all__ = ["SNAT_PAIRS_MAX", "estimate_bytes", "available_bytes", "check_memory", "horizon_s", "check_clock",
            "MAX_HORIZON_S", "MAX_NODE_SECONDS", "MAX_HEALTH_CHECKS", "check_control", "LOAD_ROWS_MAX", "load_bins"]
 
 #: the model's clock is int64 nanoseconds (2**63 ns is 292 years): every instant of a run, its
@@ -42,6 +42,13 @@ _PER_ENTRY = 112 + 4 * 16 + 3 * 8
 _REFERENCE_FACTOR = 20
 
 
+#: the most (node, pod) pairs whose SNAT entries full records count pair by pair as they come
+#: and go (24 bytes a pair: 48 MiB at the limit): the per-node SNAT gauges and the per-pair
+#: change points. With more pairs they count the gauges by walking every entry at each sample
+#: and keep no per-pair table; summary records count neither
+SNAT_PAIRS_MAX = 1 << 21
+
+
 def load_bins(pods: int) -> int:
     """Time bins of the load table: 100, fewer (at least 1) for a cluster too large for 100."""
     return max(1, min(100, LOAD_ROWS_MAX // pods))
@@ -64,9 +71,12 @@ def estimate_bytes(sc: Scenario, engine: str = "compiled") -> int:
         samples = span_s + held_s + 2
         total += int(samples * c.nodes * 16 * (4 if full else 1))  # gauges and their table
         if full:
-            pairs = min(c.nodes * c.pods, live)
-            total += int(samples * pairs * 24 * 3)                 # SNAT samples and their table
-            total += 8 * c.nodes * c.pods if c.nodes * c.pods <= 1 << 22 else 0
+            if c.nodes * c.pods <= SNAT_PAIRS_MAX:
+                total += 24 * c.nodes * c.pods                     # the pairs' SNAT counts
+            # the SNAT change points: a pair's count changes at most twice per entry (filed,
+            # expired), and at most once per pair and sample
+            rows = min(samples * min(c.nodes * c.pods, live), 2 * flows * (w.syn_retries + 1))
+            total += int(rows * 24 * 3)
     if full:
         total += c.pods * load_bins(c.pods) * 6 * 8 * 2            # the load table
     return int(total)
@@ -178,7 +188,7 @@ def check_control(sc: Scenario, span_s: float) -> None:
         kind = "local_nodes"
         deliveries = nodes * pods * _SLICE_CHANGES_PER_POD
         if deliveries > MAX_DELIVERIES:
-            raise ValueError(f"cluster.nodes = {nodes:,}: each EndpointSlice change "
+            raise ValueError(f"cluster.nodes + add-node events = {nodes:,}: each EndpointSlice change "
                              f"reaches every node's kube-proxy, ~{deliveries:.3g} deliveries for "
                              f"up to {pods:,} pods, more than {MAX_DELIVERIES:g} (fewer nodes "
                              f"or pods)")

@@ -111,8 +111,10 @@ def _event_caveats(sc: Scenario, r: Records, span: float) -> list[str]:
     if tl is not None:
         pending = tl.pods[(tl.pods["node"] < 0) & tl.pods["deleted_s"].isna()]
         if len(pending):
-            out.append(f"{len(pending)} pods were still pending when the run ended: every node "
-                       f"was cordoned by a drain (an add-node event gives them one)")
+            where = ("every packed node was cordoned by a drain (their nodeSelector matches no "
+                     "other node)" if sc.cluster.placement == "packed" else
+                     "every node was cordoned by a drain (an add-node event gives them one)")
+            out.append(f"{len(pending)} pods were still pending when the run ended: {where}")
     if tl is not None and math.isnan(tl.summary["rollout_duration_s"]) and any(
             e.kind == "rollout" and e.at_s <= span for e in sc.events):
         out.append(f"the rollout had not ended when the run's arrivals did ({span:.3g} s): "

@@ -185,12 +185,13 @@ def _nodes(sc) -> int:
 
 
 def _snat(name: str, c: Comparison) -> tuple[Figure | None, str]:
-    s = c.nodeport.snat
-    if s.empty or not s["ports"].any():
+    g = c.nodeport.gauges
+    if not g.empty and (g["snat_ports_max"] < 0).any():
+        return None, 'SNAT ports not counted with records = "summary"'
+    if g.empty or not (g["snat_ports_max"] > 0).any():
         return None, "no SNAT port in use on the NodePort path at any sample; the direct path has no SNAT"
-    times = np.union1d(c.nodeport.gauges["t_s"].unique(), s["t_s"].unique())
-    wide = (s.groupby(["t_s", "node"])["ports"].max().unstack("node")
-            .reindex(index=times, columns=range(_nodes(c.nodeport.scenario))).fillna(0))
+    wide = (g.pivot(index="t_s", columns="node", values="snat_ports_max")
+            .reindex(columns=range(_nodes(c.nodeport.scenario))).fillna(0).clip(lower=0))
     fig, (ax,) = _new(1)
     _node_lines(ax, wide, "SNAT ports held (busiest pod)")
     size = _port_range_size(c.nodeport)
@@ -362,7 +363,7 @@ _DRAW = {
 }
 
 
-#: kinds drawn from the per-flow, drop or SNAT tables, which ``records = "summary"`` does not keep
+#: kinds drawn from the per-flow, drop or SNAT records, which ``records = "summary"`` does not keep
 _NEED_RECORDS = {"pod-load", "snat", "drops", "connect-cdf", "response-cdf", "pods"}
 
 

@@ -21,7 +21,7 @@ __all__ = ["HEADROOM_METRICS", "headroom", "pair_range_size", "sizing_verdict"]
 
 HEADROOM_METRICS = {
     "snat_pair_ports_peak": "most SNAT ports in use at once on one node -> pod pair, sampled every "
-                            "second (0 without SNAT; NaN with records = \"summary\": not sampled)",
+                            "second (0 without SNAT; NaN with records = \"summary\": not counted)",
     "snat_pair_ports_peak_fraction": "snat_pair_ports_peak / the pair's port range",
     "snat_pair_rate_peak_per_s": "most established flows that arrived within one second on one "
                                  "node -> pod pair (SNAT flows only), flows/s",
@@ -83,7 +83,8 @@ def headroom(r: Records) -> dict[str, float]:
                    snat_pair_rate_peak_per_s=0, snat_pair_capacity_per_s=math.nan)
         return out
     size = pair_range_size(r)
-    peak = int(r.snat_ports.max(initial=0)) if p.full_records else math.nan
+    g = r.gauge_snat_max
+    peak = int(g.max(initial=0)) if g.size == 0 or g.min() >= 0 else math.nan   # -1: uncounted
     ok = r.outcome == OK
     conn_s = float(np.mean(r.response_ns[ok] + w.hold[ok])) / NS if ok.any() else 0.0
     linger = p.time_wait if p.tcp else p.udp

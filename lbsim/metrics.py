@@ -19,7 +19,7 @@ from .tuples import CLIENT_BASE
 
 __all__ = ["FLOW_COLUMNS", "COUNTER_COLUMNS", "GAUGE_COLUMNS", "DROP_COLUMNS", "SNAT_COLUMNS",
            "LOAD_COLUMNS", "SUMMARY_METRICS", "flows_frame", "counters_frame", "gauges_frame",
-           "drops_frame", "snat_frame", "load_frame", "summarize"]
+           "drops_frame", "snat_frame", "snat_dense", "load_frame", "summarize"]
 
 FLOW_COLUMNS = {
     "flow": "flow number, in arrival order",
@@ -70,10 +70,11 @@ DROP_COLUMNS = {
 }
 
 SNAT_COLUMNS = {
-    "t_s": "sample time (every second), s",
+    "t_s": "sample time (every second) at which the pair's count changed, s",
     "node": "node number",
     "pod": "pod number",
-    "ports": "SNAT source ports held by live entries of this (node, pod); pairs with none are left out",
+    "ports": "SNAT source ports held by live entries of this (node, pod) from t_s on, until its "
+             "next row (0: it emptied); a pair never used has no row",
 }
 
 LOAD_COLUMNS = {
@@ -91,6 +92,9 @@ GAUGE_COLUMNS = {
     "node": "node number",
     "entries": "entries held, expired-but-uncollected included (nf_conntrack_count)",
     "live_entries": "entries not yet expired",
+    "snat_ports_max": "SNAT source ports held by live entries of the node's busiest (node, pod) "
+                      "pair (-1: not counted, records = \"summary\")",
+    "snat_pairs": "the node's (node, pod) pairs holding any SNAT port (-1: not counted)",
 }
 
 SUMMARY_METRICS = {
@@ -303,7 +307,26 @@ def gauges_frame(r: Records) -> pd.DataFrame:
         "node": np.tile(np.arange(nodes), n),
         "entries": r.gauge_entries.ravel(),
         "live_entries": r.gauge_live.ravel(),
+        "snat_ports_max": r.gauge_snat_max.ravel(),
+        "snat_pairs": r.gauge_snat_pairs.ravel(),
     })
+
+
+def snat_dense(snat: pd.DataFrame, gauges: pd.DataFrame) -> pd.DataFrame:
+    """The SNAT change points as one row per sample and pair in use (t_s, node, pod, ports > 0),
+    the gauges' sample times filling the steps."""
+    if snat.empty:
+        return snat.copy()
+    times = np.unique(gauges["t_s"].to_numpy())
+    rows = []
+    for (node, pod), g in snat.groupby(["node", "pod"], sort=True):
+        k = np.searchsorted(g["t_s"].to_numpy(), times, side="right") - 1
+        ports = np.where(k >= 0, g["ports"].to_numpy()[np.maximum(k, 0)], 0)
+        keep = ports > 0
+        rows.append(pd.DataFrame({"t_s": times[keep], "node": node, "pod": pod,
+                                  "ports": ports[keep]}))
+    return (pd.concat(rows).sort_values(["t_s", "node", "pod"], kind="stable")
+            .reset_index(drop=True))
 
 
 def drops_frame(r: Records) -> pd.DataFrame:
@@ -318,10 +341,20 @@ def drops_frame(r: Records) -> pd.DataFrame:
 
 
 def snat_frame(r: Records) -> pd.DataFrame:
-    """SNAT ports in use per (node, pod) over time, long format, nonzero rows only."""
+    """SNAT ports in use per (node, pod) over time, long format, a row where a pair's count
+    changes (:data:`SNAT_COLUMNS`; :func:`snat_dense` expands it to every sample)."""
     pods = r.workload.params.pods
     return pd.DataFrame({"t_s": r.snat_t_ns / NS, "node": r.snat_pair // pods,
                          "pod": r.snat_pair % pods, "ports": r.snat_ports})
+
+
+def nodes_existed(r: Records) -> int:
+    """How many nodes the run had: with [[events]] cluster.nodes and those that joined (the
+    engines' per-node arrays also hold the nodes of add-node events the run never reached)."""
+    tl = r.timeline
+    if tl is None:
+        return r.workload.params.nodes
+    return r.workload.scenario.cluster.nodes + int((tl.nodes["event"] == "joined").sum())
 
 
 def pods_existed(r: Records) -> int:
@@ -454,7 +487,8 @@ def summarize(r: Records, wall_s: float) -> dict[str, float]:
         if mean > 0 else float("nan"),
         "pod_conn_max_over_mean": _max_over_mean(open_time[:existed]),
         "node_load_max_over_mean": _max_over_mean(np.bincount(
-            est(w.backend) if p.nodeport else w.pod_node[rec_pod], minlength=p.nodes)),
+            est(w.backend) if p.nodeport else w.pod_node[rec_pod],
+            minlength=p.nodes)[:nodes_existed(r)]),
         "session_persistence_fraction": _persistence(est(w.client), rec_pod),
         "source_ip_preserved_fraction": preserved / n_ok if n_ok else float("nan"),
         "second_hop_fraction": second / n_ok if n_ok else float("nan"),

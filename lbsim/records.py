@@ -31,10 +31,14 @@ class Records:
     (the source address the pod saw). Per node: ``counters`` (kernel.COUNTERS
     order, ``conntrack -S`` style), ``table_count`` (entries held at the end). Gauges, sampled on
     whole seconds: ``gauge_t_ns`` (samples), ``gauge_entries`` and ``gauge_live`` (samples x
-    nodes: held, and held and not expired). ``drop_*``: every dropped packet (full records only).
-    ``snat_*``: SNAT ports in use per (node, pod) pair (``pair = node * pods + pod``) at each
-    sample (full records only). ``cause_count``: drops per cause code; ``max_cpu_wait_ns``: the
-    longest wait of a new packet in a node CPU's queue.
+    nodes: held, and held and not expired), ``gauge_snat_max`` and ``gauge_snat_pairs`` (samples
+    x nodes: the SNAT ports in use by the node's busiest (node, pod) pair, and how many of its
+    pairs hold any; -1: not counted, with ``records = "summary"``). ``drop_*``: every dropped packet (full records
+    only). ``snat_*``: SNAT ports in use per (node, pod) pair (``pair = node * pods + pod``) as
+    change points: a row at each sample where the pair's count differs from the sample before
+    (0 once it empties), so the count at any sample is its last row's (full records, at most
+    :data:`lbsim.budget.SNAT_PAIRS_MAX` pairs; empty beyond). ``cause_count``: drops per cause
+    code; ``max_cpu_wait_ns``: the longest wait of a new packet in a node CPU's queue.
     """
 
     workload: Workload
@@ -53,6 +57,8 @@ class Records:
     gauge_t_ns: np.ndarray
     gauge_entries: np.ndarray
     gauge_live: np.ndarray
+    gauge_snat_max: np.ndarray
+    gauge_snat_pairs: np.ndarray
     drop_t_ns: np.ndarray
     drop_flow: np.ndarray
     drop_attempt: np.ndarray
@@ -95,9 +101,10 @@ class RecordsBuilder:
         self.counters = np.zeros((len(COUNTERS), p.nodes), np.int64)
         self.cause_count = np.zeros(len(CAUSE_NAMES), np.int64)
 
-    def freeze(self, *, table_count, gauge_t_ns, gauge_entries, gauge_live, drops, snat,
-               max_cpu_wait_ns: int, resolved: int, backend=None, pod_node=None) -> Records:
-        """``drops``: (t, flow, attempt, node, cause) arrays; ``snat``: (t, pair, ports);
+    def freeze(self, *, table_count, gauge_t_ns, gauge_entries, gauge_live, gauge_snat, drops,
+               snat, max_cpu_wait_ns: int, resolved: int, backend=None, pod_node=None) -> Records:
+        """``gauge_snat``: (busiest pair's ports, pairs in use), each samples x nodes;
+        ``drops``: (t, flow, attempt, node, cause) arrays; ``snat``: (t, pair, ports);
         ``backend``: the LB's choice per flow when the engine made it as the run went (the
         NodePort path with events: its node, -1 if none), and ``pod_node``: each pod's node
         when the control plane's scheduler bound some elsewhere than the workload's placement
@@ -118,6 +125,8 @@ class RecordsBuilder:
             table_count=i64(table_count), cause_count=self.cause_count,
             gauge_t_ns=i64(gauge_t_ns), gauge_entries=gauge_entries,
             gauge_live=i64(gauge_live).reshape(gauge_entries.shape),
+            gauge_snat_max=i64(gauge_snat[0]).reshape(gauge_entries.shape),
+            gauge_snat_pairs=i64(gauge_snat[1]).reshape(gauge_entries.shape),
             drop_t_ns=i64(drops[0]), drop_flow=i64(drops[1]), drop_attempt=i64(drops[2]),
             drop_node=i64(drops[3]), drop_cause=i64(drops[4]),
             snat_t_ns=i64(snat[0]), snat_pair=i64(snat[1]), snat_ports=i64(snat[2]),

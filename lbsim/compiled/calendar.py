@@ -8,7 +8,10 @@ autotune mean comes from running sums over the ring (HS = sum of t_expire - lo s
 number): every ring entry's remaining time lies within [GC_INTERVAL_MIN, GC_INTERVAL_CLAMP] except
 those in the first buckets, which the pass walks. A gauge sample adds a bucket's count of entries
 not yet counted to the node's EXPD (held entries already expired: live = count - EXPD), so it
-visits no entry.
+visits no entry. With full records the same bookkeeping runs per (node, pod) pair for SNAT
+entries (HD's rows after the nodes' blocks: held, and counted expired), and the sample walks the
+second's bucket to count its SNAT entries expired: each entry is visited once, at its expiry
+second, so SNAT ports in use per pair cost O(entries) over a run, not entries x seconds.
 
 Node v's block of HD is rows v*(RING+3) + (b mod RING: the ring's heads, RING: the far list's
 head, RING+1 and RING+2: the node's (lo, HS) and (HC, EXPD)); an entry's PRV < 0 names its head
@@ -20,20 +23,31 @@ from __future__ import annotations
 import numpy as np
 
 from ..kernel import EVICTION_RANGE, NS
-from .layout import (H_CNT, H_NEXT, N_EXPD, N_HC, N_HS, N_LO, NXT, OBUCKET, PRV, RBUCKET, RING,
-                     S_LAST_SAMPLE, T_EXPIRE, hot, inline)
+from ..kernel import F_SNAT
+from .layout import (FLAGS, H_CNT, H_NEXT, N_EXPD, N_HC, N_HS, N_LO, NODE, NXT, OBUCKET, P_EXPD,
+                     P_HELD, POD, PRV, RBUCKET, RING, S_LAST_SAMPLE, S_PAIR_BASE, S_PAIR_PODS,
+                     T_EXPIRE, hot, inline)
 
 __all__ = ["calendar_heads", "head", "far", "nd", "second", "list_drop", "ring_push",
            "cal_link", "cal_unlink", "collect", "count_expired"]
 
 
-def calendar_heads(nodes: int) -> np.ndarray:
-    """HD for ``nodes`` nodes: every list empty (first entry -1), every count and sum 0."""
-    HD = np.zeros((nodes * (RING + 3), 2), np.int64)
-    HD[:, H_NEXT] = -1                   # lists end at -1 (heads need no back link: a list is
-    first = np.arange(nodes) * (RING + 3) + RING + 1     # only ever pushed at its front)
+def calendar_heads(nodes: int, pairs: int = 0) -> np.ndarray:
+    """HD for ``nodes`` nodes: every list empty (first entry -1), every count and sum 0; then
+    ``pairs`` (node, pod) pair rows, all 0 (S[S_PAIR_BASE] = nodes * (RING + 3) turns them on)."""
+    HD = np.zeros((nodes * (RING + 3) + pairs, 2), np.int64)
+    HD[: nodes * (RING + 3), H_NEXT] = -1  # lists end at -1 (heads need no back link: a list
+    first = np.arange(nodes) * (RING + 3) + RING + 1     # is only ever pushed at its front)
     HD[first] = HD[first + 1] = 0        # the node rows: lo = 0, sums 0
     return HD
+
+
+@inline
+def snat_pair(E, S, e):
+    """HD's pair row of entry ``e`` if pairs are kept and ``e`` is SNATed, else -1."""
+    if S[S_PAIR_BASE] == 0 or (E[e, FLAGS] & F_SNAT) == 0:
+        return -1
+    return S[S_PAIR_BASE] + E[e, NODE] * S[S_PAIR_PODS] + E[e, POD]
 
 
 @inline
@@ -102,8 +116,13 @@ def cal_link(E, HD, S, e, v, x):
         _list_push(E, HD, far(v), e)
     else:
         ring_push(E, HD, S, e, v, x, b, lo)
+    r = snat_pair(E, S, e)
+    if r >= 0:
+        HD[r, P_HELD] += 1
     if b <= S[S_LAST_SAMPLE]:        # its second was sampled already: expired at once
         HD[n + 1, N_EXPD] += 1
+        if r >= 0:
+            HD[r, P_EXPD] += 1
 
 
 @hot
@@ -118,8 +137,13 @@ def cal_unlink(E, HD, S, e, v, x):
         HD[n + 1, N_HC] -= 1
         if b > S[S_LAST_SAMPLE]:
             HD[head(v, b), H_CNT] -= 1
+    r = snat_pair(E, S, e)
+    if r >= 0:
+        HD[r, P_HELD] -= 1
     if b <= S[S_LAST_SAMPLE]:
         HD[n + 1, N_EXPD] -= 1
+        if r >= 0:
+            HD[r, P_EXPD] -= 1
 
 
 @hot
@@ -149,7 +173,9 @@ def collect(E, HD, v, out, b0=0, buckets=0):
 @hot
 def count_expired(E, HD, S, nodes, sec):
     """At the gauge sample of second ``sec``: count the held entries whose expiry second it is
-    as expired (each node's N_EXPD), from the calendar's counts."""
+    as expired (each node's N_EXPD), from the calendar's counts; with SNAT pairs kept, each of
+    them in its pair's count too (a walk of that second's bucket only)."""
+    pairs = S[S_PAIR_BASE] > 0
     for v in range(nodes):
         n = nd(v)
         lo = HD[n, N_LO]
@@ -157,10 +183,20 @@ def count_expired(E, HD, S, nodes, sec):
             h = head(v, sec)
             HD[n + 1, N_EXPD] += HD[h, H_CNT]
             HD[h, H_CNT] = 0
+            if pairs:                      # the bucket holds exactly that second's entries
+                e = HD[h, H_NEXT]
+                while e >= 0:
+                    r = snat_pair(E, S, e)
+                    if r >= 0:
+                        HD[r, P_EXPD] += 1
+                    e = E[e, NXT]
         elif sec >= lo + RING:             # a node whose calendar lags (no GC sweep for long)
             e = HD[far(v), H_NEXT]
             while e >= 0:
                 if second(E[e, T_EXPIRE]) == sec:
                     HD[n + 1, N_EXPD] += 1
+                    r = snat_pair(E, S, e)
+                    if r >= 0:
+                        HD[r, P_EXPD] += 1
                 e = E[e, NXT]
     S[S_LAST_SAMPLE] = sec

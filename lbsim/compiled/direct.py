@@ -242,7 +242,8 @@ class DirectEngine:
         return self.rec.freeze(
             table_count=np.zeros(p.nodes, np.int64), gauge_t_ns=(np.arange(n) + 1) * NS,
             gauge_entries=np.zeros((n, p.nodes), np.int64),
-            gauge_live=np.zeros((n, p.nodes), np.int64), drops=drops,
+            gauge_live=np.zeros((n, p.nodes), np.int64),
+            gauge_snat=(np.zeros((n, p.nodes), np.int64),) * 2, drops=drops,
             snat=(empty,) * 3, max_cpu_wait_ns=0,
             resolved=int(self.S[S_RESOLVED]) if self.dynamic else self.next,
             pod_node=self.pod_node)

@@ -10,12 +10,14 @@ import numpy as np
 from ..balancing import iptables_cascade_cdf
 from ..kernel import NEVER, NS
 from ..lb import steady_targets
+from ..budget import SNAT_PAIRS_MAX
 from ..records import Records, RecordsBuilder
 from ..rng import STREAMS
 from ..workload import Workload, worker_slots
 from .calendar import calendar_heads
 from .index import rebuild_index
-from .layout import (DONE, ENTRY_WIDTH, PAIR_COUNTS_MAX, PENDING_WIDTH, ROOM, S_HN, S_MAX_WAIT,
+from .layout import (DONE, ENTRY_WIDTH, PENDING_WIDTH, RING, ROOM, S_HN,
+                     S_MAX_WAIT, S_PAIR_BASE, S_PAIR_PODS,
                      S_NDROP, S_NEXT_TICK, S_NGAUGE, S_NSNAT, S_PSIZE, S_RESOLVED, S_SAMPLE_NEXT,
                      S_SIZE, S_USED, STATE_SLOTS, T_EXPIRE, Inputs, Outputs, State,
                      engine_params)
@@ -75,6 +77,11 @@ class CompiledEngine:
         self.targets = TargetSets(steady_targets(w.scenario, w.pod_node[:first]))
         S = np.zeros(STATE_SLOTS, np.int64)
         S[S_SAMPLE_NEXT] = NS
+        # full records count each (node, pod) pair's SNAT entries as they come and go
+        pairs = (p.nodes * p.pods if p.full_records and p.snat and p.nodes * p.pods <= SNAT_PAIRS_MAX
+                 else 0)
+        if pairs:
+            S[S_PAIR_BASE], S[S_PAIR_PODS] = p.nodes * (RING + 3), p.pods
         gc_next = np.full(p.nodes, p.gc_fixed or NS, np.int64)
         S[S_NEXT_TICK] = min(int(gc_next.min()), NS)
         E = np.zeros((_CAP, ENTRY_WIDTH), np.int64)
@@ -85,10 +92,10 @@ class CompiledEngine:
             rover=np.zeros(p.nodes, np.int64), cpu_free=np.zeros(p.nodes * p.cpus, np.int64),
             gc_next=gc_next, gc_flag=np.zeros(p.nodes, np.bool_),
             worker_free=worker_slots(w.workers),
-            HD=calendar_heads(p.nodes), due=np.zeros(p.nodes, np.int64),
+            HD=calendar_heads(p.nodes, pairs), due=np.zeros(p.nodes, np.int64),
             W=np.zeros((2, p.nodes), np.int64), ep_group=ep_group.astype(np.int64),
-            PC=np.zeros(p.nodes * p.pods if p.full_records and p.nodes * p.pods <= PAIR_COUNTS_MAX
-                        else 1, np.int64),
+            # one more than the pairs: a size of 1 means none are tracked
+            PC=np.zeros(pairs + 1 if pairs else 1, np.int64),
             ep_ptr=ep_ptr, ep_list=ep_list, cdf=cdf, ep_reject=np.zeros(p.nodes, np.int64),
             listen=listen, sigterm=np.full(per_pod, NEVER, np.int64),
             gone=np.full(per_pod, NEVER, np.int64), closes=np.zeros(per_pod, np.int64),
@@ -102,7 +109,8 @@ class CompiledEngine:
             H=np.zeros((_CAP, 3), np.int64), PD=np.zeros((_CAP, PENDING_WIDTH), np.int64),
             pfree=np.zeros(_CAP, np.int64), D=np.zeros((full, 5), np.int64),
             G_t=np.zeros(64, np.int64), G_count=np.zeros((64, p.nodes), np.int64),
-            G_live=np.zeros((64, p.nodes), np.int64), SG=np.zeros((full, 3), np.int64))
+            G_live=np.zeros((64, p.nodes), np.int64), G_smax=np.zeros((64, p.nodes), np.int64),
+            G_spairs=np.zeros((64, p.nodes), np.int64), SG=np.zeros((full, 3), np.int64))
 
     def advance(self, t1: int) -> bool:
         """Process the ticks and events before ``t1``; True once every flow is resolved."""
@@ -193,8 +201,8 @@ class CompiledEngine:
         bigger("pfree", bigger("PD", int(S[S_PSIZE]) + 1).shape[0])
         if p.full_records:
             bigger("D", int(S[S_NDROP]) + 1)
-            bigger("SG", int(S[S_NSNAT] + S[S_SIZE]) + 1)
-        for name in ("G_t", "G_count", "G_live"):
+            bigger("SG", int(S[S_NSNAT] + 2 * S[S_SIZE]) + 1)   # a sample's change points
+        for name in ("G_t", "G_count", "G_live", "G_smax", "G_spairs"):
             bigger(name, int(S[S_NGAUGE]) + 1)
         rebuilt = 4 * (int(S[S_USED]) + 2) > X.IX.size   # keys + tombstones > 50 % of slots
         if rebuilt:
@@ -212,6 +220,7 @@ class CompiledEngine:
         return self.rec.freeze(
             table_count=X.count.copy(), gauge_t_ns=X.G_t[:n].copy(),
             gauge_entries=X.G_count[:n].copy(), gauge_live=X.G_live[:n].copy(),
+            gauge_snat=(X.G_smax[:n].copy(), X.G_spairs[:n].copy()),
             drops=tuple(D[:, i].copy() for i in range(5)),
             snat=tuple(SG[:, i].copy() for i in range(3)),
             max_cpu_wait_ns=int(S[S_MAX_WAIT]), resolved=int(S[S_RESOLVED]),

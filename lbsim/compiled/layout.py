@@ -56,6 +56,9 @@ assert RING & (RING - 1) == 0 and RING * NS <= GC_INTERVAL_CLAMP   # ring entrie
 H_NEXT, H_CNT = 0, 1
 #: (lo, HS) in a node's first calendar row, (HC, EXPD) in its second
 N_LO, N_HS, N_HC, N_EXPD = 0, 1, 0, 1
+#: a (node, pod) pair's row after the nodes' blocks (full records): its SNAT entries held, and
+#: how many of them are counted expired (its SNAT ports in use at a sample: the difference)
+P_HELD, P_EXPD = 0, 1
 
 # -- pending attempts (PD rows): between the CPU (ARRIVE) and the confirm ------------------------
 PA_ARRIVE, PA_TNAT, PA_TCONF, PA_NODE, PA_POD, PA_PORT, PA_EXH, PA_ORIG, PA_REPLY, PA_ISN, \
@@ -65,9 +68,11 @@ PENDING_WIDTH = 11
 # -- scalar state (S) ------------------------------------------------------------------------------
 (S_NEXT_NEW, S_RESOLVED, S_MAX_WAIT, S_SAMPLE_NEXT, S_SIZE, S_NFREE, S_USED, S_HN, S_PFREE,
  S_PSIZE, S_NDROP, S_NGAUGE, S_NSNAT, S_BORN, S_NEXT_TICK, S_LAST_SAMPLE,
- S_TARGETS) = range(17)
-#: S_TARGETS: with events, the LB's target set in force at the last choice (its segment)
-STATE_SLOTS = 17
+ S_TARGETS, S_PAIR_BASE, S_PAIR_PODS) = range(19)
+#: S_TARGETS: with events, the LB's target set in force at the last choice (its segment);
+#: S_PAIR_BASE: the first of HD's SNAT pair rows (0: none kept), S_PAIR_PODS: pods per node in
+#: their numbering (pair = node x pods + pod)
+STATE_SLOTS = 19
 
 # -- what the window function returns ------------------------------------------------------------
 DONE, PAUSE, ROOM = 0, 1, 2
@@ -85,9 +90,9 @@ Outputs = collections.namedtuple("Outputs", (
     "outcome", "cause", "attempts", "pod", "nat_port", "connect", "response", "pod_wait", "src_ip",
     "C",
     "cause_count"))
-#: the most (node, pod) pairs whose SNAT ports the full records count in an array (PC: 32 MiB)
-PAIR_COUNTS_MAX = 1 << 22
-#: the engine's state. ep_* are kube-proxy's endpoints: node v lists ep_list[ep_ptr[g] :
+#: the engine's state. PC: with full records, each (node, pod) pair's SNAT ports at the last
+#: sample (the change points' reference; its counts are HD's pair rows). ep_* are kube-proxy's
+#: endpoints: node v lists ep_list[ep_ptr[g] :
 #: ep_ptr[g + 1]] (with their cascade CDF in cdf) for g = ep_group[v]; ep_reject[v]: an empty
 #: list rejects. With events: each pod's listen / sigterm / gone instants and its last
 #: connection's close (closes), and the LB's node target sets, set k (from seg_t[k] on) listing
@@ -100,4 +105,5 @@ State = collections.namedtuple("State", (
     "due", "W", "PC", "ep_group", "ep_ptr", "ep_list", "cdf", "ep_reject",
     "listen", "sigterm", "gone", "closes", "seg_t", "seg_off", "seg_ids", "rr", "node",
     "sock_node",
-    "E", "IX", "free", "SK", "SE", "H", "PD", "pfree", "D", "G_t", "G_count", "G_live", "SG"))
+    "E", "IX", "free", "SK", "SE", "H", "PD", "pfree", "D", "G_t", "G_count", "G_live", "G_smax",
+    "G_spairs", "SG"))

@@ -78,10 +78,11 @@ def advance(T1, P, I, O, X):
             if nt >= T1:
                 return PAUSE
             if S[S_NGAUGE] >= X.G_t.size or (P.full_records
-                                              and S[S_NSNAT] + S[S_SIZE] > X.SG.shape[0]):
+                                              and S[S_NSNAT] + 2 * S[S_SIZE] > X.SG.shape[0]):
                 return ROOM
             tick(X.E, X.HD, S, X.free, X.IX, X.count, P, O.C, X.gc_next, X.gc_flag, X.G_t,
-                 X.G_count, X.G_live, X.SG, X.due, X.W, X.SK, X.SE, X.PC, nt)
+                 X.G_count, X.G_live, X.G_smax, X.G_spairs, X.SG, X.due, X.W, X.SK, X.SE, X.PC,
+                 nt)
             continue
         if t >= T1:
             return PAUSE

@@ -127,7 +127,8 @@ def _check_nodes(nodes: int, events: tuple[Event, ...]) -> None:
                       f"(cluster.nodes + each add-node)")
         elif e.kind == "drain" and e.node >= nodes:
             _fail(f"events[{i}].node", e.node, f"in [0, {nodes - 1}] (the nodes at "
-                  f"{e.at_s:g} s: cluster.nodes and the add-node events before it)")
+                  f"{e.at_s:g} s: cluster.nodes and the add-node events listed before it; an "
+                  f"add-node at the same instant must come first)")
 
 
 def _events(v: Any) -> tuple[Event, ...]:

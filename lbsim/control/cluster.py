@@ -150,8 +150,8 @@ class Cluster:
         self.placement = pod_placement(sc)        # the workload's own rule, for every pod
         self._delays, self._phase = _per_pod_draws(sc, self.placement.size)
         # the scheduler's state: each pod's node (the data plane's copy follows), the nodes a
-        # later pod may go to (placement "packed": the packed ones; then each added node), and
-        # the nodes cordoned by a drain
+        # later pod may go to (placement "packed", a nodeSelector: the packed ones only; else
+        # every node, each added one too), and the nodes cordoned by a drain
         c = sc.cluster
         self.node_of = self.placement.copy()
         self.nodes = c.nodes
@@ -196,6 +196,11 @@ class Cluster:
             self.proxies = KubeProxies(env, sc, self.node_of, self._slice(), self._programmed)
             self.node_targets = NodeTargets(env, sc, self.placement, self.proxies,
                                             lambda: self._update())
+            # a node that joins later has no rules until its kube-proxy's first sync: nothing
+            # answers its NodePort but the host's RST, which lbsim counts as the REJECT rule
+            # (no_endpoints: the attempt fails at once)
+            for v in range(sc.cluster.nodes, len(self.proxies.joined)):
+                self.programs.append((v, np.zeros(0, np.int64), True, np.zeros(0, np.int64)))
         self._update()
         env.process(self._controller())
         for i, e in enumerate(sc.events):
@@ -221,6 +226,7 @@ class Cluster:
             pod.node, pod.scheduled = -1, None
             self._pending.append(pod)
             self._log(pod, "pending")
+            self._update(targets=False)
         return pod
 
     def _bind(self, pod: Pod) -> bool:
@@ -539,11 +545,13 @@ class Cluster:
 
     def _add_node(self) -> None:
         """A node joins, numbered after the existing ones: pods may be bound to it from now on
-        (the pending ones at once), its kube-proxy starts, and on the NodePort path the
-        service controller adds it to the LB's targets."""
+        (the pending ones at once; not those of placement "packed", whose nodeSelector names
+        the packed nodes), its kube-proxy starts, and on the NodePort path the service
+        controller adds it to the LB's targets."""
         v = self.nodes
         self.nodes += 1
-        self.pool.append(v)
+        if self.sc.cluster.placement != "packed":     # packed: a nodeSelector it does not match
+            self.pool.append(v)
         self.node_log.append((int(self.env.now), v, "joined"))
         if self.nodeport:
             self.proxies.join(v)

@@ -95,8 +95,8 @@ class KubeProxies:
         self.hc_ready: list[int] = []
         for v in range(n):
             pods, rejects, ready = self._rules(v, first)
-            if not self.joined[v]:                  # no kube-proxy yet: no rules, no answer
-                pods, rejects, ready = np.zeros(0, np.int64), False, 0
+            if not self.joined[v]:   # no kube-proxy yet: no rules, the host's RST (Cluster's
+                pods, rejects, ready = np.zeros(0, np.int64), True, 0   # data plane says so)
             self.programmed.append(pods)
             self.rejects.append(rejects)
             self.hc_ready.append(ready)

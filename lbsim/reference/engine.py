@@ -35,6 +35,7 @@ from ..kernel import (ARRIVE, C_CLASH_RESOLVE, C_DROP, C_EARLY_DROP, C_ENTRIES_I
                       PORT_EXHAUSTION, REFUSED, ROUNDS, SAMPLE_INTERVAL, TABLE_FULL,
                       TCP_CLOSE_TIMEOUT, TCP_SYN_SENT_TIMEOUT, TUPLE_IN_USE, UDP_STREAM_AFTER)
 from ..kube_proxy import endpoint_scalar
+from ..budget import SNAT_PAIRS_MAX
 from ..records import Records, RecordsBuilder
 from ..config import LBAlgorithm
 from ..lb import steady_targets
@@ -96,8 +97,12 @@ class ReferenceEngine:
         self.pending: dict[tuple[int, int], Pending] = {}
         self.cpu_of: dict[tuple[int, int], tuple[int, int, dict]] = {}
         self.resolved = 0
-        self.gauges: list[tuple[int, np.ndarray, np.ndarray]] = []
+        self.gauges: list[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
         self.snat_gauges: list[tuple[int, np.ndarray, np.ndarray]] = []
+        # SNAT ports per (node, pod) pair at the last sample, for the change points
+        pairs = p.nodes * p.pods
+        self.snat_last = np.zeros(pairs if p.full_records and pairs <= SNAT_PAIRS_MAX else 0,
+                                  np.int64)
         self.drop_log: list[tuple[int, int, int, int, int]] = []
         first = w.t0 + p.d_in
         self.heap = [(int(first[f]), ARRIVE, f, 0, 0) for f in range(p.flows)]
@@ -573,18 +578,31 @@ class ReferenceEngine:
             self._sample(t)
 
     def _sample(self, t: int) -> None:
-        """Conntrack occupancy and SNAT ports per (node, pod), every second."""
+        """Conntrack occupancy per node, every second, and the SNAT ports in use per (node,
+        pod) pair: per node its busiest pair's and how many pairs hold any, and (full records)
+        each pair whose count changed since the last sample."""
         tb, p = self.table, self.p
         n = tb.size
         alive = tb.alive[:n] & (tb.t_expire[:n] > t)
         live = np.bincount(tb.node[:n][alive], minlength=p.nodes)
-        self.gauges.append((t, tb.count.copy(), live))
-        if not p.full_records:
-            return
-        snat = alive & ((tb.flags[:n] & F_SNAT) != 0)
-        pair = tb.node[:n][snat].astype(np.int64) * p.pods + tb.pod[:n][snat]
-        pairs, ports = np.unique(pair, return_counts=True)
-        self.snat_gauges.append((t, pairs, ports))
+        smax = np.zeros(p.nodes, np.int64)
+        spairs = np.zeros(p.nodes, np.int64)
+        snat_path = p.nodeport and p.snat         # the direct path has no SNAT: 0
+        if snat_path and p.full_records:
+            snat = alive & ((tb.flags[:n] & F_SNAT) != 0)
+            pair = tb.node[:n][snat].astype(np.int64) * p.pods + tb.pod[:n][snat]
+            pairs, ports = np.unique(pair, return_counts=True)
+            np.maximum.at(smax, pairs // p.pods, ports)
+            spairs = np.bincount(pairs // p.pods, minlength=p.nodes)
+            if self.snat_last.size:
+                now = np.zeros_like(self.snat_last)
+                now[pairs] = ports
+                changed = np.flatnonzero(now != self.snat_last)
+                self.snat_gauges.append((t, changed, now[changed]))
+                self.snat_last = now
+        elif snat_path:                          # summary records: not counted
+            smax[:], spairs[:] = -1, -1
+        self.gauges.append((t, tb.count.copy(), live, smax, spairs))
 
     # -- the records ---------------------------------------------------------------------------
     def records(self) -> Records:
@@ -597,6 +615,8 @@ class ReferenceEngine:
             table_count=self.table.count.copy(), gauge_t_ns=[x[0] for x in g],
             gauge_entries=np.array([x[1] for x in g], np.int64).reshape(len(g), self.p.nodes),
             gauge_live=np.array([x[2] for x in g], np.int64).reshape(len(g), self.p.nodes),
+            gauge_snat=tuple(np.array([x[k] for x in g], np.int64).reshape(len(g), self.p.nodes)
+                             for k in (3, 4)),
             drops=drops, snat=snat, max_cpu_wait_ns=self.max_cpu_wait, resolved=self.resolved,
             backend=self.target if self.dynamic and self.p.nodeport else None,
             pod_node=self.pod_node)

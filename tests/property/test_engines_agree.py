@@ -15,7 +15,7 @@ from lbsim.workload import draw_workload
 RECORDS = ["outcome", "cause", "attempts", "pod", "nat_port", "connect_ns", "response_ns",
            "pod_wait_ns",
            "src_ip", "cause_count", "table_count", "gauge_t_ns", "gauge_entries", "gauge_live",
-           "snat_t_ns", "snat_pair", "snat_ports"]
+           "gauge_snat_max", "gauge_snat_pairs", "snat_t_ns", "snat_pair", "snat_ports"]
 
 
 @st.composite

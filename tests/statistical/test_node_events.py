@@ -5,6 +5,7 @@ and a node joining, on both paths (exact record checks against the timeline, and
 import math
 
 import numpy as np
+import pytest
 
 import lbsim
 from lbsim.rng import Streams
@@ -142,11 +143,13 @@ def test_a_joined_node_takes_flows_once_registered_and_healthy_and_hosts_new_pod
     assert (est["pod"].isin([6, 7]) & (est["node"] != 3)).any()
 
 
-def test_a_drain_that_changes_nothing_and_pods_left_pending_are_warned_of():
+@pytest.mark.parametrize("path", ["direct", "nodeport"])
+def test_a_drain_that_changes_nothing_and_pods_left_pending_are_warned_of(path):
     """Draining the only node leaves the replacements pending (node -1, no flow reaches them);
     draining it again changes nothing. Both say so."""
-    res = run(**{"path": "direct", "cluster.nodes": 1, "cluster.pods": 2,
-                 "workload.flows": 4000},
+    res = run(**{"path": path, "cluster.nodes": 1, "cluster.pods": 2,
+                 "workload.flows": 4000, "lb.health_check": False,
+                 "endpoints.terminating_fallback": False},
               events=[{"at_s": 5.0, "kind": "drain", "node": 0},
                       {"at_s": 6.0, "kind": "drain", "node": 0}])
     pods = res.timeline.pods
@@ -159,4 +162,45 @@ def test_a_drain_that_changes_nothing_and_pods_left_pending_are_warned_of():
     assert "2 pods were still pending when the run ended" in said
     t_lb, _ = times(res)
     f = res.flows
-    assert (f.loc[t_lb >= 5.0 + 1e-3, "cause"] == "no_target").all()
+    # direct: the LB has no target; NodePort: the rules REJECT once they are empty
+    late = 5.0 + 1e-3 if path == "direct" else 5.0 + PROP + SYNC + 1e-3
+    assert (f.loc[t_lb >= late, "cause"] == ("no_target" if path == "direct"
+                                             else "no_endpoints")).all()
+
+
+def test_a_joined_node_answers_nothing_before_its_kube_proxys_first_sync():
+    """With no health checks and a registration faster than the node's first sync, the LB
+    sends flows to a node that has no rules yet: nothing listens on its NodePort (the host's
+    RST), so exactly the flows reaching it before its first rules fail at once; later ones
+    are served. Under the node's rules, a pod deleted at the join is not among them."""
+    res = run(**{"path": "nodeport", "lb.health_check": False, "cloud.registration_s": 0.1,
+                 "endpoints.propagation_s": 2.0, "workload.flows": 8000},
+              events=[{"at_s": 10.0, "kind": "add-node"},
+                      {"at_s": 10.0, "kind": "scale", "replicas": 3}])
+    n3 = res.timeline.nodes[res.timeline.nodes["node"] == 3]
+    first = n3[n3["event"] == "rules"]["t_s"].min()
+    assert math.isclose(first, 10.0 + 2.0 + SYNC)
+    _, t_node = times(res)
+    f = res.flows
+    to3 = f["node"].to_numpy() == 3
+    early = to3 & (t_node < first)
+    assert early.sum() > 0
+    assert (f.loc[early, "cause"] == "no_endpoints").all() and (f.loc[early, "attempts"] == 1).all()
+    assert (f.loc[to3 & (t_node >= first), "outcome"] == "established").all()
+
+
+def test_packed_pods_stay_on_their_nodes_and_per_node_metrics_count_nodes_that_joined():
+    """placement = "packed" is a nodeSelector: draining packed node 0 moves its pods to packed
+    node 1 and never to node 2 nor to a node added; an add-node after the last arrival does
+    not change the per-node load (its node never existed while flows ran)."""
+    kw = {"path": "direct", "cluster.placement": "packed", "cluster.packed_nodes": 2,
+          "workload.flows": 4000, "cluster.pods": 4}
+    res = run(**kw, events=[{"at_s": 5.0, "kind": "add-node"},
+                            {"at_s": 10.0, "kind": "drain", "node": 0}])
+    pods = res.timeline.pods
+    assert (pods.loc[pods["deleted_s"].isna(), "node"] == 1).all()
+    late = run(**kw, events=[{"at_s": 10.0, "kind": "drain", "node": 0},
+                             {"at_s": 2999.0, "kind": "add-node"}])
+    plain = run(**kw, events=[{"at_s": 10.0, "kind": "drain", "node": 0}])
+    assert late.flows.equals(plain.flows)
+    assert late.summary["node_load_max_over_mean"] == plain.summary["node_load_max_over_mean"]

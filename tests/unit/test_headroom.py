@@ -55,6 +55,38 @@ def test_direct_path_and_summary_records():
         assert lean[k] == full[k], k
 
 
+def test_snat_gauges_and_change_points_match_the_dense_counts_and_past_the_pair_limit(
+        monkeypatch):
+    """The SNAT change points expand to the per-sample counts whose per-node maximum is the
+    gauges' snat_ports_max. With more pairs than SNAT_PAIRS_MAX (set to 1 here) full records
+    count the gauges by walking the entries and keep no per-pair table; summary records never
+    count them (-1, peak NaN); both engines agree throughout."""
+    from lbsim.metrics import snat_dense
+    from lbsim.simulation import simulate
+    from tests.property.test_engines_agree import assert_same
+    r = lbsim.run(SC)
+    dense = snat_dense(r.snat, r.gauges)
+    busiest = dense.groupby(["t_s", "node"])["ports"].max()
+    g = r.gauges.set_index(["t_s", "node"])
+    assert (g.loc[busiest.index, "snat_ports_max"] == busiest).all()
+    assert (g["snat_ports_max"] > 0).sum() == len(busiest)
+    assert (g.loc[busiest.index, "snat_pairs"]
+            == dense.groupby(["t_s", "node"]).size()).all()
+    import lbsim.compiled.driver as driver
+    import lbsim.reference.engine as reference
+    monkeypatch.setattr(driver, "SNAT_PAIRS_MAX", 1)
+    monkeypatch.setattr(reference, "SNAT_PAIRS_MAX", 1)
+    walked = lbsim.run(SC)
+    assert walked.snat.empty
+    assert walked.gauges["snat_ports_max"].equals(r.gauges["snat_ports_max"])
+    assert walked.summary["snat_pair_ports_peak"] == r.summary["snat_pair_ports_peak"]
+    lean = lbsim.run(SC.replace(records="summary"))
+    assert (lean.gauges["snat_ports_max"] == -1).all()
+    assert math.isnan(lean.summary["snat_pair_ports_peak"])
+    for sc in (SC, SC.replace(records="summary")):
+        assert_same(simulate(sc, engine="reference"), simulate(sc, batch_flows=64))
+
+
 def test_sizing_verdict_names_the_limits(both):
     from lbsim.headroom import sizing_verdict
     line = sizing_verdict(both.nodeport.summary)

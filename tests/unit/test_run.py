@@ -96,9 +96,10 @@ def test_summary_records_give_the_same_summary_without_tables():
     sc = SMALL.replace(**{"nat.port_range": [10000, 10015], "workload.flows": 2000, "nat.kernel": "5.x",
                           "cluster.nodes": 1, "cluster.pods": 1, "workload.syn_retries": 0})
     full, lean = lbsim.run(sc), lbsim.run(sc.replace(records="summary"))
-    # summary records do not sample SNAT ports per pair (the headroom metrics say NaN)
+    # summary records do not count SNAT ports per pair (the headroom metrics say NaN)
     drop = {"wall_s", "flows_per_wall_s", "snat_pair_ports_peak", "snat_pair_ports_peak_fraction"}
     assert math.isnan(lean.summary["snat_pair_ports_peak"])
+    assert (lean.gauges["snat_ports_max"] == -1).all() and (full.gauges["snat_ports_max"] >= 0).all()
     assert {k: v for k, v in full.summary.items() if k not in drop} == \
         pytest.approx({k: v for k, v in lean.summary.items() if k not in drop}, nan_ok=True)
     assert len(lean.flows) == 0 and len(lean.snat) == 0 and len(lean.drops) == 0
