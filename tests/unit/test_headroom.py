@@ -87,6 +87,19 @@ def test_snat_gauges_and_change_points_match_the_dense_counts_and_past_the_pair_
         assert_same(simulate(sc, engine="reference"), simulate(sc, batch_flows=64))
 
 
+def test_many_pairs_few_changed_per_sample_agree_with_the_reference():
+    """8 nodes x 200 pods = 1,600 pairs, ~30 new flows a second: most pairs are idle at a sample,
+    a few change (up to 3 ports on one pair); both engines give the same gauges and change
+    points."""
+    from lbsim.simulation import simulate
+    from tests.property.test_engines_agree import assert_same
+    sc = SC.replace(**{"cluster.nodes": 8, "cluster.pods": 200, "workload.rate_per_s": 30.0,
+                       "workload.flows": 3000, "nat.port_range": [10000, 10003]})
+    ref = simulate(sc, engine="reference")
+    assert ref.snat_ports.size > 0 and ref.gauge_snat_max.max() > 1
+    assert_same(ref, simulate(sc, batch_flows=64))
+
+
 def test_sizing_verdict_names_the_limits(both):
     from lbsim.headroom import sizing_verdict
     line = sizing_verdict(both.nodeport.summary)
