@@ -318,15 +318,21 @@ def snat_dense(snat: pd.DataFrame, gauges: pd.DataFrame) -> pd.DataFrame:
     if snat.empty:
         return snat.copy()
     times = np.unique(gauges["t_s"].to_numpy())
-    rows = []
-    for (node, pod), g in snat.groupby(["node", "pod"], sort=True):
-        k = np.searchsorted(g["t_s"].to_numpy(), times, side="right") - 1
-        ports = np.where(k >= 0, g["ports"].to_numpy()[np.maximum(k, 0)], 0)
-        keep = ports > 0
-        rows.append(pd.DataFrame({"t_s": times[keep], "node": node, "pod": pod,
-                                  "ports": ports[keep]}))
-    return (pd.concat(rows).sort_values(["t_s", "node", "pod"], kind="stable")
-            .reset_index(drop=True))
+    c = snat.sort_values(["node", "pod", "t_s"], kind="stable")
+    c = c.reset_index(drop=True)
+    node, pod, t = c["node"].to_numpy(), c["pod"].to_numpy(), c["t_s"].to_numpy()
+    # a row holds from its sample until the pair's next row (or the last sample)
+    same = np.r_[(node[1:] == node[:-1]) & (pod[1:] == pod[:-1]), False]
+    end = np.where(same, np.r_[t[1:], np.inf], np.inf)
+    lo = np.searchsorted(times, t, side="left")
+    hi = np.searchsorted(times, end, side="left")
+    n = np.where(c["ports"].to_numpy() > 0, hi - lo, 0)
+    rows = np.repeat(np.arange(len(c)), n)
+    first = np.repeat(np.cumsum(n) - n, n)
+    k = lo[rows] + np.arange(rows.size) - first
+    out = pd.DataFrame({"t_s": times[k], "node": node[rows], "pod": pod[rows],
+                        "ports": c["ports"].to_numpy()[rows]})
+    return out.sort_values(["t_s", "node", "pod"], kind="stable").reset_index(drop=True)
 
 
 def drops_frame(r: Records) -> pd.DataFrame:

@@ -14,7 +14,7 @@ import numpy as np
 from .jit import jit
 from .durations import Exponential, Fixed, LogNormal
 
-__all__ = ["PT_FIXED", "PT_EXP", "PT_LOGNORMAL", "duration_params", "duration_ns",
+__all__ = ["PT_FIXED", "PT_EXP", "PT_LOGNORMAL", "duration_params", "duration_ns", "delays_ns",
            "durations_ns", "arrival_ns", "exponential_ns", "scaled", "log1p_neg"]
 
 # duration kinds
@@ -53,6 +53,14 @@ def duration_params(d) -> tuple[int, float, float]:
     if isinstance(d, LogNormal):
         return PT_LOGNORMAL, float(d.mean), float(d.sigma)
     raise TypeError(f"unknown duration {d!r}")
+
+
+def delays_ns(d, u1: np.ndarray, u2: np.ndarray) -> np.ndarray:
+    """One delay of distribution ``d`` per pair of uniforms, ns; a fixed one exact (0 stays 0,
+    where :func:`duration_ns` keeps at least 1 ns)."""
+    if isinstance(d, Fixed):
+        return np.full(u1.size, int(np.rint(float(d.value) * 1e9)), np.int64)
+    return durations_ns(*duration_params(d), u1, u2)
 
 
 def log1p_neg(u: np.ndarray) -> np.ndarray:

@@ -47,10 +47,9 @@ import simpy
 from ..config import DataPath, LBAlgorithm, Scenario, Source
 from ..kube_proxy import KubeProxy
 from ..config.dynamics import resolve_count
-from ..durations import Fixed
 from ..kernel import NEVER
 from ..rng import Streams
-from ..sampling import duration_params, durations_ns
+from ..sampling import delays_ns
 from ..workload import ns, pod_placement
 from .endpoints import KubeProxies, Slice
 from .node_targets import NodeTargets
@@ -84,8 +83,7 @@ def _per_pod_draws(sc: Scenario, pods: int) -> tuple[np.ndarray, np.ndarray]:
     for row, d in ((_D_STARTUP, sc.lifecycle.startup_s),
                    (_D_REGISTRATION, sc.cloud.value("registration_s")),
                    (_D_DEREGISTRATION, sc.cloud.value("deregistration_lag_s"))):
-        delays[row] = (ns(d.value) if isinstance(d, Fixed)
-                       else durations_ns(*duration_params(d), u[2 * row], u[2 * row + 1]))
+        delays[row] = delays_ns(d, u[2 * row], u[2 * row + 1])
     return delays, u[2 * _D_HC_PHASE]
 
 

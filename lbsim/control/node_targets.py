@@ -29,8 +29,7 @@ from ..config import Scenario, TrafficPolicy
 from ..lb import steady_targets
 from ..rng import Streams
 from ..config.dynamics import nodes_ever
-from ..durations import Fixed
-from ..sampling import duration_params, durations_ns
+from ..sampling import delays_ns
 from ..workload import ns
 from .endpoints import KubeProxies
 
@@ -50,7 +49,8 @@ class NodeTargets:
         #: the registered nodes (the LB's targets)
         self.nodes = tuple(range(sc.cluster.nodes))
         self.healthy = {int(v) for v in steady_targets(sc, pod_node[:sc.cluster.pods])}
-        self._phase = Streams(sc.seed).uniform("control", _NODE_FLOWS + np.arange(n), 0, 0)
+        self.streams = Streams(sc.seed)
+        self._phase = self.streams.uniform("control", _NODE_FLOWS + np.arange(n), 0, 0)
         #: (t, node, "healthy" | "unhealthy"): each change of a node's health, in order
         self.log: list[tuple[int, int, str]] = []
         local = sc.kube_proxy.external_traffic_policy is TrafficPolicy.LOCAL
@@ -72,11 +72,9 @@ class NodeTargets:
             v in self.healthy for v in self.nodes if not self.local and self.sc.lb.health_check)
 
     def _register(self, v: int):
-        d = self.sc.cloud.value("registration_s", self.kind)
-        u = Streams(self.sc.seed).uniform("control", np.array([_NODE_FLOWS + v]), 0, 1)
-        u2 = Streams(self.sc.seed).uniform("control", np.array([_NODE_FLOWS + v]), 0, 2)
-        lag = (ns(d.value) if isinstance(d, Fixed)
-               else int(durations_ns(*duration_params(d), u, u2)[0]))
+        flow = np.array([_NODE_FLOWS + v])
+        u1, u2 = (self.streams.uniform("control", flow, 0, k) for k in (1, 2))
+        lag = int(delays_ns(self.sc.cloud.value("registration_s", self.kind), u1, u2)[0])
         yield self.env.timeout(lag)
         self.nodes = tuple(sorted((*self.nodes, v)))
         self.joining -= 1
