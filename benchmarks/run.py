@@ -2,6 +2,7 @@
 
     python benchmarks/run.py [--scenario perf-nodeport perf-direct] [--flows N] [--peer-flows N]
     python benchmarks/run.py --records [--scenario perf-nodeport] [--flows N]
+    python benchmarks/run.py --xl [--flows N]
 
 For each scenario it runs lbsim (``--flows`` flows; default the scenario's own) and the simpy
 peer (``--peer-flows``, default 100,000: the peer is slow), each in a fresh process so that its
@@ -83,11 +84,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scaling", action="store_true",
                     help="instead: lbsim's cost against flows (1e5, 1e6, 1e7) and nodes (10, 100, "
                          "1000 at the same rate) on the first scenario")
+    ap.add_argument("--xl", action="store_true",
+                    help="instead: perf-nodeport, perf-scale-xl and perf-cluster-xl (their own "
+                         "flows, or --flows for the two xl ones), flows/s against perf-nodeport's "
+                         "and peak RSS, with issue 18's targets")
     ap.add_argument("--records", action="store_true",
                     help='instead: lbsim with records = "full" against "summary" on each scenario '
                          '(the target: full at least 0.5x the summary rate)')
     a = ap.parse_args(argv)
     rows = []
+    if a.xl:
+        return _xl(a.flows, a.json)
     if a.records:
         print(f"{'scenario':<16} {'records':<8} {'flows':>10} {'wall_s':>8} {'call_s':>7} "
               f"{'flows/s':>12} {'peak MiB':>9} {'full/summary':>12}")
@@ -130,6 +137,32 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"scenario": name, "simpy": peer, "lbsim": ours, "ratio": ratio})
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+#: issue 18's targets: (flows/s at least this fraction of perf-nodeport's, peak RSS under MiB)
+XL_TARGETS = {"perf-scale-xl": (0.8, 1024), "perf-cluster-xl": (0.5, 2048)}
+
+
+def _xl(flows: int | None, json_path: str | None) -> int:
+    """perf-nodeport and the two xl scenarios in one run, each in a fresh process."""
+    print(f"{'scenario':<16} {'flows':>12} {'wall_s':>8} {'flows/s':>12} {'vs nodeport':>11} "
+          f"{'peak MiB':>9}  targets (rate, RSS)")
+    base = measure("lbsim", "perf-nodeport", None)
+    rows = [{"scenario": "perf-nodeport", **base}]
+    print(f"{'perf-nodeport':<16} {base['flows']:>12,} {base['wall_s']:>8.2f} "
+          f"{base['flows_per_wall_s']:>12,.0f} {1.0:>11.3f} {base['peak_rss_mib']:>9.0f}",
+          flush=True)
+    for name, (rate, rss) in XL_TARGETS.items():
+        r = measure("lbsim", name, flows)
+        ratio = r["flows_per_wall_s"] / base["flows_per_wall_s"]
+        verdict = (f">= {rate}: {'met' if ratio >= rate else 'not met'}, < {rss} MiB: "
+                   f"{'met' if r['peak_rss_mib'] < rss else 'not met'}")
+        print(f"{name:<16} {r['flows']:>12,} {r['wall_s']:>8.2f} {r['flows_per_wall_s']:>12,.0f} "
+              f"{ratio:>11.3f} {r['peak_rss_mib']:>9.0f}  {verdict}", flush=True)
+        rows.append({"scenario": name, **r, "vs_nodeport": ratio})
+    if json_path:
+        Path(json_path).write_text(json.dumps(rows, indent=2))
     return 0
 
 

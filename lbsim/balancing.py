@@ -75,18 +75,22 @@ def _cdf_list(n: int) -> list[float]:
     return [float(x) for x in iptables_cascade_cdf(n)]
 
 
-def round_robin(instance: np.ndarray, backends: int, instances: int) -> np.ndarray:
+def round_robin(instance: np.ndarray, backends: int, instances: int,
+                counter: np.ndarray | None = None) -> np.ndarray:
     """Backend index for each flow (in arrival order) when every LB instance round-robins.
 
     Each instance keeps its own counter, starting at backend 0 (as IPVS's rr does with fresh
-    state); the k-th flow that reaches an instance goes to backend ``k % backends``.
+    state); the k-th flow that reaches an instance goes to backend ``k % backends``. ``counter``
+    (instances, int64; updated in place) carries the counters from the flows before, so that a
+    run drawn window by window makes the same choices as one drawn whole.
     """
-    return _round_robin(np.ascontiguousarray(instance, dtype=np.int64), backends, instances)
+    if counter is None:
+        counter = np.zeros(instances, np.int64)
+    return _round_robin(np.ascontiguousarray(instance, dtype=np.int64), backends, counter)
 
 
 @jit
-def _round_robin(instance, backends, instances):
-    counter = np.zeros(instances, np.int64)
+def _round_robin(instance, backends, counter):
     out = np.empty(instance.size, np.int64)
     for i in range(instance.size):
         out[i] = counter[instance[i]] % backends
@@ -135,14 +139,18 @@ def _swrr(w, total, length):
     return out
 
 
-def weighted_round_robin(instance: np.ndarray, weights, instances: int) -> np.ndarray:
+def weighted_round_robin(instance: np.ndarray, weights, instances: int,
+                         counter: np.ndarray | None = None) -> np.ndarray:
     """Backend per flow (arrival order) when every instance runs its own smooth WRR: only as
-    many picks of the sequence as the busiest instance makes."""
+    many picks of the sequence as the busiest instance makes. ``counter``: each instance's
+    picks so far (:func:`round_robin`'s)."""
     instance = np.ascontiguousarray(instance, dtype=np.int64)
-    needed = int(np.bincount(instance, minlength=1).max()) if instance.size else 0
+    if counter is None:
+        counter = np.zeros(instances, np.int64)
+    needed = int((np.bincount(instance, minlength=instances) + counter).max()) if instance.size else 0
     total = int(sum(int(x) for x in weights))
     seq = smooth_wrr_sequence(weights, max(1, min(needed, total)))
-    return seq[round_robin(instance, total, instances)]
+    return seq[round_robin(instance, total, instances, counter)]
 
 
 def weighted_round_robin_scalar(instance: list[int], weights, instances: int) -> list[int]:

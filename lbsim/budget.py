@@ -15,7 +15,7 @@ from .config import DataPath, Protocol, Scenario, TrafficPolicy
 from .config.dynamics import nodes_ever, pods_ever
 from .kernel import TCP_RTO_MAX_S
 
-__all__ = ["SNAT_PAIRS_MAX", "estimate_bytes", "available_bytes", "check_memory", "horizon_s", "check_clock",
+__all__ = ["SNAT_PAIRS_MAX", "STREAM_FLOWS", "STREAM_WINDOW", "streamed_rows", "estimate_bytes", "available_bytes", "check_memory", "horizon_s", "check_clock",
            "MAX_HORIZON_S", "MAX_NODE_SECONDS", "MAX_HEALTH_CHECKS", "check_control", "LOAD_ROWS_MAX", "load_bins"]
 
 #: the model's clock is int64 nanoseconds (2**63 ns is 292 years): every instant of a run, its
@@ -49,18 +49,45 @@ _REFERENCE_FACTOR = 20
 SNAT_PAIRS_MAX = 1 << 21
 
 
+#: a run of more flows than this streams when it can (lbsim.workload.streams: summary records,
+#: the steady state): its per-flow inputs drawn and its records handed out window by window,
+#: STREAM_WINDOW flows at a time, so that its memory follows the live flows, not all of them
+STREAM_FLOWS = 1 << 21
+STREAM_WINDOW = 1 << 16
+#: per row of a streamed run's ring: the inputs (7 x 8 B) and the records (44 B); and per flow
+#: of a window drawn ahead, its draws
+_PER_RING_ROW = 56 + 44
+_PER_WINDOW_FLOW = 200
+
+
+def streamed_rows(sc: Scenario) -> int:
+    """Upper end of a streamed run's ring: two windows and the flows that may start while one
+    waits for its last retransmission (the ring keeps every flow from the oldest unresolved
+    on), rounded up to a power of two."""
+    w = sc.workload
+    gaps = (sum(min(w.syn_rto_s * 2.0 ** max(0, k - w.syn_linear_timeouts), TCP_RTO_MAX_S)
+                for k in range(1, w.retries + 2))
+            if w.protocol is Protocol.TCP else w.udp_timeout_s * (w.retries + 1))
+    rows = 2 * STREAM_WINDOW + w.rate_per_s * gaps
+    return 1 << int(min(rows, w.flows + 2 * STREAM_WINDOW)).bit_length()
+
+
 def load_bins(pods: int) -> int:
     """Time bins of the load table: 100, fewer (at least 1) for a cluster too large for 100."""
     return max(1, min(100, LOAD_ROWS_MAX // pods))
 
 
-def estimate_bytes(sc: Scenario, engine: str = "compiled") -> int:
-    """Upper-end estimate of the memory one run of ``sc`` allocates, in bytes."""
+def estimate_bytes(sc: Scenario, engine: str = "compiled", streamed: bool = False) -> int:
+    """Upper-end estimate of the memory one run of ``sc`` allocates, in bytes (``streamed``: the
+    run streams, lbsim.workload.streams)."""
     w, c, full = sc.workload, sc.cluster, sc.records == "full"
     flows = w.flows
     span_s = flows / w.rate_per_s
     per_flow = _PER_FLOW + (_PER_FLOW_FULL if full else 0)
-    total = flows * per_flow * (_REFERENCE_FACTOR if engine == "reference" else 1)
+    if streamed:
+        total = streamed_rows(sc) * _PER_RING_ROW + 2 * STREAM_WINDOW * _PER_WINDOW_FLOW
+    else:
+        total = flows * per_flow * (_REFERENCE_FACTOR if engine == "reference" else 1)
     workers = max(sc.pod.workers) if isinstance(sc.pod.workers, tuple) else sc.pod.workers
     total += c.pods * workers * 8                                  # the pods' workers
     if sc.path is DataPath.NODEPORT:
@@ -69,7 +96,8 @@ def estimate_bytes(sc: Scenario, engine: str = "compiled") -> int:
         live = min(flows, w.rate_per_s * held_s + 1)
         total += int(live * _PER_ENTRY)
         samples = span_s + held_s + 2
-        total += int(samples * c.nodes * 16 * (4 if full else 1))  # gauges and their table
+        # the gauges (5 arrays of a sample per node, grown by half) and their table
+        total += int(samples * c.nodes * (48 if not full else 64))
         if full:
             if c.nodes * c.pods <= SNAT_PAIRS_MAX:
                 total += 24 * c.nodes * c.pods                     # the pairs' SNAT counts
@@ -97,10 +125,11 @@ def available_bytes() -> int | None:
         return None
 
 
-def check_memory(sc: Scenario, engine: str = "compiled", available: int | None = None) -> int:
+def check_memory(sc: Scenario, engine: str = "compiled", available: int | None = None,
+                 streamed: bool = False) -> int:
     """Refuse (``ValueError``) a run whose estimate exceeds 80 % of the available memory; returns
     the estimate."""
-    need = estimate_bytes(sc, engine)
+    need = estimate_bytes(sc, engine, streamed)
     have = available if available is not None else available_bytes()
     if have is not None and need > 0.8 * have:
         hint = ('records = "summary", ' if sc.records == "full" else "") + "fewer workload.flows"
@@ -131,6 +160,13 @@ def _durations(sc: Scenario) -> dict[str, float]:
             "kube_proxy.session_affinity_timeout_s": kp.session_affinity_timeout_s,
             "network.client_to_lb_s + lb_to_backend_s + node_to_pod_s": net.client_to_lb_s + net.lb_to_backend_s + net.node_to_pod_s,
             "conntrack.gc_interval_s": 0.0 if ct.gc_interval_s == "auto" else ct.gc_interval_s}
+
+
+#: durations that do not keep a run's ticks going: an entry's timeouts and a client's hold come
+#: after its flow is resolved, and affinity and persistence only decide choices
+_NOT_TICKED = ("workload.hold_s", "conntrack.time_wait_s", "conntrack.udp_stream_s",
+               "conntrack.udp_s", "lb.persistence_s", "kube_proxy.session_affinity_timeout_s",
+               "conntrack.gc_interval_s")
 
 
 def _control_durations(sc: Scenario) -> dict[str, float]:
@@ -224,7 +260,10 @@ def check_clock(sc: Scenario) -> None:
                              f"stay below {MAX_HORIZON_S:g} s: int64 nanoseconds)")
     check_control(sc, span + sum(_durations(sc).values()))
     nodes = nodes_ever(sc.cluster.nodes, sc.events)
-    node_s = (span + sum(_durations(sc).values())) * nodes   # an upper end
+    # the ticks end with the last flow's resolution: after the last arrival, its retransmissions,
+    # queues and service (not the timeouts of the entries it leaves, nor holds)
+    after = {k: v for k, v in _durations(sc).items() if k not in _NOT_TICKED}
+    node_s = (span + sum(after.values())) * nodes
     if sc.path is DataPath.NODEPORT and node_s > MAX_NODE_SECONDS:
         raise ValueError(f"the run spans ~{node_s / nodes:.3g} s on "
                          f"{nodes:,} nodes, whose GC and gauges tick about once a "

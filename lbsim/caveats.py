@@ -11,12 +11,12 @@ from __future__ import annotations
 import math
 
 from .config import (CiliumAlgorithm, DataPath, IpvsScheduler, LBAlgorithm, Protocol, ProxyMode,
-                     Scenario, SessionAffinity)
+                     Scenario, SessionAffinity, WorkloadConfig)
 from .kernel import NS
 from .kube_proxy import IPVS_MH_TABLE
 from .records import Records
 
-__all__ = ["scenario_caveats", "run_caveats"]
+__all__ = ["scenario_caveats", "run_caveats", "duration_caveats"]
 
 #: LB algorithms that read ``lb.weights``
 _WEIGHTED = (LBAlgorithm.WRR, LBAlgorithm.MAGLEV)
@@ -63,7 +63,8 @@ def run_caveats(sc: Scenario, r: Records) -> list[str]:
     pods offered more work than their workers do, node CPUs queueing past the client's timeout."""
     out = []
     w, p = sc.workload, r.workload.params
-    span = float(r.workload.t0[-1]) / NS if p.flows else 0.0
+    span = r.last_arrival_ns / NS
+    longer = "a longer workload.duration_s" if w.duration_s > 0 else "more workload.flows"
     service = float(sc.pod.service_s.mean)
     workers = int(r.workload.workers[:sc.cluster.pods].sum())   # the steady state's pods
     utilisation = w.rate_per_s * service / workers
@@ -79,7 +80,7 @@ def run_caveats(sc: Scenario, r: Records) -> list[str]:
             out.append(f"the run's arrivals span {span:.3g} s, shorter than the {held:.3g} s a "
                        f"conntrack entry and its SNAT port stay held (hold + {what}): occupancy "
                        f"is still rising when the run ends, so the headroom metrics undersize "
-                       f"(run at least {held:.3g} s: more workload.flows)")
+                       f"(run at least {held:.3g} s: {longer})")
     out += _event_caveats(sc, r, span)
     rto = w.syn_rto_s if w.protocol is Protocol.TCP else w.udp_timeout_s
     wait = r.max_cpu_wait_ns / NS
@@ -95,10 +96,12 @@ def run_caveats(sc: Scenario, r: Records) -> list[str]:
 def _event_caveats(sc: Scenario, r: Records, span: float) -> list[str]:
     """Events the run's flows never see, and a rollout the run ends in the middle of."""
     out = []
+    longer = ("a longer workload.duration_s" if sc.workload.duration_s > 0
+              else "more workload.flows")
     for i, e in enumerate(sc.events):
         if e.at_s > span:
             out.append(f"events[{i}] ({e.kind} at {e.at_s:g} s) comes after the last arrival "
-                       f"({span:.3g} s): no flow sees it (more workload.flows)")
+                       f"({span:.3g} s): no flow sees it ({longer})")
     tl = r.timeline
     for i in (tl.ignored if tl is not None else ()):
         e = sc.events[i]
@@ -118,6 +121,17 @@ def _event_caveats(sc: Scenario, r: Records, span: float) -> list[str]:
     if tl is not None and math.isnan(tl.summary["rollout_duration_s"]) and any(
             e.kind == "rollout" and e.at_s <= span for e in sc.events):
         out.append(f"the rollout had not ended when the run's arrivals did ({span:.3g} s): "
-                   f"rollout_duration_s is NaN and the failures count only part of it (more "
-                   f"workload.flows)")
+                   f"rollout_duration_s is NaN and the failures count only part of it "
+                   f"({longer})")
     return out
+
+
+def duration_caveats(asked: Scenario, ran: Scenario) -> list[str]:
+    """``workload.flows`` set as well as ``workload.duration_s``, which decides."""
+    a, r = asked.workload, ran.workload
+    default = WorkloadConfig().flows
+    if a.duration_s > 0 and a.flows not in (default, r.flows):
+        return [f"workload.flows = {a.flows:,} is ignored: workload.duration_s = "
+                f"{a.duration_s:g} s sets the run's flows (the {r.flows:,} that start within "
+                f"it)"]
+    return []

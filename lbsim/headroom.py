@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 
-from .jit import jit
-from .kernel import NS, OK, PORTS_ABOVE, PORTS_BELOW_512, PORTS_BELOW_1024
+from .flowstats import FlowStats
+from .kernel import NS, PORTS_ABOVE, PORTS_BELOW_512, PORTS_BELOW_1024
 from .records import Records
 
 __all__ = ["HEADROOM_METRICS", "headroom", "pair_range_size", "sizing_verdict"]
@@ -44,35 +43,8 @@ def pair_range_size(r: Records) -> int:
     return (PORTS_BELOW_512 if lo < 512 else PORTS_BELOW_1024 if lo < 1024 else PORTS_ABOVE)[1]
 
 
-@jit
-def _busiest_second(t0, node, pod, outcome, pods):
-    """The most established flows arriving within one whole second on one (node, pod) pair
-    (flows in arrival order: each second's pairs are sorted and counted, O(flows log rate))."""
-    best = 0
-    i = 0
-    n = t0.size
-    while i < n:
-        sec = t0[i] // NS
-        j = i
-        while j < n and t0[j] // NS == sec:
-            j += 1
-        keys = np.empty(j - i, np.int64)
-        m = 0
-        for k in range(i, j):
-            if outcome[k] == OK:
-                keys[m] = node[k] * pods + pod[k]
-                m += 1
-        keys = np.sort(keys[:m])
-        run = 0
-        for k in range(m):
-            run = run + 1 if k > 0 and keys[k] == keys[k - 1] else 1
-            best = max(best, run)
-        i = j
-    return best
-
-
-def headroom(r: Records) -> dict[str, float]:
-    """The :data:`HEADROOM_METRICS` of one run."""
+def headroom(r: Records, st: FlowStats) -> dict[str, float]:
+    """The :data:`HEADROOM_METRICS` of one run (``st``: its per-flow statistics)."""
     w = r.workload
     p = w.params
     entries_peak = int(r.gauge_entries.max(initial=0))
@@ -85,13 +57,11 @@ def headroom(r: Records) -> dict[str, float]:
     size = pair_range_size(r)
     g = r.gauge_snat_max
     peak = int(g.max(initial=0)) if g.size == 0 or g.min() >= 0 else math.nan   # -1: uncounted
-    ok = r.outcome == OK
-    conn_s = float(np.mean(r.response_ns[ok] + w.hold[ok])) / NS if ok.any() else 0.0
+    conn_s = st.mean_connection_s()
     linger = p.time_wait if p.tcp else p.udp
     out.update(
         snat_pair_ports_peak=peak, snat_pair_ports_peak_fraction=peak / size,
-        snat_pair_rate_peak_per_s=int(_busiest_second(
-            w.t0, w.backend, np.ascontiguousarray(r.pod, np.int64), r.outcome, p.pods)),
+        snat_pair_rate_peak_per_s=st.busiest,
         snat_pair_capacity_per_s=size / (conn_s + linger / NS) if conn_s + linger > 0
         else math.inf)
     return out

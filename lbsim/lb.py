@@ -47,11 +47,23 @@ class LoadBalancer:
         if backends.size == 0 or weight.sum() == 0:
             raise ValueError("the LB has no healthy backend: externalTrafficPolicy Local with no pods")
         self.backends, self.weight = backends, weight.astype(np.int64)
+        #: each instance's round-robin picks so far
+        self.counter = np.zeros(self.cfg.instances, np.int64)
+        self._maglev = None
+
+    @property
+    def windowed(self) -> bool:
+        """The choices of later sockets depend on earlier ones only through state kept here (so
+        sockets may come window by window): not least connections (its heap of open
+        connections) nor persistence (each client's session)."""
+        return self.cfg.algorithm is not LBAlgorithm.LC and self.cfg.persistence_s <= 0
 
     def choose(self, instance: np.ndarray, client: np.ndarray, sport: np.ndarray, t: np.ndarray,
                life: np.ndarray | None) -> np.ndarray:
         """Backend of each socket (sockets in arrival order), persistence applied. ``life``
-        (connection lifetimes, ns) is read by least connections only; None otherwise."""
+        (connection lifetimes, ns) is read by least connections only; None otherwise. Called
+        again with the next sockets it goes on where it stopped (round robin's counters) when
+        :attr:`windowed`."""
         p = self.cfg.persistence_s
         if p <= 0:
             return self._choose(instance, client, sport, t, life)
@@ -65,15 +77,16 @@ class LoadBalancer:
         a, b, w = self.cfg.algorithm, self.backends, self.weight
         n, salt = b.size, self.salt
         if a is LBAlgorithm.RR:
-            return b[round_robin(instance, n, self.cfg.instances)]
+            return b[round_robin(instance, n, self.cfg.instances, self.counter)]
         if a is LBAlgorithm.WRR:
-            return b[weighted_round_robin(instance, w, self.cfg.instances)]
+            return b[weighted_round_robin(instance, w, self.cfg.instances, self.counter)]
         if a is LBAlgorithm.SOURCE_HASH:
             return b[source_hash(client, n, salt)]
         if a is LBAlgorithm.MAGLEV:
-            table = maglev_table(tuple(int(x) for x in b), self.cfg.maglev_table_size, salt,
-                                 tuple(int(x) for x in w))
-            return b[maglev_lookup(table, (client << np.int64(16)) | sport, salt)]
+            if self._maglev is None:
+                self._maglev = maglev_table(tuple(int(x) for x in b), self.cfg.maglev_table_size,
+                                            salt, tuple(int(x) for x in w))
+            return b[maglev_lookup(self._maglev, (client << np.int64(16)) | sport, salt)]
         # LC: every instance counts its own open connections per backend
         return least_connections(instance, t, life, [b] * self.cfg.instances)
 

@@ -10,12 +10,13 @@ import numpy as np
 import pandas as pd
 
 from .budget import load_bins
+from .flowstats import (C_PRESERVED, C_SECOND, FlowStats, _closed_ns, _datapath_delay_ns, _preserved,
+                        _second_hop, _seconds)
 from .headroom import HEADROOM_METRICS, headroom
 from .jit import jit
 from .kernel import CAUSE_NAMES, NS, OK
-from .records import Records
+from .records import FlowChunk, Records
 from .rollout import ROLLOUT_METRICS, resets, rollout_metrics
-from .tuples import CLIENT_BASE
 
 __all__ = ["FLOW_COLUMNS", "COUNTER_COLUMNS", "GAUGE_COLUMNS", "DROP_COLUMNS", "SNAT_COLUMNS",
            "LOAD_COLUMNS", "SUMMARY_METRICS", "flows_frame", "counters_frame", "gauges_frame",
@@ -152,41 +153,6 @@ SUMMARY_METRICS = {
 }
 
 
-# The values derived from one flow's records, one formula each; the flows table's columns
-# (:func:`_columns`) and the summary's pass (:func:`_established`) both call them.
-@jit(inline="always")
-def _seconds(x_ns):
-    """ns -> s (a latency, a response time, an instant), as numpy's ``x / 1e9``."""
-    return np.float64(x_ns) / 1e9
-
-
-@jit(inline="always")
-def _closed_ns(t0, response, hold):
-    """When the client closed the connection: its response plus its hold, ns."""
-    return t0 + response + hold
-
-
-@jit(inline="always")
-def _datapath_delay_ns(response, wait, service, base):
-    """What the path between the LB and the pod added to a response: the response time less
-    the client <-> LB <-> backend legs every path has (``base``: 4 of them for TCP, 2 for UDP),
-    the wait for a worker and the service. 0 on the direct path; on NodePort the node's CPU
-    (queue and packet time), the second hop both ways, and the retransmissions after drops."""
-    return response - base - wait - service
-
-
-@jit(inline="always")
-def _preserved(src_ip, client):
-    """The pod saw the client's own IP."""
-    return src_ip == client + CLIENT_BASE
-
-
-@jit(inline="always")
-def _second_hop(backend, pod_node, pod):
-    """The pod ran on another node than the one the LB chose (NodePort)."""
-    return backend >= 0 and pod_node[max(pod, 0)] != backend
-
-
 def _derived_args(r: Records) -> tuple:
     w = r.workload
     i64 = lambda a: np.ascontiguousarray(a, dtype=np.int64)  # noqa: E731
@@ -217,41 +183,6 @@ def _columns(outcome, connect, response, src_ip, client, backend, pod_node, pod,
         waited[i] = _seconds(wait[i])
         delay[i] = _seconds(_datapath_delay_ns(response[i], wait[i], service[i], base))
     return conn, resp, closed, preserved, second, waited, delay
-
-
-@jit
-def _established(outcome, connect, response, src_ip, client, backend, pod_node, pod, nodeport,
-                 t0, hold, wait, service, base, pods, n_ok):
-    """What the summary reads, in one pass over the established flows: their connect latencies
-    (TCP) and response times in flow order, the counts of source-IP-preserved and second-hop
-    flows, and per pod the time its connections were open within [0, the last arrival], s (the
-    sum in flow order of max(min(closed, end) - arrival, 0))."""
-    end = 0.0
-    for i in range(t0.size):
-        end = max(end, _seconds(t0[i]))
-    conn, resp = np.empty(n_ok), np.empty(n_ok)
-    waited, delay = np.empty(n_ok), np.empty(n_ok)
-    open_time = np.zeros(pods)
-    nc = 0
-    nr = 0
-    preserved = 0
-    second = 0
-    for i in range(outcome.size):
-        if outcome[i] != OK:
-            continue
-        if connect[i] >= 0:
-            conn[nc] = _seconds(connect[i])
-            nc += 1
-        resp[nr] = _seconds(response[i])
-        waited[nr] = _seconds(wait[i])
-        delay[nr] = _seconds(_datapath_delay_ns(response[i], wait[i], service[i], base))
-        nr += 1
-        preserved += _preserved(src_ip[i], client[i])
-        if nodeport:
-            second += _second_hop(backend[i], pod_node, pod[i])
-        closed = _seconds(_closed_ns(t0[i], response[i], hold[i]))
-        open_time[pod[i]] += max(min(closed, end) - _seconds(t0[i]), 0.0)
-    return conn[:nc], resp, waited, delay, preserved, second, open_time
 
 
 def flows_frame(r: Records) -> pd.DataFrame:
@@ -405,62 +336,30 @@ def _max_over_mean(x: np.ndarray) -> float:
     return float(x.max() / mean) if mean > 0 else float("nan")
 
 
-def _persistence(client: np.ndarray, pod: np.ndarray) -> float:
-    """Flows after each client's first that reach its first pod (flows in arrival order)."""
-    if client.size == 0:
-        return float("nan")
-    later, same = _first_pod_matches(np.ascontiguousarray(client, np.int64),
-                                     np.ascontiguousarray(pod, np.int64), int(client.max()) + 1)
-    return same / later if later else float("nan")
-
-
-@jit
-def _first_pod_matches(client, pod, clients):
-    """(flows after their client's first, those among them on the first one's pod)."""
-    first = np.full(clients, -1, np.int64)
-    later = 0
-    same = 0
-    for i in range(client.size):
-        c = client[i]
-        if first[c] < 0:
-            first[c] = pod[i]
-        else:
-            later += 1
-            same += pod[i] == first[c]
-    return later, same
-
-
-def _q2(x: np.ndarray, q1: float, q2: float) -> tuple[float, float]:
-    """Two quantiles of ``x`` in one partition pass (the same values as two np.quantile calls)."""
-    if not x.size:
-        return float("nan"), float("nan")
-    a, b = np.quantile(x, [q1, q2])
-    return float(a), float(b)
-
-
-def _q(x: np.ndarray, q: float) -> float:
-    return float(np.quantile(x, q)) if x.size else float("nan")
+def flow_stats(r: Records) -> FlowStats:
+    """The per-flow statistics of a run: a streamed run's own, else all its flows' (exact)."""
+    if r.flow_stats is not None:
+        return r.flow_stats
+    w = r.workload
+    st = FlowStats(w.params, w.pod_node, exact=True)
+    st.add(FlowChunk(0, r.outcome, r.attempts, r.pod, r.connect_ns, r.response_ns,
+                     r.pod_wait_ns, r.src_ip, w.t0, w.client, w.backend, w.hold, w.service))
+    st.settle()
+    return st
 
 
 def summarize(r: Records, wall_s: float) -> dict[str, float]:
     """The summary metrics of :data:`SUMMARY_METRICS`, from the records (the per-flow values
-    through the flows table's own formulas)."""
+    through :class:`lbsim.flowstats.FlowStats`, whose formulas the flows table uses too)."""
     w = r.workload
     p = w.params
-    ok = r.outcome == OK
-    n_ok = int(np.count_nonzero(ok))
-
-    def est(x: np.ndarray) -> np.ndarray:   # the established flows' values (no copy if all are)
-        return x if n_ok == p.flows else x[ok]
-
-    rec_pod = est(r.pod)
+    st = flow_stats(r)
+    n_ok = st.established
     existed = pods_existed(r)
-    load = np.bincount(rec_pod, minlength=p.pods)[:existed].astype(float)
+    load = st.load[:existed].astype(float)
     mean = load.mean()
-    conn, resp, waited, delay, preserved, second, open_time = _established(
-        *_derived_args(r), p.pods, n_ok)
-    c50, c99 = _q2(conn, 0.5, 0.99)
-    r50, r99 = _q2(resp, 0.5, 0.99)
+    c50, c99 = st.quantiles(0, (0.5, 0.99))
+    r50, r99 = st.quantiles(1, (0.5, 0.99))
     c = r.counters
     out: dict[str, float] = {
         "flows": p.flows,
@@ -468,7 +367,7 @@ def summarize(r: Records, wall_s: float) -> dict[str, float]:
         "failed": p.flows - n_ok,
         "failed_fraction": (p.flows - n_ok) / p.flows,
         # sum of (attempts - 1) over flows with an attempt
-        "syn_retransmits": int(r.attempts.sum(dtype=np.int64)) - int(np.count_nonzero(r.attempts)),
+        "syn_retransmits": st.retransmits,
         "conntrack_insert": int(c["insert"].sum()),
         "conntrack_insert_failed": int(c["insert_failed"].sum()),
         "conntrack_drop": int(c["drop"].sum()),
@@ -485,20 +384,20 @@ def summarize(r: Records, wall_s: float) -> dict[str, float]:
         "connect_latency_p99_s": c99,
         "response_time_p50_s": r50,
         "response_time_p99_s": r99,
-        **dict(zip(("pod_wait_p50_s", "pod_wait_p99_s"), _q2(waited, 0.5, 0.99))),
-        **dict(zip(("datapath_delay_p50_s", "datapath_delay_p99_s"), _q2(delay, 0.5, 0.99))),
+        **dict(zip(("pod_wait_p50_s", "pod_wait_p99_s"), st.quantiles(2, (0.5, 0.99)))),
+        **dict(zip(("datapath_delay_p50_s", "datapath_delay_p99_s"),
+                   st.quantiles(3, (0.5, 0.99)))),
         "pod_load_max_over_mean": float(load.max() / mean) if mean > 0 else float("nan"),
         "pod_load_cv": float(load.std() / mean) if mean > 0 else float("nan"),
         "pod_load_jain": float(load.sum() ** 2 / (load.size * (load**2).sum()))
         if mean > 0 else float("nan"),
-        "pod_conn_max_over_mean": _max_over_mean(open_time[:existed]),
-        "node_load_max_over_mean": _max_over_mean(np.bincount(
-            est(w.backend) if p.nodeport else w.pod_node[rec_pod],
-            minlength=p.nodes)[:nodes_existed(r)]),
-        "session_persistence_fraction": _persistence(est(w.client), rec_pod),
-        "source_ip_preserved_fraction": preserved / n_ok if n_ok else float("nan"),
-        "second_hop_fraction": second / n_ok if n_ok else float("nan"),
-        **headroom(r),
+        "pod_conn_max_over_mean": _max_over_mean(st.open_time_s()[:existed]),
+        "node_load_max_over_mean": _max_over_mean(st.node_load[:nodes_existed(r)]),
+        "session_persistence_fraction": st.persistence(),
+        "source_ip_preserved_fraction": int(st.counts[C_PRESERVED]) / n_ok if n_ok
+        else float("nan"),
+        "second_hop_fraction": int(st.counts[C_SECOND]) / n_ok if n_ok else float("nan"),
+        **headroom(r, st),
         **rollout_metrics(r),
         "wall_s": wall_s,
         "flows_per_wall_s": p.flows / wall_s if wall_s > 0 else float("nan"),

@@ -17,7 +17,7 @@ import numpy as np
 from .kernel import CAUSE_NAMES, COUNTERS
 from .workload import Workload
 
-__all__ = ["Records", "RecordsBuilder"]
+__all__ = ["Records", "RecordsBuilder", "FlowChunk"]
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -75,6 +75,41 @@ class Records:
     pod_gone_ns: np.ndarray | None = None
     #: with [[events]]: (pod, t_ns) rows, a crash cutting the pod's open connections at t
     pod_cuts_ns: np.ndarray | None = None
+    #: a streamed run's per-flow statistics (lbsim.flowstats.FlowStats), its per-flow arrays
+    #: then empty; None when the records hold every flow
+    flow_stats: Any = None
+
+    @property
+    def last_arrival_ns(self) -> int:
+        """The last flow's start, ns (0: no flow)."""
+        if self.flow_stats is not None:
+            return int(self.flow_stats.last_t0)
+        t0 = self.workload.t0
+        return int(t0[-1]) if t0.size else 0
+
+
+@dataclass(frozen=True)
+class FlowChunk:
+    """Flows ``first`` .. ``first + n - 1``, in flow order: their records (:class:`Records`' per-flow
+    fields) and the workload's inputs the statistics read."""
+
+    first: int
+    outcome: np.ndarray
+    attempts: np.ndarray
+    pod: np.ndarray
+    connect_ns: np.ndarray
+    response_ns: np.ndarray
+    pod_wait_ns: np.ndarray
+    src_ip: np.ndarray
+    t0: np.ndarray
+    client: np.ndarray
+    backend: np.ndarray
+    hold: np.ndarray
+    service: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return int(self.t0.size)
 
 
 class RecordsBuilder:
@@ -82,7 +117,7 @@ class RecordsBuilder:
 
     def __init__(self, workload: Workload) -> None:
         p = workload.params
-        F = p.flows
+        F = workload.t0.size    # every flow's row, or a streamed run's ring of them
         self.workload = workload
         self.outcome = np.zeros(F, np.int8)
         self.cause = np.zeros(F, np.int8)

@@ -74,11 +74,19 @@ def arrival_ns(log1p_neg_u, rate):
     """Socket start times in ns: the running sum of exponential gaps ``-log1p(-u) / rate``
     (added in order, as np.cumsum does), times 1e9, rounded half to even."""
     out = np.empty(log1p_neg_u.size, np.int64)
-    acc = 0.0
+    arrivals_from(log1p_neg_u, rate, 0.0, out)
+    return out
+
+
+@jit
+def arrivals_from(log1p_neg_u, rate, acc, out):
+    """:func:`arrival_ns` going on from the running sum ``acc`` (s) of the sockets before, into
+    ``out``; returns the sum after the last (a run drawn window by window adds the same floats
+    in the same order as one drawn whole)."""
     for i in range(log1p_neg_u.size):
         acc += -log1p_neg_u[i] / rate
         out[i] = np.int64(np.rint(acc * 1e9))
-    return out
+    return acc
 
 
 @jit

@@ -317,6 +317,22 @@ SCENARIOS: dict[str, NamedScenario] = {s.name: s for s in [
         "benchmark, ~1.2 M live conntrack entries. Quick: 100,000 flows.",
         {**_PERF, "path": "nodeport", "workload.rate_per_s": 10_000.0,
          "workload.flows": 10_000_000}, {"workload.flows": 100_000}),
+    NamedScenario(
+        "perf-scale-xl",
+        "perf-nodeport's workload at 20,000 flows/s over 1,000 nodes with 10 pods each, "
+        "100,000,000 flows (83 minutes of traffic; summary records, so the run streams: memory "
+        "follows the ~2.4 M live conntrack entries, not the flows). Quick: 200,000 flows.",
+        {**_PERF, "path": "nodeport", "cluster.nodes": 1000, "cluster.pods": 10_000,
+         "workload.rate_per_s": 20_000.0, "workload.flows": 100_000_000},
+        {"workload.flows": 200_000}),
+    NamedScenario(
+        "perf-cluster-xl",
+        "perf-nodeport's workload at 20,000 flows/s over 10,000 nodes with 10 pods each "
+        "(100,000 pods), 10,000,000 flows, summary records: the cluster's size, not the flows. "
+        "Quick: 200,000 flows.",
+        {**_PERF, "path": "nodeport", "cluster.nodes": 10_000, "cluster.pods": 100_000,
+         "workload.rate_per_s": 20_000.0,
+         "workload.flows": 10_000_000}, {"workload.flows": 200_000}),
 ]}
 
 

@@ -12,9 +12,10 @@ import numpy as np
 import pandas as pd
 import simpy
 
-from .budget import check_clock, check_memory
-from .caveats import run_caveats, scenario_caveats
+from .budget import STREAM_WINDOW, check_clock, check_memory, horizon_s
+from .caveats import duration_caveats, run_caveats, scenario_caveats
 from .compiled import compiled_engine
+from .compiled.stream import StreamedRun
 from .config import DataPath, Scenario
 from .control import ControlPlane, run_engine
 from .control.cluster import check_events, follow
@@ -24,7 +25,9 @@ from .metrics import (FLOW_COLUMNS, counters_frame, drops_frame, flows_frame, ga
                       load_frame, snat_frame, summarize)
 from .records import Records
 from .reference import ReferenceEngine
-from .workload import draw_workload
+from .flowstats import FlowStats
+from .progress import RunProgress, wanted
+from .workload import draw_workload, streaming_refusal, streams, with_duration
 
 __all__ = ["Result", "Comparison", "run", "compare", "simulate", "warm_up"]
 
@@ -65,27 +68,48 @@ class Result:
 
 
 def simulate(scenario: Scenario, *, engine: Engine = "compiled", batch_flows: int = 4096,
-             control: Control | None = None) -> Records:
+             control: Control | None = None, stream_window: int | None = None,
+             progress: bool | None = None) -> Records:
     """Draw ``scenario``'s workload and run it through ``engine`` under simpy; the records.
 
     ``control(env, plane)`` may start simpy processes that change the data plane at instants
-    (:mod:`lbsim.control`); both engines see a change from its instant on.
+    (:mod:`lbsim.control`); both engines see a change from its instant on. A run of more than
+    :data:`lbsim.budget.STREAM_FLOWS` flows that can stream (:func:`lbsim.workload.streams`)
+    streams in windows of :data:`lbsim.budget.STREAM_WINDOW` flows, ``stream_window`` flows if
+    given (any size: the same records), keeping no per-flow rows: its records then carry the
+    per-flow statistics (``Records.flow_stats``) and no per-flow arrays. ``progress``: draw a
+    bar (:mod:`lbsim.progress`; None: on an interactive terminal, for runs over 2 s).
     """
     if engine not in ("compiled", "reference"):
         raise ValueError(f"engine = {engine!r} is invalid: must be 'compiled' or 'reference'")
     if batch_flows < 1:
         raise ValueError(f"batch_flows = {batch_flows} is invalid: must be >= 1")
+    scenario = with_duration(scenario)   # workload.duration_s: the flows that start in time
+    streamed = _streamed(scenario, engine, control, stream_window)
     if scenario.events:
         check_events(scenario)
     check_clock(scenario)                # refuse what would overflow the clock or tick forever,
-    check_memory(scenario, engine)       # or not fit, before allocating anything
+    check_memory(scenario, engine, streamed=streamed)   # or not fit, before allocating anything
+    bar = (RunProgress(scenario.workload.flows, horizon_s(scenario)) if wanted(progress)
+           else None)
+    try:
+        if streamed:
+            return _simulate_streamed(scenario, stream_window or STREAM_WINDOW, bar)
+        return _simulate_whole(scenario, engine, batch_flows, control, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _simulate_whole(scenario: Scenario, engine: str, batch_flows: int, control,
+                    bar: RunProgress | None) -> Records:
     w = draw_workload(scenario)
     eng = compiled_engine(w) if engine == "compiled" else ReferenceEngine(w)
     p = w.params
     clusters: list = []
     if scenario.events:
         control = _both(follow(scenario, clusters), control)
-    run_engine(eng, w.t0, p, batch_flows, control)
+    run_engine(eng, w.t0, p, batch_flows, control, bar)
     rec = eng.records()
     if clusters:
         cl = clusters[0]
@@ -94,6 +118,32 @@ def simulate(scenario: Scenario, *, engine: Engine = "compiled", batch_flows: in
         rec = dataclasses.replace(rec, timeline=tables(cl), pod_gone_ns=gone,
                                   pod_cuts_ns=np.array(cl.cuts, np.int64).reshape(-1, 2))
     return rec
+
+
+def _streamed(sc: Scenario, engine: str, control, window: int | None) -> bool:
+    """Whether the run streams; a ``window`` asked for where it cannot is refused."""
+    if window is None:
+        return control is None and streams(sc, engine)
+    if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 1:
+        raise ValueError(f"stream_window = {window!r} is invalid: must be an int >= 1 (flows)")
+    why = ("engine = 'reference'" if engine != "compiled" else
+           "a control plane (control=...)" if control is not None else streaming_refusal(sc))
+    if why is not None:
+        raise ValueError(f"stream_window = {window} is invalid for this run: it cannot stream "
+                         f"with {why}")
+    return True
+
+
+def _simulate_streamed(sc: Scenario, window: int, bar: RunProgress | None) -> Records:
+    """A streamed run (:mod:`lbsim.compiled.stream`): records of finished flows go straight
+    into the summary's statistics."""
+    stats: list[FlowStats] = []
+    run = StreamedRun(sc, window, lambda chunk: stats[0].add(chunk))
+    run.progress = bar
+    stats.append(FlowStats(run.p, run.src.pod_node, exact=False))
+    run_engine(run, None, run.p, STREAM_WINDOW, None)
+    stats[0].settle()
+    return dataclasses.replace(run.records(), flow_stats=stats[0])
 
 
 def _both(a: Control, b: Control | None) -> Control:
@@ -107,7 +157,8 @@ def _both(a: Control, b: Control | None) -> Control:
 
 
 def run(scenario: Scenario, *, engine: Engine = "compiled", batch_flows: int = 4096,
-        control: Control | None = None) -> Result:
+        control: Control | None = None, stream_window: int | None = None,
+        progress: bool | None = None) -> Result:
     """Simulate ``scenario``.
 
     ``engine="compiled"`` (default) runs the event loop compiled with numba, in simpy windows of
@@ -120,8 +171,11 @@ def run(scenario: Scenario, *, engine: Engine = "compiled", batch_flows: int = 4
     if engine == "compiled":
         warm_up()          # the one-off JIT compilation is not part of a run's wall time
     start = time.perf_counter()
-    records = simulate(scenario, engine=engine, batch_flows=batch_flows, control=control)
-    notes = tuple(scenario_caveats(scenario) + run_caveats(scenario, records))
+    records = simulate(scenario, engine=engine, batch_flows=batch_flows, control=control,
+                       stream_window=stream_window, progress=progress)
+    asked, scenario = scenario, records.workload.scenario   # workload.duration_s: its flows
+    notes = tuple(scenario_caveats(scenario) + run_caveats(scenario, records)
+                  + duration_caveats(asked, scenario))
     for note in notes:
         warnings.warn(note, RuntimeWarning, stacklevel=2)
     if scenario.records == "summary":
@@ -191,10 +245,14 @@ def warm_up() -> None:
         for sc in (Scenario(), get("perf-nodeport")):
             for path in ("nodeport", "direct"):
                 for records in ("summary", "full"):
-                    run(sc.replace(**{"workload.flows": 300, "path": path, "records": records}))
+                    run(sc.replace(**{"workload.flows": 300, "path": path, "records": records}),
+                        progress=False)
+                # streamed (windows of 64 flows): the engines' per-flow rows in a ring
+                run(sc.replace(**{"workload.flows": 300, "path": path, "records": "summary"}),
+                    stream_window=64, progress=False)
         # the direct path through events (a scale in at 0.1 s)
         run(Scenario().replace(**{"workload.flows": 300, "path": "direct", "events": [
-            {"at_s": 0.1, "kind": "scale", "replicas": 50}]}))
+            {"at_s": 0.1, "kind": "scale", "replicas": 50}]}), progress=False)
     E = np.zeros((2, ENTRY_WIDTH), np.int64)
     E[:, T_EXPIRE] = -1
     rebuild_index(E, 2, 16)

@@ -12,10 +12,12 @@ attempt) that each engine computes on demand from ``Workload.keys``.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
+from .budget import STREAM_FLOWS, check_clock
 from .jit import jit
 from .config.dynamics import nodes_ever, pods_ever
 from .config import (DataPath, LBAlgorithm, NatKernel, Protocol, ProxyMode, Scenario, Source,
@@ -25,9 +27,9 @@ from .kube_proxy import PER_ATTEMPT, KubeProxy
 from .durations import Exponential, Fixed, LogNormal
 from .lb import LoadBalancer
 from .rng import Streams, mix64_nb
-from .sampling import arrival_ns, duration_params, exponential_ns, log1p_neg, scaled
+from .sampling import arrival_ns, arrivals_from, duration_params, exponential_ns, log1p_neg, scaled
 
-__all__ = ["Params", "Workload", "draw_workload", "pod_placement", "worker_slots", "ns"]
+__all__ = ["Params", "Workload", "FlowSource", "draw_workload", "streaming_refusal", "streams", "with_duration", "pod_placement", "worker_slots", "ns"]
 
 
 def ns(seconds: float) -> int:
@@ -91,6 +93,10 @@ class Params:
     packet_b: float
     #: gaps[k]: from attempt k to attempt k + 1 (the client's retransmission schedule)
     gaps: tuple[int, ...]
+    #: flow f's inputs and records are in row ``f & flow_mask`` of the engines' per-flow arrays:
+    #: all ones over every flow's number in a whole run (row f), the ring's size less one in a
+    #: streamed run (lbsim.compiled.stream)
+    flow_mask: int = -1
 
     @classmethod
     def of(cls, sc: Scenario) -> Params:
@@ -195,73 +201,192 @@ def pod_placement(sc: Scenario, count: int | None = None) -> np.ndarray:
     return np.concatenate([first, later])[:count]
 
 
-def draw_workload(sc: Scenario) -> Workload:
-    """Draw every per-flow input of ``sc``: per socket (client, port, LB choice) and per flow."""
-    p = Params.of(sc)
-    st = Streams(sc.seed)
+def with_duration(sc: Scenario) -> Scenario:
+    """``sc`` with ``workload.flows`` the number of flows that start within
+    ``workload.duration_s`` (``sc`` itself when that is 0). The sockets' arrivals are counted
+    window by window from the same draws a run makes; with several queries per socket, every
+    query of a socket that starts within the duration counts. Refused (``ValueError``) before
+    counting if the flows expected would not fit the clock, and when no flow starts in time."""
     w = sc.workload
-    F, q = p.flows, w.queries_per_socket
-    S = -(-F // q)
-    sid = np.arange(S, dtype=np.int64)
-    # rint(cumsum(-log1p(-u) / (rate / q)) * 1e9): log1p by numpy, the rest in one pass
-    t_sock = arrival_ns(log1p_neg(st.uniform("arrivals", sid)), w.rate_per_s / q)
-    if q == 1:                                      # a socket per flow, in arrival order
-        socket, t0 = sid, t_sock
-    else:
+    if w.duration_s <= 0:
+        return sc
+    q = w.queries_per_socket
+    expected = min(1 << 40, max(1, math.ceil(w.rate_per_s * w.duration_s)))
+    check_clock(sc.replace(**{"workload.flows": expected}))
+    end, rate = ns(w.duration_s), w.rate_per_s / q
+    uniform = Streams(sc.seed).uniform
+    sockets, acc, chunk = 0, 0.0, 1 << 16
+    while True:
+        t = np.empty(chunk, np.int64)
+        acc = arrivals_from(log1p_neg(uniform("arrivals", np.arange(sockets, sockets + chunk))),
+                            rate, acc, t)
+        n = int(np.searchsorted(t, end, side="left"))    # sockets starting before the end
+        sockets += n
+        if n < chunk:
+            break
+        chunk = min(chunk * 2, 1 << 22)
+    if sockets == 0:
+        raise ValueError(f"workload.duration_s = {w.duration_s:g} is invalid: no flow starts "
+                         f"within it (the first starts at {t[0] / NS:.6g} s at this seed)")
+    return sc.replace(**{"workload.flows": min(sockets * q, 1 << 40)})
+
+
+def streaming_refusal(sc: Scenario) -> str | None:
+    """Why ``sc``'s flows cannot be drawn and run window by window (None: they can). A window's
+    draws may depend on the flows before it only through state the source carries (the
+    arrivals' running sum, round robin's counters)."""
+    lb = sc.lb
+    if sc.events:
+        return "[[events]] (the control plane reads every flow's records)"
+    if sc.records == "full":
+        return 'records = "full" (its tables hold every flow)'
+    if sc.workload.queries_per_socket > 1:
+        return "workload.queries_per_socket > 1 (a socket's queries are interleaved by time)"
+    if lb.algorithm is LBAlgorithm.LC or lb.persistence_s > 0:
+        return "lb.algorithm = \"lc\" or lb.persistence_s > 0 (they follow every open connection)"
+    if sc.path is DataPath.NODEPORT and not KubeProxy.per_attempt_mode(sc):
+        return ("a kube-proxy that fixes each flow's pod up front (IPVS, Cilium, session "
+                "affinity)")
+    return None
+
+
+def streams(sc: Scenario, engine: str = "compiled") -> bool:
+    """A run of ``sc`` streams (:mod:`lbsim.compiled.stream`): the compiled engine, more than
+    :data:`lbsim.budget.STREAM_FLOWS` flows, and nothing that needs every flow at once."""
+    return (engine == "compiled" and sc.workload.flows > STREAM_FLOWS
+            and streaming_refusal(sc) is None)
+
+
+class FlowSource:
+    """The cluster's layout and the per-flow inputs of ``sc``, flow by flow number: a whole run
+    draws flows 0 .. F - 1 at once (:func:`draw_workload`), a streamed one window by window in
+    order (:meth:`draw`), with the same values either way."""
+
+    def __init__(self, sc: Scenario) -> None:
+        self.sc = sc
+        self.p = p = Params.of(sc)
+        self.st = st = Streams(sc.seed)
+        self.pod_node = pod_placement(sc)
+        self.workers = (np.asarray(sc.pod.workers, np.int64) if isinstance(sc.pod.workers, tuple)
+                        else np.full(p.pods, sc.pod.workers, np.int64))
+        # the LB and kube-proxy start from the steady state's pods (later ones come with
+        # [[events]])
+        steady = sc.cluster.pods
+        local_pods = [np.flatnonzero(self.pod_node[:steady] == n) for n in range(p.nodes)]
+        self.kube_proxy = KubeProxy(sc, local_pods, steady, p.local, _salt(st.keys["endpoint"]))
+        self.lb_salt = _salt(st.keys["lb"])
+        self.lb = LoadBalancer(sc, self.pod_node[:steady], self.workers[:steady], self.lb_salt)
+        self.next = 0          # the next flow to draw
+        self._acc = 0.0        # the arrivals' running sum so far, s
+
+    def draw(self, lo: int, hi: int) -> dict[str, np.ndarray]:
+        """The inputs of flows ``lo`` .. ``hi - 1`` (``lo``: the next flow; a partial window only
+        where :func:`streaming_refusal` allows): t0, client, sport, service, hold, instance,
+        backend, flow_pod."""
+        sc, p, st, w = self.sc, self.p, self.st, self.sc.workload
+        if lo != self.next or not lo <= hi <= p.flows:
+            raise ValueError(f"flows [{lo}, {hi}) do not follow flow {self.next}")
+        if (lo, hi) != (0, p.flows) and streaming_refusal(sc) is not None:
+            raise ValueError(f"this scenario is drawn whole: {streaming_refusal(sc)}")
+        self.next = hi
+        if w.queries_per_socket > 1:
+            return self._draw_queries()
+        fid = np.arange(lo, hi, dtype=np.int64)
+        # rint(cumsum(-log1p(-u) / rate) * 1e9): log1p by numpy, the rest in one pass
+        t0 = np.empty(fid.size, np.int64)
+        self._acc = arrivals_from(log1p_neg(st.uniform("arrivals", fid)), w.rate_per_s,
+                                  self._acc, t0)
+        client, sport, instance = self._tuples(fid)
+        service, hold, life = self._durations(fid)
+        backend = self.lb.choose(instance, client, sport, t0, life)
+        return self._kube_proxy(dict(t0=t0, client=client, sport=sport, service=service,
+                                     hold=hold, instance=instance, backend=backend), fid, life)
+
+    def _tuples(self, sid: np.ndarray):
+        """Each socket's client (floor(u * n)), source port and LB instance (ECMP: a hash of the
+        client's tuple)."""
+        w, st = self.sc.workload, self.st
+        client = scaled(st.uniform("clients", sid), w.clients, 0)
+        lo, hi = w.client_port_range
+        sport = scaled(st.uniform("client_ports", sid), hi - lo + 1, lo)
+        return client, sport, _lb_instance(client, sport, st.keys["lb"], self.sc.lb.instances)
+
+    def _durations(self, fid: np.ndarray):
+        """Each flow's service and hold times, and its lifetime for least connections."""
+        service = _durations(self.sc.pod.service_s, self.st, "service", fid)
+        hold = _durations(self.sc.workload.hold_s, self.st, "hold", fid)
+        return service, hold, self._life(service, hold)
+
+    def _life(self, service: np.ndarray, hold: np.ndarray) -> np.ndarray | None:
+        """How long the LB (or IPVS) counts a connection for least-connections: the handshake,
+        the service and the hold, without queueing or retransmissions (docs/design.md); only the
+        LB's lc and the per-flow kube-proxy choices read it."""
+        sc, p = self.sc, self.p
+        if sc.lb.algorithm is LBAlgorithm.LC or (p.nodeport and not p.per_attempt):
+            return 2 * p.d_in + service + hold
+        return None
+
+    def _kube_proxy(self, a: dict, fid: np.ndarray, life) -> dict:
+        p = self.p
+        a["flow_pod"] = np.full(1, PER_ATTEMPT, np.int64)
+        if p.nodeport:
+            if p.pod_clients:                            # the client pod's own node
+                a["instance"] = np.full(fid.size, -1, np.int64)
+                a["backend"] = a["client"] % p.nodes
+            if not p.per_attempt:
+                a["flow_pod"] = self.kube_proxy.flow_pods(
+                    a["backend"], a["client"], a["sport"], a["t0"], life,
+                    self.st.uniform("endpoint", fid, 0))
+        return {k: np.ascontiguousarray(v, dtype=np.int64) for k, v in a.items()}
+
+    def _draw_queries(self) -> dict[str, np.ndarray]:
+        """Every flow when a socket sends several queries (its flows interleave with other
+        sockets' by time, so they are drawn whole): per socket the client, port and LB choice,
+        per flow the rest; also ``socket``."""
+        p, st, w = self.p, self.st, self.sc.workload
+        F, q = p.flows, w.queries_per_socket
+        S = -(-F // q)
+        sid = np.arange(S, dtype=np.int64)
+        t_sock = arrival_ns(log1p_neg(st.uniform("arrivals", sid)), w.rate_per_s / q)
         sock = np.repeat(sid, q)[:F]
         t0 = t_sock[sock] + np.tile(np.arange(q), S)[:F] * ns(w.query_gap_s)
         order = np.argsort(t0, kind="stable")       # flow numbers follow arrival order
         socket, t0 = sock[order], t0[order]
-    fid = np.arange(F, dtype=np.int64)
-    client = scaled(st.uniform("clients", sid), w.clients, 0)       # floor(u * n)
-    lo, hi = w.client_port_range
-    sport = scaled(st.uniform("client_ports", sid), hi - lo + 1, lo)
-    per_flow = (lambda a: a) if q == 1 else (lambda a: a[socket])   # noqa: E731
-    service = _durations(sc.pod.service_s, st, "service", fid)
-    hold = _durations(w.hold_s, st, "hold", fid)
-    pod_node = pod_placement(sc)
-    workers = (np.asarray(sc.pod.workers, np.int64) if isinstance(sc.pod.workers, tuple)
-               else np.full(p.pods, sc.pod.workers, np.int64))
-    # the LB and kube-proxy start from the steady state's pods (later ones come with [[events]])
-    steady = sc.cluster.pods
-    local_pods = [np.flatnonzero(pod_node[:steady] == n) for n in range(p.nodes)]
-    kube_proxy = KubeProxy(sc, local_pods, steady, p.local, _salt(st.keys["endpoint"]))
-    # how long the LB (or IPVS) counts a connection for least-connections: the handshake, the
-    # service and the hold, without queueing or retransmissions (docs/design.md); only the LB's
-    # lc and the per-flow kube-proxy choices read it
-    life = (2 * p.d_in + service + hold
-            if sc.lb.algorithm is LBAlgorithm.LC or (p.nodeport and not p.per_attempt) else None)
-    # ECMP: an LB instance by a hash of the client's tuple; the instance's choice is made once
-    # per socket (the LB tracks a tuple, so a socket's requests share a backend)
-    instance = _lb_instance(client, sport, st.keys["lb"], sc.lb.instances)
-    lb_salt = _salt(st.keys["lb"])
-    lb = LoadBalancer(sc, pod_node[:steady], workers[:steady], lb_salt)
-    if life is not None and q > 1:
-        first = np.full(S, F, np.int64)
-        np.minimum.at(first, socket, fid)
-        life_sock = life[np.minimum(first, F - 1)]
-    else:
-        life_sock = life
-    backend = per_flow(lb.choose(instance, client, sport, t_sock, life_sock))
-    instance, client, sport = per_flow(instance), per_flow(client), per_flow(sport)
-    flow_pod = np.full(1, PER_ATTEMPT, np.int64)
-    if p.nodeport:
-        if p.pod_clients:                            # the client pod's own node
-            instance = np.full(F, -1, np.int64)
-            backend = client % p.nodes
-        if not p.per_attempt:
-            flow_pod = kube_proxy.flow_pods(backend, client, sport, t0, life,
-                                            st.uniform("endpoint", fid, 0))
-    i64 = lambda a: np.ascontiguousarray(a, dtype=np.int64)  # noqa: E731
-    arrays = dict(t0=i64(t0), client=i64(client), sport=i64(sport), service=i64(service),
-                  hold=i64(hold), instance=i64(instance), backend=i64(backend),
-                  flow_pod=i64(flow_pod), pod_node=i64(pod_node), workers=i64(workers),
-                  socket=i64(socket if q > 1 else np.zeros(0)))
-    for a in arrays.values():
-        a.flags.writeable = False
-    endpoints = tuple(i64(g) for g in kube_proxy.endpoints)
-    return Workload(scenario=sc, params=p, keys=dict(st.keys), endpoints=endpoints,
-                    lb_salt=lb_salt, **arrays)
+        fid = np.arange(F, dtype=np.int64)
+        client, sport, instance = self._tuples(sid)
+        service, hold, life = self._durations(fid)
+        # the instance's choice is made once per socket (the LB tracks a tuple, so a socket's
+        # requests share a backend), with the lifetime of the socket's first flow
+        if life is not None:
+            first = np.full(S, F, np.int64)
+            np.minimum.at(first, socket, fid)
+            life_sock = life[np.minimum(first, F - 1)]
+        else:
+            life_sock = None
+        backend = self.lb.choose(instance, client, sport, t_sock, life_sock)[socket]
+        a = self._kube_proxy(dict(t0=t0, client=client[socket], sport=sport[socket],
+                                  service=service, hold=hold, instance=instance[socket],
+                                  backend=backend), fid, life)
+        a["socket"] = np.ascontiguousarray(socket, dtype=np.int64)
+        return a
+
+    def workload(self, arrays: dict[str, np.ndarray]) -> Workload:
+        """A Workload of every flow's ``arrays`` (:meth:`draw` of all of them)."""
+        arrays = dict(arrays, pod_node=self.pod_node, workers=self.workers)
+        arrays.setdefault("socket", np.zeros(0, np.int64))
+        arrays = {k: np.ascontiguousarray(v, dtype=np.int64) for k, v in arrays.items()}
+        for a in arrays.values():
+            a.flags.writeable = False
+        endpoints = tuple(np.ascontiguousarray(g, dtype=np.int64)
+                          for g in self.kube_proxy.endpoints)
+        return Workload(scenario=self.sc, params=self.p, keys=dict(self.st.keys),
+                        endpoints=endpoints, lb_salt=self.lb_salt, **arrays)
+
+
+def draw_workload(sc: Scenario) -> Workload:
+    """Draw every per-flow input of ``sc``: per socket (client, port, LB choice) and per flow."""
+    src = FlowSource(sc)
+    return src.workload(src.draw(0, src.p.flows))
 
 
 def _salt(key: np.uint64) -> int:

@@ -31,22 +31,27 @@ __all__ = ["DirectEngine"]
 
 
 @jit
-def _direct(a, b, tcp, d_in, t0, backend, service, client, worker_free, outcome, attempts,
-            pod, nat_port, connect, response, pod_wait, src_ip):
-    """Serve flows ``a`` to ``b - 1``."""
+def _direct(a, b, t1, mask, tcp, d_in, t0, backend, service, client, worker_free, outcome,
+            attempts, pod, nat_port, connect, response, pod_wait, src_ip):
+    """Serve flows ``a`` .. ``b - 1`` (flow f in row ``f & mask``) up to the first arriving at
+    or after ``t1``; returns the first flow not served."""
     for f in range(a, b):
-        t = t0[f] + d_in
-        p = backend[f]
+        i = f & mask
+        t = t0[i] + d_in
+        if t >= t1:
+            return f
+        p = backend[i]
         q = t + 2 * d_in if tcp else t
-        finish = serve(worker_free, p, q, service[f])
-        pod_wait[f] = finish - service[f] - q
-        outcome[f] = OK
-        attempts[f] = 1
-        pod[f] = p
-        nat_port[f] = -1
-        connect[f] = t + d_in - t0[f] if tcp else -1
-        response[f] = finish + d_in - t0[f]
-        src_ip[f] = CLIENT_BASE + client[f]
+        finish = serve(worker_free, p, q, service[i])
+        pod_wait[i] = finish - service[i] - q
+        outcome[i] = OK
+        attempts[i] = 1
+        pod[i] = p
+        nat_port[i] = -1
+        connect[i] = t + d_in - t0[i] if tcp else -1
+        response[i] = finish + d_in - t0[i]
+        src_ip[i] = CLIENT_BASE + client[i]
+    return b
 
 
 @jit
@@ -113,7 +118,7 @@ def _direct_events(t1, X, d_in, lb2b, tcp, retries, gaps, rr_algo, salt, t0, ser
         else:
             why = POD_GONE if gone[p] <= t else REFUSED
         if why == REFUSED:                          # an RST: the flow fails at once
-            refuse(S, full, D, cause_count, outcome, cause, attempts, f, k, t, why, -1)
+            refuse(S, full, D, cause_count, outcome, cause, attempts, f, k, t, why, -1, -1)
             continue
         cause_count[why] += 1
         cause[f] = why
@@ -138,6 +143,9 @@ class DirectEngine:
         self.rec = RecordsBuilder(w)
         self.worker_free = worker_slots(w.workers)
         self.next = 0
+        #: the flows whose inputs are loaded (all, or a streamed run's so far) and the start of
+        #: the last one served, ns
+        self.flow_end, self.last_t0 = self.p.flows, 0
         self.dynamic = bool(w.scenario.events)
         if self.dynamic:
             self._init_events()
@@ -163,16 +171,20 @@ class DirectEngine:
         self.gaps = np.asarray(p.gaps, np.int64)
         self.lb2b = int(round(sc.network.lb_to_backend_s * NS))
 
+    def rebind(self, w: Workload, rec: RecordsBuilder) -> None:
+        """A streamed run's ring of per-flow rows grew (:meth:`CompiledEngine.rebind`)."""
+        self.w, self.p, self.rec = w, w.params, rec
+
     def advance(self, t1: int) -> bool:
         """Serve the flows arriving before ``t1``; True once every flow is served."""
         w, p, r = self.w, self.p, self.rec
         if self.dynamic:
             return self._advance_events(t1)
-        b = int(np.searchsorted(w.t0, t1 - p.d_in, side="left"))   # arriving before t1
+        b = _direct(self.next, self.flow_end, t1, p.flow_mask, p.tcp, p.d_in, w.t0, w.backend,
+                    w.service, w.client, self.worker_free, r.outcome, r.attempts, r.pod,
+                    r.nat_port, r.connect_ns, r.response_ns, r.pod_wait_ns, r.src_ip)
         if b > self.next:
-            _direct(self.next, b, p.tcp, p.d_in, w.t0, w.backend, w.service, w.client,
-                    self.worker_free, r.outcome, r.attempts, r.pod, r.nat_port, r.connect_ns,
-                    r.response_ns, r.pod_wait_ns, r.src_ip)
+            self.last_t0 = int(w.t0[(b - 1) & p.flow_mask])
             self.next = b
         return self.next >= p.flows
 
@@ -236,7 +248,7 @@ class DirectEngine:
             nd = int(self.S[S_NDROP])
             drops = tuple(self.D[:nd, i].copy() for i in range(5))
         else:
-            n = (int(self.w.t0[-1]) + p.d_in) // NS if p.flows else 0
+            n = (self.last_t0 + p.d_in) // NS if p.flows else 0
             drops = (np.zeros(0, np.int64),) * 5
         empty = np.zeros(0, np.int64)
         return self.rec.freeze(

@@ -19,6 +19,7 @@ from .index import rebuild_index
 from .layout import (DONE, ENTRY_WIDTH, PENDING_WIDTH, RING, ROOM, S_HN,
                      S_MAX_WAIT, S_PAIR_BASE, S_PAIR_PODS,
                      S_NDROP, S_NEXT_TICK, S_NGAUGE, S_NSNAT, S_PSIZE, S_RESOLVED, S_SAMPLE_NEXT,
+                     S_FLOW_END,
                      S_SIZE, S_USED, STATE_SLOTS, T_EXPIRE, Inputs, Outputs, State,
                      engine_params)
 from .loop import advance
@@ -77,6 +78,7 @@ class CompiledEngine:
         self.targets = TargetSets(steady_targets(w.scenario, w.pod_node[:first]))
         S = np.zeros(STATE_SLOTS, np.int64)
         S[S_SAMPLE_NEXT] = NS
+        S[S_FLOW_END] = p.flows              # every flow's inputs are loaded (a whole run)
         # full records count each (node, pod) pair's SNAT entries as they come and go
         pairs = (p.nodes * p.pods if p.full_records and p.snat and p.nodes * p.pods <= SNAT_PAIRS_MAX
                  else 0)
@@ -111,6 +113,17 @@ class CompiledEngine:
             G_t=np.zeros(64, np.int64), G_count=np.zeros((64, p.nodes), np.int64),
             G_live=np.zeros((64, p.nodes), np.int64), G_smax=np.zeros((64, p.nodes), np.int64),
             G_spairs=np.zeros((64, p.nodes), np.int64), SG=np.zeros((full, 3), np.int64))
+
+    def rebind(self, w: Workload, rec: RecordsBuilder) -> None:
+        """A streamed run's ring of per-flow rows grew: read ``w``'s inputs and write ``rec``'s
+        records from now on (flow f in row ``f & w.params.flow_mask``)."""
+        self.w, self.p, self.P, self.rec = w, w.params, engine_params(w.params), rec
+        self.I = self.I._replace(t0=w.t0, client=w.client, sport=w.sport, service=w.service,
+                                 hold=w.hold, instance=w.instance, backend=w.backend)
+        self.O = self.O._replace(outcome=rec.outcome, cause=rec.cause, attempts=rec.attempts,
+                                 pod=rec.pod, nat_port=rec.nat_port, connect=rec.connect_ns,
+                                 response=rec.response_ns, pod_wait=rec.pod_wait_ns,
+                                 src_ip=rec.src_ip)
 
     def advance(self, t1: int) -> bool:
         """Process the ticks and events before ``t1``; True once every flow is resolved."""
@@ -186,15 +199,24 @@ class CompiledEngine:
         def bigger(name, rows, fill=0):
             old = new.get(name, getattr(X, name))
             if rows > old.shape[0]:
-                arr = np.full((max(rows, old.shape[0] * 3 // 2),) + old.shape[1:], fill,
-                              old.dtype)
-                arr[: old.shape[0]] = old
-                new[name] = arr
+                n0, n1 = old.shape[0], max(rows, old.shape[0] * 3 // 2)
+                if old.flags.owndata and old.flags.c_contiguous:
+                    # in place (realloc: a large block is remapped, not copied, so the old and
+                    # the new array are never both in memory); nothing else holds a view of it
+                    old.resize((n1,) + old.shape[1:], refcheck=False)
+                    if fill:
+                        old[n0:] = fill
+                    new[name] = old
+                else:
+                    arr = np.full((n1,) + old.shape[1:], fill, old.dtype)
+                    arr[:n0] = old
+                    new[name] = arr
             return new.get(name, old)
 
+        e_rows = X.E.shape[0]
         rows = bigger("E", int(S[S_SIZE]) + 1).shape[0]
         if "E" in new:
-            new["E"][X.E.shape[0]:, T_EXPIRE] = -1
+            new["E"][e_rows:, T_EXPIRE] = -1
         for name in ("free", "SK", "SE"):
             bigger(name, rows)
         bigger("H", int(S[S_HN]) + 2)

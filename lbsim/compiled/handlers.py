@@ -51,35 +51,39 @@ def fail(S, P, gaps, D, cause_count, outcome, cause_rec, attempts_rec, flow, att
         i = S[S_NDROP]
         D[i, 0], D[i, 1], D[i, 2], D[i, 3], D[i, 4] = t_fail, flow, attempt, node, cause
         S[S_NDROP] += 1
-    cause_rec[flow] = cause
+    i = flow & P.flow_mask               # the flow's row of the per-flow records
+    cause_rec[i] = cause
     if attempt < P.retries:
         return max(arrive + gaps[attempt], t_fail + P.gap_min)
-    outcome[flow] = FAILED
-    attempts_rec[flow] = attempt + 1
+    outcome[i] = FAILED
+    attempts_rec[i] = attempt + 1
     S[S_RESOLVED] += 1
     return -1
 
 
 @hot
 def refuse(S, full, D, cause_count, outcome, cause_rec, attempts_rec, flow, attempt, t, cause,
-           node):
+           node, mask):
     """An attempt answered with a refusal (an RST, an ICMP port unreachable): the flow fails at
-    once, nothing is retransmitted (``ReferenceEngine.refuse``). Returns -1."""
+    once, nothing is retransmitted (``ReferenceEngine.refuse``). Returns -1. ``mask``: the
+    per-flow records' row of flow f is ``f & mask``."""
     cause_count[cause] += 1
     if full:
         i = S[S_NDROP]
         D[i, 0], D[i, 1], D[i, 2], D[i, 3], D[i, 4] = t, flow, attempt, node, cause
         S[S_NDROP] += 1
-    cause_rec[flow] = cause
-    outcome[flow] = FAILED
-    attempts_rec[flow] = attempt + 1
+    i = flow & mask
+    cause_rec[i] = cause
+    outcome[i] = FAILED
+    attempts_rec[i] = attempt + 1
     S[S_RESOLVED] += 1
     return -1
 
 
 @inline
 def lb_choice(S, rr_algo, salt, seg_t, seg_off, seg_ids, rr, instance, client, f, tl):
-    """The LB's target for flow ``f`` reaching it at ``tl`` (``ReferenceEngine._lb_choice``):
+    """The LB's target for the flow in row ``f`` of the per-flow arrays reaching it at ``tl``
+    (``ReferenceEngine._lb_choice``):
     among the set in force then, by round robin per instance or a hash of the client's address;
     -1: none. Attempts come in time order, so the set in force only moves forward."""
     g = S[S_TARGETS]
@@ -113,7 +117,7 @@ def serve(worker_free, pod, q, service):
 def endpoint(P, ep_group, ep_ptr, ep_list, cdf, flow_pod, node, u, flow):
     """kube-proxy's pod for an attempt on ``node`` (``ReferenceEngine.endpoint``), -1: none."""
     if not P.per_attempt:
-        return flow_pod[flow]
+        return flow_pod[flow & P.flow_mask]
     g = ep_group[node]
     a, b = ep_ptr[g], ep_ptr[g + 1]
     n = b - a
@@ -134,25 +138,26 @@ def endpoint(P, ep_group, ep_ptr, ep_list, cdf, flow_pod, node, u, flow):
 
 @inline
 def _record_ok(P, O, f, k, pod, port, conn, resp, src, wait):
-    O.pod_wait[f] = wait
-    O.outcome[f] = OK
-    O.attempts[f] = k + 1
-    O.pod[f] = pod
-    O.nat_port[f] = port
-    O.connect[f] = conn
-    O.response[f] = resp
-    O.src_ip[f] = src
+    i = f & P.flow_mask
+    O.pod_wait[i] = wait
+    O.outcome[i] = OK
+    O.attempts[i] = k + 1
+    O.pod[i] = pod
+    O.nat_port[i] = port
+    O.connect[i] = conn
+    O.response[i] = resp
+    O.src_ip[i] = src
 
 
 @inline
 def on_direct(P, I, O, X, f, t):
     """The direct path (``ReferenceEngine.serve_direct``): the LB's pod serves the request."""
-    pod = I.backend[f]
+    pod = I.backend[f & P.flow_mask]
     d_in = P.d_in
     q = t + 2 * d_in if P.tcp else t
-    finish = serve(X.worker_free, pod, q, I.service[f])
-    _record_ok(P, O, f, 0, pod, -1, t + d_in - I.t0[f] if P.tcp else -1,
-               finish + d_in - I.t0[f], CLIENT_BASE + I.client[f], finish - I.service[f] - q)
+    finish = serve(X.worker_free, pod, q, I.service[f & P.flow_mask])
+    _record_ok(P, O, f, 0, pod, -1, t + d_in - I.t0[f & P.flow_mask] if P.tcp else -1,
+               finish + d_in - I.t0[f & P.flow_mask], CLIENT_BASE + I.client[f & P.flow_mask], finish - I.service[f & P.flow_mask] - q)
     X.S[S_RESOLVED] += 1
 
 
@@ -161,16 +166,16 @@ def on_arrive(P, I, O, X, f, k, t):
     """An attempt reaches its node (``ReferenceEngine.arrive``): it waits for its CPU. With
     events the LB chooses the flow's node when its first attempt reaches it (no target: the
     attempt is lost, the return is the retransmission's arrival or -1); else returns -2."""
-    if P.dynamic and I.backend[f] < 0:
+    if P.dynamic and I.backend[f & P.flow_mask] < 0:
         # X.node is I.backend's very array in such a run (the workload's may be read only);
         # the queries of a socket share a tuple, so the LB keeps them on its first choice
-        n = X.sock_node[I.socket[f]] if I.socket.size else -1
+        n = X.sock_node[I.socket[f & P.flow_mask]] if I.socket.size else -1
         if n < 0:
             n = lb_choice(X.S, P.rr_algo, I.K[K_LB_SALT], X.seg_t, X.seg_off, X.seg_ids, X.rr,
-                          I.instance, I.client, f, t - P.lb2b)
+                          I.instance, I.client, f & P.flow_mask, t - P.lb2b)
             if I.socket.size:
-                X.sock_node[I.socket[f]] = n
-        X.node[f] = n
+                X.sock_node[I.socket[f & P.flow_mask]] = n
+        X.node[f & P.flow_mask] = n
         if n < 0:
             return _fail(P, I, O, X, f, k, t, t, NO_TARGET, -1)
     if P.packet_kind == PT_FIXED:
@@ -178,11 +183,11 @@ def on_arrive(P, I, O, X, f, k, t):
     else:
         pkt = duration_ns(P.packet_kind, I.pt[0], I.pt[1], uniform(I.K[K_CPU_TIME], f, k, 0),
                           uniform(I.K[K_CPU_TIME], f, k, 1))
-    node = I.backend[f]
+    node = I.backend[f & P.flow_mask]
     if P.pod_clients:                    # the sending thread's CPU, per packet
         c = node * P.cpus + np.int64(math.floor(uniform(I.K[K_RSS], f, k, 0) * P.cpus))
     else:                                # an RSS hash of the tuple
-        orig = orig_key(node, I.client[f], I.sport[f])
+        orig = orig_key(node, I.client[f & P.flow_mask], I.sport[f & P.flow_mask])
         c = node * P.cpus + np.int64(mix64(_U(orig) ^ I.K[K_RSS]) % _U(P.cpus))
     S = X.S
     t_nat = max(t, X.cpu_free[c])
@@ -215,8 +220,8 @@ def on_nat(P, I, O, X, f, k, t, ps):
     Returns the next attempt's arrival if dropped (-1: none), or -2: the attempt is pending."""
     E, S, count = X.E, X.S, X.count
     arrive = X.PD[ps, PA_ARRIVE]
-    node = I.backend[f]
-    orig = orig_key(node, I.client[f], I.sport[f])
+    node = I.backend[f & P.flow_mask]
+    orig = orig_key(node, I.client[f & P.flow_mask], I.sport[f & P.flow_mask])
     isn = np.int64(bits(I.K[K_ISN], f, k, 0) >> _U(32))
     e = live_eid(E, X.HD, S, X.free, X.IX, count, orig, t)
     if e >= 0 and (not P.tcp or (E[e, FLAGS] & F_UNREPLIED) != 0):
@@ -239,13 +244,13 @@ def on_nat(P, I, O, X, f, k, t, ps):
                    uniform(I.K[K_ENDPOINT], f, k, 0), f)
     if pod < 0 and X.ep_reject[node]:    # KUBE-EXTERNAL-SERVICES' REJECT: the flow fails
         return refuse(S, P.full_records, X.D, O.cause_count, O.outcome, O.cause, O.attempts, f,
-                      k, t, NO_ENDPOINTS, node)
+                      k, t, NO_ENDPOINTS, node, P.flow_mask)
     if pod < 0:
         return _fail(P, I, O, X, f, k, arrive, t, NO_LOCAL_ENDPOINT, node)
-    sp = I.sport[f]
+    sp = I.sport[f & P.flow_mask]
     if not P.snat:
         port, exhausted = sp, False
-        reply = reply_key_nosnat(pod, I.client[f], sp)
+        reply = reply_key_nosnat(pod, I.client[f & P.flow_mask], sp)
     else:
         port, exhausted, found = select_port(E, X.HD, S, X.free, X.IX, count, I.K, P, X.rover, t,
                                              node, pod, sp, f, k, isn)
@@ -305,24 +310,24 @@ def _serve_nodeport(P, I, O, X, f, k, ps, t, adopt, clash):
             return _lost_at_pod(P, I, O, X, f, k, ps, t, adopt, clash, ta, hop)
     d_in = P.d_in
     q = t + 3 * hop + 2 * d_in if P.tcp else t + hop
-    finish = serve(X.worker_free, pod, q, I.service[f])
+    finish = serve(X.worker_free, pod, q, I.service[f & P.flow_mask])
     resp = finish + hop + d_in
     if P.tcp:
         synack = t + 2 * hop + d_in
         t_assured = synack + d_in
-        t_close = resp + I.hold[f] + d_in
+        t_close = resp + I.hold[f & P.flow_mask] + d_in
         t_expire = t_close + P.time_wait
-        conn = synack - I.t0[f]
+        conn = synack - I.t0[f & P.flow_mask]
     else:
         t_rep = finish + hop
-        t_close = t_rep + I.hold[f]
-        stream = I.hold[f] > 0 and t_close - t > UDP_STREAM_AFTER
+        t_close = t_rep + I.hold[f & P.flow_mask]
+        stream = I.hold[f & P.flow_mask] > 0 and t_close - t > UDP_STREAM_AFTER
         t_assured = max(t_rep, t + UDP_STREAM_AFTER) if stream else NEVER
         t_expire = t_close + (P.udp_stream if stream else P.udp)
         conn = -1
-    _record_ok(P, O, f, k, pod, port if P.snat else -1, conn, resp - I.t0[f],
-               NODE_IP_BASE + node if P.snat else CLIENT_BASE + I.client[f],
-               finish - I.service[f] - q)
+    _record_ok(P, O, f, k, pod, port if P.snat else -1, conn, resp - I.t0[f & P.flow_mask],
+               NODE_IP_BASE + node if P.snat else CLIENT_BASE + I.client[f & P.flow_mask],
+               finish - I.service[f & P.flow_mask] - q)
     X.S[S_RESOLVED] += 1
     if P.dynamic:        # the client's FIN (or last datagram) reaches the pod a hop later
         X.closes[pod] = max(X.closes[pod], t_close + hop)
@@ -351,7 +356,7 @@ def _lost_at_pod(P, I, O, X, f, k, ps, t, adopt, clash, ta, hop):
     if gone:
         return _fail(P, I, O, X, f, k, PD[ps, PA_ARRIVE], ta, POD_GONE, node)
     return refuse(X.S, P.full_records, X.D, O.cause_count, O.outcome, O.cause, O.attempts, f, k,
-                  ta, REFUSED, node)
+                  ta, REFUSED, node, P.flow_mask)
 
 
 @inline

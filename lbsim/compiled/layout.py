@@ -68,11 +68,12 @@ PENDING_WIDTH = 11
 # -- scalar state (S) ------------------------------------------------------------------------------
 (S_NEXT_NEW, S_RESOLVED, S_MAX_WAIT, S_SAMPLE_NEXT, S_SIZE, S_NFREE, S_USED, S_HN, S_PFREE,
  S_PSIZE, S_NDROP, S_NGAUGE, S_NSNAT, S_BORN, S_NEXT_TICK, S_LAST_SAMPLE,
- S_TARGETS, S_PAIR_BASE, S_PAIR_PODS) = range(19)
+ S_TARGETS, S_PAIR_BASE, S_PAIR_PODS, S_FLOW_END) = range(20)
 #: S_TARGETS: with events, the LB's target set in force at the last choice (its segment);
 #: S_PAIR_BASE: the first of HD's SNAT pair rows (0: none kept), S_PAIR_PODS: pods per node in
-#: their numbering (pair = node x pods + pod)
-STATE_SLOTS = 19
+#: their numbering (pair = node x pods + pod); S_FLOW_END: the flows whose inputs are loaded
+#: (all of them, or in a streamed run those up to the window's end)
+STATE_SLOTS = 20
 
 # -- what the window function returns ------------------------------------------------------------
 DONE, PAUSE, ROOM = 0, 1, 2

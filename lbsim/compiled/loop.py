@@ -17,7 +17,8 @@ from .events import order, pop, push, unpack
 from .handlers import endpoint, on_arrive, on_confirm, on_direct, on_nat, tick
 from .index import orig_key, prefetch_slot, reply_key
 from .intrinsics import prefetch
-from .layout import (AHEAD, DONE, K_ENDPOINT, K_NAT, PA_TCONF, PAUSE, ROOM, S_HN, S_NDROP, S_NEXT_NEW,
+from .layout import (AHEAD, DONE, K_ENDPOINT, K_NAT, PA_TCONF, PAUSE, ROOM, S_FLOW_END, S_HN,
+                     S_NDROP, S_NEXT_NEW,
                      S_NEXT_TICK, S_NGAUGE, S_NSNAT, S_PFREE, S_PSIZE, S_SIZE, S_USED, hot,
                      inline)
 from .nat import port_range
@@ -40,8 +41,9 @@ def _no_room(P, X):
 def _prefetch_ahead(P, I, X, g):
     """Prefetch the index slots flow ``g``'s first attempt will probe: its ORIGINAL tuple and,
     under random-fully SNAT, the first port select_port tries (and its pod's workers)."""
-    gnode, gsp = I.backend[g], I.sport[g]
-    prefetch_slot(X.IX, orig_key(gnode, I.client[g], gsp), False)
+    i = g & P.flow_mask
+    gnode, gsp = I.backend[i], I.sport[i]
+    prefetch_slot(X.IX, orig_key(gnode, I.client[i], gsp), False)
     if P.snat and P.random_all and not P.legacy:
         gpod = endpoint(P, X.ep_group, X.ep_ptr, X.ep_list, X.cdf, I.flow_pod, gnode,
                         uniform(I.K[K_ENDPOINT], g, 0, 0), g)
@@ -55,24 +57,32 @@ def _prefetch_ahead(P, I, X, g):
 @hot
 def advance(T1, P, I, O, X):
     """Process events (and ticks) before ``T1``; returns DONE, PAUSE (reached ``T1``) or ROOM
-    (an array must grow before the next step)."""
+    (an array must grow before the next step).
+
+    New flows are read up to ``S[S_FLOW_END]`` (every flow, or in a streamed run those whose
+    inputs are loaded: flow f's in row ``f & P.flow_mask``); the driver then never asks for a
+    ``T1`` past the first unloaded flow's arrival, so no event is taken before it."""
     S, H, t0 = X.S, X.H, I.t0
-    F = P.flows
+    mask = P.flow_mask
     while True:
         nn = S[S_NEXT_NEW]
         hn = S[S_HN]
-        if nn >= F and hn == 0:
+        if nn >= P.flows and hn == 0:
             return DONE
+        F = S[S_FLOW_END]
         from_heap = hn > 0
+        ta = T1
         if nn < F:
-            ta = t0[nn] + P.d_in
+            ta = t0[nn & mask] + P.d_in
             if from_heap:
                 from_heap = H[0, 0] < ta or (H[0, 0] == ta and H[0, 1] < order(ARRIVE, nn, 0))
         if from_heap:
             t, o, ps = H[0, 0], H[0, 1], H[0, 2]
             kind, f, k = unpack(o)
-        else:
-            t, kind, f, k, ps = t0[nn] + P.d_in, ARRIVE, nn, 0, -1
+        elif nn < F:
+            t, kind, f, k, ps = ta, ARRIVE, nn, 0, -1
+        else:                            # nothing loaded before T1: only the ticks until then
+            t, kind, f, k, ps = T1, ARRIVE, nn, 0, -1
         nt = S[S_NEXT_TICK]
         if nt <= t:
             if nt >= T1:

@@ -127,6 +127,9 @@ class WorkloadConfig(_Section):
     rate_per_s: float = 1000.0
     #: number of flows (connections or UDP requests) to simulate
     flows: int = 100_000
+    #: > 0: simulate the flows that start within this many seconds instead (``flows`` is then
+    #: the count the run found: lbsim.workload.with_duration); 0: ``flows`` flows
+    duration_s: float = 0.0
     #: number of client IP addresses; each flow picks one uniformly
     clients: int = 4096
     #: clients' ephemeral port range (``ip_local_port_range``), inclusive
@@ -154,6 +157,11 @@ class WorkloadConfig(_Section):
         _check_enum(n("protocol"), self.protocol, Protocol)
         _check_float(n("rate_per_s"), self.rate_per_s, positive=True)
         _check_int(n("flows"), self.flows, 1, 1 << 40)
+        _check_float(n("duration_s"), self.duration_s)
+        if self.duration_s * self.rate_per_s > 1 << 40:
+            _fail(n("duration_s"), self.duration_s,
+                  f"at most {(1 << 40) / self.rate_per_s:.6g} s at rate_per_s = "
+                  f"{self.rate_per_s:g} (about 2^40 flows, as workload.flows), or 0")
         _check_int(n("clients"), self.clients, 1, MAX_CLIENTS)
         _check_port_range(n("client_port_range"), self.client_port_range)
         _check_int(n("syn_retries"), self.syn_retries, 0, 127)

@@ -112,21 +112,29 @@ class ControlPlane:
         return self.engine.last_close(pod)
 
 
-def drive(env: simpy.Environment, engine: Engine, t0: np.ndarray, d_in: int, batch_flows: int):
+def drive(env: simpy.Environment, engine: Engine, t0: np.ndarray | None, d_in: int,
+          batch_flows: int, progress: Callable[[int, int], None] | None = None):
     """The data plane's simpy process: windows of at most ``batch_flows`` new flows (flow f's
-    first attempt arrives at ``t0[f] + d_in``, ns, ascending), each ending early at the next
-    control-plane event. Returns when every flow is resolved."""
-    F = t0.size
+    first attempt arrives at ``t0[f] + d_in``, ns, ascending; None: the engine loads its flows
+    window by window itself, a streamed run), each ending early at the next control-plane
+    event. Returns when every flow is resolved. ``progress(t, started)`` hears of each window's
+    end (simulated ns, flows started before it)."""
+    F = 0 if t0 is None else t0.size
     while True:
         now = int(env.now)
         if env.peek() <= now:                  # a control-plane event is due now: it goes first
             yield env.timeout(0)
             continue
-        nn = int(np.searchsorted(t0, now - d_in, side="left"))   # flows already started
-        end = int(t0[nn + batch_flows]) + d_in if nn + batch_flows < F else NEVER
+        if t0 is None:                         # the engine windows its flows itself (streamed)
+            end = NEVER
+        else:
+            nn = int(np.searchsorted(t0, now - d_in, side="left"))   # flows already started
+            end = int(t0[nn + batch_flows]) + d_in if nn + batch_flows < F else NEVER
         t1 = min(max(end, now + 1), _instant(env.peek()))
         if engine.advance(t1):
             return
+        if progress is not None and t0 is not None:
+            progress(t1, int(np.searchsorted(t0, t1 - d_in, side="left")))
         yield env.timeout(t1 - now)
 
 
@@ -134,14 +142,15 @@ def _instant(t: float) -> int:
     return NEVER if t == float("inf") else int(t)
 
 
-def run_engine(engine: Engine, t0: np.ndarray, params: Params, batch_flows: int,
-               control: Callable[[simpy.Environment, ControlPlane], object] | None = None):
+def run_engine(engine: Engine, t0: np.ndarray | None, params: Params, batch_flows: int,
+               control: Callable[[simpy.Environment, ControlPlane], object] | None = None,
+               progress: Callable[[int, int], None] | None = None):
     """Run ``engine`` to the end under simpy, with the control plane ``control`` (if any); flow
-    f's first attempt arrives at ``t0[f] + params.d_in``."""
+    f's first attempt arrives at ``t0[f] + params.d_in``; ``progress``: :func:`drive`'s."""
     if batch_flows < 1:
         raise ValueError(f"batch_flows = {batch_flows} is invalid: must be >= 1")
     env = simpy.Environment()
     if control is not None:
         control(env, ControlPlane(env, engine, params))
-    env.run(until=env.process(drive(env, engine, t0, params.d_in, batch_flows)))
+    env.run(until=env.process(drive(env, engine, t0, params.d_in, batch_flows, progress)))
 

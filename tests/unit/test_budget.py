@@ -66,6 +66,7 @@ def test_runs_past_the_clock_or_ticking_for_hours_are_refused_up_front(changes, 
 def test_the_default_and_the_perf_scenarios_pass_the_checks():
     from lbsim.budget import check_clock
     from lbsim.scenarios import SCENARIOS, get
+    from lbsim.workload import streams
     for name in SCENARIOS:
         check_clock(get(name))
-        check_memory(get(name), available=16 << 30)
+        check_memory(get(name), available=16 << 30, streamed=streams(get(name)))

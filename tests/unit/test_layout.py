@@ -104,14 +104,14 @@ def test_no_module_of_the_pipeline_imports_upward_or_in_a_circle(package):
 #: outputs (docs/design.md); a module may import from its own stage and the ones below only
 STAGES = [
     ("lbsim.jit", "lbsim.kernel", "lbsim.durations", "lbsim.tuples", "lbsim.formatting",
-     "lbsim.analytic"),
+     "lbsim.analytic", "lbsim.histogram", "lbsim.progress"),
     ("lbsim.config", "lbsim.rng"),
     ("lbsim.sampling", "lbsim.balancing"),
     ("lbsim.lb", "lbsim.kube_proxy", "lbsim.scenarios"),
     ("lbsim.workload", "lbsim.budget"),
     ("lbsim.records",),
     ("lbsim.reference", "lbsim.compiled", "lbsim.control", "lbsim.metrics", "lbsim.headroom",
-     "lbsim.rollout",
+     "lbsim.rollout", "lbsim.flowstats",
      "lbsim.caveats"),
     ("lbsim.simulation",),
     ("lbsim.figures", "lbsim.plots", "lbsim.runner", "lbsim.scenario_run"),
