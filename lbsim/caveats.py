@@ -58,13 +58,19 @@ def scenario_caveats(sc: Scenario) -> list[str]:
     return out
 
 
+def _longer(sc: Scenario) -> str:
+    """How to make ``sc``'s run longer: the setting that decides its length."""
+    return ("a longer workload.duration_s" if sc.workload.duration_s > 0
+            else "more workload.flows")
+
+
 def run_caveats(sc: Scenario, r: Records) -> list[str]:
     """What makes ``r`` not mean what it seems: a span shorter than the time an entry is held,
     pods offered more work than their workers do, node CPUs queueing past the client's timeout."""
     out = []
     w, p = sc.workload, r.workload.params
     span = r.last_arrival_ns / NS
-    longer = "a longer workload.duration_s" if w.duration_s > 0 else "more workload.flows"
+    longer = _longer(sc)
     service = float(sc.pod.service_s.mean)
     workers = int(r.workload.workers[:sc.cluster.pods].sum())   # the steady state's pods
     utilisation = w.rate_per_s * service / workers
@@ -96,8 +102,7 @@ def run_caveats(sc: Scenario, r: Records) -> list[str]:
 def _event_caveats(sc: Scenario, r: Records, span: float) -> list[str]:
     """Events the run's flows never see, and a rollout the run ends in the middle of."""
     out = []
-    longer = ("a longer workload.duration_s" if sc.workload.duration_s > 0
-              else "more workload.flows")
+    longer = _longer(sc)
     for i, e in enumerate(sc.events):
         if e.at_s > span:
             out.append(f"events[{i}] ({e.kind} at {e.at_s:g} s) comes after the last arrival "

@@ -236,8 +236,8 @@ class FlowStats:
         sec = np.concatenate((self._carry[0], c.t0[ok] // NS))
         key = np.concatenate((self._carry[1], c.backend[ok].astype(np.int64) * self.p.pods
                               + c.pod[ok]))
-        open_sec = int(c.t0[-1]) // NS
-        done = int(np.searchsorted(sec, open_sec, side="left"))
+        last_sec = int(c.t0[-1]) // NS
+        done = int(np.searchsorted(sec, last_sec, side="left"))
         self.busiest = max(self.busiest, int(_busiest(sec[:done], key[:done])))
         self._carry = (sec[done:], key[done:])
 

@@ -43,13 +43,10 @@ def bucket_of(v):
 
 
 @jit
-def add_values(counts, values, select):
-    """Count ``values[i]`` for each ``i`` with ``select[i]`` (a boolean array of the same size, or
-    of size 0: all)."""
-    every = select.size == 0
+def add_values(counts, values):
+    """Count every one of ``values``."""
     for i in range(values.size):
-        if every or select[i]:
-            counts[bucket_of(values[i])] += 1
+        counts[bucket_of(values[i])] += 1
 
 
 def _midpoints() -> np.ndarray:
@@ -68,10 +65,9 @@ class LogHistogram:
     def __init__(self) -> None:
         self.counts = np.zeros(BUCKETS, np.int64)
 
-    def add(self, values: np.ndarray, select: np.ndarray | None = None) -> None:
-        """Count ``values`` (those where ``select`` is true)."""
-        add_values(self.counts, np.ascontiguousarray(values, np.int64),
-                   np.zeros(0, np.bool_) if select is None else np.ascontiguousarray(select))
+    def add(self, values: np.ndarray) -> None:
+        """Count ``values``."""
+        add_values(self.counts, np.ascontiguousarray(values, np.int64))
 
     def merge(self, other: LogHistogram) -> None:
         self.counts += other.counts

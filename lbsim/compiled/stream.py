@@ -84,17 +84,11 @@ class StreamedRun:
         engines get read-only views, as a whole run's inputs are (this run writes the rows
         through ``self.rows``): the same compiled code, which may assume that no record it
         writes changes an input."""
-        src = self.src
         self.rows = rows
         views = {k: _read_only(a) for k, a in rows.items()}
-        p = dataclasses.replace(self.p, flow_mask=self.size - 1)
-        return Workload(scenario=src.sc, params=p, keys=dict(src.st.keys),
-                        endpoints=tuple(np.ascontiguousarray(g, np.int64)
-                                        for g in src.kube_proxy.endpoints),
-                        lb_salt=src.lb_salt, pod_node=_read_only(src.pod_node),
-                        workers=_read_only(src.workers),
-                        flow_pod=_read_only(np.full(1, PER_ATTEMPT, np.int64)),
-                        socket=_read_only(np.zeros(0, np.int64)), **views)
+        w = self.src.workload(dict(views, flow_pod=np.full(1, PER_ATTEMPT, np.int64)))
+        return dataclasses.replace(w, params=dataclasses.replace(self.p,
+                                                                 flow_mask=self.size - 1))
 
     def _edge(self) -> int:
         """Where the engine must stop: the staged window's first arrival (NEVER: none left)."""
