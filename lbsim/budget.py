@@ -35,9 +35,9 @@ LOAD_ROWS_MAX = 2_000_000
 _PER_FLOW = 80 + 44 + 80
 #: per flow with records = "full": the flows table and its derived columns, the load table's input
 _PER_FLOW_FULL = 260
-#: per live conntrack entry: its 112-byte row, two index slots of 16 B at <= 50 % load, its
-#: calendar links and scratch rows
-_PER_ENTRY = 112 + 4 * 16 + 3 * 8
+#: per live conntrack entry: its 80-byte row (grown by a quarter), two index slots of 8 B at
+#: <= 50 % load, its free-list and scratch rows
+_PER_ENTRY = 80 * 5 // 4 + 4 * 8 + 4 + 4 + 8
 #: the reference engine keeps Python objects per event: about this much more per flow
 _REFERENCE_FACTOR = 20
 
@@ -96,8 +96,9 @@ def estimate_bytes(sc: Scenario, engine: str = "compiled", streamed: bool = Fals
         live = min(flows, w.rate_per_s * held_s + 1)
         total += int(live * _PER_ENTRY)
         samples = span_s + held_s + 2
-        # the gauges (5 arrays of a sample per node, grown by half) and their table
-        total += int(samples * c.nodes * (48 if not full else 64))
+        # the gauges (entries and live in 4 bytes, full records' SNAT pair in 16, grown by
+        # half), their int64 records and their table (6 columns of 8 bytes)
+        total += int(samples * c.nodes * ((8 if not full else 24) * 3 // 2 + 32 + 48))
         if full:
             if c.nodes * c.pods <= SNAT_PAIRS_MAX:
                 total += 24 * c.nodes * c.pods                     # the pairs' SNAT counts

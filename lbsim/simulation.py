@@ -235,7 +235,7 @@ def warm_up() -> None:
     import sys
 
     from .compiled.index import rebuild_index
-    from .compiled.layout import ENTRY_WIDTH, T_EXPIRE
+    from .compiled.layout import entry_rows
     start = time.perf_counter()
     from .scenarios import get
     # both paths, both record modes, the draws of the default and the perf scenarios: every
@@ -253,9 +253,7 @@ def warm_up() -> None:
         # the direct path through events (a scale in at 0.1 s)
         run(Scenario().replace(**{"workload.flows": 300, "path": "direct", "events": [
             {"at_s": 0.1, "kind": "scale", "replicas": 50}]}), progress=False)
-    E = np.zeros((2, ENTRY_WIDTH), np.int64)
-    E[:, T_EXPIRE] = -1
-    rebuild_index(E, 2, 16)
+    rebuild_index(entry_rows(2), 2, 16)
     took = time.perf_counter() - start
     if took > 5:
         print(f"lbsim: compiled the simulation engine in {took:.0f} s (first run with this "

@@ -18,12 +18,11 @@ def add_entry(table, *, node=0, pod=0, port, client=1, t_assured=0, t_close=10**
 
 def compiled_table(ref, cap=4096):
     """The compiled table's arrays (E, HD, S, free, IX, count) holding ``ref``'s live entries."""
-    E = np.zeros((cap, L.ENTRY_WIDTH), np.int64)
-    E[:, L.T_EXPIRE] = -1
+    E = L.entry_rows(cap)
     HD = calendar.calendar_heads(ref.nodes)
     S = np.zeros(L.STATE_SLOTS, np.int64)
     IX = np.full(8 * cap, -1, np.int64)
-    free, count = np.zeros(cap, np.int64), np.zeros(ref.nodes, np.int64)
+    free, count = np.zeros(cap, L.ROW), np.zeros(ref.nodes, np.int64)
     for e in np.flatnonzero(ref.alive[: ref.size]):
         ctable.insert(E, HD, S, free, IX, count, np.uint64(ref.salt), ref.buckets,
                       int(ref.orig[e]), int(ref.reply[e]), int(ref.node[e]), int(ref.pod[e]),

@@ -45,9 +45,9 @@ def calendar_heads(nodes: int, pairs: int = 0) -> np.ndarray:
 @inline
 def snat_pair(E, S, e):
     """HD's pair row of entry ``e`` if pairs are kept and ``e`` is SNATed, else -1."""
-    if S[S_PAIR_BASE] == 0 or (E[e, FLAGS] & F_SNAT) == 0:
+    if S[S_PAIR_BASE] == 0 or (E[e][FLAGS] & F_SNAT) == 0:
         return -1
-    return S[S_PAIR_BASE] + E[e, NODE] * S[S_PAIR_PODS] + E[e, POD]
+    return S[S_PAIR_BASE] + E[e][NODE] * S[S_PAIR_PODS] + E[e][POD]
 
 
 @inline
@@ -75,22 +75,22 @@ def second(x):
 def _list_push(E, HD, h, e):
     """Link entry ``e`` at the front of list ``h``."""
     nx = HD[h, H_NEXT]
-    E[e, NXT], E[e, PRV] = nx, -1 - h
+    E[e][NXT], E[e][PRV] = nx, -1 - h
     if nx >= 0:
-        E[nx, PRV] = e
+        E[nx][PRV] = e
     HD[h, H_NEXT] = e
 
 
 @hot
 def list_drop(E, HD, e):
     """Unlink entry ``e`` from its list."""
-    p, nx = E[e, PRV], E[e, NXT]
+    p, nx = E[e][PRV], E[e][NXT]
     if p >= 0:
-        E[p, NXT] = nx
+        E[p][NXT] = nx
     else:
         HD[-1 - p, H_NEXT] = nx
     if nx >= 0:
-        E[nx, PRV] = p
+        E[nx][PRV] = p
 
 
 @hot
@@ -161,12 +161,12 @@ def collect(E, HD, v, out, b0=0, buckets=0):
                 out[m] = e
                 m += 1
             else:
-                ob, rb = E[e, OBUCKET], E[e, RBUCKET]
+                ob, rb = E[e][OBUCKET], E[e][RBUCKET]
                 if ((ob >= 0 and (ob - b0) % buckets < EVICTION_RANGE)
                         or (rb - b0) % buckets < EVICTION_RANGE):
                     out[m] = e
                     m += 1
-            e = E[e, NXT]
+            e = E[e][NXT]
     return m
 
 
@@ -189,14 +189,14 @@ def count_expired(E, HD, S, nodes, sec):
                     r = snat_pair(E, S, e)
                     if r >= 0:
                         HD[r, P_EXPD] += 1
-                    e = E[e, NXT]
+                    e = E[e][NXT]
         elif sec >= lo + RING:             # a node whose calendar lags (no GC sweep for long)
             e = HD[far(v), H_NEXT]
             while e >= 0:
-                if second(E[e, T_EXPIRE]) == sec:
+                if second(E[e][T_EXPIRE]) == sec:
                     HD[n + 1, N_EXPD] += 1
                     r = snat_pair(E, S, e)
                     if r >= 0:
                         HD[r, P_EXPD] += 1
-                e = E[e, NXT]
+                e = E[e][NXT]
     S[S_LAST_SAMPLE] = sec

@@ -16,12 +16,12 @@ from ..rng import STREAMS
 from ..workload import Workload, worker_slots
 from .calendar import calendar_heads
 from .index import rebuild_index
-from .layout import (DONE, ENTRY_WIDTH, PENDING_WIDTH, RING, ROOM, S_HN,
+from .layout import (DONE, PENDING_WIDTH, RING, ROOM, S_HN,
                      S_MAX_WAIT, S_PAIR_BASE, S_PAIR_PODS,
                      S_NDROP, S_NEXT_TICK, S_NGAUGE, S_NSNAT, S_PSIZE, S_RESOLVED, S_SAMPLE_NEXT,
                      S_FLOW_END,
                      S_SIZE, S_USED, STATE_SLOTS, T_EXPIRE, Inputs, Outputs, State,
-                     engine_params)
+                     engine_params, entry_rows, ROW)
 from .loop import advance
 from .table import clear_udp
 from .targets import TargetSets
@@ -86,9 +86,9 @@ class CompiledEngine:
             S[S_PAIR_BASE], S[S_PAIR_PODS] = p.nodes * (RING + 3), p.pods
         gc_next = np.full(p.nodes, p.gc_fixed or NS, np.int64)
         S[S_NEXT_TICK] = min(int(gc_next.min()), NS)
-        E = np.zeros((_CAP, ENTRY_WIDTH), np.int64)
-        E[:, T_EXPIRE] = -1                  # T_EXPIRE -1: the row holds no entry
+        E = entry_rows(_CAP)
         full = _CAP if p.full_records else 1
+        snat_rows = 64 if p.full_records else 1
         self.X = State(
             S=S, count=np.zeros(p.nodes, np.int64), unconfirmed=np.zeros(p.nodes, np.int64),
             rover=np.zeros(p.nodes, np.int64), cpu_free=np.zeros(p.nodes * p.cpus, np.int64),
@@ -106,13 +106,15 @@ class CompiledEngine:
             node=backend if p.dynamic else np.zeros(1, np.int64),
             sock_node=np.full(int(w.socket.max()) + 1 if p.dynamic and w.socket.size else 1, -1,
                               np.int64),
-            E=E, IX=np.full(2 * 3 * _CAP, -1, np.int64), free=np.zeros(_CAP, np.int64),
-            SK=np.zeros(_CAP, np.int64), SE=np.zeros(_CAP, np.int64),
+            E=E, IX=np.full(3 * _CAP, -1, np.int64), free=np.zeros(_CAP, ROW),
+            SK=np.zeros(_CAP, np.int64), SE=np.zeros(_CAP, ROW),
             H=np.zeros((_CAP, 3), np.int64), PD=np.zeros((_CAP, PENDING_WIDTH), np.int64),
             pfree=np.zeros(_CAP, np.int64), D=np.zeros((full, 5), np.int64),
-            G_t=np.zeros(64, np.int64), G_count=np.zeros((64, p.nodes), np.int64),
-            G_live=np.zeros((64, p.nodes), np.int64), G_smax=np.zeros((64, p.nodes), np.int64),
-            G_spairs=np.zeros((64, p.nodes), np.int64), SG=np.zeros((full, 3), np.int64))
+            # the entry gauges in 4 bytes (a node holds < 2^32 entries): 8 B a node-second,
+            # the SNAT gauges only with full records (summary records read them as -1)
+            G_t=np.zeros(64, np.int64), G_count=np.zeros((64, p.nodes), np.uint32),
+            G_live=np.zeros((64, p.nodes), np.uint32), G_smax=np.zeros((snat_rows, p.nodes), np.int64),
+            G_spairs=np.zeros((snat_rows, p.nodes), np.int64), SG=np.zeros((full, 3), np.int64))
 
     def rebind(self, w: Workload, rec: RecordsBuilder) -> None:
         """A streamed run's ring of per-flow rows grew: read ``w``'s inputs and write ``rec``'s
@@ -196,10 +198,10 @@ class CompiledEngine:
         S = X.S
         new = {}
 
-        def bigger(name, rows, fill=0):
+        def bigger(name, rows, fill=0, grow=(3, 2)):
             old = new.get(name, getattr(X, name))
             if rows > old.shape[0]:
-                n0, n1 = old.shape[0], max(rows, old.shape[0] * 3 // 2)
+                n0, n1 = old.shape[0], max(rows, old.shape[0] * grow[0] // grow[1])
                 if old.flags.owndata and old.flags.c_contiguous:
                     # in place (realloc: a large block is remapped, not copied, so the old and
                     # the new array are never both in memory); nothing else holds a view of it
@@ -214,19 +216,22 @@ class CompiledEngine:
             return new.get(name, old)
 
         e_rows = X.E.shape[0]
-        rows = bigger("E", int(S[S_SIZE]) + 1).shape[0]
+        # the table's rows (most of a long run's memory) grow by a quarter: growing in place
+        # costs no copy, so a smaller step only trims the rows held beyond the peak
+        rows = bigger("E", int(S[S_SIZE]) + 1, grow=(5, 4)).shape[0]
         if "E" in new:
-            new["E"][e_rows:, T_EXPIRE] = -1
+            new["E"][T_EXPIRE][e_rows:] = -1   # T_EXPIRE -1: the row holds no entry
         for name in ("free", "SK", "SE"):
-            bigger(name, rows)
+            bigger(name, rows, grow=(5, 4))
         bigger("H", int(S[S_HN]) + 2)
         bigger("pfree", bigger("PD", int(S[S_PSIZE]) + 1).shape[0])
         if p.full_records:
             bigger("D", int(S[S_NDROP]) + 1)
             bigger("SG", int(S[S_NSNAT] + 2 * S[S_SIZE]) + 1)   # a sample's change points
-        for name in ("G_t", "G_count", "G_live", "G_smax", "G_spairs"):
+        gauges = ("G_t", "G_count", "G_live") + (("G_smax", "G_spairs") if p.full_records else ())
+        for name in gauges:
             bigger(name, int(S[S_NGAUGE]) + 1)
-        rebuilt = 4 * (int(S[S_USED]) + 2) > X.IX.size   # keys + tombstones > 50 % of slots
+        rebuilt = 2 * (int(S[S_USED]) + 2) > X.IX.size   # keys + tombstones > 50 % of slots
         if rebuilt:
             keys = 2 * int(X.count.sum()) + 2
             self.X = X = X._replace(IX=np.zeros(0, np.int64))   # free the old index first
@@ -239,10 +244,17 @@ class CompiledEngine:
         n = int(S[S_NGAUGE])
         D = X.D[: int(S[S_NDROP])] if self.p.full_records else np.zeros((0, 5), np.int64)
         SG = X.SG[: int(S[S_NSNAT])] if self.p.full_records else np.zeros((0, 3), np.int64)
+        snat = ((X.G_smax[:n].copy(), X.G_spairs[:n].copy()) if self.p.full_records else
+                # summary records: -1, not counted (0 where no flow is SNATed: none to count)
+                (np.broadcast_to(np.int64(-1 if self.p.snat else 0), (n, self.p.nodes)),) * 2)
+        # the finished table's arrays are not needed for the records: free them first, so that
+        # the records' int64 copies of the gauges do not add to the run's peak
+        self.X = X = X._replace(**{k: np.zeros((0,) + getattr(X, k).shape[1:], getattr(X, k).dtype)
+                                   for k in ("E", "IX", "free", "SK", "SE")})
         return self.rec.freeze(
             table_count=X.count.copy(), gauge_t_ns=X.G_t[:n].copy(),
-            gauge_entries=X.G_count[:n].copy(), gauge_live=X.G_live[:n].copy(),
-            gauge_snat=(X.G_smax[:n].copy(), X.G_spairs[:n].copy()),
+            gauge_entries=X.G_count[:n].astype(np.int64), gauge_live=X.G_live[:n].astype(np.int64),
+            gauge_snat=snat,
             drops=tuple(D[:, i].copy() for i in range(5)),
             snat=tuple(SG[:, i].copy() for i in range(3)),
             max_cpu_wait_ns=int(S[S_MAX_WAIT]), resolved=int(S[S_RESOLVED]),

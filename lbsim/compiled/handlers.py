@@ -224,12 +224,12 @@ def on_nat(P, I, O, X, f, k, t, ps):
     orig = orig_key(node, I.client[f & P.flow_mask], I.sport[f & P.flow_mask])
     isn = np.int64(bits(I.K[K_ISN], f, k, 0) >> _U(32))
     e = live_eid(E, X.HD, S, X.free, X.IX, count, orig, t)
-    if e >= 0 and (not P.tcp or (E[e, FLAGS] & F_UNREPLIED) != 0):
+    if e >= 0 and (not P.tcp or (E[e][FLAGS] & F_UNREPLIED) != 0):
         # a UDP packet of a tracked flow, or a SYN into its unanswered entry: no new entry
-        _pend(X.PD, ps, node, E[e, POD], E[e, REPLY] & 0xFFFF, 0, orig, E[e, REPLY], isn, 1)
+        _pend(X.PD, ps, node, E[e][POD], E[e][REPLY] & 0xFFFF, 0, orig, E[e][REPLY], isn, 1)
         return -2
     if e >= 0:
-        if t < E[e, T_CLOSE]:
+        if t < E[e][T_CLOSE]:
             return _fail(P, I, O, X, f, k, arrive, t, TUPLE_IN_USE, node)
         release(E, X.HD, S, X.free, X.IX, count, e)  # a SYN reopens a TIME_WAIT/CLOSE tuple
     if count[node] + X.unconfirmed[node] + 1 > P.ct_max:
@@ -281,7 +281,7 @@ def on_confirm(P, I, O, X, f, k, ps):
         if e_orig < 0 and e_reply < 0:
             adopt = -1
         elif not P.tcp and e_orig >= 0:  # nf_ct_resolve_clash: UDP allows clashes
-            if E[e_orig, REPLY] == reply:
+            if E[e_orig][REPLY] == reply:
                 O.C[C_INSERT_FAILED if P.legacy else C_CLASH_RESOLVE, node] += 1
                 adopt = e_orig
             elif e_reply < 0 and not P.legacy:
@@ -368,7 +368,7 @@ def _track(P, I, O, X, ps, t, adopt, clash, t_assured, t_close, t_expire, flags)
     if adopt >= 0:
         extend(X.E, X.HD, X.S, adopt, t_expire)
         if (flags & F_UNREPLIED) != 0:   # SYN_SENT renewed: still not closing
-            X.E[adopt, T_CLOSE] = max(X.E[adopt, T_CLOSE], t_expire)
+            X.E[adopt][T_CLOSE] = max(X.E[adopt][T_CLOSE], t_expire)
         return
     flags |= (F_TCP if P.tcp else 0) | (F_SNAT if P.snat else 0)
     orig = PD[ps, PA_ORIG]
@@ -427,7 +427,7 @@ def _sample_snat(E, HD, S, P, SG, SK, SE, PC, G_smax, G_spairs, g, t):
     pairs' counts kept in HD (lbsim.compiled.calendar: full records, at most SNAT_PAIRS_MAX
     pairs) a pass over the pairs reads them; else full records sort the live SNAT entries'
     pairs and count them, and summary records leave the gauges -1 (not counted: its bookkeeping
-    cost perf-nodeport ~17 % of its summary rate)."""
+    cost perf-nodeport ~17 % of its summary rate), and keep no rows for them."""
     base = S[S_PAIR_BASE]
     pods = P.pods
     j = S[S_NSNAT]
@@ -449,15 +449,15 @@ def _sample_snat(E, HD, S, P, SG, SK, SE, PC, G_smax, G_spairs, g, t):
             G_smax[g, v], G_spairs[g, v] = mx, k
         S[S_NSNAT] = j
         return
-    for v in range(P.nodes):
-        G_smax[g, v] = 0 if P.full_records else -1
-        G_spairs[g, v] = 0 if P.full_records else -1
-    if not P.full_records:
+    if not P.full_records:              # summary records keep no SNAT gauge rows (records: -1)
         return
+    for v in range(P.nodes):
+        G_smax[g, v] = 0
+        G_spairs[g, v] = 0
     m = 0
     for e in range(S[S_SIZE]):
-        if E[e, T_EXPIRE] > t and (E[e, FLAGS] & F_SNAT) != 0:
-            SK[m] = E[e, NODE] * pods + E[e, POD]
+        if E[e][T_EXPIRE] > t and (E[e][FLAGS] & F_SNAT) != 0:
+            SK[m] = E[e][NODE] * pods + E[e][POD]
             SE[m] = 0
             m += 1
     sort_pairs(SK, SE, m)

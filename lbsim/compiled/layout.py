@@ -11,12 +11,14 @@ from __future__ import annotations
 import collections
 import dataclasses
 
+import numpy as np
+
 from ..jit import jit as _jit
 from ..kernel import GC_INTERVAL_CLAMP, NS
 from ..rng import STREAMS
 from ..workload import Params
 
-__all__ = ["EngineParams", "engine_params", "Inputs", "Outputs", "State"]
+__all__ = ["EngineParams", "engine_params", "Inputs", "Outputs", "State", "ENTRY_DTYPE", "entry_rows", "ROW"]
 
 # -- decorators: compiled once, cached on disk under a stamp of lbsim's sources (lbsim.jit) -----
 jit = _jit
@@ -43,10 +45,32 @@ K_CT_SALT = len(STREAMS)
 #: the LB's client-address hash salt (lbsim.workload.Workload.lb_salt), after the conntrack salt
 K_LB_SALT = len(STREAMS) + 1
 
-# -- entry rows (E: 14 int64, 112 bytes; what a GC walk and a release read comes first) -----------
+# -- entry rows: E is a structured array, a row a conntrack entry (80 bytes). Numba compiles a
+# field name that is a module-level string into a fixed offset, so E[e][T_EXPIRE] costs what a
+# column of a 2-D array did. What a GC walk and a release read comes first (one cache line);
+# times and tuple keys in 8 bytes, rows, nodes, pods, flags and buckets in 4 (a table holds
+# < 2^31 rows), the TCP sequence number in its own 32 bits.
 NXT, T_EXPIRE, NODE, PRV, REPLY, ORIG, POD, T_ASSURED, T_CLOSE, FLAGS, SEQ, OBUCKET, RBUCKET, \
-    BORN = range(14)
-ENTRY_WIDTH = 14
+    BORN = ("nxt", "t_expire", "node", "prv", "reply", "orig", "pod", "t_assured", "t_close",
+            "flags", "seq", "obucket", "rbucket", "born")
+ENTRY_DTYPE = np.dtype([
+    (T_EXPIRE, np.int64), (REPLY, np.int64), (ORIG, np.int64), (NXT, np.int32),
+    (PRV, np.int32), (NODE, np.int32), (POD, np.int32), (FLAGS, np.int32), (OBUCKET, np.int32),
+    (RBUCKET, np.int32), (SEQ, np.uint32), (T_ASSURED, np.int64), (T_CLOSE, np.int64),
+    (BORN, np.int64)], align=True)
+assert ENTRY_DTYPE.itemsize == 80
+
+
+#: the dtype of the entry free list and of SE (row numbers: 4 bytes, as NXT and PRV are)
+ROW = np.int32
+
+
+def entry_rows(n: int) -> np.ndarray:
+    """``n`` entry rows holding no entry (T_EXPIRE -1)."""
+    E = np.zeros(n, ENTRY_DTYPE)
+    E[T_EXPIRE] = -1
+    return E
+
 
 # -- the expiry calendar (lbsim.compiled.calendar) -----------------------------------------------
 #: one-second buckets in a node's ring

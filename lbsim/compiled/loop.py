@@ -32,7 +32,7 @@ _U = np.uint64
 def _no_room(P, X):
     """True when the next event might overflow an array (the driver then grows them)."""
     S = X.S
-    return (S[S_SIZE] + 1 > X.E.shape[0] or 4 * (S[S_USED] + 2) > X.IX.size
+    return (S[S_SIZE] + 1 > X.E.shape[0] or 2 * (S[S_USED] + 2) > X.IX.size
             or S[S_HN] + 1 >= X.H.shape[0] or S[S_PSIZE] + 1 > X.PD.shape[0]
             or (P.full_records and S[S_NDROP] + 1 > X.D.shape[0]))
 

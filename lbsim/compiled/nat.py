@@ -67,9 +67,9 @@ def select_port(E, HD, S, free, IX, count, K, P, rover, t, node, pod, sport, flo
                 return port, False, found
             found += 1
             if evict and attempts - i <= HARDER_THRESH:
-                fl = E[e, FLAGS]
-                d = (isn + 1 - E[e, SEQ]) & 0xFFFFFFFF
-                if ((fl & F_TCP) != 0 and t >= E[e, T_CLOSE] and (fl & F_SNAT) != 0
+                fl = E[e][FLAGS]
+                d = (isn + 1 - E[e][SEQ]) & 0xFFFFFFFF
+                if ((fl & F_TCP) != 0 and t >= E[e][T_CLOSE] and (fl & F_SNAT) != 0
                         and (fl & F_NAT_CLASH) == 0 and 0 < d < (1 << 31)):
                     release(E, HD, S, free, IX, count, e)
                     return port, False, found
@@ -103,6 +103,6 @@ def _legacy_search(E, HD, S, free, IX, count, K, P, rover, t, node, base, mn, si
             rover[node] = off
         exhausted = False
         if i == size:
-            e = idx_get(IX, base | port)
-            exhausted = e >= 0 and E[e, T_EXPIRE] > t
+            e = idx_get(IX, E, base | port)
+            exhausted = e >= 0 and E[e][T_EXPIRE] > t
         return port, exhausted, found

@@ -15,7 +15,7 @@ from ..kernel import (EVICTION_RANGE, F_TCP, GC_INITIAL_COUNT, GC_INTERVAL_CLAMP
                       GC_INTERVAL_INIT, GC_INTERVAL_MAX, GC_INTERVAL_MIN, NS)
 from ..rng import mix64_nb as mix64
 from .calendar import cal_link, cal_unlink, collect, far, head, list_drop, nd, ring_push, second
-from .index import idx_del, idx_get, idx_put, prefetch_slot
+from .index import IS_ORIG, idx_del, idx_get, idx_put, prefetch_slot
 from .layout import (AHEAD, BORN, FLAGS, H_NEXT, N_HC, N_HS, N_LO, NODE, NXT, OBUCKET, ORIG,
                      POD, RBUCKET, REPLY, RING, S_BORN, S_NFREE, S_SIZE, S_USED, SEQ, T_ASSURED,
                      T_CLOSE, T_EXPIRE, hot, inline, jit)
@@ -47,16 +47,16 @@ def bucket(key, salt, buckets):
 @hot
 def release(E, HD, S, free, IX, count, e):
     """Free entry ``e`` (no-op if already freed)."""
-    x = E[e, T_EXPIRE]
+    x = E[e][T_EXPIRE]
     if x < 0:
         return
-    E[e, T_EXPIRE] = -1
-    v = E[e, NODE]
+    E[e][T_EXPIRE] = -1
+    v = E[e][NODE]
     count[v] -= 1
     cal_unlink(E, HD, S, e, v, x)
-    S[S_USED] -= idx_del(IX, E[e, REPLY], e)
-    if E[e, ORIG] >= 0:
-        S[S_USED] -= idx_del(IX, E[e, ORIG], e)
+    S[S_USED] -= idx_del(IX, E, E[e][REPLY], e)
+    if E[e][ORIG] >= 0:
+        S[S_USED] -= idx_del(IX, E, E[e][ORIG], e)
     free[S[S_NFREE]] = e
     S[S_NFREE] += 1
 
@@ -64,10 +64,10 @@ def release(E, HD, S, free, IX, count, e):
 @hot
 def live_eid(E, HD, S, free, IX, count, key, t):
     """Entry held under ``key`` and live at ``t``, or -1; an expired one met is freed."""
-    e = idx_get(IX, key)
+    e = idx_get(IX, E, key)
     if e < 0:
         return -1
-    if E[e, T_EXPIRE] <= t:
+    if E[e][T_EXPIRE] <= t:
         release(E, HD, S, free, IX, count, e)
         return -1
     return e
@@ -78,28 +78,28 @@ def insert(E, HD, S, free, IX, count, salt, buckets, orig, reply, node, pod, t_a
            t_expire, flags, seq):
     """Confirm a new entry (``ConntrackTable.add1``); returns its row. ``orig`` -1: reply-only."""
     e = take(free, S, S_NFREE, S_SIZE)
-    E[e, ORIG], E[e, REPLY], E[e, NODE], E[e, POD] = orig, reply, node, pod
-    E[e, T_ASSURED], E[e, T_CLOSE], E[e, T_EXPIRE] = t_assured, t_close, t_expire
-    E[e, FLAGS], E[e, SEQ] = flags, seq
+    E[e][ORIG], E[e][REPLY], E[e][NODE], E[e][POD] = orig, reply, node, pod
+    E[e][T_ASSURED], E[e][T_CLOSE], E[e][T_EXPIRE] = t_assured, t_close, t_expire
+    E[e][FLAGS], E[e][SEQ] = flags, seq
     cal_link(E, HD, S, e, node, t_expire)
-    E[e, OBUCKET] = bucket(orig, salt, buckets) if orig >= 0 else -1
-    E[e, RBUCKET] = bucket(reply, salt, buckets)
-    E[e, BORN] = S[S_BORN]
+    E[e][OBUCKET] = bucket(orig, salt, buckets) if orig >= 0 else -1
+    E[e][RBUCKET] = bucket(reply, salt, buckets)
+    E[e][BORN] = S[S_BORN]
     S[S_BORN] += 1
     count[node] += 1
-    S[S_USED] += idx_put(IX, reply, e)
+    S[S_USED] += idx_put(IX, reply, e, 0)
     if orig >= 0:
-        S[S_USED] += idx_put(IX, orig, e)
+        S[S_USED] += idx_put(IX, orig, e, IS_ORIG)
     return e
 
 
 @inline
 def extend(E, HD, S, e, t_expire):
     """A packet of entry ``e``'s flow keeps it alive until ``t_expire`` (if that is later)."""
-    if t_expire > E[e, T_EXPIRE]:
-        v = E[e, NODE]
-        cal_unlink(E, HD, S, e, v, E[e, T_EXPIRE])
-        E[e, T_EXPIRE] = t_expire
+    if t_expire > E[e][T_EXPIRE]:
+        v = E[e][NODE]
+        cal_unlink(E, HD, S, e, v, E[e][T_EXPIRE])
+        E[e][T_EXPIRE] = t_expire
         cal_link(E, HD, S, e, v, t_expire)
 
 
@@ -137,14 +137,14 @@ def early_drop(E, HD, S, free, IX, count, salt, buckets, SK, node, new_orig, t):
         b = (b0 + i) % buckets
         for j in range(cnt):            # expired entries in this bucket's chains are freed
             e = SK[j]
-            if (E[e, T_EXPIRE] >= 0 and (E[e, OBUCKET] == b or E[e, RBUCKET] == b)
-                    and E[e, T_EXPIRE] <= t):
+            if (E[e][T_EXPIRE] >= 0 and (E[e][OBUCKET] == b or E[e][RBUCKET] == b)
+                    and E[e][T_EXPIRE] <= t):
                 release(E, HD, S, free, IX, count, e)
         killed = 0
         for j in range(cnt):
             e = SK[j]
-            if (E[e, T_EXPIRE] >= 0 and (E[e, OBUCKET] == b or E[e, RBUCKET] == b)
-                    and E[e, T_EXPIRE] > t and E[e, T_ASSURED] > t):
+            if (E[e][T_EXPIRE] >= 0 and (E[e][OBUCKET] == b or E[e][RBUCKET] == b)
+                    and E[e][T_EXPIRE] > t and E[e][T_ASSURED] > t):
                 release(E, HD, S, free, IX, count, e)
                 killed += 1
         if killed:
@@ -175,22 +175,22 @@ def _gc_sweep(E, HD, S, free, IX, count, v, t, SK):
         while e >= 0:
             SK[m] = e
             m += 1
-            e = E[e, NXT]
+            e = E[e][NXT]
     for i in range(m + AHEAD):
         if i < m:
             e = SK[i]
-            prefetch_slot(IX, E[e, REPLY], True)
-            if E[e, ORIG] >= 0:
-                prefetch_slot(IX, E[e, ORIG], True)
+            prefetch_slot(IX, E[e][REPLY], True)
+            if E[e][ORIG] >= 0:
+                prefetch_slot(IX, E[e][ORIG], True)
         if i >= AHEAD:
             e = SK[i - AHEAD]
-            if E[e, T_EXPIRE] <= t:
+            if E[e][T_EXPIRE] <= t:
                 release(E, HD, S, free, IX, count, e)
     total, seen = 0, 0
     e = HD[far(v), H_NEXT]
     while e >= 0:
-        nx = E[e, NXT]
-        x = E[e, T_EXPIRE]
+        nx = E[e][NXT]
+        x = E[e][T_EXPIRE]
         b = second(x)
         if x <= t:
             release(E, HD, S, free, IX, count, e)
@@ -210,9 +210,9 @@ def _gc_sweep(E, HD, S, free, IX, count, v, t, SK):
     for b in range(bt, min(second(t + GC_INTERVAL_MIN), bt + RING - 1) + 1):
         e = HD[head(v, b), H_NEXT]
         while e >= 0:
-            d = E[e, T_EXPIRE] - t
+            d = E[e][T_EXPIRE] - t
             total += _clamped(d) - d
-            e = E[e, NXT]
+            e = E[e][NXT]
     return total, seen
 
 
@@ -230,18 +230,18 @@ def _early_victims(E, HD, v, t, count_v, limit95, SK, SE):
     m = collect(E, HD, v, SE)
     for j in range(m):
         e = SE[j]
-        ob, rb = E[e, OBUCKET], E[e, RBUCKET]
+        ob, rb = E[e][OBUCKET], E[e][RBUCKET]
         first = min(ob, rb) if ob >= 0 else rb
-        SK[j] = (first << 32) | (0xFFFFFFFF - E[e, BORN])
+        SK[j] = (first << 32) | (0xFFFFFFFF - E[e][BORN])
     sort_pairs(SK, SE, m)
     freed_before = 0
     k = 0
     for j in range(m):
         e = SE[j]
-        if E[e, T_EXPIRE] <= t:
+        if E[e][T_EXPIRE] <= t:
             freed_before += 1
             continue
-        can = E[e, T_ASSURED] > t or ((E[e, FLAGS] & F_TCP) != 0 and E[e, T_CLOSE] <= t)
+        can = E[e][T_ASSURED] > t or ((E[e][FLAGS] & F_TCP) != 0 and E[e][T_CLOSE] <= t)
         if not can:
             continue
         if count_v - freed_before - k < limit95:
@@ -268,7 +268,7 @@ def gc_pass(E, HD, S, free, IX, count, limit95, t, due, ndue, flag, W, SK, SE):
         else:                            # rare: walk every entry, free nothing yet
             total, seen = 0, 0
             for j in range(collect(E, HD, v, SK)):
-                x = E[SK[j], T_EXPIRE]
+                x = E[SK[j]][T_EXPIRE]
                 if x > t:
                     total += _clamped(x - t)
                     seen += 1
@@ -285,7 +285,7 @@ def gc_pass(E, HD, S, free, IX, count, limit95, t, due, ndue, flag, W, SK, SE):
         if flag[v] and count[v] >= limit95:   # the early-drop nodes: still >= 95 %
             for j in range(collect(E, HD, v, SK)):
                 e = SK[j]
-                if E[e, T_EXPIRE] <= t:
+                if E[e][T_EXPIRE] <= t:
                     release(E, HD, S, free, IX, count, e)
     for j in range(nv):
         release(E, HD, S, free, IX, count, SE[cap - 1 - j])
@@ -297,5 +297,5 @@ def clear_udp(E, HD, S, free, IX, count, SK, node, gone):
     DNATed to a pod marked in ``gone`` (one flag per pod), found in the node's calendar."""
     for j in range(collect(E, HD, node, SK)):
         e = SK[j]
-        if (E[e, FLAGS] & F_TCP) == 0 and gone[E[e, POD]]:
+        if (E[e][FLAGS] & F_TCP) == 0 and gone[E[e][POD]]:
             release(E, HD, S, free, IX, count, e)

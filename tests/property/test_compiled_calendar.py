@@ -35,19 +35,18 @@ class Calendar:
     """The compiled state arrays, driven through the engine's own functions."""
 
     def __init__(self):
-        self.E = np.zeros((CAP, L.ENTRY_WIDTH), np.int64)
-        self.E[:, L.T_EXPIRE] = -1
+        self.E = L.entry_rows(CAP)
         self.HD = calmod.calendar_heads(NODES)
         self.S = np.zeros(L.STATE_SLOTS, np.int64)
-        self.free = np.zeros(CAP, np.int64)
+        self.free = np.zeros(CAP, L.ROW)
         self.IX = np.full(8 * CAP, -1, np.int64)
         self.count = np.zeros(NODES, np.int64)
         self.SK = np.zeros(CAP, np.int64)
         self.next_key = 1
 
     def held(self, v=None):
-        e = np.flatnonzero(self.E[: self.S[L.S_SIZE], L.T_EXPIRE] >= 0)
-        return e if v is None else e[self.E[e, L.NODE] == v]
+        e = np.flatnonzero(self.E[L.T_EXPIRE][: self.S[L.S_SIZE]] >= 0)
+        return e if v is None else e[self.E[L.NODE][e] == v]
 
     def add(self, v, x):
         S = self.S
@@ -59,20 +58,20 @@ class Calendar:
             S[L.S_SIZE] += 1
         else:
             return
-        self.E[e, L.REPLY], self.E[e, L.ORIG], self.E[e, L.NODE] = self.next_key, -1, v
-        self.E[e, L.T_EXPIRE] = x
+        self.E[L.REPLY][e], self.E[L.ORIG][e], self.E[L.NODE][e] = self.next_key, -1, v
+        self.E[L.T_EXPIRE][e] = x
         self.next_key += 1
         calmod.cal_link(self.E, self.HD, S, e, v, x)
         self.count[v] += 1
-        S[L.S_USED] += idx_put(self.IX, self.E[e, L.REPLY], e)
+        S[L.S_USED] += idx_put(self.IX, self.E[L.REPLY][e], e, 0)
 
     def release(self, e):
         table.release(self.E, self.HD, self.S, self.free, self.IX, self.count, e)
 
     def extend(self, e, x):
-        v, old = self.E[e, L.NODE], self.E[e, L.T_EXPIRE]
+        v, old = self.E[L.NODE][e], self.E[L.T_EXPIRE][e]
         calmod.cal_unlink(self.E, self.HD, self.S, e, v, old)
-        self.E[e, L.T_EXPIRE] = x
+        self.E[L.T_EXPIRE][e] = x
         calmod.cal_link(self.E, self.HD, self.S, e, v, x)
 
     def sweep(self, v, t):
@@ -101,16 +100,16 @@ def step(cal, t, op):
             cal.release(held[op[1] % held.size])
     elif op[0] == "extend":
         held = cal.held()
-        live = held[E[held, L.T_EXPIRE] > t]
+        live = held[E[L.T_EXPIRE][held] > t]
         if live.size:
             e = live[op[1] % live.size]
-            if t + op[2] > E[e, L.T_EXPIRE]:
+            if t + op[2] > E[L.T_EXPIRE][e]:
                 cal.extend(e, t + op[2])
     else:
         v = op[1]
         before = cal.held(v)
-        keep = before[E[before, L.T_EXPIRE] > t]
-        d = E[keep, L.T_EXPIRE] - t
+        keep = before[E[L.T_EXPIRE][before] > t]
+        d = E[L.T_EXPIRE][keep] - t
         want = (int(np.clip(d, GC_INTERVAL_MIN, GC_INTERVAL_CLAMP).sum()), keep.size)
         assert cal.sweep(v, t) == want
         assert set(cal.held(v)) == set(keep)
@@ -118,7 +117,7 @@ def step(cal, t, op):
     for v in range(NODES):
         held = cal.held(v)
         assert cal.count[v] == held.size
-        seconds = -(-E[held, L.T_EXPIRE] // NS)
+        seconds = -(-E[L.T_EXPIRE][held] // NS)
         assert cal.expired_counted(v) == int((seconds <= ls).sum())
         assert calmod.collect(E, cal.HD, v, cal.SK) == held.size
     return t

@@ -18,12 +18,11 @@ class TablesAgree(RuleBasedStateMachine):
     def __init__(self):
         super().__init__()
         self.ref = ConntrackTable(NODES, capacity=4, buckets=BUCKETS, salt=SALT)
-        self.E = np.zeros((CAP, L.ENTRY_WIDTH), np.int64)
-        self.E[:, L.T_EXPIRE] = -1
+        self.E = L.entry_rows(CAP)
         self.HD = calendar.calendar_heads(NODES)
         self.S = np.zeros(L.STATE_SLOTS, np.int64)
         self.IX = np.full(2 * 4 * CAP, -1, np.int64)
-        self.free, self.SK, self.SE = (np.zeros(CAP, np.int64) for _ in range(3))
+        self.free, self.SK, self.SE = np.zeros(CAP, L.ROW), np.zeros(CAP, np.int64), np.zeros(CAP, L.ROW)
         self.count = np.zeros(NODES, np.int64)
         self.W = np.zeros((2, NODES), np.int64)
         self.t = 0
@@ -37,8 +36,8 @@ class TablesAgree(RuleBasedStateMachine):
         alive = np.flatnonzero(self.ref.alive[:n])
         ref = {int(self.ref.reply[e]): (int(self.ref.orig[e]), int(self.ref.node[e]))
                for e in alive}
-        rows = np.flatnonzero(self.E[: self.S[L.S_SIZE], L.T_EXPIRE] >= 0)
-        comp = {int(self.E[e, L.REPLY]): (int(self.E[e, L.ORIG]), int(self.E[e, L.NODE]))
+        rows = np.flatnonzero(self.E[L.T_EXPIRE][: self.S[L.S_SIZE]] >= 0)
+        comp = {int(self.E[L.REPLY][e]): (int(self.E[L.ORIG][e]), int(self.E[L.NODE][e]))
                 for e in rows}
         return ref, comp
 
@@ -60,7 +59,7 @@ class TablesAgree(RuleBasedStateMachine):
         e = self.ref.get(key)
         if e >= 0:
             self.ref.release1(e)
-        ce = index.idx_get(self.IX, key)
+        ce = index.idx_get(self.IX, self.E, key)
         if ce >= 0:
             table.release(*self._args(), ce)
 
@@ -75,7 +74,7 @@ class TablesAgree(RuleBasedStateMachine):
         ce = table.live_eid(*self._args(), key, self.t)
         assert (e >= 0) == (ce >= 0)
         if e >= 0:
-            assert self.ref.reply[e] == self.E[ce, L.REPLY]
+            assert self.ref.reply[e] == self.E[L.REPLY][ce]
 
     @rule(node=st.integers(0, NODES - 1), key=st.integers(0, 2000), dt=st.integers(0, 20))
     def early_drop(self, node, key, dt):
@@ -101,7 +100,7 @@ class TablesAgree(RuleBasedStateMachine):
         assert ref == comp
         assert np.array_equal(self.count, self.ref.count)
         for k in ref:             # every held entry is found under its reply key
-            assert self.E[index.idx_get(self.IX, k), L.REPLY] == k
+            assert self.E[L.REPLY][index.idx_get(self.IX, self.E, k)] == k
 
 
 TestTablesAgree = TablesAgree.TestCase

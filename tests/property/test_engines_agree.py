@@ -98,10 +98,10 @@ class _Checked:
         self.windows += 1
         X = getattr(self.engine, "X", None)
         if X is not None:
-            held = np.flatnonzero(X.E[: X.S[S_SIZE], T_EXPIRE] >= 0)
+            held = np.flatnonzero(X.E[T_EXPIRE][: X.S[S_SIZE]] >= 0)
             assert (X.count <= self.ct_max).all()
-            assert np.array_equal(np.bincount(X.E[held, NODE], minlength=X.count.size), X.count)
-            assert np.unique(X.E[held, REPLY]).size == held.size
+            assert np.array_equal(np.bincount(X.E[NODE][held], minlength=X.count.size), X.count)
+            assert np.unique(X.E[REPLY][held]).size == held.size
         return done
 
     def set_endpoints(self, node, pods, rejects=False):

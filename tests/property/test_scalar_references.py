@@ -96,5 +96,5 @@ def test_compiled_select_port_matches_reference(data, rows, width, random_all, e
         assert (want.port, want.exhausted, want.found) == got
         assert rover[r] == rover_ref[r][0]
     assert np.array_equal(count, table.count)
-    held = np.flatnonzero(E[: S[L.S_SIZE], L.T_EXPIRE] >= 0)
-    assert sorted(E[held, L.REPLY]) == sorted(table.reply[: table.size][table.alive[: table.size]])
+    held = np.flatnonzero(E[L.T_EXPIRE][: S[L.S_SIZE]] >= 0)
+    assert sorted(E[L.REPLY][held]) == sorted(table.reply[: table.size][table.alive[: table.size]])
