@@ -15,7 +15,7 @@ from .config import DataPath, Protocol, Scenario, TrafficPolicy
 from .config.dynamics import nodes_ever, pods_ever
 from .kernel import TCP_RTO_MAX_S
 
-__all__ = ["SNAT_PAIRS_MAX", "STREAM_FLOWS", "STREAM_WINDOW", "streamed_rows", "estimate_bytes", "available_bytes", "check_memory", "horizon_s", "check_clock",
+__all__ = ["SNAT_PAIRS_MAX", "STREAM_FLOWS", "STREAM_WINDOW", "streamed_rows", "estimate_bytes", "available_bytes", "check_memory", "check_disk", "DISK_PER_FLOW", "horizon_s", "check_clock",
            "MAX_HORIZON_S", "MAX_NODE_SECONDS", "MAX_HEALTH_CHECKS", "check_control", "LOAD_ROWS_MAX", "load_bins"]
 
 #: the model's clock is int64 nanoseconds (2**63 ns is 292 years): every instant of a run, its
@@ -103,9 +103,15 @@ def estimate_bytes(sc: Scenario, engine: str = "compiled", streamed: bool = Fals
             if c.nodes * c.pods <= SNAT_PAIRS_MAX:
                 total += 24 * c.nodes * c.pods                     # the pairs' SNAT counts
             # the SNAT change points: a pair's count changes at most twice per entry (filed,
-            # expired), and at most once per pair and sample
-            rows = min(samples * min(c.nodes * c.pods, live), 2 * flows * (w.syn_retries + 1))
+            # expired), and at most once per pair and sample; a streamed run hands them out
+            # each window (its buffer: room for two table sizes and a window's samples)
+            pairs = min(c.nodes * c.pods, live)
+            rows = (3 * live + pairs * (STREAM_WINDOW / w.rate_per_s + 2) if streamed else
+                    min(samples * pairs, 2 * flows * (w.syn_retries + 1)))
             total += int(rows * 24 * 3)
+    if full and streamed:
+        # a window's drops, and the row groups buffered for the Parquet files (lbsim.spill)
+        total += STREAM_WINDOW * (w.syn_retries + 1) * 40 * 2 + 3 * (1 << 17) * 160
     if full:
         total += c.pods * load_bins(c.pods) * 6 * 8 * 2            # the load table
     return int(total)
@@ -139,6 +145,27 @@ def check_memory(sc: Scenario, engine: str = "compiled", available: int | None =
                          f"cluster.pods = {sc.cluster.pods:,}, records = {sc.records!r}) and "
                          f"{have / 2**30:,.1f} GiB are available: use {hint} or a smaller "
                          f"cluster")
+    return need
+
+
+#: bytes on disk per flow of a streamed run's flows table (Parquet): measured 34-39 on four
+#: named scenarios (benchmarks/RESULTS.md); its drops and SNAT change points add ~11-14 bytes a
+#: row on top, how many depends on the run (a disk that fills is reported when it does)
+DISK_PER_FLOW = 48
+
+
+def check_disk(sc: Scenario, directory, free: int | None = None) -> int:
+    """Refuse (``ValueError``) a streamed run with full records whose tables would not fit in
+    90 % of the free space of ``directory``; returns the estimate."""
+    import shutil
+    need = sc.workload.flows * DISK_PER_FLOW
+    have = shutil.disk_usage(directory).free if free is None else free
+    if need > 0.9 * have:
+        raise ValueError(f"records_dir = {str(directory)!r}: this run's tables (workload.flows "
+                         f"= {sc.workload.flows:,}, records = 'full') would need about "
+                         f"{need / 2**30:,.1f} GiB there and {have / 2**30:,.1f} GiB are free: "
+                         f"name another records_dir, or use records = \"summary\" or fewer "
+                         f"workload.flows")
     return need
 
 

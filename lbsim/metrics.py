@@ -20,7 +20,8 @@ from .rollout import ROLLOUT_METRICS, resets, rollout_metrics
 
 __all__ = ["FLOW_COLUMNS", "COUNTER_COLUMNS", "GAUGE_COLUMNS", "DROP_COLUMNS", "SNAT_COLUMNS",
            "LOAD_COLUMNS", "SUMMARY_METRICS", "flows_frame", "counters_frame", "gauges_frame",
-           "drops_frame", "snat_frame", "snat_dense", "load_frame", "summarize"]
+           "drops_frame", "snat_frame", "snat_dense", "load_frame", "summarize", "chunk_frame",
+           "drops_table", "snat_table", "load_table", "whole_chunk"]
 
 FLOW_COLUMNS = {
     "flow": "flow number, in arrival order",
@@ -153,13 +154,19 @@ SUMMARY_METRICS = {
 }
 
 
-def _derived_args(r: Records) -> tuple:
+def whole_chunk(r: Records) -> FlowChunk:
+    """Every flow of a run's records as one chunk (flows 0 .. F - 1)."""
     w = r.workload
+    return FlowChunk(0, r.outcome, r.attempts, r.pod, r.connect_ns, r.response_ns, r.pod_wait_ns,
+                     r.src_ip, w.t0, w.client, w.backend, w.hold, w.service, cause=r.cause,
+                     nat_port=r.nat_port, sport=w.sport, instance=w.instance)
+
+
+def _derived_args(c: FlowChunk, p, pod_node) -> tuple:
     i64 = lambda a: np.ascontiguousarray(a, dtype=np.int64)  # noqa: E731
-    p = w.params
-    return (np.ascontiguousarray(r.outcome), i64(r.connect_ns), i64(r.response_ns),
-            i64(r.src_ip), i64(w.client), i64(w.backend), i64(w.pod_node), i64(r.pod),
-            bool(p.nodeport), i64(w.t0), i64(w.hold), i64(r.pod_wait_ns), i64(w.service),
+    return (np.ascontiguousarray(c.outcome), i64(c.connect_ns), i64(c.response_ns),
+            i64(c.src_ip), i64(c.client), i64(c.backend), i64(pod_node), i64(c.pod),
+            bool(p.nodeport), i64(c.t0), i64(c.hold), i64(c.pod_wait_ns), i64(c.service),
             (4 if p.tcp else 2) * p.d_in)
 
 
@@ -187,32 +194,38 @@ def _columns(outcome, connect, response, src_ip, client, backend, pod_node, pod,
 
 def flows_frame(r: Records) -> pd.DataFrame:
     """One row per flow; columns as in :data:`FLOW_COLUMNS`."""
-    w = r.workload
-    p = w.params
-    ok = r.outcome == OK
-    node = w.backend if p.nodeport else np.full(p.flows, -1)
-    conn, resp, closed, preserved, second, waited, delay = _columns(*_derived_args(r))
+    return chunk_frame(whole_chunk(r), r.workload.params, r.workload.pod_node, resets(r))
+
+
+def chunk_frame(c: FlowChunk, p, pod_node: np.ndarray, reset: np.ndarray | None = None
+                ) -> pd.DataFrame:
+    """The flows table's rows of chunk ``c`` (full records' fields), ``p`` the run's
+    :class:`~lbsim.workload.Params`; ``reset``: per flow (None: none was reset)."""
+    ok = c.outcome == OK
+    n = c.n
+    node = c.backend if p.nodeport else np.full(n, -1)
+    conn, resp, closed, preserved, second, waited, delay = _columns(*_derived_args(c, p, pod_node))
     return pd.DataFrame({
-        "flow": np.arange(p.flows),
-        "arrival_s": w.t0 / NS,
-        "client": w.client,
-        "client_port": w.sport,
-        "lb_instance": w.instance,
+        "flow": np.arange(c.first, c.first + n),
+        "arrival_s": c.t0 / NS,
+        "client": c.client,
+        "client_port": c.sport,
+        "lb_instance": c.instance,
         "node": node,
-        "pod": np.where(ok, r.pod, -1),
-        "snat_port": np.where(ok, r.nat_port, -1),
+        "pod": np.where(ok, c.pod, -1),
+        "snat_port": np.where(ok, c.nat_port, -1),
         "outcome": pd.Categorical.from_codes(np.where(ok, 0, 1), ["established", "failed"]),
-        "cause": pd.Categorical.from_codes(r.cause.astype(np.int64), list(CAUSE_NAMES)),
-        "attempts": r.attempts.astype(np.int64),
+        "cause": pd.Categorical.from_codes(c.cause.astype(np.int64), list(CAUSE_NAMES)),
+        "attempts": c.attempts.astype(np.int64),
         "connect_latency_s": conn,
         "response_time_s": resp,
         "closed_s": closed,
         "pod_wait_s": waited,
         "datapath_delay_s": delay,
-        "source_ip": np.where(ok, r.src_ip, 0).astype(np.uint32),
+        "source_ip": np.where(ok, c.src_ip, 0).astype(np.uint32),
         "source_ip_preserved": preserved,
         "second_hop": second,
-        "reset": resets(r),
+        "reset": np.zeros(n, bool) if reset is None else reset,
     })
 
 
@@ -268,21 +281,30 @@ def snat_dense(snat: pd.DataFrame, gauges: pd.DataFrame) -> pd.DataFrame:
 
 def drops_frame(r: Records) -> pd.DataFrame:
     """Every dropped packet, in time order (ties by flow and attempt)."""
-    t, flow, attempt = r.drop_t_ns, r.drop_flow, r.drop_attempt
+    return drops_table(r.drop_t_ns, r.drop_flow, r.drop_attempt, r.drop_node, r.drop_cause)
+
+
+def drops_table(t, flow, attempt, node, cause) -> pd.DataFrame:
+    """The drops table (:data:`DROP_COLUMNS`) of the drops given (ns, per-drop int64 arrays),
+    sorted by time, flow and attempt."""
     order = np.lexsort((attempt, flow, t))
     return pd.DataFrame({
         "t_s": t[order] / NS, "flow": flow[order], "attempt": attempt[order],
-        "node": r.drop_node[order],
-        "cause": pd.Categorical.from_codes(r.drop_cause[order], list(CAUSE_NAMES)),
+        "node": node[order],
+        "cause": pd.Categorical.from_codes(cause[order], list(CAUSE_NAMES)),
     })
 
 
 def snat_frame(r: Records) -> pd.DataFrame:
     """SNAT ports in use per (node, pod) over time, long format, a row where a pair's count
     changes (:data:`SNAT_COLUMNS`; :func:`snat_dense` expands it to every sample)."""
-    pods = r.workload.params.pods
-    return pd.DataFrame({"t_s": r.snat_t_ns / NS, "node": r.snat_pair // pods,
-                         "pod": r.snat_pair % pods, "ports": r.snat_ports})
+    return snat_table(r.snat_t_ns, r.snat_pair, r.snat_ports, r.workload.params.pods)
+
+
+def snat_table(t, pair, ports, pods: int) -> pd.DataFrame:
+    """The SNAT table's rows of the change points given (ns, pair = node x pods + pod)."""
+    return pd.DataFrame({"t_s": t / NS, "node": pair // pods, "pod": pair % pods,
+                         "ports": ports})
 
 
 def nodes_existed(r: Records) -> int:
@@ -303,30 +325,37 @@ def pods_existed(r: Records) -> int:
 
 def load_frame(r: Records, flows, bins: int | None = None) -> pd.DataFrame:
     """Per pod and time bin: new established flows and open connections (:data:`LOAD_COLUMNS`)."""
-    w = r.workload
-    p = w.params
-    bins = load_bins(p.pods) if bins is None else bins
-    P = pods_existed(r)
+    p = r.workload.params
     ok = r.outcome == OK
-    a = np.asarray(flows["arrival_s"])[ok]
-    c = np.asarray(flows["closed_s"])[ok]
-    pod = r.pod[ok].astype(np.int64)
-    end = float(c.max()) if c.size else 1.0
+    batch = (np.asarray(flows["arrival_s"])[ok], np.asarray(flows["closed_s"])[ok],
+             r.pod[ok].astype(np.int64))
+    return load_table(lambda: [batch], pods_existed(r), r.workload.pod_node,
+                      load_bins(p.pods) if bins is None else bins)
+
+
+def load_table(batches, pods: int, pod_node: np.ndarray, bins: int) -> pd.DataFrame:
+    """The load table of ``pods`` pods from the established flows ``batches()`` yields as
+    (arrival_s, closed_s, pod) arrays; it is called twice (the span first, then the counts), so
+    that a table on disk is read in batches (:mod:`lbsim.spill`)."""
+    end = max((float(c.max()) for _, c, _ in batches() if c.size), default=1.0)
     width = end / bins if end > 0 else 1.0
     edges = np.arange(bins) * width
+    new = np.zeros((pods, bins), np.int64)
+    closed = np.zeros((pods, bins), np.int64)
 
-    def per_bin(x: np.ndarray) -> np.ndarray:   # counts per (pod, bin) of times x
+    def per_bin(x: np.ndarray, pod: np.ndarray) -> np.ndarray:   # counts per (pod, bin) of x
         b = np.minimum((x / width).astype(np.int64), bins - 1)
-        return np.bincount(pod * bins + b, minlength=P * bins).reshape(P, bins)
+        return np.bincount(pod * bins + b, minlength=pods * bins).reshape(pods, bins)
 
-    new = per_bin(a)
+    for a, c, pod in batches():
+        new += per_bin(a, pod)
+        closed += per_bin(c, pod)
     # open at edge k: arrived before it, closed at or after it
     opened = np.cumsum(new, axis=1) - new
-    closed = per_bin(c)
     closed = np.cumsum(closed, axis=1) - closed
     return pd.DataFrame({
-        "t_s": np.tile(edges, P), "bin_s": width, "pod": np.repeat(np.arange(P), bins),
-        "node": np.repeat(w.pod_node[:P], bins), "new_flows": new.ravel(),
+        "t_s": np.tile(edges, pods), "bin_s": width, "pod": np.repeat(np.arange(pods), bins),
+        "node": np.repeat(pod_node[:pods], bins), "new_flows": new.ravel(),
         "connections": (opened - closed).ravel(),
     })
 
@@ -342,8 +371,7 @@ def flow_stats(r: Records) -> FlowStats:
         return r.flow_stats
     w = r.workload
     st = FlowStats(w.params, w.pod_node, exact=True)
-    st.add(FlowChunk(0, r.outcome, r.attempts, r.pod, r.connect_ns, r.response_ns,
-                     r.pod_wait_ns, r.src_ip, w.t0, w.client, w.backend, w.hold, w.service))
+    st.add(whole_chunk(r))
     st.settle()
     return st
 

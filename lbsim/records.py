@@ -78,6 +78,9 @@ class Records:
     #: a streamed run's per-flow statistics (lbsim.flowstats.FlowStats), its per-flow arrays
     #: then empty; None when the records hold every flow
     flow_stats: Any = None
+    #: a streamed run with full records: where its flows, drops and SNAT tables were written
+    #: (lbsim.spill.Spill), its per-flow, drop and SNAT arrays then empty
+    spill: Any = None
 
     @property
     def last_arrival_ns(self) -> int:
@@ -91,7 +94,8 @@ class Records:
 @dataclass(frozen=True)
 class FlowChunk:
     """Flows ``first`` .. ``first + n - 1``, in flow order: their records (:class:`Records`' per-flow
-    fields) and the workload's inputs the statistics read."""
+    fields) and the workload's inputs the statistics read; with full records also what the
+    flows table shows besides (``cause``, ``nat_port``, ``sport``, ``instance``)."""
 
     first: int
     outcome: np.ndarray
@@ -106,6 +110,10 @@ class FlowChunk:
     backend: np.ndarray
     hold: np.ndarray
     service: np.ndarray
+    cause: np.ndarray | None = None
+    nat_port: np.ndarray | None = None
+    sport: np.ndarray | None = None
+    instance: np.ndarray | None = None
 
     @property
     def n(self) -> int:

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
 import time
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Literal
 
 import numpy as np
 import pandas as pd
 import simpy
 
-from .budget import STREAM_WINDOW, check_clock, check_memory, horizon_s
+from .budget import STREAM_WINDOW, check_clock, check_disk, check_memory, horizon_s
 from .caveats import duration_caveats, run_caveats, scenario_caveats
 from .compiled import compiled_engine
 from .compiled.stream import StreamedRun
@@ -27,6 +30,7 @@ from .records import Records
 from .reference import ReferenceEngine
 from .flowstats import FlowStats
 from .progress import RunProgress, wanted
+from .spill import Lazy, Spill, prepare_dir, write_tables
 from .workload import draw_workload, streaming_refusal, streams, with_duration
 
 __all__ = ["Result", "Comparison", "run", "compare", "simulate", "warm_up"]
@@ -53,23 +57,55 @@ class Result:
         (:mod:`lbsim.caveats`); each was also issued as a ``RuntimeWarning``
     timeline : with ``[[events]]``, the control plane's record as far as the run went
         (:class:`lbsim.Timeline`: pods, events, the LB's targets over time); else None
+    records_dir : where the flows, drops and SNAT tables were written as Parquet
+        (``flows.parquet``, ``drops.parquet``, ``snat.parquet``), or None. A streamed run with
+        full records writes them as it goes (a temporary directory, removed with the Result,
+        unless ``run(..., records_dir=...)`` named one) and ``flows``, ``drops``, ``snat`` and
+        ``load`` read them on first access; read part of one with pandas or pyarrow
+        (``pd.read_parquet(r.records_dir / "flows.parquet", columns=[...])``).
     """
 
     scenario: Scenario
-    flows: pd.DataFrame
+    _flows: pd.DataFrame | Lazy
     counters: pd.DataFrame
     gauges: pd.DataFrame
-    drops: pd.DataFrame
-    snat: pd.DataFrame
+    _drops: pd.DataFrame | Lazy
+    _snat: pd.DataFrame | Lazy
     summary: dict[str, float]
-    load: pd.DataFrame
+    _load: pd.DataFrame | Lazy
     warnings: tuple[str, ...] = ()
     timeline: Timeline | None = None
+    records_dir: Path | None = None
+
+    @property
+    def flows(self) -> pd.DataFrame:
+        """One row per flow (``lbsim.metrics.FLOW_COLUMNS``)."""
+        return _frame(self._flows)
+
+    @property
+    def drops(self) -> pd.DataFrame:
+        """Every dropped packet (``lbsim.metrics.DROP_COLUMNS``)."""
+        return _frame(self._drops)
+
+    @property
+    def snat(self) -> pd.DataFrame:
+        """SNAT ports in use per (node, pod) over time (``lbsim.metrics.SNAT_COLUMNS``)."""
+        return _frame(self._snat)
+
+    @property
+    def load(self) -> pd.DataFrame:
+        """New flows and open connections per pod over time (``lbsim.metrics.LOAD_COLUMNS``)."""
+        return _frame(self._load)
+
+
+def _frame(x: pd.DataFrame | Lazy) -> pd.DataFrame:
+    return x.frame() if isinstance(x, Lazy) else x
 
 
 def simulate(scenario: Scenario, *, engine: Engine = "compiled", batch_flows: int = 4096,
              control: Control | None = None, stream_window: int | None = None,
-             progress: bool | None = None) -> Records:
+             progress: bool | None = None,
+             records_dir: str | os.PathLike | None = None) -> Records:
     """Draw ``scenario``'s workload and run it through ``engine`` under simpy; the records.
 
     ``control(env, plane)`` may start simpy processes that change the data plane at instants
@@ -77,8 +113,10 @@ def simulate(scenario: Scenario, *, engine: Engine = "compiled", batch_flows: in
     :data:`lbsim.budget.STREAM_FLOWS` flows that can stream (:func:`lbsim.workload.streams`)
     streams in windows of :data:`lbsim.budget.STREAM_WINDOW` flows, ``stream_window`` flows if
     given (any size: the same records), keeping no per-flow rows: its records then carry the
-    per-flow statistics (``Records.flow_stats``) and no per-flow arrays. ``progress``: draw a
-    bar (:mod:`lbsim.progress`; None: on an interactive terminal, for runs over 2 s).
+    per-flow statistics (``Records.flow_stats``) and no per-flow arrays; with full records it
+    writes its flows, drops and SNAT tables to Parquet in ``records_dir`` (None: a new
+    temporary directory) as it goes (``Records.spill``). ``progress``: draw a bar
+    (:mod:`lbsim.progress`; None: on an interactive terminal, for runs over 2 s).
     """
     if engine not in ("compiled", "reference"):
         raise ValueError(f"engine = {engine!r} is invalid: must be 'compiled' or 'reference'")
@@ -94,7 +132,7 @@ def simulate(scenario: Scenario, *, engine: Engine = "compiled", batch_flows: in
            else None)
     try:
         if streamed:
-            return _simulate_streamed(scenario, stream_window or STREAM_WINDOW, bar)
+            return _simulate_streamed(scenario, stream_window or STREAM_WINDOW, bar, records_dir)
         return _simulate_whole(scenario, engine, batch_flows, control, bar)
     finally:
         if bar is not None:
@@ -134,16 +172,48 @@ def _streamed(sc: Scenario, engine: str, control, window: int | None) -> bool:
     return True
 
 
-def _simulate_streamed(sc: Scenario, window: int, bar: RunProgress | None) -> Records:
+def _simulate_streamed(sc: Scenario, window: int, bar: RunProgress | None,
+                       records_dir: str | os.PathLike | None) -> Records:
     """A streamed run (:mod:`lbsim.compiled.stream`): records of finished flows go straight
-    into the summary's statistics."""
-    stats: list[FlowStats] = []
-    run = StreamedRun(sc, window, lambda chunk: stats[0].add(chunk))
+    into the summary's statistics, and with full records into Parquet files (lbsim.spill)."""
+    full = sc.records == "full"
+    if full:
+        directory, temporary = prepare_dir(records_dir)
+        try:
+            check_disk(sc, directory)
+        except ValueError:
+            if temporary:
+                shutil.rmtree(directory, ignore_errors=True)
+            raise
+    spill: Spill | None = None
+
+    def sink(chunk) -> None:                 # (stats and spill are bound below)
+        stats.add(chunk)
+        if spill is not None:
+            spill.flows(chunk)
+
+    def drained(D, SG) -> None:
+        spill.drops(D)
+        spill.snat(SG)
+    run = StreamedRun(sc, window, sink, drained if full else None)
+    stats = FlowStats(run.p, run.src.pod_node, exact=False)
+    if full:
+        spill = Spill(directory, run.p, run.src.pod_node, temporary)
     run.progress = bar
-    stats.append(FlowStats(run.p, run.src.pod_node, exact=False))
-    run_engine(run, None, run.p, STREAM_WINDOW, None)
-    stats[0].settle()
-    return dataclasses.replace(run.records(), flow_stats=stats[0])
+    try:
+        run_engine(run, None, run.p, STREAM_WINDOW, None)
+        stats.settle()
+        records = run.records()
+        if spill is not None:
+            spill.close()
+    except BaseException as e:
+        if spill is not None and spill.temporary:
+            shutil.rmtree(spill.directory, ignore_errors=True)
+        if spill is not None and isinstance(e, OSError):    # a full disk, a directory gone
+            raise ValueError(f"records_dir = {str(spill.directory)!r}: writing the run's "
+                             f"tables failed: {e.strerror or e}") from None
+        raise
+    return dataclasses.replace(records, flow_stats=stats, spill=spill)
 
 
 def _both(a: Control, b: Control | None) -> Control:
@@ -158,24 +228,33 @@ def _both(a: Control, b: Control | None) -> Control:
 
 def run(scenario: Scenario, *, engine: Engine = "compiled", batch_flows: int = 4096,
         control: Control | None = None, stream_window: int | None = None,
-        progress: bool | None = None) -> Result:
+        progress: bool | None = None,
+        records_dir: str | os.PathLike | None = None) -> Result:
     """Simulate ``scenario``.
 
     ``engine="compiled"`` (default) runs the event loop compiled with numba, in simpy windows of
     at most ``batch_flows`` new flows; ``engine="reference"`` processes one event at a time in
     Python. Both give identical records (tests/property/test_engines_agree.py). ``control``: a
-    control plane (:func:`simulate`).
+    control plane (:func:`simulate`). ``records_dir``: with full records, write the flows,
+    drops and SNAT tables there as Parquet (:attr:`Result.records_dir`); a streamed run with
+    full records writes them as it goes, to a temporary directory if none is named.
     """
     if not isinstance(scenario, Scenario):
         raise TypeError(f"scenario must be an lbsim.Scenario, not {type(scenario).__name__}")
+    if records_dir is not None and not isinstance(records_dir, (str, os.PathLike)):
+        raise TypeError(f"records_dir must be a path (str or os.PathLike), not "
+                        f"{type(records_dir).__name__}")
     if engine == "compiled":
         warm_up()          # the one-off JIT compilation is not part of a run's wall time
     start = time.perf_counter()
     records = simulate(scenario, engine=engine, batch_flows=batch_flows, control=control,
-                       stream_window=stream_window, progress=progress)
+                       stream_window=stream_window, progress=progress, records_dir=records_dir)
     asked, scenario = scenario, records.workload.scenario   # workload.duration_s: its flows
     notes = tuple(scenario_caveats(scenario) + run_caveats(scenario, records)
-                  + duration_caveats(asked, scenario))
+                  + duration_caveats(asked, scenario)
+                  + ([f"records_dir = {str(records_dir)!r} is ignored: records = \"summary\" "
+                      f"keeps no flows, drops or SNAT tables"]
+                     if records_dir is not None and scenario.records == "summary" else []))
     for note in notes:
         warnings.warn(note, RuntimeWarning, stacklevel=2)
     if scenario.records == "summary":
@@ -183,11 +262,24 @@ def run(scenario: Scenario, *, engine: Engine = "compiled", batch_flows: int = 4
         return Result(scenario, _empty(), counters_frame(records), gauges_frame(records),
                       drops_frame(records), snat_frame(records), summary, _empty_load(), notes,
                       records.timeline)
+    if records.spill is not None:            # streamed: the tables are on disk already
+        t = records.spill.frames()
+        wall = time.perf_counter() - start
+        result = Result(scenario, t["flows"], counters_frame(records), gauges_frame(records),
+                        t["drops"], t["snat"], summarize(records, wall), t["load"], notes,
+                        records.timeline, records.spill.directory)
+        records.spill.remove_with(result)
+        return result
     flows = flows_frame(records)
     wall = time.perf_counter() - start
-    return Result(scenario, flows, counters_frame(records), gauges_frame(records),
-                  drops_frame(records), snat_frame(records), summarize(records, wall),
-                  load_frame(records, flows), notes, records.timeline)
+    drops, snat = drops_frame(records), snat_frame(records)
+    directory = None
+    if records_dir is not None:
+        directory = write_tables(prepare_dir(records_dir)[0],
+                                 {"flows": flows, "drops": drops, "snat": snat})
+    return Result(scenario, flows, counters_frame(records), gauges_frame(records), drops, snat,
+                  summarize(records, wall), load_frame(records, flows), notes, records.timeline,
+                  directory)
 
 
 def _empty_load() -> pd.DataFrame:

@@ -238,8 +238,6 @@ def streaming_refusal(sc: Scenario) -> str | None:
     lb = sc.lb
     if sc.events:
         return "[[events]] (the control plane reads every flow's records)"
-    if sc.records == "full":
-        return 'records = "full" (its tables hold every flow)'
     if sc.workload.queries_per_socket > 1:
         return "workload.queries_per_socket > 1 (a socket's queries are interleaved by time)"
     if lb.algorithm is LBAlgorithm.LC or lb.persistence_s > 0:
@@ -252,7 +250,8 @@ def streaming_refusal(sc: Scenario) -> str | None:
 
 def streams(sc: Scenario, engine: str = "compiled") -> bool:
     """A run of ``sc`` streams (:mod:`lbsim.compiled.stream`): the compiled engine, more than
-    :data:`lbsim.budget.STREAM_FLOWS` flows, and nothing that needs every flow at once."""
+    :data:`lbsim.budget.STREAM_FLOWS` flows, and nothing that needs every flow at once (full
+    records then go to Parquet files as the run goes: :mod:`lbsim.spill`)."""
     return (engine == "compiled" and sc.workload.flows > STREAM_FLOWS
             and streaming_refusal(sc) is None)
 

@@ -239,6 +239,12 @@ class DirectEngine:
         """When the last connection the pod accepted closes (ns; 0: none)."""
         return int(self.closes[pod])
 
+    def drain(self) -> tuple[np.ndarray, np.ndarray]:
+        """A streamed run's drops and SNAT change points since the last call
+        (:meth:`CompiledEngine.drain`): none in the steady state (every flow is served, and
+        the direct path has no SNAT)."""
+        return np.zeros((0, 5), np.int64), np.zeros((0, 3), np.int64)
+
     def records(self) -> Records:
         """The reference's ticks leave one all-zero gauge row per whole second up to the last
         event it processed (GC passes over empty tables)."""

@@ -239,6 +239,17 @@ class CompiledEngine:
         self.X = X._replace(**new)
         return rebuilt or bool(new)
 
+    def drain(self) -> tuple[np.ndarray, np.ndarray]:
+        """A streamed run with full records: the drop rows (t, flow, attempt, node, cause) and
+        SNAT change points (t, pair, ports) written since the last call, handed out and
+        forgotten (their rows are written again from the first)."""
+        X, S = self.X, self.X.S
+        if not self.p.full_records:
+            return np.zeros((0, 5), np.int64), np.zeros((0, 3), np.int64)
+        D, SG = X.D[: int(S[S_NDROP])].copy(), X.SG[: int(S[S_NSNAT])].copy()
+        S[S_NDROP] = S[S_NSNAT] = 0
+        return D, SG
+
     def records(self) -> Records:
         X, S = self.X, self.X.S
         n = int(S[S_NGAUGE])

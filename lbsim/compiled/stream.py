@@ -59,9 +59,14 @@ class StreamedRun:
     :func:`lbsim.workload.streaming_refusal`), windows of ``window`` flows; ``sink`` receives
     every flow's records once, in flow order. Drive it like an engine (``advance``)."""
 
-    def __init__(self, sc, window: int, sink: Callable[[FlowChunk], None]) -> None:
+    def __init__(self, sc, window: int, sink: Callable[[FlowChunk], None],
+                 drained: Callable[[np.ndarray, np.ndarray], None] | None = None) -> None:
         self.src = src = FlowSource(sc)
         self.p, self.window, self.sink = src.p, int(window), sink
+        #: full records: the chunks carry the flows table's fields, and ``drained(D, SG)`` is
+        #: given the drop rows and SNAT change points written since the last window
+        self.full = self.p.full_records
+        self.drained = drained
         #: progress(t, started): told of each window's end (simulated ns, flows loaded)
         self.progress: Callable[[int, int], None] | None = None
         self.size = 1 << max(4, (2 * self.window - 1).bit_length())   # the ring: >= 2 windows
@@ -142,10 +147,9 @@ class StreamedRun:
         while True:
             edge = self._edge()
             done = self.eng.advance(min(t1, edge))
-            if done:
-                self._hand_out()
-                return True
             self._hand_out()
+            if done:
+                return True
             if edge > t1 or (edge == t1 and self.staged is None):
                 return False
             self._load()
@@ -158,22 +162,34 @@ class StreamedRun:
         rec, w, mask = self.eng.rec, self.w, self.size - 1
         end = int(_first_unresolved(rec.outcome, self.frontier, self.loaded, mask))
         f = self.frontier
+        full = self.full
         while f < end:
             a = f & mask
             b = min(a + (end - f), self.size)         # up to the ring's end, then from row 0
-            self.sink(FlowChunk(f, *(getattr(rec, k)[a:b] for k in
-                                     ("outcome", "attempts", "pod", "connect_ns", "response_ns",
-                                      "pod_wait_ns", "src_ip")),
-                                *(getattr(w, k)[a:b] for k in
-                                  ("t0", "client", "backend", "hold", "service"))))
+            c = FlowChunk(f, *(getattr(rec, k)[a:b] for k in
+                               ("outcome", "attempts", "pod", "connect_ns", "response_ns",
+                                "pod_wait_ns", "src_ip")),
+                          *(getattr(w, k)[a:b] for k in
+                            ("t0", "client", "backend", "hold", "service")))
+            if full:
+                c = dataclasses.replace(c, cause=rec.cause[a:b], nat_port=rec.nat_port[a:b],
+                                        sport=w.sport[a:b], instance=w.instance[a:b])
+            self.sink(c)
             for k in OUTPUTS:
                 getattr(rec, k)[a:b] = _UNSET[k]
             f += b - a
         self.frontier = end
+        if full and self.drained is not None:
+            self.drained(*self.eng.drain())
 
     def records(self) -> Records:
-        """The run's records without per-flow rows (``flow_stats`` is the caller's to set)."""
+        """The run's records without per-flow rows (``flow_stats`` is the caller's to set);
+        with full records, no drop or SNAT rows either (``drained`` was given them all)."""
         r = self.eng.records()
         empty = self.src.workload({k: np.zeros(0, np.int64) for k in INPUTS + ("flow_pod",)})
         cut = {k: getattr(r, k)[:0] for k in OUTPUTS}
+        if self.full:
+            cut.update({k: getattr(r, k)[:0] for k in (
+                "drop_t_ns", "drop_flow", "drop_attempt", "drop_node", "drop_cause",
+                "snat_t_ns", "snat_pair", "snat_ports")})
         return dataclasses.replace(r, workload=empty, **cut)

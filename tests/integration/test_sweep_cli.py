@@ -29,7 +29,8 @@ def test_cli_runs_a_tiny_sweep_into_parquet(tmp_path):
 
 def test_a_sweep_whose_every_point_fails_exits_nonzero(tmp_path):
     config = tmp_path / "base.toml"
-    config.write_text(BASE.to_toml())
+    # least connections: a run that cannot stream (it follows every open connection)
+    config.write_text(BASE.replace(**{"lb.algorithm": "lc"}).to_toml())
     out = tmp_path / "results.parquet"
     # a billion flows: the value is valid and the clock holds the run, but no worker of this
     # machine has the memory, so the run fails (its memory check) on every path

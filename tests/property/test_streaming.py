@@ -92,7 +92,6 @@ def test_the_ring_grows_behind_a_flow_still_retransmitting():
 
 
 @pytest.mark.parametrize("change, why", [
-    ({"records": "full"}, "records"),
     ({"events": [{"at_s": 1.0, "kind": "scale", "replicas": 3}]}, "events"),
     ({"lb.algorithm": "lc"}, "lc"),
     ({"workload.queries_per_socket": 2}, "queries_per_socket"),

@@ -111,7 +111,7 @@ STAGES = [
     ("lbsim.workload", "lbsim.budget"),
     ("lbsim.records",),
     ("lbsim.reference", "lbsim.compiled", "lbsim.control", "lbsim.metrics", "lbsim.headroom",
-     "lbsim.rollout", "lbsim.flowstats",
+     "lbsim.rollout", "lbsim.flowstats", "lbsim.spill",
      "lbsim.caveats"),
     ("lbsim.simulation",),
     ("lbsim.figures", "lbsim.plots", "lbsim.runner", "lbsim.scenario_run"),

@@ -210,9 +210,10 @@ def test_cache_keys_change_with_the_scenario_paths_and_replications(tmp_path, re
 
 
 def test_failed_points_are_not_cached(tmp_path):
-    # a billion flows: valid, but no worker here has the memory (the run's own check refuses it)
-    df = lbsim.sweep(BASE, [{"workload.flows": 10**9}, {}], executor="inprocess", cache=tmp_path,
-                     progress=False)
+    # a billion flows under least connections (a run that cannot stream): valid, but no worker
+    # here has the memory (the run's own check refuses it)
+    df = lbsim.sweep(BASE, [{"workload.flows": 10**9, "lb.algorithm": "lc"}, {}],
+                     executor="inprocess", cache=tmp_path, progress=False)
     assert df["error"].dropna().str.startswith("ValueError: this run would need about").all()
     assert df["error"].notna().sum() == 2
     assert len(list(tmp_path.glob("*.parquet"))) == 1

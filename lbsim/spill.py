@@ -1,0 +1,203 @@
+"""Full records written to Parquet as a run goes, and read back only when asked for.
+
+A streamed run with ``records = "full"`` (:mod:`lbsim.compiled.stream`) hands its finished flows
+out window by window, and its engine's drops and SNAT change points are drained after each
+window; :class:`Spill` turns each batch into the rows the in-memory tables would hold
+(:mod:`lbsim.metrics`' own functions) and appends them to ``flows.parquet``, ``drops.parquet``
+and ``snat.parquet``, so the run holds only a row group's worth. :class:`Lazy` is what
+:class:`lbsim.Result` keeps for such a table: the file is read on first access; the load table
+is computed from the flows file in batches, never holding all of it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .metrics import chunk_frame, drops_table, load_table, snat_table
+from .records import FlowChunk
+
+__all__ = ["Spill", "Lazy", "TABLES", "ROW_GROUP", "prepare_dir", "load_from", "write_tables"]
+
+#: the tables a spilled run writes, each to ``<name>.parquet`` in its directory
+TABLES = ("flows", "drops", "snat")
+#: rows buffered before a row group is written (a flows row is ~130 bytes in memory)
+ROW_GROUP = 1 << 17
+
+
+def prepare_dir(records_dir: str | os.PathLike | None) -> tuple[Path, bool]:
+    """The directory a run writes its tables to, and whether lbsim made it (a temporary one,
+    removed with the run's Result). A path that exists and is not a directory is refused."""
+    if records_dir is None:
+        return Path(tempfile.mkdtemp(prefix="lbsim-records-")), True
+    path = Path(records_dir)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"records_dir = {str(path)!r} is invalid: it exists and is not a "
+                         f"directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"records_dir = {str(path)!r} is invalid: {e.strerror}") from None
+    return path, False
+
+
+def write_tables(directory: Path, frames: dict[str, pd.DataFrame]) -> Path:
+    """Write a whole run's tables (``name``: frame) to ``<directory>/<name>.parquet``."""
+    for name, df in frames.items():
+        df.to_parquet(directory / f"{name}.parquet", index=False)
+    return directory
+
+
+class _Table:
+    """One Parquet file, appended row group by row group; every row group has the schema of
+    the first (the same columns, dtypes and categories)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.parts: list[pd.DataFrame] = []
+        self.rows = 0
+        self.writer: pq.ParquetWriter | None = None
+        self.schema: pa.Schema | None = None
+
+    def add(self, df: pd.DataFrame) -> None:
+        if len(df):
+            self.parts.append(df)
+            self.rows += len(df)
+            if self.rows >= ROW_GROUP:
+                self.flush()
+
+    def flush(self) -> None:
+        if not self.parts:
+            return
+        df = pd.concat(self.parts, ignore_index=True) if len(self.parts) > 1 else self.parts[0]
+        self.parts, self.rows = [], 0
+        self._write(df)
+
+    def _write(self, df: pd.DataFrame) -> None:
+        table = pa.Table.from_pandas(df, schema=self.schema, preserve_index=False)
+        if self.writer is None:
+            self.schema = table.schema
+            self.writer = pq.ParquetWriter(self.path, self.schema)
+        self.writer.write_table(table)
+
+    def close(self, empty: pd.DataFrame) -> None:
+        """Write what is buffered (``empty``, the table with no rows, if nothing was added)."""
+        self.flush()
+        if self.writer is None:
+            self._write(empty)
+        self.writer.close()
+
+
+class Spill:
+    """The tables of one streamed run with full records, written to ``directory``; ``p`` and
+    ``pod_node``: the run's :class:`~lbsim.workload.Params` and pods' nodes (the flows table's
+    derived columns read them)."""
+
+    def __init__(self, directory: Path, p, pod_node: np.ndarray, temporary: bool) -> None:
+        self.directory, self.p, self.pod_node, self.temporary = directory, p, pod_node, temporary
+        self.paths = {name: directory / f"{name}.parquet" for name in TABLES}
+        self._tables = {name: _Table(path) for name, path in self.paths.items()}
+        self._last_drop = (-1, -1, -1)
+
+    def flows(self, c: FlowChunk) -> None:
+        """Flows ``c.first`` .. in flow order (full records' fields)."""
+        self._tables["flows"].add(chunk_frame(c, self.p, self.pod_node))
+
+    def drops(self, D: np.ndarray) -> None:
+        """A batch of drop rows (t, flow, attempt, node, cause), every one later than the last
+        batch's (the engine processes events in time order): sorted as the whole table is."""
+        if not len(D):
+            return
+        df = drops_table(*(np.ascontiguousarray(D[:, i]) for i in range(5)))
+        first = (int(D[:, 0].min()), int(df["flow"].iat[0]), int(df["attempt"].iat[0]))
+        if first < self._last_drop:
+            raise RuntimeError(f"spill: drops out of time order across windows ({first} after "
+                               f"{self._last_drop})")
+        self._last_drop = (int(D[:, 0].max()), int(df["flow"].iat[-1]),
+                           int(df["attempt"].iat[-1]))
+        self._tables["drops"].add(df)
+
+    def snat(self, SG: np.ndarray) -> None:
+        """A batch of SNAT change points (t, pair, ports), in the order the engine wrote them."""
+        if len(SG):
+            self._tables["snat"].add(snat_table(SG[:, 0].copy(), SG[:, 1].copy(),
+                                                SG[:, 2].copy(), self.p.pods))
+
+    def _empty(self, name: str) -> pd.DataFrame:
+        """Table ``name`` with no rows: its columns and dtypes."""
+        none = np.zeros(0, np.int64)
+        if name == "flows":
+            return chunk_frame(_no_flows(), self.p, self.pod_node)
+        if name == "drops":
+            return drops_table(none, none, none, none, none)
+        return snat_table(none, none, none, self.p.pods)
+
+    def close(self) -> None:
+        """Write the rest; an empty table still gets its file (its columns, no rows)."""
+        for name, table in self._tables.items():
+            table.close(self._empty(name))
+
+    def frames(self) -> dict[str, Lazy]:
+        """The tables as :class:`Lazy` frames, and the load table computed from the flows."""
+        out = {name: Lazy(lambda path=path, name=name: _read(path, self._empty(name)))
+               for name, path in self.paths.items()}
+        from .budget import load_bins
+        p, pod_node, path = self.p, self.pod_node, self.paths["flows"]
+        out["load"] = Lazy(lambda: load_table(lambda: load_from(path), p.pods, pod_node,
+                                              load_bins(p.pods)))
+        return out
+
+    def remove_with(self, owner) -> None:
+        """A temporary directory goes when ``owner`` (the run's Result) does."""
+        if self.temporary:
+            import weakref
+            weakref.finalize(owner, shutil.rmtree, self.directory, True)
+
+
+def _no_flows() -> FlowChunk:
+    none = np.zeros(0, np.int64)
+    return FlowChunk(0, np.zeros(0, np.int8), none, none, none, none, none, none, none, none,
+                     none, none, none, cause=np.zeros(0, np.int8), nat_port=none, sport=none,
+                     instance=none)
+
+
+def _read(path: Path, like: pd.DataFrame) -> pd.DataFrame:
+    """The table in ``path`` with ``like``'s categorical dtypes (Parquet gives a table with no
+    rows categories of another dtype)."""
+    df = pd.read_parquet(path)
+    cats = {k: t for k, t in like.dtypes.items() if isinstance(t, pd.CategoricalDtype)}
+    return df.astype(cats) if cats else df
+
+
+def load_from(path: Path, batch: int = ROW_GROUP):
+    """The (arrival_s, closed_s, pod) arrays of the established flows in the flows file at
+    ``path``, a batch at a time (a failed flow has no close time)."""
+    f = pq.ParquetFile(path)
+    for b in f.iter_batches(batch_size=batch, columns=["arrival_s", "closed_s", "pod"]):
+        a, c, pod = (b.column(i).to_numpy(zero_copy_only=False) for i in range(3))
+        ok = ~np.isnan(c)
+        yield a[ok], c[ok], pod[ok].astype(np.int64)
+
+
+class Lazy:
+    """A table of a run that is built (read from its Parquet file) when first asked for, then
+    kept."""
+
+    def __init__(self, build: Callable[[], pd.DataFrame]) -> None:
+        self._build: Callable[[], pd.DataFrame] | None = build
+        self._frame: pd.DataFrame | None = None
+
+    def frame(self) -> pd.DataFrame:
+        if self._frame is None:
+            assert self._build is not None
+            self._frame, self._build = self._build(), None
+        return self._frame
+

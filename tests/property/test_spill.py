@@ -1,0 +1,116 @@
+"""A streamed run with full records writes its flows, drops and SNAT tables to Parquet as it goes
+(lbsim.spill) and reads them back on first access: every table equals the whole run's in
+memory, at any window and row-group size, and the run's directory, if lbsim made it, goes with
+its Result."""
+
+import gc
+import warnings
+from unittest import mock
+
+import pandas as pd
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import lbsim
+from lbsim import Scenario
+from lbsim.budget import check_disk
+from lbsim.scenarios import get
+from tests.property.test_engines_agree import scenarios as engine_scenarios
+from tests.property.test_streaming import _streamable, assert_same_summary
+
+TABLES = ("flows", "drops", "snat", "load", "gauges", "counters")
+
+
+def _run(sc, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)     # tiny runs: their caveats
+        return lbsim.run(sc, progress=False, **kw)
+
+
+def assert_same_tables(whole, streamed):
+    for name in TABLES:
+        pd.testing.assert_frame_equal(getattr(whole, name), getattr(streamed, name),
+                                      obj=name)
+    assert_same_summary(whole.summary, streamed.summary)
+
+
+@settings(max_examples=40, deadline=None)
+@given(engine_scenarios(), st.integers(1, 300), st.sampled_from([1, 37, 1 << 17]))
+def test_spilled_tables_equal_the_whole_runs(tmp_path_factory, d, window, row_group):
+    sc = _streamable(d).replace(records="full")
+    whole = _run(sc)
+    with mock.patch("lbsim.spill.ROW_GROUP", row_group):
+        streamed = _run(sc, stream_window=window, records_dir=tmp_path_factory.mktemp("r"))
+    assert_same_tables(whole, streamed)
+
+
+def test_drops_and_snat_change_points_cross_windows_in_order(tmp_path):
+    # snat-exhaustion: drops and changing port counts all along; windows of 50 flows
+    sc = get("snat-exhaustion", quick=True).replace(**{"records": "full",
+                                                       "workload.flows": 20000})
+    whole = _run(sc)
+    streamed = _run(sc, stream_window=50, records_dir=tmp_path)
+    assert len(whole.drops) > 100 and len(whole.snat) > 100
+    assert_same_tables(whole, streamed)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["drops.parquet", "flows.parquet",
+                                                          "snat.parquet"]
+    assert streamed.records_dir == tmp_path
+
+
+def test_a_long_full_run_streams_to_a_temporary_directory_removed_with_its_result():
+    sc = Scenario().replace(**{"records": "full", "workload.flows": 5000})
+    with mock.patch("lbsim.workload.STREAM_FLOWS", 1000):
+        r = _run(sc)
+    d = r.records_dir
+    assert d is not None and (d / "flows.parquet").exists()
+    assert r._flows.__class__.__name__ == "Lazy"          # not read yet
+    pd.testing.assert_frame_equal(r.flows, _run(sc).flows)
+    del r
+    gc.collect()
+    assert not d.exists()
+
+
+def test_a_whole_run_writes_its_tables_where_asked(tmp_path):
+    sc = Scenario().replace(**{"records": "full", "workload.flows": 500})
+    r = _run(sc, records_dir=tmp_path / "out")
+    assert r.records_dir == tmp_path / "out"
+    for name in ("flows", "drops", "snat"):
+        want = getattr(r, name)
+        got = pd.read_parquet(tmp_path / "out" / f"{name}.parquet").astype(want.dtypes.to_dict())
+        pd.testing.assert_frame_equal(got, want)
+
+
+def test_records_dir_that_is_a_file_is_refused(tmp_path):
+    f = tmp_path / "f"
+    f.write_text("")
+    sc = Scenario().replace(**{"records": "full", "workload.flows": 50})
+    with pytest.raises(ValueError, match="records_dir = .* is invalid: it exists and is not a "
+                                         "directory"):
+        _run(sc, stream_window=8, records_dir=f)
+    with pytest.raises(TypeError, match="records_dir must be a path"):
+        _run(sc, records_dir=3)
+
+
+def test_records_dir_with_summary_records_is_ignored_with_a_warning(tmp_path):
+    sc = Scenario().replace(**{"records": "summary", "workload.flows": 50})
+    with pytest.warns(RuntimeWarning, match="records_dir = .* is ignored"):
+        r = lbsim.run(sc, records_dir=tmp_path, progress=False)
+    assert r.records_dir is None and not any(tmp_path.iterdir())
+
+
+def test_a_run_whose_tables_would_not_fit_on_disk_is_refused(tmp_path):
+    sc = Scenario().replace(**{"records": "full", "workload.flows": 10**8})
+    with pytest.raises(ValueError, match=r"records_dir = .*would need about 4\.5 GiB there and "
+                                         r"1\.0 GiB are free"):
+        check_disk(sc, tmp_path, free=2**30)
+    assert check_disk(sc, tmp_path, free=2**40) > 0
+
+
+def test_a_disk_that_fills_during_a_run_is_reported_in_one_line(tmp_path):
+    def full(self, df):
+        raise OSError(28, "No space left on device")
+    sc = Scenario().replace(**{"records": "full", "workload.flows": 300})
+    with mock.patch("lbsim.spill._Table._write", full):
+        with pytest.raises(ValueError, match="records_dir = .*: writing the run's tables "
+                                             "failed: No space left on device"):
+            _run(sc, stream_window=16, records_dir=tmp_path)
