@@ -169,9 +169,21 @@ def _no_flows() -> FlowChunk:
                      instance=none)
 
 
-def _read(path: Path, like: pd.DataFrame) -> pd.DataFrame:
+def _read(path: Path, like: pd.DataFrame, available: int | None = None) -> pd.DataFrame:
     """The table in ``path`` with ``like``'s categorical dtypes (Parquet gives a table with no
-    rows categories of another dtype)."""
+    rows categories of another dtype). A table that would not fit in memory (its rows x
+    ``like``'s bytes a row, twice: Arrow's copy and pandas') is refused, naming the way to read
+    part of it."""
+    from .budget import available_bytes
+    rows = pq.ParquetFile(path).metadata.num_rows
+    need = 2 * rows * sum(1 if isinstance(t, pd.CategoricalDtype) else np.dtype(t).itemsize
+                          for t in like.dtypes)
+    have = available_bytes() if available is None else available
+    if have is not None and need > 0.8 * have:
+        raise ValueError(f"{path.name} holds {rows:,} rows: reading it whole would need about "
+                         f"{need / 2**30:,.1f} GiB and {have / 2**30:,.1f} GiB are available; "
+                         f"read the columns or row groups you need from {str(path)!r} "
+                         f"(pd.read_parquet(path, columns=[...]), pyarrow.parquet.ParquetFile)")
     df = pd.read_parquet(path)
     cats = {k: t for k, t in like.dtypes.items() if isinstance(t, pd.CategoricalDtype)}
     return df.astype(cats) if cats else df

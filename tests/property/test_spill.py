@@ -114,3 +114,15 @@ def test_a_disk_that_fills_during_a_run_is_reported_in_one_line(tmp_path):
         with pytest.raises(ValueError, match="records_dir = .*: writing the run's tables "
                                              "failed: No space left on device"):
             _run(sc, stream_window=16, records_dir=tmp_path)
+
+
+def test_a_table_too_big_to_read_whole_is_refused_with_the_way_to_read_part(tmp_path):
+    from lbsim.spill import _read
+    sc = Scenario().replace(**{"records": "full", "workload.flows": 2000})
+    r = _run(sc, stream_window=256, records_dir=tmp_path)
+    like = r.flows.iloc[:0]
+    with pytest.raises(ValueError, match=r"flows.parquet holds 2,000 rows: reading it whole "
+                                         r"would need about .* GiB and 0\.0 GiB are available; "
+                                         r"read the columns"):
+        _read(tmp_path / "flows.parquet", like, available=1000)
+    pd.testing.assert_frame_equal(_read(tmp_path / "flows.parquet", like), r.flows)
