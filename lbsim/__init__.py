@@ -8,7 +8,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .config import (CloudConfig, ClusterConfig, ConntrackConfig, DataPath, DeploymentConfig,
+from .config import (Arrival, CloudConfig, ClusterConfig, ConntrackConfig, DataPath, DeploymentConfig,
                      Event, KubeProxyConfig, LBAlgorithm, LBConfig, LifecycleConfig, NatConfig,
                      NatKernel, NetworkConfig, PodConfig, Protocol, ProxyMode, Scenario,
                      TrafficPolicy, WorkloadConfig)
@@ -33,7 +33,7 @@ def __getattr__(name: str):
 __all__ = [
     "Scenario", "WorkloadConfig", "LBConfig", "ClusterConfig", "PodConfig", "KubeProxyConfig",
     "NatConfig", "ConntrackConfig", "NetworkConfig", "LifecycleConfig", "DeploymentConfig",
-    "CloudConfig", "Event", "DataPath", "Protocol", "LBAlgorithm",
+    "CloudConfig", "Event", "DataPath", "Protocol", "Arrival", "LBAlgorithm",
     "ProxyMode", "TrafficPolicy", "NatKernel", "Fixed", "Exponential", "LogNormal",
     "run", "compare", "Result", "Comparison", "sweep", "timeline", "Timeline", "__version__",
 ]

@@ -89,6 +89,12 @@ def arrivals_from(log1p_neg_u, rate, acc, out):
     return acc
 
 
+def periodic_ns(lo: int, hi: int, rate: float) -> np.ndarray:
+    """Socket ``i``'s start for ``i`` in ``lo .. hi - 1`` at a fixed rate: ``rint(i / rate *
+    1e9)`` ns (a pure function of ``i``: any window gives the same values)."""
+    return np.rint(np.arange(lo, hi, dtype=np.float64) / rate * 1e9).astype(np.int64)
+
+
 @jit
 def exponential_ns(log1p_neg_u, mean):
     """``rint(-mean * log1p(-u) * 1e9)`` as int64 (Exponential.sample, then ns)."""

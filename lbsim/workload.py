@@ -20,14 +20,14 @@ import numpy as np
 from .budget import STREAM_FLOWS, check_clock
 from .jit import jit
 from .config.dynamics import nodes_ever, pods_ever
-from .config import (DataPath, LBAlgorithm, NatKernel, Protocol, ProxyMode, Scenario, Source,
+from .config import (Arrival, DataPath, LBAlgorithm, NatKernel, Protocol, ProxyMode, Scenario, Source,
                      TrafficPolicy)
 from .kernel import NEVER, NS, TCP_RTO_MAX_S
 from .kube_proxy import PER_ATTEMPT, KubeProxy
 from .durations import Exponential, Fixed, LogNormal
 from .lb import LoadBalancer
 from .rng import Streams, mix64_nb
-from .sampling import arrival_ns, arrivals_from, duration_params, exponential_ns, log1p_neg, scaled
+from .sampling import arrivals_from, duration_params, exponential_ns, log1p_neg, periodic_ns, scaled
 
 __all__ = ["Params", "Workload", "FlowSource", "draw_workload", "streaming_refusal", "streams", "with_duration", "pod_placement", "worker_slots", "ns"]
 
@@ -201,6 +201,19 @@ def pod_placement(sc: Scenario, count: int | None = None) -> np.ndarray:
     return np.concatenate([first, later])[:count]
 
 
+def socket_starts(sc: Scenario, uniform, lo: int, hi: int, rate: float, acc: float
+                  ) -> tuple[np.ndarray, float]:
+    """Sockets ``lo`` .. ``hi - 1``'s start times (ns) at ``rate`` per second, as
+    ``workload.arrival`` says, and the running sum a Poisson process carries to the next window
+    (``acc``, s; a periodic one needs none); ``uniform``: the run's ``Streams.uniform``."""
+    if sc.workload.arrival is Arrival.PERIODIC:
+        return periodic_ns(lo, hi, rate), acc
+    t = np.empty(hi - lo, np.int64)
+    acc = arrivals_from(log1p_neg(uniform("arrivals", np.arange(lo, hi, dtype=np.int64))),
+                        rate, acc, t)
+    return t, acc
+
+
 def with_duration(sc: Scenario) -> Scenario:
     """``sc`` with ``workload.flows`` the number of flows that start within
     ``workload.duration_s`` (``sc`` itself when that is 0). The sockets' arrivals are counted
@@ -217,9 +230,7 @@ def with_duration(sc: Scenario) -> Scenario:
     uniform = Streams(sc.seed).uniform
     sockets, acc, chunk = 0, 0.0, 1 << 16
     while True:
-        t = np.empty(chunk, np.int64)
-        acc = arrivals_from(log1p_neg(uniform("arrivals", np.arange(sockets, sockets + chunk))),
-                            rate, acc, t)
+        t, acc = socket_starts(sc, uniform, sockets, sockets + chunk, rate, acc)
         n = int(np.searchsorted(t, end, side="left"))    # sockets starting before the end
         sockets += n
         if n < chunk:
@@ -291,10 +302,8 @@ class FlowSource:
         if w.queries_per_socket > 1:
             return self._draw_queries()
         fid = np.arange(lo, hi, dtype=np.int64)
-        # rint(cumsum(-log1p(-u) / rate) * 1e9): log1p by numpy, the rest in one pass
-        t0 = np.empty(fid.size, np.int64)
-        self._acc = arrivals_from(log1p_neg(st.uniform("arrivals", fid)), w.rate_per_s,
-                                  self._acc, t0)
+        # Poisson: rint(cumsum(-log1p(-u) / rate) * 1e9), log1p by numpy, the rest in one pass
+        t0, self._acc = socket_starts(sc, st.uniform, lo, hi, w.rate_per_s, self._acc)
         client, sport, instance = self._tuples(fid)
         service, hold, life = self._durations(fid)
         backend = self.lb.choose(instance, client, sport, t0, life)
@@ -346,7 +355,7 @@ class FlowSource:
         F, q = p.flows, w.queries_per_socket
         S = -(-F // q)
         sid = np.arange(S, dtype=np.int64)
-        t_sock = arrival_ns(log1p_neg(st.uniform("arrivals", sid)), w.rate_per_s / q)
+        t_sock = socket_starts(self.sc, st.uniform, 0, S, w.rate_per_s / q, 0.0)[0]
         sock = np.repeat(sid, q)[:F]
         t0 = t_sock[sock] + np.tile(np.arange(q), S)[:F] * ns(w.query_gap_s)
         order = np.argsort(t0, kind="stable")       # flow numbers follow arrival order

@@ -13,11 +13,11 @@ from .dynamics import (CLOUD_PROFILES, EVENT_KINDS, CloudConfig, DeploymentConfi
 from .scenario import Scenario
 from .sections import (CiliumAlgorithm, ClusterConfig, ConntrackConfig, DataPath, IpvsScheduler,
                        KubeProxyConfig, LBAlgorithm, LBConfig, NatConfig, NatKernel,
-                       NetworkConfig, PodConfig, Protocol, ProxyMode, SessionAffinity, Source,
+                       NetworkConfig, PodConfig, Protocol, ProxyMode, SessionAffinity, Source, Arrival,
                        TrafficPolicy, WorkloadConfig)
 
 __all__ = [
-    "DataPath", "Protocol", "Source", "LBAlgorithm", "ProxyMode", "IpvsScheduler",
+    "DataPath", "Protocol", "Source", "Arrival", "LBAlgorithm", "ProxyMode", "IpvsScheduler",
     "CiliumAlgorithm", "SessionAffinity", "TrafficPolicy", "NatKernel",
     "WorkloadConfig", "LBConfig", "ClusterConfig", "PodConfig", "KubeProxyConfig", "NatConfig",
     "ConntrackConfig", "NetworkConfig", "LifecycleConfig", "DeploymentConfig", "EndpointsConfig",

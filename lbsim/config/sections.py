@@ -13,7 +13,7 @@ from .fields import (MAX_CLIENTS, MAX_NODES, MAX_PODS, _check_enum, _check_float
                      _check_port_range, _Choice, _fail, _is_int, _is_prime, _Section)
 
 __all__ = [
-    "DataPath", "Protocol", "Source", "LBAlgorithm", "ProxyMode", "IpvsScheduler",
+    "DataPath", "Protocol", "Source", "Arrival", "LBAlgorithm", "ProxyMode", "IpvsScheduler",
     "CiliumAlgorithm", "SessionAffinity", "TrafficPolicy", "NatKernel",
     "WorkloadConfig", "LBConfig", "ClusterConfig", "PodConfig", "KubeProxyConfig", "NatConfig",
     "ConntrackConfig", "NetworkConfig",
@@ -30,6 +30,19 @@ class DataPath(_Choice):
 class Protocol(_Choice):
     TCP = "tcp"
     UDP = "udp"
+
+
+class Arrival(_Choice):
+    """When new flows (sockets) start.
+
+    ``poisson``: a Poisson process of rate ``rate_per_s`` (exponential gaps: many independent
+    clients). ``periodic``: socket ``i`` at exactly ``i / rate_per_s`` s (a load generator at a
+    fixed rate; near capacity it loses fewer flows than Poisson at the same rate, whose bursts
+    outrun a port range that a steady sender does not).
+    """
+
+    POISSON = "poisson"
+    PERIODIC = "periodic"
 
 
 class Source(_Choice):
@@ -123,8 +136,10 @@ class WorkloadConfig(_Section):
 
     protocol: Protocol = Protocol.TCP
     source: Source = Source.EXTERNAL
-    #: mean rate of new flows, flows per second (sockets arrive as a Poisson process)
+    #: mean rate of new flows, flows per second (sockets start as ``arrival`` says)
     rate_per_s: float = 1000.0
+    #: "poisson" (exponential gaps) | "periodic" (socket i at i / rate_per_s s)
+    arrival: Arrival = Arrival.POISSON
     #: number of flows (connections or UDP requests) to simulate
     flows: int = 100_000
     #: > 0: simulate the flows that start within this many seconds instead (``flows`` is then
@@ -173,6 +188,7 @@ class WorkloadConfig(_Section):
         _check_float(n("udp_timeout_s"), self.udp_timeout_s, positive=True)
         _check_int(n("udp_retries"), self.udp_retries, 0, 127)
         _check_enum(n("source"), self.source, Source)
+        _check_enum(n("arrival"), self.arrival, Arrival)
         _check_int(n("queries_per_socket"), self.queries_per_socket, 1, 1 << 16)
         _check_float(n("query_gap_s"), self.query_gap_s)
         object.__setattr__(self, "hold_s", parse_duration(n("hold_s"), self.hold_s))
