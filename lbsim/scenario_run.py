@@ -51,7 +51,9 @@ class Outcome:
 def run_scenario(task: Task) -> Outcome:
     """Simulate ``task.scenario`` on both paths; draw its figures if ``task.out_dir`` is set."""
     t0 = time.perf_counter()
-    c = compare(task.scenario, engine=task.engine, batch_flows=task.batch_flows)
+    # without figures only the summaries are read: no tables built (or written to Parquet)
+    c = compare(task.scenario, engine=task.engine, batch_flows=task.batch_flows,
+                tables=task.out_dir is not None)
     t1 = time.perf_counter()
     figures: list[Any] = []
     if task.out_dir is not None:

@@ -104,8 +104,8 @@ def _frame(x: pd.DataFrame | Lazy) -> pd.DataFrame:
 
 def simulate(scenario: Scenario, *, engine: Engine = "compiled", batch_flows: int = 4096,
              control: Control | None = None, stream_window: int | None = None,
-             progress: bool | None = None,
-             records_dir: str | os.PathLike | None = None) -> Records:
+             progress: bool | None = None, records_dir: str | os.PathLike | None = None,
+             tables: bool = True) -> Records:
     """Draw ``scenario``'s workload and run it through ``engine`` under simpy; the records.
 
     ``control(env, plane)`` may start simpy processes that change the data plane at instants
@@ -115,9 +115,26 @@ def simulate(scenario: Scenario, *, engine: Engine = "compiled", batch_flows: in
     given (any size: the same records), keeping no per-flow rows: its records then carry the
     per-flow statistics (``Records.flow_stats``) and no per-flow arrays; with full records it
     writes its flows, drops and SNAT tables to Parquet in ``records_dir`` (None: a new
-    temporary directory) as it goes (``Records.spill``). ``progress``: draw a bar
-    (:mod:`lbsim.progress`; None: on an interactive terminal, for runs over 2 s).
+    temporary directory, removed when the records and every table read from it are gone) as it
+    goes (``Records.spill``), unless ``tables`` is False (only the summary is wanted: a sweep).
+    ``progress``: draw a bar (:mod:`lbsim.progress`; None: on an interactive terminal, for runs
+    over 2 s).
     """
+    records = _simulate(scenario, engine, batch_flows, control, stream_window, progress,
+                        records_dir, tables)
+    if records_dir is not None and records.spill is None:
+        warnings.warn(f"records_dir = {str(records_dir)!r} is ignored: simulate() writes the "
+                      f"tables of a streamed run with full records only (lbsim.run writes a "
+                      f"whole run's)", RuntimeWarning, stacklevel=2)
+    return records
+
+
+def _simulate(scenario: Scenario, engine: str, batch_flows: int, control,
+              stream_window: int | None, progress: bool | None,
+              records_dir: str | os.PathLike | None, tables: bool) -> Records:
+    if records_dir is not None and not isinstance(records_dir, (str, os.PathLike)):
+        raise TypeError(f"records_dir must be a path (str or os.PathLike), not "
+                        f"{type(records_dir).__name__}")
     if engine not in ("compiled", "reference"):
         raise ValueError(f"engine = {engine!r} is invalid: must be 'compiled' or 'reference'")
     if batch_flows < 1:
@@ -132,7 +149,8 @@ def simulate(scenario: Scenario, *, engine: Engine = "compiled", batch_flows: in
            else None)
     try:
         if streamed:
-            return _simulate_streamed(scenario, stream_window or STREAM_WINDOW, bar, records_dir)
+            return _simulate_streamed(scenario, stream_window or STREAM_WINDOW, bar,
+                                      records_dir, tables)
         return _simulate_whole(scenario, engine, batch_flows, control, bar)
     finally:
         if bar is not None:
@@ -173,10 +191,11 @@ def _streamed(sc: Scenario, engine: str, control, window: int | None) -> bool:
 
 
 def _simulate_streamed(sc: Scenario, window: int, bar: RunProgress | None,
-                       records_dir: str | os.PathLike | None) -> Records:
+                       records_dir: str | os.PathLike | None, tables: bool) -> Records:
     """A streamed run (:mod:`lbsim.compiled.stream`): records of finished flows go straight
-    into the summary's statistics, and with full records into Parquet files (lbsim.spill)."""
-    full = sc.records == "full"
+    into the summary's statistics, and with full records (and ``tables``) into Parquet files
+    (lbsim.spill)."""
+    full = sc.records == "full" and tables
     if full:
         directory, temporary = prepare_dir(records_dir)
         try:
@@ -207,8 +226,6 @@ def _simulate_streamed(sc: Scenario, window: int, bar: RunProgress | None,
         if spill is not None:
             spill.close()
     except BaseException as e:
-        if spill is not None and spill.temporary:
-            shutil.rmtree(spill.directory, ignore_errors=True)
         if spill is not None and isinstance(e, OSError):    # a full disk, a directory gone
             raise ValueError(f"records_dir = {str(spill.directory)!r}: writing the run's "
                              f"tables failed: {e.strerror or e}") from None
@@ -228,8 +245,8 @@ def _both(a: Control, b: Control | None) -> Control:
 
 def run(scenario: Scenario, *, engine: Engine = "compiled", batch_flows: int = 4096,
         control: Control | None = None, stream_window: int | None = None,
-        progress: bool | None = None,
-        records_dir: str | os.PathLike | None = None) -> Result:
+        progress: bool | None = None, records_dir: str | os.PathLike | None = None,
+        tables: bool = True) -> Result:
     """Simulate ``scenario``.
 
     ``engine="compiled"`` (default) runs the event loop compiled with numba, in simpy windows of
@@ -238,38 +255,43 @@ def run(scenario: Scenario, *, engine: Engine = "compiled", batch_flows: int = 4
     control plane (:func:`simulate`). ``records_dir``: with full records, write the flows,
     drops and SNAT tables there as Parquet (:attr:`Result.records_dir`); a streamed run with
     full records writes them as it goes, to a temporary directory if none is named.
+    ``tables=False``: build no flows, drops, SNAT or load table (empty; a sweep reads only the
+    summary), and write none.
     """
     if not isinstance(scenario, Scenario):
         raise TypeError(f"scenario must be an lbsim.Scenario, not {type(scenario).__name__}")
     if records_dir is not None and not isinstance(records_dir, (str, os.PathLike)):
         raise TypeError(f"records_dir must be a path (str or os.PathLike), not "
                         f"{type(records_dir).__name__}")
+    if records_dir is not None and tables and scenario.records == "full":
+        prepare_dir(records_dir)           # a directory it cannot write is refused up front
     if engine == "compiled":
         warm_up()          # the one-off JIT compilation is not part of a run's wall time
     start = time.perf_counter()
-    records = simulate(scenario, engine=engine, batch_flows=batch_flows, control=control,
-                       stream_window=stream_window, progress=progress, records_dir=records_dir)
+    records = _simulate(scenario, engine, batch_flows, control, stream_window, progress,
+                        records_dir, tables)
     asked, scenario = scenario, records.workload.scenario   # workload.duration_s: its flows
     notes = tuple(scenario_caveats(scenario) + run_caveats(scenario, records)
                   + duration_caveats(asked, scenario)
-                  + ([f"records_dir = {str(records_dir)!r} is ignored: records = \"summary\" "
-                      f"keeps no flows, drops or SNAT tables"]
-                     if records_dir is not None and scenario.records == "summary" else []))
+                  + ([f"records_dir = {str(records_dir)!r} is ignored: "
+                      + ('records = "summary" keeps' if tables else "tables=False builds")
+                      + " no flows, drops or SNAT tables"]
+                     if records_dir is not None and (scenario.records == "summary" or not tables)
+                     else []))
     for note in notes:
         warnings.warn(note, RuntimeWarning, stacklevel=2)
-    if scenario.records == "summary":
+    if scenario.records == "summary" or not tables:
         summary = summarize(records, time.perf_counter() - start)
+        none = records if scenario.records == "summary" else _no_rows(records)
         return Result(scenario, _empty(), counters_frame(records), gauges_frame(records),
-                      drops_frame(records), snat_frame(records), summary, _empty_load(), notes,
+                      drops_frame(none), snat_frame(none), summary, _empty_load(), notes,
                       records.timeline)
     if records.spill is not None:            # streamed: the tables are on disk already
         t = records.spill.frames()
         wall = time.perf_counter() - start
-        result = Result(scenario, t["flows"], counters_frame(records), gauges_frame(records),
-                        t["drops"], t["snat"], summarize(records, wall), t["load"], notes,
-                        records.timeline, records.spill.directory)
-        records.spill.remove_with(result)
-        return result
+        return Result(scenario, t["flows"], counters_frame(records), gauges_frame(records),
+                      t["drops"], t["snat"], summarize(records, wall), t["load"], notes,
+                      records.timeline, records.spill.directory)
     flows = flows_frame(records)
     wall = time.perf_counter() - start
     drops, snat = drops_frame(records), snat_frame(records)
@@ -280,6 +302,13 @@ def run(scenario: Scenario, *, engine: Engine = "compiled", batch_flows: int = 4
     return Result(scenario, flows, counters_frame(records), gauges_frame(records), drops, snat,
                   summarize(records, wall), load_frame(records, flows), notes, records.timeline,
                   directory)
+
+
+def _no_rows(r: Records) -> Records:
+    """``r`` without its drop and SNAT rows (``tables=False``)."""
+    return dataclasses.replace(r, **{k: getattr(r, k)[:0] for k in (
+        "drop_t_ns", "drop_flow", "drop_attempt", "drop_node", "drop_cause", "snat_t_ns",
+        "snat_pair", "snat_ports")})
 
 
 def _empty_load() -> pd.DataFrame:
@@ -309,9 +338,14 @@ class Comparison:
 
 
 def compare(scenario: Scenario, **kwargs) -> Comparison:
-    """Run ``scenario`` on the NodePort path and on the direct path; ``kwargs`` go to :func:`run`."""
-    return Comparison(run(scenario.replace(path=DataPath.NODEPORT), **kwargs),
-                      run(scenario.replace(path=DataPath.DIRECT), **kwargs))
+    """Run ``scenario`` on the NodePort path and on the direct path; ``kwargs`` go to :func:`run`
+    (a ``records_dir`` gets one subdirectory per path: ``nodeport/`` and ``direct/``)."""
+    def on(path: DataPath) -> Result:
+        kw = dict(kwargs)
+        if isinstance(kw.get("records_dir"), (str, os.PathLike)):
+            kw["records_dir"] = Path(kw["records_dir"]) / path.value
+        return run(scenario.replace(path=path), **kw)
+    return Comparison(on(DataPath.NODEPORT), on(DataPath.DIRECT))
 
 
 _warm = False

@@ -14,9 +14,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import weakref
 from pathlib import Path
-from typing import Callable
-
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -44,15 +43,21 @@ def prepare_dir(records_dir: str | os.PathLike | None) -> tuple[Path, bool]:
                          f"directory")
     try:
         path.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()        # writable: refused now, not at the end
     except OSError as e:
-        raise ValueError(f"records_dir = {str(path)!r} is invalid: {e.strerror}") from None
+        raise ValueError(f"records_dir = {str(path)!r} is invalid: {e.strerror or e}") from None
     return path, False
 
 
 def write_tables(directory: Path, frames: dict[str, pd.DataFrame]) -> Path:
-    """Write a whole run's tables (``name``: frame) to ``<directory>/<name>.parquet``."""
-    for name, df in frames.items():
-        df.to_parquet(directory / f"{name}.parquet", index=False)
+    """Write a whole run's tables (``name``: frame) to ``<directory>/<name>.parquet``; a failed
+    write (a full disk) is refused in one line."""
+    try:
+        for name, df in frames.items():
+            df.to_parquet(directory / f"{name}.parquet", index=False)
+    except OSError as e:
+        raise ValueError(f"records_dir = {str(directory)!r}: writing the run's tables failed: "
+                         f"{e.strerror or e}") from None
     return directory
 
 
@@ -104,8 +109,21 @@ class Spill:
     def __init__(self, directory: Path, p, pod_node: np.ndarray, temporary: bool) -> None:
         self.directory, self.p, self.pod_node, self.temporary = directory, p, pod_node, temporary
         self.paths = {name: directory / f"{name}.parquet" for name in TABLES}
-        self._tables = {name: _Table(path) for name, path in self.paths.items()}
+        self._tables: dict[str, _Table] | None = {name: _Table(path)
+                                                  for name, path in self.paths.items()}
         self._last_drop = (-1, -1, -1)
+        #: each file's (size, mtime_ns) when written: a later run writing there is noticed
+        self.stamps: dict[str, tuple[int, int]] = {}
+        if temporary:
+            # the directory lives as long as the spill: the Records or Result (and any copy of
+            # it) holding its tables; removed however the run ends
+            weakref.finalize(self, shutil.rmtree, str(directory), True)
+
+    def __getstate__(self) -> dict:
+        # a pickled spill (a Result sent between processes) reads the same files; the writers
+        # are closed by then, and the directory stays the original's to remove
+        return {k: v for k, v in self.__dict__.items() if k != "_tables"} | {"_tables": None,
+                                                                           "temporary": False}
 
     def flows(self, c: FlowChunk) -> None:
         """Flows ``c.first`` .. in flow order (full records' fields)."""
@@ -142,24 +160,31 @@ class Spill:
 
     def close(self) -> None:
         """Write the rest; an empty table still gets its file (its columns, no rows)."""
+        assert self._tables is not None
         for name, table in self._tables.items():
             table.close(self._empty(name))
+            st = self.paths[name].stat()
+            self.stamps[name] = (st.st_size, st.st_mtime_ns)
+        self._tables = None
 
     def frames(self) -> dict[str, Lazy]:
         """The tables as :class:`Lazy` frames, and the load table computed from the flows."""
-        out = {name: Lazy(lambda path=path, name=name: _read(path, self._empty(name)))
-               for name, path in self.paths.items()}
-        from .budget import load_bins
-        p, pod_node, path = self.p, self.pod_node, self.paths["flows"]
-        out["load"] = Lazy(lambda: load_table(lambda: load_from(path), p.pods, pod_node,
-                                              load_bins(p.pods)))
-        return out
+        return {name: Lazy(self, name) for name in TABLES + ("load",)}
 
-    def remove_with(self, owner) -> None:
-        """A temporary directory goes when ``owner`` (the run's Result) does."""
-        if self.temporary:
-            import weakref
-            weakref.finalize(owner, shutil.rmtree, self.directory, True)
+    def read(self, name: str) -> pd.DataFrame:
+        """Table ``name`` (or "load", from the flows file), read from its file; refused in one
+        line if another run has written over the file since."""
+        path = self.paths["flows" if name == "load" else name]
+        st = path.stat() if path.exists() else None
+        if st is None or (st.st_size, st.st_mtime_ns) != self.stamps.get(path.stem):
+            raise ValueError(f"{str(path)!r} is no longer this run's: "
+                             f"{'it is gone' if st is None else 'another run wrote over it'} "
+                             f"(give each run its own records_dir)")
+        if name != "load":
+            return _read(path, self._empty(name))
+        from .budget import load_bins
+        p = self.p
+        return load_table(lambda: load_from(path), p.pods, self.pod_node, load_bins(p.pods))
 
 
 def _no_flows() -> FlowChunk:
@@ -200,16 +225,18 @@ def load_from(path: Path, batch: int = ROW_GROUP):
 
 
 class Lazy:
-    """A table of a run that is built (read from its Parquet file) when first asked for, then
-    kept."""
+    """Table ``name`` of a spilled run, read from its Parquet file when first asked for, then
+    kept (it keeps the spill, and so its directory, alive)."""
 
-    def __init__(self, build: Callable[[], pd.DataFrame]) -> None:
-        self._build: Callable[[], pd.DataFrame] | None = build
+    def __init__(self, spill: Spill, name: str) -> None:
+        self.spill, self.name = spill, name
         self._frame: pd.DataFrame | None = None
 
     def frame(self) -> pd.DataFrame:
         if self._frame is None:
-            assert self._build is not None
-            self._frame, self._build = self._build(), None
+            self._frame = self.spill.read(self.name)
         return self._frame
+
+    def __repr__(self) -> str:
+        return f"Lazy({str(self.spill.directory)!r}, {self.name!r})"
 

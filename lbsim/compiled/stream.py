@@ -64,7 +64,8 @@ class StreamedRun:
         self.src = src = FlowSource(sc)
         self.p, self.window, self.sink = src.p, int(window), sink
         #: full records: the chunks carry the flows table's fields, and ``drained(D, SG)`` is
-        #: given the drop rows and SNAT change points written since the last window
+        #: given the drop rows and SNAT change points written since the last window (None:
+        #: they are dropped; the engine keeps none of them)
         self.full = self.p.full_records
         self.drained = drained
         #: progress(t, started): told of each window's end (simulated ns, flows loaded)
@@ -179,8 +180,10 @@ class StreamedRun:
                 getattr(rec, k)[a:b] = _UNSET[k]
             f += b - a
         self.frontier = end
-        if full and self.drained is not None:
-            self.drained(*self.eng.drain())
+        if full:                             # the engine's drop and SNAT rows: handed on
+            D, SG = self.eng.drain()         # or dropped, never kept
+            if self.drained is not None:
+                self.drained(D, SG)
 
     def records(self) -> Records:
         """The run's records without per-flow rows (``flow_stats`` is the caller's to set);

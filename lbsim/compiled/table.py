@@ -228,11 +228,16 @@ def _early_victims(E, HD, v, t, count_v, limit95, SK, SE):
     """The entries a GC pass kills early on node ``v``, in bucket order and each chain newest
     first, into ``SK[:k]``; returns ``k``."""
     m = collect(E, HD, v, SE)
+    # newest first within a bucket: the entries' rank by age (BORN counts every insert of the
+    # run, past 2^32 in a long one; a rank fits the key's low 32 bits)
+    for j in range(m):
+        SK[j] = E[SE[j]][BORN]
+    sort_pairs(SK, SE, m)
     for j in range(m):
         e = SE[j]
         ob, rb = E[e][OBUCKET], E[e][RBUCKET]
         first = min(ob, rb) if ob >= 0 else rb
-        SK[j] = (first << 32) | (0xFFFFFFFF - E[e][BORN])
+        SK[j] = (first << 32) | (0xFFFFFFFF - j)
     sort_pairs(SK, SE, m)
     freed_before = 0
     k = 0

@@ -126,3 +126,68 @@ def test_a_table_too_big_to_read_whole_is_refused_with_the_way_to_read_part(tmp_
                                          r"read the columns"):
         _read(tmp_path / "flows.parquet", like, available=1000)
     pd.testing.assert_frame_equal(_read(tmp_path / "flows.parquet", like), r.flows)
+
+
+def test_compare_gives_each_path_its_own_directory(tmp_path):
+    sc = Scenario().replace(**{"records": "full", "workload.flows": 600})
+    c = lbsim.compare(sc, stream_window=64, records_dir=tmp_path, progress=False)
+    assert c.nodeport.records_dir == tmp_path / "nodeport"
+    assert c.direct.records_dir == tmp_path / "direct"
+    assert (c.nodeport.flows["node"] >= 0).all() and (c.direct.flows["node"] == -1).all()
+
+
+def test_a_file_another_run_wrote_over_is_refused_not_read(tmp_path):
+    sc = Scenario().replace(**{"records": "full", "workload.flows": 600})
+    first = _run(sc, stream_window=64, records_dir=tmp_path)
+    _run(sc.replace(seed=2), stream_window=64, records_dir=tmp_path)
+    with pytest.raises(ValueError, match="flows.parquet' is no longer this run's: another run "
+                                         "wrote over it"):
+        first.flows
+
+
+def test_copies_pickles_and_bare_records_keep_the_tables_and_free_the_directory():
+    import copy
+    import pickle
+    from lbsim.simulation import simulate
+    sc = Scenario().replace(**{"records": "full", "workload.flows": 600})
+    r = _run(sc, stream_window=64)
+    d, want = r.records_dir, _run(sc).flows
+    twin = copy.copy(r)
+    sent = pickle.loads(pickle.dumps(r))
+    del r
+    gc.collect()
+    pd.testing.assert_frame_equal(twin.flows, want)        # the copy keeps the directory
+    pd.testing.assert_frame_equal(sent.flows, want)
+    del twin, sent
+    gc.collect()
+    assert not d.exists()
+    rec = simulate(sc, stream_window=64)                    # records alone: the same lifetime
+    d = rec.spill.directory
+    assert (d / "flows.parquet").exists()
+    del rec
+    gc.collect()
+    assert not d.exists()
+
+
+def test_tables_false_builds_and_writes_none(tmp_path):
+    sc = Scenario().replace(**{"records": "full", "workload.flows": 600})
+    with pytest.warns(RuntimeWarning, match="records_dir = .* is ignored: tables=False"):
+        r = lbsim.run(sc, stream_window=64, records_dir=tmp_path, tables=False, progress=False)
+    assert r.records_dir is None and not any(tmp_path.iterdir())
+    assert len(r.flows) == len(r.drops) == len(r.snat) == len(r.load) == 0
+    assert_same_summary(_run(sc).summary, r.summary)
+    whole = _run(sc, tables=False)
+    assert len(whole.flows) == 0 and whole.summary["flows"] == 600
+
+
+def test_an_unwritable_records_dir_is_refused_before_the_run():
+    sc = Scenario().replace(**{"records": "full", "workload.flows": 600})
+    with pytest.raises(ValueError, match="records_dir = '/proc/self' is invalid"):
+        _run(sc, records_dir="/proc/self")
+
+
+def test_simulate_says_when_it_ignores_records_dir(tmp_path):
+    from lbsim.simulation import simulate
+    sc = Scenario().replace(**{"records": "full", "workload.flows": 300})
+    with pytest.warns(RuntimeWarning, match="records_dir = .* is ignored: simulate"):
+        simulate(sc, records_dir=tmp_path)
