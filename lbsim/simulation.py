@@ -129,12 +129,18 @@ def simulate(scenario: Scenario, *, engine: Engine = "compiled", batch_flows: in
     return records
 
 
-def _simulate(scenario: Scenario, engine: str, batch_flows: int, control,
-              stream_window: int | None, progress: bool | None,
-              records_dir: str | os.PathLike | None, tables: bool) -> Records:
+def _check_outputs(records_dir, tables) -> None:
     if records_dir is not None and not isinstance(records_dir, (str, os.PathLike)):
         raise TypeError(f"records_dir must be a path (str or os.PathLike), not "
                         f"{type(records_dir).__name__}")
+    if not isinstance(tables, bool):
+        raise TypeError(f"tables must be True or False, not {tables!r}")
+
+
+def _simulate(scenario: Scenario, engine: str, batch_flows: int, control,
+              stream_window: int | None, progress: bool | None,
+              records_dir: str | os.PathLike | None, tables: bool) -> Records:
+    _check_outputs(records_dir, tables)
     if engine not in ("compiled", "reference"):
         raise ValueError(f"engine = {engine!r} is invalid: must be 'compiled' or 'reference'")
     if batch_flows < 1:
@@ -260,9 +266,7 @@ def run(scenario: Scenario, *, engine: Engine = "compiled", batch_flows: int = 4
     """
     if not isinstance(scenario, Scenario):
         raise TypeError(f"scenario must be an lbsim.Scenario, not {type(scenario).__name__}")
-    if records_dir is not None and not isinstance(records_dir, (str, os.PathLike)):
-        raise TypeError(f"records_dir must be a path (str or os.PathLike), not "
-                        f"{type(records_dir).__name__}")
+    _check_outputs(records_dir, tables)
     if records_dir is not None and tables and scenario.records == "full":
         prepare_dir(records_dir)           # a directory it cannot write is refused up front
     if engine == "compiled":

@@ -89,6 +89,10 @@ def test_records_dir_that_is_a_file_is_refused(tmp_path):
         _run(sc, stream_window=8, records_dir=f)
     with pytest.raises(TypeError, match="records_dir must be a path"):
         _run(sc, records_dir=3)
+    with pytest.raises(ValueError, match="records_dir = '' is invalid: must name a directory"):
+        _run(sc, records_dir="")
+    with pytest.raises(TypeError, match="tables must be True or False, not 'no'"):
+        _run(sc, tables="no")
 
 
 def test_records_dir_with_summary_records_is_ignored_with_a_warning(tmp_path):
