@@ -9,9 +9,10 @@ conntrack entry, per node and second, per pod), not a measurement: it errs on th
 
 from __future__ import annotations
 
+import math
 import os
 
-from .config import DataPath, Protocol, Scenario, TrafficPolicy
+from .config import Arrival, DataPath, Protocol, Scenario, TrafficPolicy
 from .config.dynamics import nodes_ever, pods_ever
 from .kernel import TCP_RTO_MAX_S
 
@@ -109,6 +110,10 @@ def estimate_bytes(sc: Scenario, engine: str = "compiled", streamed: bool = Fals
             rows = (3 * live + pairs * (STREAM_WINDOW / w.rate_per_s + 2) if streamed else
                     min(samples * pairs, 2 * flows * (w.syn_retries + 1)))
             total += int(rows * 24 * 3)
+    if sc.path is DataPath.DIRECT:
+        # the direct path's gauges: an all-zero row per node and second up to the last arrival
+        # (4 int64 arrays, and their table's 6 columns), however few flows the run has
+        total += int((span_s + 2) * c.nodes * (32 + 48))
     if full and streamed:
         # a window's drops, and the row groups buffered for the Parquet files (lbsim.spill)
         total += STREAM_WINDOW * (w.syn_retries + 1) * 40 * 2 + 3 * (1 << 17) * 160
@@ -266,10 +271,13 @@ def check_control(sc: Scenario, span_s: float) -> None:
 
 
 def horizon_s(sc: Scenario) -> float:
-    """When the run's last arrival comes (its mean, with 8 standard deviations of a Poisson
-    sum), s."""
+    """When the run's last arrival comes, s: exactly for periodic sockets, else its mean with 8
+    standard deviations of a Poisson sum."""
     w = sc.workload
     sockets = w.flows / w.queries_per_socket
+    if w.arrival is Arrival.PERIODIC:      # the last socket, and its last query's gap
+        return (max(0, math.ceil(sockets) - 1) / (w.rate_per_s / w.queries_per_socket)
+                + (w.queries_per_socket - 1) * w.query_gap_s)
     return (sockets + 8 * sockets ** 0.5 + 8) / (w.rate_per_s / w.queries_per_socket)
 
 

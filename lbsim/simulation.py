@@ -123,9 +123,11 @@ def simulate(scenario: Scenario, *, engine: Engine = "compiled", batch_flows: in
     records = _simulate(scenario, engine, batch_flows, control, stream_window, progress,
                         records_dir, tables)
     if records_dir is not None and records.spill is None:
-        warnings.warn(f"records_dir = {str(records_dir)!r} is ignored: simulate() writes the "
-                      f"tables of a streamed run with full records only (lbsim.run writes a "
-                      f"whole run's)", RuntimeWarning, stacklevel=2)
+        why = ("tables=False builds none" if not tables else
+               "simulate() writes the tables of a streamed run with full records only "
+               "(lbsim.run writes a whole run's)")
+        warnings.warn(f"records_dir = {str(records_dir)!r} is ignored: {why}", RuntimeWarning,
+                      stacklevel=2)
     return records
 
 
@@ -133,6 +135,8 @@ def _check_outputs(records_dir, tables) -> None:
     if records_dir is not None and not isinstance(records_dir, (str, os.PathLike)):
         raise TypeError(f"records_dir must be a path (str or os.PathLike), not "
                         f"{type(records_dir).__name__}")
+    if records_dir is not None and os.fspath(records_dir) == "":
+        raise ValueError("records_dir = '' is invalid: must name a directory")
     if not isinstance(tables, bool):
         raise TypeError(f"tables must be True or False, not {tables!r}")
 
@@ -202,14 +206,7 @@ def _simulate_streamed(sc: Scenario, window: int, bar: RunProgress | None,
     into the summary's statistics, and with full records (and ``tables``) into Parquet files
     (lbsim.spill)."""
     full = sc.records == "full" and tables
-    if full:
-        directory, temporary = prepare_dir(records_dir)
-        try:
-            check_disk(sc, directory)
-        except ValueError:
-            if temporary:
-                shutil.rmtree(directory, ignore_errors=True)
-            raise
+    directory, temporary = prepare_dir(records_dir) if full else (None, False)
     spill: Spill | None = None
 
     def sink(chunk) -> None:                 # (stats and spill are bound below)
@@ -220,18 +217,24 @@ def _simulate_streamed(sc: Scenario, window: int, bar: RunProgress | None,
     def drained(D, SG) -> None:
         spill.drops(D)
         spill.snat(SG)
-    run = StreamedRun(sc, window, sink, drained if full else None)
-    stats = FlowStats(run.p, run.src.pod_node, exact=False)
-    if full:
-        spill = Spill(directory, run.p, run.src.pod_node, temporary)
-    run.progress = bar
     try:
+        if full:
+            check_disk(sc, directory)
+        run = StreamedRun(sc, window, sink, drained if full else None)
+        stats = FlowStats(run.p, run.src.pod_node, exact=False)
+        if full:
+            spill = Spill(directory, run.p, run.src.pod_node, temporary)
+        run.progress = bar
         run_engine(run, None, run.p, STREAM_WINDOW, None)
         stats.settle()
         records = run.records()
         if spill is not None:
             spill.close()
     except BaseException as e:
+        # a run that did not finish leaves no temporary directory behind (whatever still holds
+        # the exception, and with it this frame: an interactive session keeps the last one)
+        if temporary:
+            shutil.rmtree(directory, ignore_errors=True)
         if spill is not None and isinstance(e, OSError):    # a full disk, a directory gone
             raise ValueError(f"records_dir = {str(spill.directory)!r}: writing the run's "
                              f"tables failed: {e.strerror or e}") from None
@@ -344,6 +347,8 @@ class Comparison:
 def compare(scenario: Scenario, **kwargs) -> Comparison:
     """Run ``scenario`` on the NodePort path and on the direct path; ``kwargs`` go to :func:`run`
     (a ``records_dir`` gets one subdirectory per path: ``nodeport/`` and ``direct/``)."""
+    _check_outputs(kwargs.get("records_dir"), kwargs.get("tables", True))
+
     def on(path: DataPath) -> Result:
         kw = dict(kwargs)
         if isinstance(kw.get("records_dir"), (str, os.PathLike)):

@@ -179,9 +179,10 @@ class Spill:
         path = self.paths["flows" if name == "load" else name]
         st = path.stat() if path.exists() else None
         if st is None or (st.st_size, st.st_mtime_ns) != self.stamps.get(path.stem):
-            raise ValueError(f"{str(path)!r} is no longer this run's: "
-                             f"{'it is gone' if st is None else 'another run wrote over it'} "
-                             f"(give each run its own records_dir)")
+            why = ("it is gone (a temporary directory goes with the run that wrote it: pass "
+                   "records_dir= to keep the tables)" if st is None else
+                   "another run wrote over it (give each run its own records_dir)")
+            raise ValueError(f"{str(path)!r} is no longer this run's: {why}")
         if name != "load":
             return _read(path, self._empty(name))
         from .budget import load_bins

@@ -195,3 +195,22 @@ def test_simulate_says_when_it_ignores_records_dir(tmp_path):
     sc = Scenario().replace(**{"records": "full", "workload.flows": 300})
     with pytest.warns(RuntimeWarning, match="records_dir = .* is ignored: simulate"):
         simulate(sc, records_dir=tmp_path)
+
+
+def test_a_run_that_fails_midway_leaves_no_temporary_directory():
+    import tempfile
+    from pathlib import Path
+
+    def before():
+        return set(Path(tempfile.gettempdir()).glob("lbsim-records-*"))
+    had = before()
+
+    def broken(self, D):
+        raise RuntimeError("stop")
+    sc = Scenario().replace(**{"records": "full", "workload.flows": 600})
+    with mock.patch("lbsim.spill.Spill.drops", broken):
+        with pytest.raises(RuntimeError, match="stop") as caught:
+            _run(sc, stream_window=64)
+    assert caught.value is not None and before() == had       # the exception still held
+    with pytest.raises(ValueError, match="records_dir = '' is invalid"):
+        lbsim.compare(sc, records_dir="", progress=False)

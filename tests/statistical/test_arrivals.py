@@ -65,3 +65,11 @@ def test_a_periodic_sender_under_the_time_wait_bound_loses_no_syn_where_poisson_
     assert periodic.summary["fail_cause_port_exhaustion"] == 0
     assert periodic.summary["syn_retransmits"] == 0
     assert poisson.summary["fail_cause_port_exhaustion"] > 0
+
+
+def test_the_clock_check_takes_a_periodic_runs_exact_span():
+    from lbsim.budget import horizon_s
+    sc = Scenario().replace(**{"workload.arrival": "periodic", "workload.rate_per_s": 100.0,
+                               "workload.flows": 1000})
+    assert horizon_s(sc) == pytest.approx(9.99)
+    assert horizon_s(sc.replace(**{"workload.arrival": "poisson"})) > 10.0

@@ -70,3 +70,14 @@ def test_the_default_and_the_perf_scenarios_pass_the_checks():
     for name in SCENARIOS:
         check_clock(get(name))
         check_memory(get(name), available=16 << 30, streamed=streams(get(name)))
+
+
+def test_the_direct_paths_gauges_count_toward_memory():
+    # 400 flows over 400,000 s on 2,455 nodes: an all-zero gauge row per node and second
+    # (~1e9 node-seconds) would take ~70 GiB, whatever the few flows
+    sc = lbsim.Scenario().replace(**{"path": "direct", "workload.flows": 400,
+                                     "workload.rate_per_s": 0.001, "cluster.nodes": 2455,
+                                     "cluster.pods": 5})
+    with pytest.raises(ValueError, match=r"would need about [\d,.]+ GiB"):
+        check_memory(sc, available=16 << 30)
+    check_memory(sc.replace(**{"workload.rate_per_s": 100.0}), available=16 << 30)
