@@ -17,7 +17,11 @@ import numpy as np
 from .kernel import CAUSE_NAMES, COUNTERS
 from .workload import Workload
 
-__all__ = ["Records", "RecordsBuilder", "FlowChunk"]
+__all__ = ["Records", "RecordsBuilder", "FlowChunk", "TABLE_ROWS"]
+
+#: the per-drop and per-change-point arrays of :class:`Records` (its drops and SNAT tables)
+TABLE_ROWS = ("drop_t_ns", "drop_flow", "drop_attempt", "drop_node", "drop_cause", "snat_t_ns",
+              "snat_pair", "snat_ports")
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -81,6 +85,10 @@ class Records:
     #: a streamed run with full records: where its flows, drops and SNAT tables were written
     #: (lbsim.spill.Spill), its per-flow, drop and SNAT arrays then empty
     spill: Any = None
+
+    def without_table_rows(self) -> Records:
+        """These records with no drop or SNAT rows (their tables went elsewhere, or nowhere)."""
+        return dataclasses.replace(self, **{k: getattr(self, k)[:0] for k in TABLE_ROWS})
 
     @property
     def last_arrival_ns(self) -> int:

@@ -15,7 +15,7 @@ from .jit import jit
 from .durations import Exponential, Fixed, LogNormal
 
 __all__ = ["PT_FIXED", "PT_EXP", "PT_LOGNORMAL", "duration_params", "duration_ns", "delays_ns",
-           "durations_ns", "arrival_ns", "exponential_ns", "scaled", "log1p_neg"]
+           "durations_ns", "arrivals_from", "periodic_ns", "exponential_ns", "scaled", "log1p_neg"]
 
 # duration kinds
 PT_FIXED, PT_EXP, PT_LOGNORMAL = 0, 1, 2
@@ -70,19 +70,11 @@ def log1p_neg(u: np.ndarray) -> np.ndarray:
 
 
 @jit
-def arrival_ns(log1p_neg_u, rate):
-    """Socket start times in ns: the running sum of exponential gaps ``-log1p(-u) / rate``
-    (added in order, as np.cumsum does), times 1e9, rounded half to even."""
-    out = np.empty(log1p_neg_u.size, np.int64)
-    arrivals_from(log1p_neg_u, rate, 0.0, out)
-    return out
-
-
-@jit
 def arrivals_from(log1p_neg_u, rate, acc, out):
-    """:func:`arrival_ns` going on from the running sum ``acc`` (s) of the sockets before, into
-    ``out``; returns the sum after the last (a run drawn window by window adds the same floats
-    in the same order as one drawn whole)."""
+    """Poisson socket start times in ns into ``out``: the running sum of exponential gaps
+    ``-log1p(-u) / rate`` (added in order, as np.cumsum does) going on from ``acc`` (s, the
+    sockets before), times 1e9, rounded half to even; returns the sum after the last (a run
+    drawn window by window adds the same floats in the same order as one drawn whole)."""
     for i in range(log1p_neg_u.size):
         acc += -log1p_neg_u[i] / rate
         out[i] = np.int64(np.rint(acc * 1e9))

@@ -59,8 +59,8 @@ class Result:
         (:class:`lbsim.Timeline`: pods, events, the LB's targets over time); else None
     records_dir : where the flows, drops and SNAT tables were written as Parquet
         (``flows.parquet``, ``drops.parquet``, ``snat.parquet``), or None. A streamed run with
-        full records writes them as it goes (a temporary directory, removed with the Result,
-        unless ``run(..., records_dir=...)`` named one) and ``flows``, ``drops``, ``snat`` and
+        full records writes them as it goes (a temporary directory, removed once no Result,
+        copy or table can read it, unless ``run(..., records_dir=...)`` named one) and ``flows``, ``drops``, ``snat`` and
         ``load`` read them on first access; read part of one with pandas or pyarrow
         (``pd.read_parquet(r.records_dir / "flows.parquet", columns=[...])``).
     """
@@ -270,8 +270,8 @@ def run(scenario: Scenario, *, engine: Engine = "compiled", batch_flows: int = 4
     if not isinstance(scenario, Scenario):
         raise TypeError(f"scenario must be an lbsim.Scenario, not {type(scenario).__name__}")
     _check_outputs(records_dir, tables)
-    if records_dir is not None and tables and scenario.records == "full":
-        prepare_dir(records_dir)           # a directory it cannot write is refused up front
+    out = (prepare_dir(records_dir)[0]     # a directory it cannot write is refused up front
+           if records_dir is not None and tables and scenario.records == "full" else None)
     if engine == "compiled":
         warm_up()          # the one-off JIT compilation is not part of a run's wall time
     start = time.perf_counter()
@@ -289,7 +289,7 @@ def run(scenario: Scenario, *, engine: Engine = "compiled", batch_flows: int = 4
         warnings.warn(note, RuntimeWarning, stacklevel=2)
     if scenario.records == "summary" or not tables:
         summary = summarize(records, time.perf_counter() - start)
-        none = records if scenario.records == "summary" else _no_rows(records)
+        none = records if scenario.records == "summary" else records.without_table_rows()
         return Result(scenario, _empty(), counters_frame(records), gauges_frame(records),
                       drops_frame(none), snat_frame(none), summary, _empty_load(), notes,
                       records.timeline)
@@ -302,20 +302,11 @@ def run(scenario: Scenario, *, engine: Engine = "compiled", batch_flows: int = 4
     flows = flows_frame(records)
     wall = time.perf_counter() - start
     drops, snat = drops_frame(records), snat_frame(records)
-    directory = None
-    if records_dir is not None:
-        directory = write_tables(prepare_dir(records_dir)[0],
-                                 {"flows": flows, "drops": drops, "snat": snat})
+    if out is not None:
+        write_tables(out, {"flows": flows, "drops": drops, "snat": snat})
     return Result(scenario, flows, counters_frame(records), gauges_frame(records), drops, snat,
                   summarize(records, wall), load_frame(records, flows), notes, records.timeline,
-                  directory)
-
-
-def _no_rows(r: Records) -> Records:
-    """``r`` without its drop and SNAT rows (``tables=False``)."""
-    return dataclasses.replace(r, **{k: getattr(r, k)[:0] for k in (
-        "drop_t_ns", "drop_flow", "drop_attempt", "drop_node", "drop_cause", "snat_t_ns",
-        "snat_pair", "snat_ports")})
+                  out)
 
 
 def _empty_load() -> pd.DataFrame:

@@ -34,11 +34,10 @@ ROW_GROUP = 1 << 17
 
 def prepare_dir(records_dir: str | os.PathLike | None) -> tuple[Path, bool]:
     """The directory a run writes its tables to, and whether lbsim made it (a temporary one,
-    removed with the run's Result). A path that exists and is not a directory is refused."""
+    removed with the :class:`Spill` that writes it). A path that exists and is not a directory,
+    or one that cannot be written, is refused (an empty name is refused before: lbsim.run)."""
     if records_dir is None:
         return Path(tempfile.mkdtemp(prefix="lbsim-records-")), True
-    if not str(records_dir):                     # Path("") would be the current directory
-        raise ValueError("records_dir = '' is invalid: must name a directory")
     path = Path(records_dir)
     if path.exists() and not path.is_dir():
         raise ValueError(f"records_dir = {str(path)!r} is invalid: it exists and is not a "

@@ -244,8 +244,6 @@ class CompiledEngine:
         SNAT change points (t, pair, ports) written since the last call, handed out and
         forgotten (their rows are written again from the first)."""
         X, S = self.X, self.X.S
-        if not self.p.full_records:
-            return np.zeros((0, 5), np.int64), np.zeros((0, 3), np.int64)
         D, SG = X.D[: int(S[S_NDROP])].copy(), X.SG[: int(S[S_NSNAT])].copy()
         S[S_NDROP] = S[S_NSNAT] = 0
         return D, SG

@@ -167,15 +167,13 @@ class StreamedRun:
         while f < end:
             a = f & mask
             b = min(a + (end - f), self.size)         # up to the ring's end, then from row 0
-            c = FlowChunk(f, *(getattr(rec, k)[a:b] for k in
-                               ("outcome", "attempts", "pod", "connect_ns", "response_ns",
-                                "pod_wait_ns", "src_ip")),
-                          *(getattr(w, k)[a:b] for k in
-                            ("t0", "client", "backend", "hold", "service")))
-            if full:
-                c = dataclasses.replace(c, cause=rec.cause[a:b], nat_port=rec.nat_port[a:b],
-                                        sport=w.sport[a:b], instance=w.instance[a:b])
-            self.sink(c)
+            extra = (dict(cause=rec.cause[a:b], nat_port=rec.nat_port[a:b],
+                          sport=w.sport[a:b], instance=w.instance[a:b]) if full else {})
+            self.sink(FlowChunk(f, *(getattr(rec, k)[a:b] for k in
+                                     ("outcome", "attempts", "pod", "connect_ns", "response_ns",
+                                      "pod_wait_ns", "src_ip")),
+                                *(getattr(w, k)[a:b] for k in
+                                  ("t0", "client", "backend", "hold", "service")), **extra))
             for k in OUTPUTS:
                 getattr(rec, k)[a:b] = _UNSET[k]
             f += b - a
@@ -190,9 +188,5 @@ class StreamedRun:
         with full records, no drop or SNAT rows either (``drained`` was given them all)."""
         r = self.eng.records()
         empty = self.src.workload({k: np.zeros(0, np.int64) for k in INPUTS + ("flow_pod",)})
-        cut = {k: getattr(r, k)[:0] for k in OUTPUTS}
-        if self.full:
-            cut.update({k: getattr(r, k)[:0] for k in (
-                "drop_t_ns", "drop_flow", "drop_attempt", "drop_node", "drop_cause",
-                "snat_t_ns", "snat_pair", "snat_ports")})
-        return dataclasses.replace(r, workload=empty, **cut)
+        r = dataclasses.replace(r, workload=empty, **{k: getattr(r, k)[:0] for k in OUTPUTS})
+        return r.without_table_rows() if self.full else r
