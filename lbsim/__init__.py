@@ -28,6 +28,9 @@ def __getattr__(name: str):
     if name == "sweep":
         import importlib
         return importlib.import_module(".sweep", __name__)
+    if name == "compare_kernel":     # lbsim.testbed.compare_kernel (the real kernel; root)
+        from .testbed import compare_kernel
+        return compare_kernel
     raise AttributeError(f"module 'lbsim' has no attribute {name!r}")
 
 __all__ = [
@@ -35,5 +38,5 @@ __all__ = [
     "NatConfig", "ConntrackConfig", "NetworkConfig", "LifecycleConfig", "DeploymentConfig",
     "CloudConfig", "Event", "DataPath", "Protocol", "Arrival", "LBAlgorithm",
     "ProxyMode", "TrafficPolicy", "NatKernel", "Fixed", "Exponential", "LogNormal",
-    "run", "compare", "Result", "Comparison", "sweep", "timeline", "Timeline", "__version__",
+    "run", "compare", "Result", "Comparison", "sweep", "compare_kernel", "timeline", "Timeline", "__version__",
 ]

@@ -14,7 +14,7 @@ import os
 
 from .config import Arrival, DataPath, Protocol, Scenario, TrafficPolicy
 from .config.dynamics import nodes_ever, pods_ever
-from .kernel import TCP_RTO_MAX_S
+from .kernel import NS
 
 __all__ = ["SNAT_PAIRS_MAX", "STREAM_FLOWS", "STREAM_WINDOW", "streamed_rows", "estimate_bytes", "available_bytes", "check_memory", "check_disk", "DISK_PER_FLOW", "horizon_s", "check_clock",
            "MAX_HORIZON_S", "MAX_NODE_SECONDS", "MAX_HEALTH_CHECKS", "check_control", "LOAD_ROWS_MAX", "load_bins"]
@@ -66,9 +66,7 @@ def streamed_rows(sc: Scenario) -> int:
     waits for its last retransmission (the ring keeps every flow from the oldest unresolved
     on), rounded up to a power of two."""
     w = sc.workload
-    gaps = (sum(min(w.syn_rto_s * 2.0 ** max(0, k - w.syn_linear_timeouts), TCP_RTO_MAX_S)
-                for k in range(1, w.retries + 2))
-            if w.protocol is Protocol.TCP else w.udp_timeout_s * (w.retries + 1))
+    gaps = sum(w.retry_gaps_ns) / NS
     rows = 2 * STREAM_WINDOW + w.rate_per_s * gaps
     return 1 << int(min(rows, w.flows + 2 * STREAM_WINDOW)).bit_length()
 
@@ -108,7 +106,7 @@ def estimate_bytes(sc: Scenario, engine: str = "compiled", streamed: bool = Fals
             # each window (its buffer: room for two table sizes and a window's samples)
             pairs = min(c.nodes * c.pods, live)
             rows = (3 * live + pairs * (STREAM_WINDOW / w.rate_per_s + 2) if streamed else
-                    min(samples * pairs, 2 * flows * (w.syn_retries + 1)))
+                    min(samples * pairs, 2 * flows * (w.retries + 1)))
             total += int(rows * 24 * 3)
     if sc.path is DataPath.DIRECT:
         # the direct path's gauges: an all-zero row per node and second up to the last arrival
@@ -116,7 +114,7 @@ def estimate_bytes(sc: Scenario, engine: str = "compiled", streamed: bool = Fals
         total += int((span_s + 2) * c.nodes * (32 + 48))
     if full and streamed:
         # a window's drops, and the row groups buffered for the Parquet files (lbsim.spill)
-        total += STREAM_WINDOW * (w.syn_retries + 1) * 40 * 2 + 3 * (1 << 17) * 160
+        total += STREAM_WINDOW * (w.retries + 1) * 40 * 2 + 3 * (1 << 17) * 160
     if full:
         total += c.pods * load_bins(c.pods) * 6 * 8 * 2            # the load table
     return int(total)
@@ -177,10 +175,8 @@ def check_disk(sc: Scenario, directory, free: int | None = None) -> int:
 def _durations(sc: Scenario) -> dict[str, float]:
     """Every duration a run adds to an instant, s (a distribution's mean x 50: its tail)."""
     w, kp, ct, net = sc.workload, sc.kube_proxy, sc.conntrack, sc.network
-    gaps = (sum(min(w.syn_rto_s * 2.0 ** max(0, k - w.syn_linear_timeouts), TCP_RTO_MAX_S)
-                for k in range(1, w.retries + 2))
-            if w.protocol is Protocol.TCP else w.udp_timeout_s * (w.retries + 1))
-    schedule = ("workload.syn_rto_s over workload.syn_retries retransmissions"
+    gaps = sum(w.retry_gaps_ns) / NS
+    schedule = ("workload.syn_retries' SYN schedule (syn_rto_s, syn_linear_timeouts)"
                 if w.protocol is Protocol.TCP else
                 "workload.udp_timeout_s x (workload.udp_retries + 1)")
     return {"workload.hold_s": 50 * float(w.hold_s.mean),

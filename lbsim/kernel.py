@@ -8,7 +8,7 @@ global, and the reference engine reads the very same names. Each value says wher
 from __future__ import annotations
 
 __all__ = [
-    "NS", "NEVER", "SAMPLE_INTERVAL", "TCP_RTO_MAX_S",
+    "NS", "NEVER", "SAMPLE_INTERVAL", "TCP_RTO_MAX_S", "syn_gaps_ns",
     "CAUSE_NONE", "PORT_EXHAUSTION", "INSERT_RACE", "TABLE_FULL", "NO_LOCAL_ENDPOINT",
     "TUPLE_IN_USE", "CAUSE_NAMES",
     "CONFIRM", "NAT", "ARRIVE", "OK", "FAILED",
@@ -33,6 +33,40 @@ SAMPLE_INTERVAL = NS
 #: TCP_RTO_MAX (include/net/tcp.h, 120 * HZ): a SYN's retransmission timeout doubles after the
 #: linear ones (tcp_retransmit_timer: icsk_rto = min(icsk_rto << 1, TCP_RTO_MAX)) up to this, s
 TCP_RTO_MAX_S = 120.0
+
+
+def syn_gaps_ns(rto_ns: int, linear: int, retries: int) -> tuple[int, ...]:
+    """The client's SYN schedule: ns from each SYN to the next, the last gap ending when
+    connect() gives up; so ``len - 1`` retransmissions (measured on 6.18: with
+    tcp_syn_retries = 1, 2, 3 and tcp_syn_linear_timeouts = 4, SYNs at 0, 1, 2 s / 0 .. 5 s /
+    0 .. 5, 7, 11 s, giving up at 3, 7 and 19 s).
+
+    net/ipv4/tcp_timer.c: tcp_retransmit_timer keeps the RTO while ``icsk_retransmits <=
+    tcp_syn_linear_timeouts`` (counted after the increment, so the first ``linear + 1`` gaps are
+    one RTO), then doubles it up to TCP_RTO_MAX. tcp_write_timeout gives up at the first timer
+    that finds ``retransmits_timed_out``: at least one retransmission made and the time since the
+    first SYN at least tcp_model_timeout(``retries``), the time ``retries`` exponential backoffs
+    would take: ``(2^(retries+1) - 1) x RTO`` up to ``ilog2(TCP_RTO_MAX / RTO)`` backoffs, then
+    TCP_RTO_MAX each. So ``retries`` sets a time budget, not a count. ``retries = 0`` (not a
+    kernel value: the sysctl's minimum is 1) means no retransmission: one gap of one RTO."""
+    rto_max = int(TCP_RTO_MAX_S * 1_000_000_000)
+    rto_ns = max(1, min(rto_ns, rto_max))
+    if retries == 0:
+        return (rto_ns,)
+    thresh = (rto_max // rto_ns).bit_length() - 1          # ilog2
+    if retries <= thresh:
+        budget = ((2 << retries) - 1) * rto_ns
+    else:
+        budget = ((2 << thresh) - 1) * rto_ns + (retries - thresh) * rto_max
+    gaps, t, rto, sent = [], 0, rto_ns, 0
+    while True:
+        t += rto
+        gaps.append(rto)
+        if sent > 0 and t >= budget:
+            return tuple(gaps)
+        sent += 1                                # retransmission number `sent`, at t
+        if sent > linear:
+            rto = min(2 * rto, rto_max)
 
 # -- why an attempt was dropped (codes in the records) -------------------------------------------
 CAUSE_NONE = 0

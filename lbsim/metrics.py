@@ -52,7 +52,8 @@ FLOW_COLUMNS = {
 
 COUNTER_COLUMNS = {
     "node": "node number",
-    "found": "NAT probes that met a live entry (conntrack -S found)",
+    "found": "NAT probes that met a live entry (conntrack -S found; not a TCP SYN's last 32 "
+             "probes of a round on 6.5+, whose lookup counts nothing)",
     "insert": "conntrack -S insert: not incremented by current kernels (0 on 6.18, kernel-facts 8)",
     "insert_failed": "confirms that clashed and were not resolved; one per dropped packet",
     "drop": "packets dropped by conntrack (failed confirms and table-full allocations)",

@@ -22,7 +22,7 @@ from .jit import jit
 from .config.dynamics import nodes_ever, pods_ever
 from .config import (Arrival, DataPath, LBAlgorithm, NatKernel, Protocol, ProxyMode, Scenario, Source,
                      TrafficPolicy)
-from .kernel import NEVER, NS, TCP_RTO_MAX_S
+from .kernel import NEVER, NS
 from .kube_proxy import PER_ATTEMPT, KubeProxy
 from .durations import Exponential, Fixed, LogNormal
 from .lb import LoadBalancer
@@ -104,11 +104,7 @@ class Params:
         tcp = w.protocol is Protocol.TCP
         pod_clients = w.source is Source.POD
         local = sc.kube_proxy.external_traffic_policy is TrafficPolicy.LOCAL and not pod_clients
-        if tcp:   # the linear timeouts, then doubling, capped at TCP_RTO_MAX
-            gaps = [ns(min(w.syn_rto_s * 2.0 ** max(0, k - w.syn_linear_timeouts), TCP_RTO_MAX_S))
-                    for k in range(1, w.retries + 2)]
-        else:
-            gaps = [ns(w.udp_timeout_s)] * (w.retries + 1)
+        gaps = w.retry_gaps_ns       # the client's schedule (lbsim.kernel.syn_gaps_ns)
         lo, hi = nat.port_range if nat.port_range is not None else (0, 0)
         kind, a, b = duration_params(c.packet_time_s)
         kp = KubeProxy.per_attempt_mode(sc)
@@ -121,7 +117,7 @@ class Params:
             time_wait=ns(ct.time_wait_s), udp=ns(ct.udp_s), udp_stream=ns(ct.udp_stream_s),
             ct_max=ct.max, limit95=ct.max // 100 * 95,
             gc_fixed=0 if ct.gc_interval_s == "auto" else max(1, ns(ct.gc_interval_s)),
-            buckets=ct.buckets, retries=w.retries, gap_min=min(gaps),
+            buckets=ct.buckets, retries=len(gaps) - 1, gap_min=min(gaps),
             random_all=nat.random_fully or nat.random, has_range=nat.port_range is not None,
             port_lo=lo, port_hi=hi, evict_closing=nat.kernel is NatKernel.MODERN,
             legacy=nat.kernel is NatKernel.V4, legacy_random=nat.random and not nat.random_fully,

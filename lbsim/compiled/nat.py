@@ -65,8 +65,10 @@ def select_port(E, HD, S, free, IX, count, K, P, rover, t, node, pod, sport, flo
             e = live_eid(E, HD, S, free, IX, count, base | port, t)
             if e < 0:
                 return port, False, found
-            found += 1
-            if evict and attempts - i <= HARDER_THRESH:
+            harder = evict and attempts - i <= HARDER_THRESH
+            if not harder:       # nf_conntrack_find_get (the harder path) counts no found
+                found += 1
+            if harder:
                 fl = E[e][FLAGS]
                 d = (isn + 1 - E[e][SEQ]) & 0xFFFFFFFF
                 if ((fl & F_TCP) != 0 and t >= E[e][T_CLOSE] and (fl & F_SNAT) != 0

@@ -8,7 +8,7 @@ import typing
 from dataclasses import dataclass
 
 from ..durations import Duration, Fixed, parse_duration
-from ..kernel import TCP_RTO_MAX_S
+from ..kernel import TCP_RTO_MAX_S, syn_gaps_ns
 from .fields import (MAX_CLIENTS, MAX_NODES, MAX_PODS, _check_enum, _check_float, _check_int,
                      _check_port_range, _Choice, _fail, _is_int, _is_prime, _Section)
 
@@ -151,7 +151,9 @@ class WorkloadConfig(_Section):
     client_port_range: tuple[int, int] = (32768, 60999)
     #: how long the client keeps the connection open after the response, seconds (TCP)
     hold_s: Duration = Fixed(value=0.0)
-    #: SYN retransmissions before connect() gives up (``tcp_syn_retries``)
+    #: ``tcp_syn_retries``: the time connect() tries for, as that many exponential backoffs
+    #: would take (127 s for 6); with ``syn_linear_timeouts`` more SYNs fit in it (11 for 6):
+    #: lbsim.kernel.syn_gaps_ns. 0 (not a kernel value; its minimum is 1): no retransmission
     syn_retries: int = 6
     #: retransmissions at a fixed interval before exponential backoff (``tcp_syn_linear_timeouts``)
     syn_linear_timeouts: int = 4
@@ -195,8 +197,18 @@ class WorkloadConfig(_Section):
 
     @property
     def retries(self) -> int:
-        """Retransmissions (TCP) or resends (UDP) after the first attempt."""
-        return self.syn_retries if self.protocol is Protocol.TCP else self.udp_retries
+        """Retransmissions (TCP: as many as the kernel's schedule fits in the time
+        ``syn_retries`` allows, :func:`lbsim.kernel.syn_gaps_ns`) or resends (UDP) after the
+        first attempt."""
+        return len(self.retry_gaps_ns) - 1
+
+    @property
+    def retry_gaps_ns(self) -> tuple[int, ...]:
+        """From each attempt to the next, ns, the last gap ending when the client gives up."""
+        if self.protocol is Protocol.TCP:
+            return syn_gaps_ns(int(round(self.syn_rto_s * 1e9)), self.syn_linear_timeouts,
+                               self.syn_retries)
+        return (int(round(self.udp_timeout_s * 1e9)),) * (self.udp_retries + 1)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -74,7 +74,9 @@ def select_port(table, t: int, node: int, pod: int, sport: int, offsets, isn: in
 
     base = reply_key(node, pod, 0)
 
-    def entry_at(port: int) -> int:
+    def entry_at(port: int, counted: bool = True) -> int:
+        # counted: nf_conntrack_tuple_taken increments `found` on a hit; the harder path's
+        # nf_conntrack_find_get (nf_nat_used_tuple_harder) does not
         nonlocal found
         eid = table.get(base | port)
         if eid < 0:
@@ -82,12 +84,17 @@ def select_port(table, t: int, node: int, pod: int, sport: int, offsets, isn: in
         if table.t_expire[eid] <= t:          # expired entries met are freed (nf_ct_gc_expired)
             table.release1(eid)
             return -1
-        found += 1
+        found += counted
         return eid
+
+    def harder(attempts_left: int) -> bool:
+        # nf_nat_used_tuple_harder takes its own path for the last HARDER_THRESH attempts of a
+        # round of a new TCP SYN (SYN_SENT) on 6.5+
+        return rule.evict_closing and rule.tcp and attempts_left <= HARDER_THRESH
 
     def evictable(eid: int, attempts_left: int) -> bool:
         # nf_nat_used_tuple_harder / nf_nat_may_kill / nf_seq_has_advanced
-        if not rule.evict_closing or not rule.tcp or attempts_left > HARDER_THRESH:
+        if not harder(attempts_left):
             return False
         flags = int(table.flags[eid])
         return (bool(flags & F_TCP) and t >= table.t_close[eid] and bool(flags & F_SNAT)
@@ -114,7 +121,7 @@ def select_port(table, t: int, node: int, pod: int, sport: int, offsets, isn: in
         off = int(offsets[r])
         for i in range(attempts):
             port = mn + off % size
-            eid = entry_at(port)
+            eid = entry_at(port, counted=not harder(attempts - i))
             if eid < 0:
                 return PortChoice(port, False, found, -1)
             if evictable(eid, attempts - i):

@@ -52,7 +52,9 @@ def test_flows_arriving_while_the_lb_has_no_target_are_lost_at_the_poisson_rate(
 def test_with_the_gate_and_a_surge_no_flow_fails_and_the_rollout_takes_longer():
     """The gate holds each old pod until its successor's target is healthy, and a preStop
     longer than the LB's reaction keeps the deleted pod serving what the LB already sent."""
-    long = {"workload.flows": 100_000}          # 250 s: the gated rollout ends within the run
+    # 250 s: the gated rollout ends within the run; clients that give up after 7 s
+    # (tcp_syn_retries = 2), so that the ungated rollout's seconds without a target fail flows
+    long = {"workload.flows": 100_000, "workload.syn_retries": 2}
     plain = run(events=ROLLOUT, **long)
     gated = run(events=ROLLOUT, **long, **{"deployment.readiness_gate": True,
                                            "lifecycle.prestop_s": 2.0})

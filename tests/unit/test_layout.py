@@ -116,7 +116,7 @@ STAGES = [
     ("lbsim.simulation",),
     ("lbsim.figures", "lbsim.plots", "lbsim.runner", "lbsim.scenario_run"),
     ("lbsim.report",),
-    ("lbsim.sweep", "lbsim.bench"),
+    ("lbsim.sweep", "lbsim.bench", "lbsim.testbed"),
 ]
 
 

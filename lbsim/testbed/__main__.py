@@ -1,0 +1,120 @@
+"""``python -m lbsim.testbed --config FILE.toml [--config ...] [--json OUT] [--replicas R]``:
+each scenario on this machine's kernel and in lbsim, side by side, with a verdict per metric
+(lbsim.testbed.verdict). ``--experiments`` runs lbsim.testbed.experiments instead and, with
+``--markdown OUT``, writes their agreement table (docs/design.md's). Needs root."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import warnings
+from pathlib import Path
+
+from .. import __version__
+from ..config import Scenario
+from .kernel_run import TestbedUnavailable
+from .experiments import EXPERIMENTS
+from .verdict import KernelComparison, compare_kernel
+
+
+def _fmt(v: float) -> str:
+    if isinstance(v, float) and math.isnan(v):
+        return "nan"
+    return f"{v:.6g}"
+
+
+def render(name: str, c: KernelComparison) -> str:
+    t = c.table()
+    w = max(len(m) for m in t["metric"])
+    head = f"{name} ({c.path}, kernel {c.kernel.kernel}, lbsim on {len(c.replicas)} seeds)"
+    lines = [head, f"  {'metric':<{w}}  {'kernel':>12}  {'lbsim':>12}  {'lbsim sd':>10}  verdict"]
+    for r in t.itertuples():
+        lines.append(f"  {r.metric:<{w}}  {_fmt(r.kernel):>12}  {_fmt(r.lbsim):>12}  "
+                     f"{_fmt(r.lbsim_sd):>10}  {r.verdict}")
+    return "\n".join(lines)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m lbsim.testbed", description=__doc__.split("\n")[0])
+    p.add_argument("--config", metavar="FILE.toml", action="append",
+                   help="a scenario file (repeat for several)")
+    p.add_argument("--experiments", action="store_true",
+                   help="run the built-in experiments (lbsim.testbed.experiments)")
+    p.add_argument("--markdown", metavar="OUT", help="with --experiments: write the agreement "
+                   "table here")
+    p.add_argument("--json", metavar="OUT", help="write the results as JSON here")
+    p.add_argument("--replicas", type=int, default=30, help="lbsim seeds per scenario (30)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if bool(args.config) == args.experiments:
+            raise ValueError("give --config FILE.toml (one or more) or --experiments")
+        if args.markdown and not args.experiments:
+            raise ValueError("--markdown needs --experiments")
+        scenarios = ([(e.name, e.scenario) for e in EXPERIMENTS.values()] if args.experiments
+                     else [(Path(f).stem, Scenario.from_toml(f)) for f in args.config])
+        if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    doc = {"lbsim_version": __version__, "kernel": None, "scenarios": []}
+    done: list[tuple[str, KernelComparison]] = []
+    for name, sc in scenarios:
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                c = compare_kernel(sc, replicas=args.replicas)
+        except TestbedUnavailable as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 3
+        except ValueError as e:
+            print(f"error: {name}: {e}", file=sys.stderr)
+            return 2
+        for text in dict.fromkeys(str(wmsg.message) for wmsg in caught):
+            print(f"warning: {name}: {text}", file=sys.stderr)
+        print(render(name, c), flush=True)
+        done.append((name, c))
+        doc["kernel"] = c.kernel.kernel
+        doc["scenarios"].append({"name": name, "config": sc.to_dict(), "paths": c.to_json()})
+    outputs = [(args.json, lambda: json.dumps(doc, indent=2) + "\n"),
+               (args.markdown, lambda: agreement_table(done, args.replicas))]
+    for path, text in outputs:
+        if path:
+            try:
+                Path(path).write_text(text())
+            except OSError as e:
+                print(f"error: cannot write {path}: {e.strerror}", file=sys.stderr)
+                return 2
+    return 0
+
+
+def agreement_table(done: list[tuple[str, KernelComparison]], replicas: int) -> str:
+    """The experiments' agreement table (markdown): per experiment its required metrics, kernel
+    against lbsim's mean and sd, and every compared metric that differs."""
+    kernel = done[0][1].kernel.kernel if done else "?"
+    lines = [f"Kernel {kernel}, lbsim {__version__} on {replicas} seeds; regenerate with "
+             "`sudo python -m lbsim.testbed --experiments --markdown FILE`.", "",
+             "| experiment | required metrics: kernel / lbsim mean (sd) | verdict | "
+             "other compared metrics that differ (kernel / lbsim) |",
+             "|---|---|---|---|"]
+    for name, c in done:
+        t = c.table().set_index("metric")
+        req = EXPERIMENTS[name].required if name in EXPERIMENTS else ()
+        cells = [f"{m} {_fmt(t.kernel[m])} / {_fmt(t.lbsim[m])} ({_fmt(t.lbsim_sd[m])})"
+                 for m in req]
+        ok = all(c.verdicts[m] == "agree" for m in req)
+        other = [f"{m} {_fmt(t.kernel[m])} / {_fmt(t.lbsim[m])}" for m, v in c.verdicts.items()
+                 if v == "differ" and m not in req]
+        lines.append(f"| {name} | {'; '.join(cells)} | {'agree' if ok else 'DIFFER'} | "
+                     f"{'; '.join(other) or '-'} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

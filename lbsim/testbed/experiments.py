@@ -1,0 +1,82 @@
+"""The experiments the testbed runs to check lbsim against the kernel: each a small scenario (about
+ten seconds of real time), with the metrics it must agree on.
+
+``python -m lbsim.testbed --experiments`` runs them all and prints the agreement table of
+docs/design.md; the test suite runs them as root (tests/statistical/test_testbed.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..config import Scenario
+
+__all__ = ["Experiment", "EXPERIMENTS"]
+
+#: 64 SNAT ports to the one pod, so ten seconds exhaust them
+_SMALL = {"cluster.nodes": 1, "cluster.pods": 1, "pod.workers": 1024, "pod.service_s": 0.0,
+          "workload.clients": 64, "nat.random_fully": True, "nat.port_range": [20000, 20063],
+          "workload.syn_retries": 1}
+_DROPS = ("failed_fraction", "conntrack_found", "conntrack_insert_failed", "conntrack_drop",
+          "conntrack_early_drop", "conntrack_clash_resolve")
+_BALANCE = ("failed", "pod_load_max_over_mean", "pod_load_cv", "node_load_max_over_mean",
+            "second_hop_fraction", "source_ip_preserved_fraction")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    description: str
+    settings: dict
+    #: the metrics that must agree (the others are reported)
+    required: tuple[str, ...]
+
+    @property
+    def scenario(self) -> Scenario:
+        return Scenario().replace(**self.settings)
+
+
+EXPERIMENTS = {e.name: e for e in [
+    Experiment("udp-exhaustion", "UDP through 64 SNAT ports held 2 s by nf_conntrack_udp_timeout, "
+               "Poisson arrivals at 1.2 x capacity",
+               {**_SMALL, "workload.protocol": "udp", "workload.udp_retries": 0,
+                "workload.udp_timeout_s": 1.0, "conntrack.udp_s": 2.0,
+                "workload.rate_per_s": 38.4, "workload.flows": 400}, _DROPS),
+    Experiment("udp-periodic-bound", "UDP at 0.9 x ports / udp_timeout from a periodic sender: at "
+               "most 58 entries hold ports at once, so none fails (Poisson at that rate loses "
+               "some)",
+               {**_SMALL, "workload.protocol": "udp", "workload.udp_retries": 0,
+                "workload.udp_timeout_s": 1.0, "conntrack.udp_s": 2.0, "workload.arrival": "periodic",
+                "workload.rate_per_s": 28.8, "workload.flows": 300}, _DROPS),
+    Experiment("tcp-held-exhaustion", "TCP held open 2 s through 64 SNAT ports at 40 new "
+               "connections/s (80 wanted at once): SYNs dropped at confirm, retransmitted",
+               {**_SMALL, "workload.rate_per_s": 40.0, "workload.flows": 400,
+                "workload.hold_s": 2.0}, (*_DROPS, "syn_retransmits")),
+    Experiment("tcp-time-wait-eviction", "short TCP connections at 40/s through 64 SNAT ports "
+               "with a 5 s TIME_WAIT (8 x the range / TIME_WAIT bound): a new SYN evicts a "
+               "colliding TIME_WAIT entry, so none fails",
+               {**_SMALL, "workload.rate_per_s": 40.0, "workload.flows": 400,
+                "conntrack.time_wait_s": 5.0}, (*_DROPS, "syn_retransmits")),
+    Experiment("iptables-imbalance", "4 nodes, 8 pods, kube-proxy's iptables statistic cascade "
+               "behind a round-robin LB",
+               {"cluster.nodes": 4, "cluster.pods": 8, "pod.service_s": 0.0,
+                "workload.clients": 1024, "workload.rate_per_s": 100.0, "workload.flows": 800},
+               _BALANCE),
+    Experiment("nftables-imbalance", "the same under kube-proxy's nftables mode (numgen random "
+               "mod n), masquerade fully-random",
+               {"cluster.nodes": 4, "cluster.pods": 8, "pod.service_s": 0.0,
+                "kube_proxy.mode": "nftables", "nat.random_fully": True,
+                "workload.clients": 1024, "workload.rate_per_s": 100.0, "workload.flows": 800},
+               _BALANCE),
+    Experiment("local-policy", "externalTrafficPolicy: Local, 6 pods packed on 2 of 4 nodes: "
+               "no SNAT, no second hop, the client's IP kept",
+               {"cluster.nodes": 4, "cluster.pods": 6, "cluster.placement": "packed",
+                "cluster.packed_nodes": 2, "pod.service_s": 0.0,
+                "kube_proxy.external_traffic_policy": "Local",
+                "workload.clients": 1024, "workload.rate_per_s": 100.0, "workload.flows": 800},
+               _BALANCE),
+    Experiment("direct", "the direct path: the LB sends to pod IPs, nodes only route",
+               {"path": "direct", "cluster.nodes": 4, "cluster.pods": 8, "pod.service_s": 0.0,
+                "workload.clients": 1024, "workload.rate_per_s": 100.0, "workload.flows": 800},
+               _BALANCE),
+]}

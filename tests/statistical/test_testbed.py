@@ -1,0 +1,110 @@
+"""lbsim against this machine's own kernel (lbsim.testbed): every experiment of
+lbsim.testbed.experiments must agree on its required metrics within 4 standard deviations of lbsim's
+replicas (exactly where lbsim is deterministic), and leave nothing behind.
+
+Root only. They skip where the machine cannot run the testbed, except where
+LBSIM_TESTBED_REQUIRED=1 (.ci/run sets it): then they fail.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import lbsim
+from lbsim.testbed import compare_kernel, netns_list, unavailable
+from lbsim.testbed.experiments import EXPERIMENTS
+from lbsim.testbed.netns import PREFIX, sweep_stale
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def _testbed():
+    why = unavailable("iptables-restore") or unavailable("nft")
+    if why:
+        if os.environ.get("LBSIM_TESTBED_REQUIRED") == "1":
+            pytest.fail(f"LBSIM_TESTBED_REQUIRED=1 but {why}")
+        pytest.skip(why)
+    yield
+    assert not [n for n in netns_list() if n.startswith(f"{PREFIX}{os.getpid()}-")]
+
+
+@pytest.mark.parametrize("name", list(EXPERIMENTS))
+def test_kernel_and_lbsim_agree(name):
+    e = EXPERIMENTS[name]
+    c = compare_kernel(e.scenario, replicas=40)
+    mean = c.lbsim_mean()
+    bad = {m: (c.kernel.summary[m], round(mean[m], 4), round(c.z[m], 2))
+           for m in e.required if c.verdicts[m] != "agree"}
+    assert not bad, f"{name}: metric: (kernel, lbsim mean, z) {bad}"
+    assert c.kernel.summary["flows"] == e.scenario.workload.flows
+
+
+def _cli(tmp_path, **extra):
+    sc = EXPERIMENTS["udp-exhaustion"].scenario.replace(**extra)
+    cfg = tmp_path / "x.toml"
+    cfg.write_text(sc.to_toml())
+    return subprocess.Popen([sys.executable, "-m", "lbsim.testbed", "--config", str(cfg),
+                             "--json", str(tmp_path / "out.json"), "--replicas", "5"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _ours(pid):
+    return [n for n in netns_list() if n.startswith(f"{PREFIX}{pid}-")]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_run_leaves_no_namespace_or_process(tmp_path, sig):
+    p = _cli(tmp_path, **{"workload.flows": 2000})
+    deadline = time.monotonic() + 60
+    while not _ours(p.pid) and time.monotonic() < deadline and p.poll() is None:
+        time.sleep(0.05)
+    assert _ours(p.pid), "the run never built its namespaces"
+    children = []
+    while not children and time.monotonic() < deadline and p.poll() is None:
+        time.sleep(0.1)      # the replay process (ip netns exec replaced by python)
+        children = subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True,
+                                  text=True).stdout.split()
+    assert children, "the run never started its replay"
+    time.sleep(0.5)
+    p.send_signal(sig)
+    p.communicate(timeout=30)
+    assert p.returncode != 0
+    assert not _ours(p.pid)
+    time.sleep(0.2)
+    assert not [c for c in children if Path(f"/proc/{c}").exists()]
+
+
+def test_namespaces_of_a_killed_run_are_swept_by_the_next(tmp_path):
+    p = _cli(tmp_path, **{"workload.flows": 2000})
+    deadline = time.monotonic() + 60
+    while not _ours(p.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    p.kill()                   # SIGKILL: nothing runs in the process
+    p.wait()
+    assert _ours(p.pid)
+    swept = sweep_stale()
+    assert set(_ours(p.pid)) == set() and swept
+
+
+def test_the_cli_prints_both_columns_and_writes_the_json(tmp_path):
+    p = _cli(tmp_path)
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err
+    assert "kernel" in out and "lbsim" in out and "conntrack_insert_failed" in out
+    import json
+    doc = json.loads(Path(tmp_path / "out.json").read_text())
+    assert doc["lbsim_version"] == lbsim.__version__ and doc["kernel"] == os.uname().release
+    (s,) = doc["scenarios"]
+    assert s["name"] == "x" and set(s["paths"]) == {"nodeport"}
+    path = s["paths"]["nodeport"]
+    assert set(path) >= {"kernel", "lbsim", "verdicts"}
+    assert set(path["verdicts"].values()) <= {"agree", "differ", "not comparable"}
+    assert path["verdicts"]["connect_latency_p99_s"] == "not comparable"
+    assert path["kernel"]["flows"] == 400
