@@ -20,7 +20,8 @@ __all__ = [
     "iptables_endpoint_scalar", "round_robin", "round_robin_scalar", "smooth_wrr_sequence",
     "weighted_round_robin", "weighted_round_robin_scalar", "source_hash", "ipvs_sh_bucket",
     "ipvs_sh_table", "maglev_permutation", "maglev_table", "maglev_lookup", "maglev_lookup_scalar",
-    "least_connections", "numgen_random",
+    "least_connections", "least_connections_queued", "least_connections_queued_scalar",
+    "numgen_random",
 ]
 
 
@@ -289,3 +290,187 @@ def numgen_random(u: np.ndarray, n: int) -> np.ndarray:
     ``u32 = floor(u * 2^32)``."""
     u32 = np.floor(np.asarray(u) * 2.0**32).astype(np.uint64)
     return ((u32 * np.uint64(n)) >> np.uint64(32)).astype(np.int64)
+
+
+# -- least connections that count a connection until it closes ---------------------------------
+# A connection's life at its scheduler (an IPVS node, or the LB) is known only with its pod's
+# queue: it closes after its wait for a worker, its service and its hold. Both functions below
+# make every choice in arrival order while running each pod's FIFO queue (workers servers) over
+# the flows chosen so far, so that a pod with a backlog keeps its connections open, as the kernel
+# sees them. Per candidate the load is active x ``active_weight`` + inactive (ip_vs_lc: active
+# << 8 + inactive; the first least-loaded candidate in list order wins, as ip_vs_lc_schedule's
+# strict "<" does). A TCP connection is inactive from its SYN to the handshake's last ACK, active
+# until the client's FIN reaches the scheduler, then inactive ``closing_ns`` more (IPVS's
+# FIN_WAIT / TIME_WAIT); a UDP one (``tcp`` False) is inactive from its first packet to
+# ``closing_ns`` after its last. ``closing_ns = 0`` and ``active_weight = 1`` count open
+# connections only (a cloud LB).
+#
+# Arguments: flows in time order reach scheduler ``group[f]`` at ``t[f]``; its candidates are
+# pods ``cand[cand_off[g]:cand_off[g + 1]]``; a pod on node ``group_node[g]`` is ``near_ns``
+# away, another ``far_ns`` (each way); the client is ``client_ns`` from the scheduler (each
+# way); pods have ``workers[p]`` servers; ``service``, ``hold``: per flow, ns. Returns each
+# flow's pod (-1: its scheduler has no candidate).
+
+_ACTIVATE, _CLOSE, _EXPIRE = 0, 1, 2
+
+
+@jit
+def _times(t, delay, client_ns, wait_start, service, hold, tcp, closing_ns):
+    """(established, closed, expired) at the scheduler for a flow whose request reaches its
+    pod at ``t + delay`` and whose service starts at ``wait_start``."""
+    finish = wait_start + service
+    if tcp:
+        est = t + 2 * delay + 2 * client_ns
+        close = finish + delay + 2 * client_ns + hold
+        return est, close, close + closing_ns
+    last = finish + delay + hold
+    return t, t, last + closing_ns
+
+
+def least_connections_queued_scalar(group, t, cand, cand_off, group_node, pod_node, near_ns,
+                                    far_ns, client_ns, workers, service, hold, tcp,
+                                    active_weight, closing_ns):
+    """The readable reference of :func:`least_connections_queued` (same arguments): plain
+    Python, a list of open connections searched at every flow."""
+    free = [[0] * int(w) for w in workers]            # each pod's workers' free times
+    conns = []                                         # (group, k, est, close, expire)
+    out = []
+    for f in range(len(t)):
+        g, now = int(group[f]), int(t[f])
+        c = [int(x) for x in cand[cand_off[g]:cand_off[g + 1]]]
+        if not c:
+            out.append(-1)
+            continue
+        load = [0] * len(c)
+        for (g2, k, est, close, expire) in conns:
+            if g2 != g or now >= expire:
+                continue
+            active = est <= now < close
+            load[k] += active_weight if active else 1
+        k = min(range(len(c)), key=lambda j: (load[j], j))
+        pod = c[k]
+        delay = near_ns if pod_node[pod] == group_node[g] else far_ns
+        w = min(range(len(free[pod])), key=lambda j: (free[pod][j], j))
+        start = max(now + delay, free[pod][w])
+        free[pod][w] = start + int(service[f])
+        est, close, expire = _times(now, delay, client_ns, start, int(service[f]), int(hold[f]),
+                                    tcp, closing_ns)
+        if not tcp:
+            est = close = now                          # never active
+        conns.append((g, k, est, close, expire))
+        out.append(pod)
+    return np.asarray(out, np.int64)
+
+
+@jit
+def _heap_push(h, n, key, val):
+    """Push (key, val) on the min-heap of rows ``h[:n]`` (2 columns); returns the new size."""
+    i = n
+    h[i, 0], h[i, 1] = key, val
+    while i > 0:
+        parent = (i - 1) >> 1
+        if h[parent, 0] <= h[i, 0]:
+            break
+        k0, v0 = h[parent, 0], h[parent, 1]
+        h[parent, 0], h[parent, 1] = h[i, 0], h[i, 1]
+        h[i, 0], h[i, 1] = k0, v0
+        i = parent
+    return n + 1
+
+
+@jit
+def _heap_pop(h, n):
+    """Remove the smallest row of ``h[:n]`` (it goes to row n - 1); returns the new size."""
+    n -= 1
+    k0, v0 = h[0, 0], h[0, 1]
+    h[0, 0], h[0, 1] = h[n, 0], h[n, 1]
+    h[n, 0], h[n, 1] = k0, v0
+    i = 0
+    while True:
+        a, b, m = 2 * i + 1, 2 * i + 2, i
+        if a < n and h[a, 0] < h[m, 0]:
+            m = a
+        if b < n and h[b, 0] < h[m, 0]:
+            m = b
+        if m == i:
+            return n
+        k1, v1 = h[m, 0], h[m, 1]
+        h[m, 0], h[m, 1] = h[i, 0], h[i, 1]
+        h[i, 0], h[i, 1] = k1, v1
+        i = m
+
+
+@jit
+def _sift_worker(free, lo, hi):
+    """Restore the min-heap of one pod's worker free times ``free[lo:hi]`` after its root
+    grew."""
+    i = 0
+    n = hi - lo
+    while True:
+        a, b, m = 2 * i + 1, 2 * i + 2, i
+        if a < n and free[lo + a] < free[lo + m]:
+            m = a
+        if b < n and free[lo + b] < free[lo + m]:
+            m = b
+        if m == i:
+            return
+        free[lo + m], free[lo + i] = free[lo + i], free[lo + m]
+        i = m
+
+
+@jit
+def least_connections_queued(group, t, cand, cand_off, group_node, pod_node, near_ns, far_ns,
+                             client_ns, workers, service, hold, tcp, active_weight, closing_ns):
+    """Least connections counted until each connection closes, its pod's queue included (the
+    comment above; :func:`least_connections_queued_scalar` is its reference)."""
+    F = t.size
+    out = np.full(F, -1, np.int64)
+    act = np.zeros(cand.size, np.int64)       # per (group, candidate) slot: cand_off[g] + k
+    inact = np.zeros(cand.size, np.int64)
+    w_off = np.zeros(workers.size + 1, np.int64)
+    for p in range(workers.size):
+        w_off[p + 1] = w_off[p] + workers[p]
+    free = np.zeros(w_off[-1], np.int64)      # per pod a min-heap of its workers' free times
+    ev = np.zeros((min(3 * F + 3, 1 << 16), 2), np.int64)   # (time, slot * 3 + kind), grown
+    n = 0
+    for f in range(F):
+        if n + 3 > ev.shape[0]:
+            bigger = np.zeros((2 * ev.shape[0], 2), np.int64)
+            bigger[:n] = ev[:n]
+            ev = bigger
+        now = t[f]
+        while n > 0 and ev[0, 0] <= now:
+            n = _heap_pop(ev, n)
+            slot, kind = ev[n, 1] // 3, ev[n, 1] % 3
+            if kind == _ACTIVATE:
+                inact[slot] -= 1
+                act[slot] += 1
+            elif kind == _CLOSE:
+                act[slot] -= 1
+                inact[slot] += 1
+            else:
+                inact[slot] -= 1
+        g = group[f]
+        lo, hi = cand_off[g], cand_off[g + 1]
+        if lo == hi:
+            continue
+        best, best_load = lo, act[lo] * active_weight + inact[lo]
+        for s in range(lo + 1, hi):
+            load = act[s] * active_weight + inact[s]
+            if load < best_load:
+                best, best_load = s, load
+        pod = cand[best]
+        out[f] = pod
+        delay = near_ns if pod_node[pod] == group_node[g] else far_ns
+        a, b = w_off[pod], w_off[pod + 1]
+        start = max(now + delay, free[a])
+        free[a] = start + service[f]
+        _sift_worker(free, a, b)
+        est, close, expire = _times(now, delay, client_ns, start, service[f], hold[f], tcp,
+                                    closing_ns)
+        inact[best] += 1
+        if tcp:
+            n = _heap_push(ev, n, est, best * 3 + _ACTIVATE)
+            n = _heap_push(ev, n, close, best * 3 + _CLOSE)
+        n = _heap_push(ev, n, expire, best * 3 + _EXPIRE)
+    return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "NS", "NEVER", "SAMPLE_INTERVAL", "TCP_RTO_MAX_S", "syn_gaps_ns",
+    "IPVS_ACTIVE_WEIGHT", "IPVS_TCP_CLOSING_S", "IPVS_UDP_S",
     "CAUSE_NONE", "PORT_EXHAUSTION", "INSERT_RACE", "TABLE_FULL", "NO_LOCAL_ENDPOINT",
     "TUPLE_IN_USE", "CAUSE_NAMES",
     "CONFIRM", "NAT", "ARRIVE", "OK", "FAILED",
@@ -34,6 +35,18 @@ SAMPLE_INTERVAL = NS
 #: linear ones (tcp_retransmit_timer: icsk_rto = min(icsk_rto << 1, TCP_RTO_MAX)) up to this, s
 TCP_RTO_MAX_S = 120.0
 
+
+# -- IPVS (net/netfilter/ipvs) ----------------------------------------------------------------------
+#: ip_vs_dest_conn_overhead (include/net/ip_vs.h): (activeconns << 8) + inactconns, the load
+#: ip_vs_lc and ip_vs_wlc compare: an active connection weighs 256 inactive ones
+IPVS_ACTIVE_WEIGHT = 256
+#: ip_vs_proto_tcp.c tcp_timeouts: FIN_WAIT and TIME_WAIT 2 * 60 * HZ: a closed connection stays
+#: in the table, counted inactive, this long after its last packet (kube-proxy's
+#: --ipvs-tcpfin-timeout 0 keeps it), s
+IPVS_TCP_CLOSING_S = 120
+#: ip_vs_proto_udp.c udp_timeouts[IP_VS_UDP_S_NORMAL] = 5 * 60 * HZ: a UDP connection, always
+#: inactive, lives this long after its last packet (--ipvs-udp-timeout 0 keeps it), s
+IPVS_UDP_S = 300
 
 def syn_gaps_ns(rto_ns: int, linear: int, retries: int) -> tuple[int, ...]:
     """The client's SYN schedule: ns from each SYN to the next, the last gap ending when

@@ -15,9 +15,10 @@ from __future__ import annotations
 import numpy as np
 
 from .balancing import (iptables_endpoint, iptables_endpoint_scalar, ipvs_sh_bucket,
-                        ipvs_sh_table, least_connections, maglev_lookup, maglev_table,
+                        ipvs_sh_table, least_connections_queued, maglev_lookup, maglev_table,
                         numgen_random)
-from .config import CiliumAlgorithm, IpvsScheduler, ProxyMode, Scenario, SessionAffinity
+from .config import CiliumAlgorithm, IpvsScheduler, Protocol, ProxyMode, Scenario, SessionAffinity
+from .kernel import IPVS_ACTIVE_WEIGHT, IPVS_TCP_CLOSING_S, IPVS_UDP_S
 from .lb import follow_sessions, session_starts
 from .tuples import client_ip
 
@@ -32,8 +33,10 @@ class KubeProxy:
     """The endpoint choice of every node's kube-proxy."""
 
     def __init__(self, sc: Scenario, local_pods: list[np.ndarray], n_pods: int, local: bool,
-                 salt: int) -> None:
+                 salt: int, pod_node: np.ndarray | None = None,
+                 workers: np.ndarray | None = None) -> None:
         kp = sc.kube_proxy
+        self.sc, self.pod_node, self.workers = sc, pod_node, workers
         self.mode, self.local, self.salt = kp.mode, local, int(salt)
         # the endpoints each node's rules list: its own pods with Local, else all of them
         self.endpoints = (local_pods if local
@@ -81,16 +84,21 @@ class KubeProxy:
 
     # -- per-flow choices -------------------------------------------------------------------------
     def flow_pods(self, node: np.ndarray, client: np.ndarray, sport: np.ndarray, t: np.ndarray,
-                  life: np.ndarray, u: np.ndarray) -> np.ndarray:
+                  life: np.ndarray, u: np.ndarray, service: np.ndarray | None = None,
+                  hold: np.ndarray | None = None) -> np.ndarray:
         """Pod of each flow (flows in arrival order at their node), or :data:`PER_ATTEMPT`.
 
         ``u`` is each flow's first-attempt uniform, used by random choices so that a flow whose
-        pod is pinned picks what its first attempt would have picked."""
+        pod is pinned picks what its first attempt would have picked. IPVS ``lc``/``wlc`` read
+        ``service`` and ``hold`` (ns) to run the pods' queues."""
         F = node.size
         if self.per_attempt:
             return np.full(F, PER_ATTEMPT, np.int64)
         if self.affinity_ns and self.mode in (ProxyMode.IPTABLES, ProxyMode.NFTABLES):
             return self._affinity(node, client, t, u)
+        if self.mode is ProxyMode.IPVS and self.cfg.ipvs_scheduler in (IpvsScheduler.LC,
+                                                                       IpvsScheduler.WLC):
+            return self._ipvs_lc(node, t, service, hold)
         out = np.full(F, -1, np.int64)
         ip = client_ip(client)
         for n in np.unique(node):
@@ -108,8 +116,6 @@ class KubeProxy:
                 # ip_vs_rr_schedule: the list head's next, so every node's first flow goes to the
                 # first destination, then on in list order
                 return np.arange(ip.size) % n
-            if s is IpvsScheduler.LC:
-                return least_connections(np.zeros(ip.size, np.int64), t, life, [np.arange(n)])
             if s is IpvsScheduler.SH:
                 return ipvs_sh_table([1] * n)[ipvs_sh_bucket(ip)]
             table = maglev_table(tuple(range(n)), IPVS_MH_TABLE, self.salt)   # mh: source IP
@@ -119,6 +125,26 @@ class KubeProxy:
             table = maglev_table(tuple(range(n)), self.cfg.cilium_maglev_table_size, self.salt)
             return maglev_lookup(table, (ip << np.int64(16)) | sport, self.salt)
         return np.minimum((u * n).astype(np.int64), n - 1)     # random, once per connection
+
+    def _ipvs_lc(self, node, t, service, hold) -> np.ndarray:
+        """ip_vs_lc on every node at once (the pods' queues are shared by the nodes): each
+        node's own active and inactive connection counts (balancing.least_connections_queued)."""
+        sc = self.sc
+        net = sc.network
+        d_in = int(round((net.client_to_lb_s + net.lb_to_backend_s) * 1e9))
+        hop = int(round(net.node_to_pod_s * 1e9))
+        tcp = sc.workload.protocol is Protocol.TCP
+        nodes = len(self.endpoints)
+        cand = np.concatenate([np.asarray(e, np.int64) for e in self.endpoints] +
+                              [np.zeros(0, np.int64)])
+        off = np.zeros(nodes + 1, np.int64)
+        off[1:] = np.cumsum([len(e) for e in self.endpoints])
+        closing = (IPVS_TCP_CLOSING_S if tcp else IPVS_UDP_S) * 1_000_000_000
+        return least_connections_queued(
+            np.ascontiguousarray(node, np.int64), np.ascontiguousarray(t + d_in, np.int64), cand,
+            off, np.arange(nodes, dtype=np.int64), np.asarray(self.pod_node, np.int64), 0, hop,
+            d_in, np.asarray(self.workers, np.int64), np.ascontiguousarray(service, np.int64),
+            np.ascontiguousarray(hold, np.int64), tcp, IPVS_ACTIVE_WEIGHT, closing)
 
     def _affinity(self, node, client, t, u) -> np.ndarray:
         """``sessionAffinity: ClientIP``: per node, a client's flow within the timeout of its

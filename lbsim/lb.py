@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .balancing import (least_connections, maglev_lookup, maglev_table, round_robin, source_hash,
+from .balancing import (least_connections, least_connections_queued, maglev_lookup, maglev_table, round_robin, source_hash,
                         weighted_round_robin)
-from .config import DataPath, LBAlgorithm, Scenario, TrafficPolicy
+from .config import DataPath, LBAlgorithm, Protocol, Scenario, TrafficPolicy
 
 __all__ = ["LoadBalancer", "steady_targets", "session_starts", "follow_sessions"]
 
@@ -33,6 +33,7 @@ class LoadBalancer:
 
     def __init__(self, sc: Scenario, pod_node: np.ndarray, workers: np.ndarray, salt: int) -> None:
         self.sc, self.cfg, self.salt = sc, sc.lb, int(salt)
+        self.pod_node, self.workers = pod_node, workers
         nodeport = sc.path is DataPath.NODEPORT
         n_nodes = sc.cluster.nodes
         pods_on = np.bincount(pod_node, minlength=n_nodes)
@@ -59,21 +60,24 @@ class LoadBalancer:
         return self.cfg.algorithm is not LBAlgorithm.LC and self.cfg.persistence_s <= 0
 
     def choose(self, instance: np.ndarray, client: np.ndarray, sport: np.ndarray, t: np.ndarray,
-               life: np.ndarray | None) -> np.ndarray:
+               life: np.ndarray | None, service: np.ndarray | None = None,
+               hold: np.ndarray | None = None) -> np.ndarray:
         """Backend of each socket (sockets in arrival order), persistence applied. ``life``
-        (connection lifetimes, ns) is read by least connections only; None otherwise. Called
-        again with the next sockets it goes on where it stopped (round robin's counters) when
-        :attr:`windowed`."""
+        (connection lifetimes, ns) is read by least connections to nodes only, ``service`` and
+        ``hold`` (ns) by least connections to pods (which runs their queues); None otherwise.
+        Called again with the next sockets it goes on where it stopped (round robin's
+        counters) when :attr:`windowed`."""
         p = self.cfg.persistence_s
         if p <= 0:
-            return self._choose(instance, client, sport, t, life)
+            return self._choose(instance, client, sport, t, life, service, hold)
         start = session_starts(client, t, int(round(p * 1e9)))
         pick = np.full(t.size, -1, np.int64)
+        sub = (lambda a: None if a is None else a[start])
         pick[start] = self._choose(instance[start], client[start], sport[start], t[start],
-                                   None if life is None else life[start])
+                                   sub(life), sub(service), sub(hold))
         return follow_sessions(client, start, pick)
 
-    def _choose(self, instance, client, sport, t, life) -> np.ndarray:
+    def _choose(self, instance, client, sport, t, life, service=None, hold=None) -> np.ndarray:
         a, b, w = self.cfg.algorithm, self.backends, self.weight
         n, salt = b.size, self.salt
         if a is LBAlgorithm.RR:
@@ -87,8 +91,25 @@ class LoadBalancer:
                 self._maglev = maglev_table(tuple(int(x) for x in b), self.cfg.maglev_table_size,
                                             salt, tuple(int(x) for x in w))
             return b[maglev_lookup(self._maglev, (client << np.int64(16)) | sport, salt)]
-        # LC: every instance counts its own open connections per backend
+        # LC: every instance counts its own open connections per backend: to pods (direct)
+        # until each closes, the pods' queues run alongside; to nodes by the connection's
+        # handshake, service and hold (the pod kube-proxy picks, and its queue, are unknown here)
+        if self.sc.path is DataPath.DIRECT and service is not None:
+            return self._lc_pods(instance, t, service, hold)
         return least_connections(instance, t, life, [b] * self.cfg.instances)
+
+    def _lc_pods(self, instance, t, service, hold) -> np.ndarray:
+        net, k = self.sc.network, self.cfg.instances
+        to_lb = int(round(net.client_to_lb_s * 1e9))
+        lb2b = int(round(net.lb_to_backend_s * 1e9))
+        b = self.backends
+        cand = np.tile(b, k)
+        off = np.arange(k + 1, dtype=np.int64) * b.size
+        return least_connections_queued(
+            np.ascontiguousarray(instance, np.int64), np.ascontiguousarray(t + to_lb, np.int64),
+            cand, off, np.full(k, -1, np.int64), np.asarray(self.pod_node, np.int64), lb2b, lb2b,
+            to_lb, np.asarray(self.workers, np.int64), np.ascontiguousarray(service, np.int64),
+            np.ascontiguousarray(hold, np.int64), self.sc.workload.protocol is Protocol.TCP, 1, 0)
 
 
 def session_starts(client: np.ndarray, t: np.ndarray, timeout: int) -> np.ndarray:

@@ -31,6 +31,7 @@ from .reference import ReferenceEngine
 from .flowstats import FlowStats
 from .progress import RunProgress, wanted
 from .spill import Lazy, Spill, prepare_dir, write_tables
+from .trace import with_trace
 from .workload import draw_workload, streaming_refusal, streams, with_duration
 
 __all__ = ["Result", "Comparison", "run", "compare", "simulate", "warm_up"]
@@ -150,6 +151,7 @@ def _simulate(scenario: Scenario, engine: str, batch_flows: int, control,
     if batch_flows < 1:
         raise ValueError(f"batch_flows = {batch_flows} is invalid: must be >= 1")
     scenario = with_duration(scenario)   # workload.duration_s: the flows that start in time
+    scenario = with_trace(scenario)      # arrival = "trace": the trace's flows and clients
     streamed = _streamed(scenario, engine, control, stream_window)
     if scenario.events:
         check_events(scenario)

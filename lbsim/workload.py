@@ -27,6 +27,7 @@ from .kube_proxy import PER_ATTEMPT, KubeProxy
 from .durations import Exponential, Fixed, LogNormal
 from .lb import LoadBalancer
 from .rng import Streams, mix64_nb
+from .trace import read_trace
 from .sampling import arrivals_from, duration_params, exponential_ns, log1p_neg, periodic_ns, scaled
 
 __all__ = ["Params", "Workload", "FlowSource", "draw_workload", "streaming_refusal", "streams", "with_duration", "pod_placement", "worker_slots", "ns"]
@@ -279,11 +280,17 @@ class FlowSource:
         # [[events]])
         steady = sc.cluster.pods
         local_pods = [np.flatnonzero(self.pod_node[:steady] == n) for n in range(p.nodes)]
-        self.kube_proxy = KubeProxy(sc, local_pods, steady, p.local, _salt(st.keys["endpoint"]))
+        self.kube_proxy = KubeProxy(sc, local_pods, steady, p.local, _salt(st.keys["endpoint"]),
+                                    self.pod_node[:steady], self.workers[:steady])
         self.lb_salt = _salt(st.keys["lb"])
         self.lb = LoadBalancer(sc, self.pod_node[:steady], self.workers[:steady], self.lb_salt)
         self.next = 0          # the next flow to draw
         self._acc = 0.0        # the arrivals' running sum so far, s
+        self.trace = (read_trace(sc.workload.trace) if sc.workload.arrival is Arrival.TRACE
+                      else None)
+        if self.trace is not None and self.trace.flows != p.flows:
+            raise ValueError(f"workload.flows = {p.flows} but the trace has {self.trace.flows} "
+                             "flows (lbsim.trace.with_trace sets it)")
 
     def draw(self, lo: int, hi: int) -> dict[str, np.ndarray]:
         """The inputs of flows ``lo`` .. ``hi - 1`` (``lo``: the next flow; a partial window only
@@ -298,11 +305,17 @@ class FlowSource:
         if w.queries_per_socket > 1:
             return self._draw_queries()
         fid = np.arange(lo, hi, dtype=np.int64)
-        # Poisson: rint(cumsum(-log1p(-u) / rate) * 1e9), log1p by numpy, the rest in one pass
-        t0, self._acc = socket_starts(sc, st.uniform, lo, hi, w.rate_per_s, self._acc)
-        client, sport, instance = self._tuples(fid)
+        if self.trace is not None:                   # the recorded flows, as they are
+            tr = self.trace
+            t0, client, sport = tr.t0[lo:hi].copy(), tr.client[lo:hi], tr.sport[lo:hi]
+            instance = _lb_instance(client, sport, st.keys["lb"], sc.lb.instances)
+        else:
+            # Poisson: rint(cumsum(-log1p(-u) / rate) * 1e9), log1p by numpy, the rest in one
+            # pass
+            t0, self._acc = socket_starts(sc, st.uniform, lo, hi, w.rate_per_s, self._acc)
+            client, sport, instance = self._tuples(fid)
         service, hold, life = self._durations(fid)
-        backend = self.lb.choose(instance, client, sport, t0, life)
+        backend = self.lb.choose(instance, client, sport, t0, life, service, hold)
         return self._kube_proxy(dict(t0=t0, client=client, sport=sport, service=service,
                                      hold=hold, instance=instance, backend=backend), fid, life)
 
@@ -318,13 +331,17 @@ class FlowSource:
     def _durations(self, fid: np.ndarray):
         """Each flow's service and hold times, and its lifetime for least connections."""
         service = _durations(self.sc.pod.service_s, self.st, "service", fid)
-        hold = _durations(self.sc.workload.hold_s, self.st, "hold", fid)
+        if self.trace is not None and self.trace.hold is not None:
+            hold = self.trace.hold[fid[0]:fid[-1] + 1].copy() if fid.size else fid.copy()
+        else:
+            hold = _durations(self.sc.workload.hold_s, self.st, "hold", fid)
         return service, hold, self._life(service, hold)
 
     def _life(self, service: np.ndarray, hold: np.ndarray) -> np.ndarray | None:
-        """How long the LB (or IPVS) counts a connection for least-connections: the handshake,
-        the service and the hold, without queueing or retransmissions (docs/design.md); only the
-        LB's lc and the per-flow kube-proxy choices read it."""
+        """How long the LB counts a connection to a node for least-connections: the handshake,
+        the service and the hold, without queueing or retransmissions (docs/design.md); the
+        LB's lc to nodes and the per-flow kube-proxy choices read it (least connections to pods
+        runs their queues instead: balancing.least_connections_queued)."""
         sc, p = self.sc, self.p
         if sc.lb.algorithm is LBAlgorithm.LC or (p.nodeport and not p.per_attempt):
             return 2 * p.d_in + service + hold
@@ -340,7 +357,7 @@ class FlowSource:
             if not p.per_attempt:
                 a["flow_pod"] = self.kube_proxy.flow_pods(
                     a["backend"], a["client"], a["sport"], a["t0"], life,
-                    self.st.uniform("endpoint", fid, 0))
+                    self.st.uniform("endpoint", fid, 0), a["service"], a["hold"])
         return {k: np.ascontiguousarray(v, dtype=np.int64) for k, v in a.items()}
 
     def _draw_queries(self) -> dict[str, np.ndarray]:

@@ -38,11 +38,13 @@ class Arrival(_Choice):
     ``poisson``: a Poisson process of rate ``rate_per_s`` (exponential gaps: many independent
     clients). ``periodic``: socket ``i`` at exactly ``i / rate_per_s`` s (a load generator at a
     fixed rate; near capacity it loses fewer flows than Poisson at the same rate, whose bursts
-    outrun a port range that a steady sender does not).
+    outrun a port range that a steady sender does not). ``trace``: the flows of
+    ``workload.trace`` as recorded (:mod:`lbsim.trace`).
     """
 
     POISSON = "poisson"
     PERIODIC = "periodic"
+    TRACE = "trace"
 
 
 class Source(_Choice):
@@ -88,10 +90,14 @@ class ProxyMode(_Choice):
 
 
 class IpvsScheduler(_Choice):
-    """IPVS schedulers lbsim models: ``rr``, ``lc``, ``sh`` (source hash), ``mh`` (Maglev)."""
+    """IPVS schedulers lbsim models: ``rr``, ``lc`` and ``wlc`` (least connections: active x 256
+    + inactive, counted until each connection closes and for IPVS's closing timeouts after;
+    kube-proxy gives every endpoint weight 1, so wlc chooses as lc), ``sh`` (source hash),
+    ``mh`` (Maglev)."""
 
     RR = "rr"
     LC = "lc"
+    WLC = "wlc"
     SH = "sh"
     MH = "mh"
 
@@ -138,8 +144,12 @@ class WorkloadConfig(_Section):
     source: Source = Source.EXTERNAL
     #: mean rate of new flows, flows per second (sockets start as ``arrival`` says)
     rate_per_s: float = 1000.0
-    #: "poisson" (exponential gaps) | "periodic" (socket i at i / rate_per_s s)
+    #: "poisson" (exponential gaps) | "periodic" (socket i at i / rate_per_s s) | "trace"
     arrival: Arrival = Arrival.POISSON
+    #: with arrival = "trace": a CSV or Parquet file of time_s, client_ip, client_port,
+    #: protocol[, duration_s] (lbsim.trace); its flows, clients and mean rate replace
+    #: flows, clients and rate_per_s
+    trace: str = ""
     #: number of flows (connections or UDP requests) to simulate
     flows: int = 100_000
     #: > 0: simulate the flows that start within this many seconds instead (``flows`` is then
@@ -191,6 +201,17 @@ class WorkloadConfig(_Section):
         _check_int(n("udp_retries"), self.udp_retries, 0, 127)
         _check_enum(n("source"), self.source, Source)
         _check_enum(n("arrival"), self.arrival, Arrival)
+        if not isinstance(self.trace, str):
+            _fail(n("trace"), self.trace, "a file path (a string)")
+        if (self.arrival is Arrival.TRACE) != bool(self.trace):
+            _fail(n("trace"), self.trace, 'a CSV or Parquet file with arrival = "trace", and "" '
+                  f'otherwise (arrival = "{Arrival(self.arrival).value}")')
+        if self.arrival is Arrival.TRACE and self.queries_per_socket > 1:
+            _fail(n("queries_per_socket"), self.queries_per_socket, '1 with arrival = "trace" '
+                  "(each row is a flow from its own socket)")
+        if self.arrival is Arrival.TRACE and self.duration_s > 0:
+            _fail(n("duration_s"), self.duration_s, '0 with arrival = "trace" (the trace says '
+                  "when its flows start)")
         _check_int(n("queries_per_socket"), self.queries_per_socket, 1, 1 << 16)
         _check_float(n("query_gap_s"), self.query_gap_s)
         object.__setattr__(self, "hold_s", parse_duration(n("hold_s"), self.hold_s))

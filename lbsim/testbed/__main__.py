@@ -9,6 +9,7 @@ import argparse
 import json
 import math
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -56,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("give --config FILE.toml (one or more) or --experiments")
         if args.markdown and not args.experiments:
             raise ValueError("--markdown needs --experiments")
-        scenarios = ([(e.name, e.scenario) for e in EXPERIMENTS.values()] if args.experiments
+        tmp = tempfile.TemporaryDirectory(prefix="lbsim-experiments-")
+        scenarios = ([(e.name, e.scenario_in(tmp.name)) for e in EXPERIMENTS.values()]
+                     if args.experiments
                      else [(Path(f).stem, Scenario.from_toml(f)) for f in args.config])
         if args.json:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -8,10 +8,15 @@ docs/design.md; the test suite runs them as root (tests/statistical/test_testbed
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
 
 from ..config import Scenario
+from ..tuples import client_ip, ip_str
+from ..workload import draw_workload
 
-__all__ = ["Experiment", "EXPERIMENTS"]
+__all__ = ["Experiment", "EXPERIMENTS", "write_trace"]
 
 #: 64 SNAT ports to the one pod, so ten seconds exhaust them
 _SMALL = {"cluster.nodes": 1, "cluster.pods": 1, "pod.workers": 1024, "pod.service_s": 0.0,
@@ -30,10 +35,31 @@ class Experiment:
     settings: dict
     #: the metrics that must agree (the others are reported)
     required: tuple[str, ...]
+    #: a trace experiment: its flows are those lbsim draws for ``settings`` with these changes,
+    #: written as a trace file (lbsim.trace) and replayed with arrival = "trace"
+    trace_of: dict | None = None
 
     @property
     def scenario(self) -> Scenario:
         return Scenario().replace(**self.settings)
+
+    def scenario_in(self, directory: str | Path) -> Scenario:
+        """The experiment's scenario, its trace file (if any) written in ``directory``."""
+        sc = self.scenario
+        if self.trace_of is None:
+            return sc
+        path = Path(directory) / f"{self.name}.csv"
+        write_trace(sc.replace(**self.trace_of), path)
+        return sc.replace(**{"workload.arrival": "trace", "workload.trace": str(path)})
+
+
+def write_trace(sc: Scenario, path: Path) -> None:
+    """The flows lbsim draws for ``sc`` as a trace file: time_s, client_ip, client_port,
+    protocol, duration_s (the hold)."""
+    w = draw_workload(sc)
+    pd.DataFrame({"time_s": w.t0 / 1e9, "client_ip": [ip_str(a) for a in client_ip(w.client)],
+                  "client_port": w.sport, "protocol": sc.workload.protocol.value,
+                  "duration_s": w.hold / 1e9}).to_csv(path, index=False)
 
 
 EXPERIMENTS = {e.name: e for e in [
@@ -57,6 +83,12 @@ EXPERIMENTS = {e.name: e for e in [
                "colliding TIME_WAIT entry, so none fails",
                {**_SMALL, "workload.rate_per_s": 40.0, "workload.flows": 400,
                 "conntrack.time_wait_s": 5.0}, (*_DROPS, "syn_retransmits")),
+    Experiment("tcp-trace", "a recorded trace replayed as it is: 400 TCP connections from 64 "
+               "clients with their own ports and durations (exponential, mean 1.5 s) through 64 "
+               "SNAT ports at 40/s",
+               {**_SMALL}, (*_DROPS, "syn_retransmits"),
+               trace_of={"workload.rate_per_s": 40.0, "workload.flows": 400,
+                         "workload.hold_s": {"dist": "exponential", "mean": 1.5}, "seed": 11}),
     Experiment("iptables-imbalance", "4 nodes, 8 pods, kube-proxy's iptables statistic cascade "
                "behind a round-robin LB",
                {"cluster.nodes": 4, "cluster.pods": 8, "pod.service_s": 0.0,

@@ -23,7 +23,8 @@ import numpy as np
 from ..config import (DataPath, LBAlgorithm, NatKernel, ProxyMode, Scenario,
                       SessionAffinity, Source, TrafficPolicy)
 from ..tuples import client_ip, node_ip, pod_ip
-from ..workload import Workload, draw_workload
+from ..trace import with_trace
+from ..workload import Workload, draw_workload, with_duration
 
 __all__ = ["Limits", "LIMITS", "Plan", "plan", "refusal", "NODE_PORT", "FABRIC_IP",
            "CLIENT_GW_IP", "ip_str", "kube_proxy_rules", "wall_estimate_s"]
@@ -228,10 +229,10 @@ def kube_proxy_rules(sc: Scenario, node: int, endpoints: np.ndarray) -> str:
 
 def plan(sc: Scenario, limits: Limits = LIMITS) -> Plan:
     """Lay out ``sc`` for the testbed (:func:`refusal` must be None)."""
+    sc = with_trace(with_duration(sc.replace(records="full")))    # the counts it will run
     why = refusal(sc, limits)
     if why is not None:
         raise ValueError(why)
-    sc = sc.replace(records="full")
     w = draw_workload(sc)
     wall = wall_estimate_s(sc, w)
     if wall > limits.wall_s:

@@ -35,14 +35,14 @@ def _testbed():
 
 
 @pytest.mark.parametrize("name", list(EXPERIMENTS))
-def test_kernel_and_lbsim_agree(name):
+def test_kernel_and_lbsim_agree(name, tmp_path):
     e = EXPERIMENTS[name]
-    c = compare_kernel(e.scenario, replicas=40)
+    c = compare_kernel(e.scenario_in(tmp_path), replicas=40)
     mean = c.lbsim_mean()
     bad = {m: (c.kernel.summary[m], round(mean[m], 4), round(c.z[m], 2))
            for m in e.required if c.verdicts[m] != "agree"}
     assert not bad, f"{name}: metric: (kernel, lbsim mean, z) {bad}"
-    assert c.kernel.summary["flows"] == e.scenario.workload.flows
+    assert c.kernel.summary["flows"] == c.scenario.workload.flows
 
 
 def _cli(tmp_path, **extra):

@@ -90,7 +90,7 @@ BAD = [
     ("[lb]\npersistence_s = -1", "lb.persistence_s"),
     ("[lb]\nhealth_check = 1", "lb.health_check"),
     ("[kube_proxy]\nmode = 'userspace'", "kube_proxy.mode"),
-    ("[kube_proxy]\nipvs_scheduler = 'wlc'", "kube_proxy.ipvs_scheduler"),
+    ("[kube_proxy]\nipvs_scheduler = 'sed'", "kube_proxy.ipvs_scheduler"),
     ("[kube_proxy]\nsession_affinity_timeout_s = 90000", "kube_proxy.session_affinity_timeout_s"),
     ("[kube_proxy]\ncilium_maglev_table_size = 16384", "kube_proxy.cilium_maglev_table_size"),
     ("[cluster]\npods = 3\n[pod]\nworkers = [1, 2]", "pod.workers"),

@@ -106,7 +106,7 @@ STAGES = [
     ("lbsim.jit", "lbsim.kernel", "lbsim.durations", "lbsim.tuples", "lbsim.formatting",
      "lbsim.analytic", "lbsim.histogram", "lbsim.progress"),
     ("lbsim.config", "lbsim.rng"),
-    ("lbsim.sampling", "lbsim.balancing"),
+    ("lbsim.sampling", "lbsim.balancing", "lbsim.trace"),
     ("lbsim.lb", "lbsim.kube_proxy", "lbsim.scenarios"),
     ("lbsim.workload", "lbsim.budget"),
     ("lbsim.records",),
