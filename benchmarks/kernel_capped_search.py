@@ -1,5 +1,9 @@
 """Measure the capped SNAT port search on the real kernel, for lbsim's check b (issue 3).
 
+The testbed runs the same experiment with answering pods (``python -m lbsim.testbed
+--experiments all``: capped-search-0.95 and -1.1, lbsim beside the kernel); this script keeps the
+silent-pod measurement behind tests/data/kernel_capped_search_6.18.jsonl.
+
 Run as root on a Linux machine with nftables (``nft``); it builds three network namespaces::
 
     cli (10.0.0.2, 10.0.0.3, ...)  --  node (10.0.0.1 | 10.1.0.1)  --  pod (10.1.0.2)

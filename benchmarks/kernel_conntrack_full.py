@@ -1,5 +1,9 @@
 """Watch a real kernel's conntrack table fill with TIME_WAIT entries (root, nftables).
 
+Not part of lbsim.testbed: a full table needs a small nf_conntrack_max, which 6.18 does not let a
+namespace set, so this script sets the host's (and restores it); the testbed never writes a host
+sysctl and refuses a run that could fill the table.
+
 The topology of ``kernel_capped_search.py`` (client, node, pod namespaces), with TCP: the node
 DNATs 10.0.0.1:30000 to the pod's 10.1.0.2:8080 and masquerades; ``nf_conntrack_max`` and
 ``nf_conntrack_tcp_timeout_time_wait`` are set in the node's namespace. Clients open short TCP

@@ -41,8 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m lbsim.testbed", description=__doc__.split("\n")[0])
     p.add_argument("--config", metavar="FILE.toml", action="append",
                    help="a scenario file (repeat for several)")
-    p.add_argument("--experiments", action="store_true",
-                   help="run the built-in experiments (lbsim.testbed.experiments)")
+    p.add_argument("--experiments", nargs="?", const="ci", choices=("ci", "all"),
+                   help="run the built-in experiments (lbsim.testbed.experiments): the test "
+                   "suite's (ci, about 2 min) or all (also the long ones, about 6 min)")
     p.add_argument("--markdown", metavar="OUT", help="with --experiments: write the agreement "
                    "table here")
     p.add_argument("--json", metavar="OUT", help="write the results as JSON here")
@@ -53,12 +54,13 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        if bool(args.config) == args.experiments:
+        if bool(args.config) == bool(args.experiments):
             raise ValueError("give --config FILE.toml (one or more) or --experiments")
         if args.markdown and not args.experiments:
             raise ValueError("--markdown needs --experiments")
         tmp = tempfile.TemporaryDirectory(prefix="lbsim-experiments-")
-        scenarios = ([(e.name, e.scenario_in(tmp.name)) for e in EXPERIMENTS.values()]
+        scenarios = ([(e.name, e.scenario_in(tmp.name)) for e in EXPERIMENTS.values()
+                      if e.ci or args.experiments == "all"]
                      if args.experiments
                      else [(Path(f).stem, Scenario.from_toml(f)) for f in args.config])
         if args.json:

@@ -38,6 +38,8 @@ class Experiment:
     #: a trace experiment: its flows are those lbsim draws for ``settings`` with these changes,
     #: written as a trace file (lbsim.trace) and replayed with arrival = "trace"
     trace_of: dict | None = None
+    #: short enough for the test suite (about 10 s); the others run with --experiments all
+    ci: bool = True
 
     @property
     def scenario(self) -> Scenario:
@@ -111,4 +113,14 @@ EXPERIMENTS = {e.name: e for e in [
                {"path": "direct", "cluster.nodes": 4, "cluster.pods": 8, "pod.service_s": 0.0,
                 "workload.clients": 1024, "workload.rate_per_s": 100.0, "workload.flows": 800},
                _BALANCE),
+    # the capped search (248 probes) below capacity, as benchmarks/kernel_capped_search.py
+    # measured it: UDP through 2048 SNAT ports held 10 s, 120 s of Poisson arrivals
+    *[Experiment(f"capped-search-{load:g}", f"UDP at {load:g} x 2048 ports / 10 s through "
+                 "masquerade fully-random: the 248-probe cap fails flows while ports are free",
+                 {**_SMALL, "workload.protocol": "udp", "workload.udp_retries": 0,
+                  "workload.udp_timeout_s": 1.0, "conntrack.udp_s": 10.0,
+                  "workload.clients": 16384, "nat.port_range": [20000, 22047],
+                  "workload.rate_per_s": load * 204.8, "workload.flows": int(load * 204.8 * 120)},
+                 _DROPS, ci=False)
+      for load in (0.95, 1.1)],
 ]}
