@@ -196,7 +196,9 @@ def kube_proxy_rules(sc: Scenario, node: int, endpoints: np.ndarray) -> str:
         lines += ["  chain nat-postrouting { type nat hook postrouting priority srcnat;",
                   "    meta mark & 0x4000 == 0 return",
                   "    meta mark set meta mark ^ 0x4000",
-                  f"    masquerade {nft_masq}".rstrip(), "  }", "}"]
+                  # a port range needs the protocol (kube-proxy's own rule has neither)
+                  (f"    meta l4proto {proto} " if sc.nat.port_range is not None else "    ")
+                  + f"masquerade {nft_masq}".rstrip(), "  }", "}"]
         return "\n".join(lines) + "\n"
     lines = ["*nat", ":KUBE-NODEPORTS - [0:0]", ":KUBE-EXT - [0:0]", ":KUBE-MARK-MASQ - [0:0]",
              ":KUBE-POSTROUTING - [0:0]"]

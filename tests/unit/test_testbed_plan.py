@@ -58,6 +58,8 @@ def test_nftables_rules_use_numgen_and_masquerade_fully_random():
     s = sc(**{"kube_proxy.mode": "nftables", "nat.random_fully": True})
     text = kube_proxy_rules(s, 1, np.arange(3))
     assert "numgen random mod 3 vmap" in text and "masquerade fully-random" in text
+    ranged = kube_proxy_rules(s.replace(**{"nat.port_range": [20000, 20063]}), 1, np.arange(3))
+    assert "meta l4proto tcp masquerade to :20000-20063 fully-random" in ranged
 
 
 def test_the_plan_replays_lbsims_own_draws():
