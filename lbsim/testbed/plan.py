@@ -118,12 +118,13 @@ def table_refusal(sc: Scenario, host_max: int) -> str | None:
     """The testbed cannot set ``nf_conntrack_max`` in a namespace (a write there is refused on
     6.18: the limit is the host's), so a run must not be able to fill a smaller table."""
     attempts = sc.workload.retries + 1
-    reach = sc.workload.flows * attempts
-    if sc.conntrack.max >= min(host_max, reach) or sc.path is DataPath.DIRECT:
+    reach = sc.workload.flows * attempts        # the most entries a node's table can hold
+    if (sc.conntrack.max == host_max or reach <= min(sc.conntrack.max, host_max)
+            or sc.path is DataPath.DIRECT):
         return None
     return (f"conntrack.max = {sc.conntrack.max} cannot run on the testbed: allowed "
-            f"{host_max} (this machine's nf_conntrack_max, which a namespace cannot change) or "
-            f">= flows x attempts = {reach} (a table this run cannot fill)")
+            f"{host_max} (this machine's nf_conntrack_max, which a namespace cannot change), or "
+            f"a run that fills neither table (flows x attempts = {reach} <= both)")
 
 
 @dataclass(frozen=True)

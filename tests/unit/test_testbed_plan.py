@@ -40,6 +40,9 @@ def test_a_table_the_run_could_fill_is_refused_unless_it_is_the_hosts():
     assert "conntrack.max = 10" in table_refusal(s, 262144)
     assert table_refusal(sc(**{"conntrack.max": 262144}), 262144) is None
     assert table_refusal(sc(**{"conntrack.max": 50 * 11}), 262144) is None   # flows x attempts
+    # a host table smaller than the scenario's, which the run could fill: refused
+    big = sc(**{"workload.flows": 5000})
+    assert table_refusal(big, 1000) is not None and table_refusal(big, 262144) is None
 
 
 def test_iptables_rules_are_kube_proxys_cascade_and_masquerade():
