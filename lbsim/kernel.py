@@ -60,8 +60,10 @@ def syn_gaps_ns(rto_ns: int, linear: int, retries: int) -> tuple[int, ...]:
     that finds ``retransmits_timed_out``: at least one retransmission made and the time since the
     first SYN at least tcp_model_timeout(``retries``), the time ``retries`` exponential backoffs
     would take: ``(2^(retries+1) - 1) x RTO`` up to ``ilog2(TCP_RTO_MAX / RTO)`` backoffs, then
-    TCP_RTO_MAX each. So ``retries`` sets a time budget, not a count. ``retries = 0`` (not a
-    kernel value: the sysctl's minimum is 1) means no retransmission: one gap of one RTO."""
+    TCP_RTO_MAX each. So ``retries`` sets a time budget, not a count. (6.5+ also gives up after
+    ``retries + linear`` retransmissions; with this schedule the budget always runs out first
+    or at the same timer.) ``retries = 0`` (not a kernel value: the sysctl's minimum is 1) means
+    no retransmission: one gap of one RTO."""
     rto_max = int(TCP_RTO_MAX_S * 1_000_000_000)
     rto_ns = max(1, min(rto_ns, rto_max))
     if retries == 0:
