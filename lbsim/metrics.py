@@ -21,7 +21,7 @@ from .rollout import ROLLOUT_METRICS, resets, rollout_metrics
 __all__ = ["FLOW_COLUMNS", "COUNTER_COLUMNS", "GAUGE_COLUMNS", "DROP_COLUMNS", "SNAT_COLUMNS",
            "LOAD_COLUMNS", "SUMMARY_METRICS", "flows_frame", "counters_frame", "gauges_frame",
            "drops_frame", "snat_frame", "snat_dense", "load_frame", "summarize", "chunk_frame",
-           "drops_table", "snat_table", "load_table", "whole_chunk"]
+           "drops_table", "snat_table", "load_table", "whole_chunk", "pod_load_metrics"]
 
 FLOW_COLUMNS = {
     "flow": "flow number, in arrival order",
@@ -361,6 +361,19 @@ def load_table(batches, pods: int, pod_node: np.ndarray, bins: int) -> pd.DataFr
     })
 
 
+def pod_load_metrics(load: np.ndarray) -> dict[str, float]:
+    """pod_load_max_over_mean, pod_load_cv and pod_load_jain of established flows per pod
+    (NaN where no pod served any)."""
+    load = np.asarray(load, float)
+    mean = load.mean() if load.size else 0.0
+    if mean <= 0:
+        return dict.fromkeys(("pod_load_max_over_mean", "pod_load_cv", "pod_load_jain"),
+                             float("nan"))
+    return {"pod_load_max_over_mean": float(load.max() / mean),
+            "pod_load_cv": float(load.std() / mean),
+            "pod_load_jain": float(load.sum() ** 2 / (load.size * (load ** 2).sum()))}
+
+
 def _max_over_mean(x: np.ndarray) -> float:
     mean = x.mean() if x.size else 0.0
     return float(x.max() / mean) if mean > 0 else float("nan")
@@ -386,7 +399,6 @@ def summarize(r: Records, wall_s: float) -> dict[str, float]:
     n_ok = st.established
     existed = pods_existed(r)
     load = st.load[:existed].astype(float)
-    mean = load.mean()
     c50, c99 = st.quantiles(0, (0.5, 0.99))
     r50, r99 = st.quantiles(1, (0.5, 0.99))
     c = r.counters
@@ -416,10 +428,7 @@ def summarize(r: Records, wall_s: float) -> dict[str, float]:
         **dict(zip(("pod_wait_p50_s", "pod_wait_p99_s"), st.quantiles(2, (0.5, 0.99)))),
         **dict(zip(("datapath_delay_p50_s", "datapath_delay_p99_s"),
                    st.quantiles(3, (0.5, 0.99)))),
-        "pod_load_max_over_mean": float(load.max() / mean) if mean > 0 else float("nan"),
-        "pod_load_cv": float(load.std() / mean) if mean > 0 else float("nan"),
-        "pod_load_jain": float(load.sum() ** 2 / (load.size * (load**2).sum()))
-        if mean > 0 else float("nan"),
+        **pod_load_metrics(load),
         "pod_conn_max_over_mean": _max_over_mean(st.open_time_s()[:existed]),
         "node_load_max_over_mean": _max_over_mean(st.node_load[:nodes_existed(r)]),
         "session_persistence_fraction": st.persistence(),

@@ -88,8 +88,9 @@ def _addresses(path: str, col: pd.Series) -> np.ndarray:
     uniq = pd.unique(col.astype(str))
     lookup = {}
     for i, s in enumerate(uniq):
-        try:
-            lookup[s] = int(ipaddress.IPv4Address(s.strip()))
+        try:                  # dotted, or an integer written as text (a CSV's column)
+            v = s.strip()
+            lookup[s] = int(ipaddress.IPv4Address(int(v) if v.isdigit() else v))
         except ValueError:
             row = int(np.flatnonzero(col.astype(str).to_numpy() == s)[0])
             raise _bad(path, f"client_ip row {row} = {s!r} is not an IPv4 address") from None

@@ -332,7 +332,7 @@ class FlowSource:
         """Each flow's service and hold times, and its lifetime for least connections."""
         service = _durations(self.sc.pod.service_s, self.st, "service", fid)
         if self.trace is not None and self.trace.hold is not None:
-            hold = self.trace.hold[fid[0]:fid[-1] + 1].copy() if fid.size else fid.copy()
+            hold = self.trace.hold[fid]
         else:
             hold = _durations(self.sc.workload.hold_s, self.st, "hold", fid)
         return service, hold, self._life(service, hold)

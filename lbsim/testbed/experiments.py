@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..config import Scenario
-from ..tuples import client_ip, ip_str
+from ..tuples import client_ip
 from ..workload import draw_workload
 
 __all__ = ["Experiment", "EXPERIMENTS", "write_trace"]
@@ -59,7 +59,7 @@ def write_trace(sc: Scenario, path: Path) -> None:
     """The flows lbsim draws for ``sc`` as a trace file: time_s, client_ip, client_port,
     protocol, duration_s (the hold)."""
     w = draw_workload(sc)
-    pd.DataFrame({"time_s": w.t0 / 1e9, "client_ip": [ip_str(a) for a in client_ip(w.client)],
+    pd.DataFrame({"time_s": w.t0 / 1e9, "client_ip": client_ip(w.client),
                   "client_port": w.sport, "protocol": sc.workload.protocol.value,
                   "duration_s": w.hold / 1e9}).to_csv(path, index=False)
 

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import DataPath, Scenario
-from ..metrics import _max_over_mean
+from ..metrics import _max_over_mean, pod_load_metrics
 from ..tuples import client_ip, pod_ip
 from . import traffic
 from .counters import KERNEL_COUNTERS, conntrack_stats, tcp_ext
@@ -178,8 +178,7 @@ def _summary(pl: Plan, flows: pd.DataFrame, stats: list[dict[str, int]], retrans
     n, n_ok = len(flows), int(ok.sum())
     good = flows[ok]
     seen = good[good["pod"] >= 0]
-    load = np.bincount(seen["pod"], minlength=pl.pods).astype(float)[:pl.pods]
-    mean = load.mean()
+    load = np.bincount(seen["pod"], minlength=pl.pods)[:pl.pods]
     nodeport = sc.path is DataPath.NODEPORT
     node_of = seen["node"] if nodeport else pl.workload.pod_node[seen["pod"]]
     node_load = np.bincount(node_of, minlength=pl.nodes).astype(float)
@@ -196,10 +195,7 @@ def _summary(pl: Plan, flows: pd.DataFrame, stats: list[dict[str, int]], retrans
         "connect_latency_p99_s": float(conn.quantile(q[1])) if len(conn) else float("nan"),
         "response_time_p50_s": float(resp.quantile(q[0])) if len(resp) else float("nan"),
         "response_time_p99_s": float(resp.quantile(q[1])) if len(resp) else float("nan"),
-        "pod_load_max_over_mean": float(load.max() / mean) if mean > 0 else float("nan"),
-        "pod_load_cv": float(load.std() / mean) if mean > 0 else float("nan"),
-        "pod_load_jain": float(load.sum() ** 2 / (load.size * (load ** 2).sum()))
-        if mean > 0 else float("nan"),
+        **pod_load_metrics(load),
         "node_load_max_over_mean": _max_over_mean(node_load),
         "source_ip_preserved_fraction": float(good["source_ip_preserved"].mean())
         if n_ok else float("nan"),

@@ -195,8 +195,8 @@ class Namespaces:
         # conntrack's per-namespace sysctls exist once the namespace has a conntrack user (the
         # rules above): the scenario's timeouts in every node
         ct = sc.conntrack
-        for n in self.node:
-            if p.rules[0]:
+        for n, rules in zip(self.node, p.rules):
+            if rules:
                 self.sysctl(n, {
                     "net.netfilter.nf_conntrack_tcp_timeout_time_wait": int(ct.time_wait_s),
                     "net.netfilter.nf_conntrack_udp_timeout": int(ct.udp_s),

@@ -1,5 +1,6 @@
 """arrival = "trace": recorded flows replayed as they are (lbsim.trace)."""
 
+import ipaddress
 import numpy as np
 import pandas as pd
 import pytest
@@ -59,6 +60,14 @@ def test_csv_and_parquet_give_the_same_run_and_a_streamed_run_the_same_summary(t
     s = lbsim.run(sc(csv, records="summary"), stream_window=64).summary
     for k in ("established", "conntrack_found", "pod_load_cv", "connect_latency_p99_s"):
         assert s[k] == pytest.approx(a.summary[k], rel=0.02), k
+
+
+def test_integer_addresses_in_a_csv_are_the_dotted_ones(tmp_path):
+    df, dotted = _trace(tmp_path)
+    as_int = tmp_path / "i.csv"
+    df.assign(client_ip=[int(ipaddress.IPv4Address(a)) for a in df["client_ip"]]).to_csv(
+        as_int, index=False)
+    assert lbsim.run(sc(as_int)).flows.equals(lbsim.run(sc(dotted)).flows)
 
 
 def test_without_durations_the_holds_come_from_hold_s(tmp_path):
