@@ -184,7 +184,7 @@ def _durations(sc: Scenario) -> dict[str, float]:
             "cluster.packet_time_s": 50 * float(sc.cluster.packet_time_s.mean),
             schedule: gaps,
             "workload.query_gap_s": w.query_gap_s * w.queries_per_socket,
-            "conntrack.time_wait_s": ct.time_wait_s, "conntrack.udp_stream_s": ct.udp_stream_s,
+            "conntrack.time_wait_s": ct.time_wait_s, "conntrack.udp_stream_s": sc.udp_stream_s,
             "conntrack.udp_s": ct.udp_s, "lb.persistence_s": sc.lb.persistence_s,
             "kube_proxy.session_affinity_timeout_s": kp.session_affinity_timeout_s,
             "network.client_to_lb_s + lb_to_backend_s + node_to_pod_s": net.client_to_lb_s + net.lb_to_backend_s + net.node_to_pod_s,

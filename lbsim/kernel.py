@@ -17,7 +17,7 @@ __all__ = [
     "MAX_ATTEMPTS", "HARDER_THRESH", "ROUNDS", "MIN_ROUND", "PORTS_BELOW_512", "PORTS_BELOW_1024",
     "PORTS_ABOVE",
     "EVICTION_RANGE", "GC_INTERVAL_MIN", "GC_INTERVAL_MAX", "GC_INTERVAL_CLAMP",
-    "GC_INTERVAL_INIT", "GC_INITIAL_COUNT", "UDP_STREAM_AFTER", "NAT_CLASH_TIMEOUT",
+    "GC_INTERVAL_INIT", "GC_INITIAL_COUNT", "GC_SCAN_INTERVAL_S", "GC_MAX_SCAN_S", "UDP_STREAM_AFTER", "NAT_CLASH_TIMEOUT",
     "COUNTERS", "C_FOUND", "C_INSERT", "C_INSERT_FAILED", "C_DROP", "C_EARLY_DROP",
     "C_CLASH_RESOLVE", "C_ENTRIES_INSERTED", "C_GC_EARLY_DROP", "REFUSED", "POD_GONE", "NO_TARGET",
     "NO_ENDPOINTS", "F_UNREPLIED", "TCP_SYN_SENT_TIMEOUT", "TCP_CLOSE_TIMEOUT",
@@ -142,12 +142,18 @@ GC_INTERVAL_MAX = 60_000_000_000
 GC_INTERVAL_CLAMP = 300_000_000_000
 GC_INTERVAL_INIT = GC_INTERVAL_MAX
 GC_INITIAL_COUNT = 100
+#: before the autotuning: GC_SCAN_INTERVAL (5.15-5.17, "collect all entries in one cycle"), a
+#: whole-table pass every 120 s; and GC_MAX_SCAN_JIFFIES (before 5.15), 1/128 of the buckets a
+#: run with the whole table scanned within 16 s (lbsim.kernel_versions), s
+GC_SCAN_INTERVAL_S = 120
+GC_MAX_SCAN_S = 16
 #: a UDP flow with packets more than this after its first becomes a stream (nf_conntrack_proto_udp)
 UDP_STREAM_AFTER = 2 * NS
 
 # -- per-node counters, in the order both engines store them (``conntrack -S`` and the model's) --
 COUNTERS = ("found", "insert", "insert_failed", "drop", "early_drop", "clash_resolve",
             "entries_inserted", "gc_early_drop")
-#: each counter's row
+#: each counter's row. ``insert`` stays 0: since 4.9 ("remove packet hotpath stats") only
+#: entries made through ctnetlink (``conntrack -I``) count it, never a packet's confirm
 (C_FOUND, C_INSERT, C_INSERT_FAILED, C_DROP, C_EARLY_DROP, C_CLASH_RESOLVE, C_ENTRIES_INSERTED,
  C_GC_EARLY_DROP) = range(len(COUNTERS))

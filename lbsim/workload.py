@@ -20,7 +20,7 @@ import numpy as np
 from .budget import STREAM_FLOWS, check_clock
 from .jit import jit
 from .config.dynamics import nodes_ever, pods_ever
-from .config import (Arrival, DataPath, LBAlgorithm, NatKernel, Protocol, ProxyMode, Scenario, Source,
+from .config import (Arrival, DataPath, LBAlgorithm, Protocol, ProxyMode, Scenario, Source,
                      TrafficPolicy)
 from .kernel import NEVER, NS
 from .kube_proxy import PER_ATTEMPT, KubeProxy
@@ -64,9 +64,13 @@ class Params:
     ct_max: int
     #: nf_conntrack_max95: the GC's early-drop threshold
     limit95: int
-    #: GC passes every ``gc_fixed`` ns, or 0: autotuned (the first pass 1 s after start, as
-    #: nf_conntrack_init_start queues it HZ after loading)
+    #: GC passes every ``gc_fixed`` ns (conntrack.gc_interval_s, or the release's scheme before
+    #: 5.18), or 0: autotuned (the first pass 1 s after start, as nf_conntrack_init_start queues
+    #: it HZ after loading)
     gc_fixed: int
+    #: the first GC pass: ``gc_fixed`` when conntrack.gc_interval_s sets it, else 1 s (the
+    #: kernel's own scheme, whatever the release)
+    gc_first: int
     buckets: int
     retries: int
     #: the shortest retry gap: a retransmission never comes sooner after its drop
@@ -76,9 +80,19 @@ class Params:
     has_range: bool
     port_lo: int
     port_hi: int
+    # the kernel release's behaviour (lbsim.kernel_versions.KernelBehaviour)
     evict_closing: bool
-    legacy: bool
+    rover_search: bool
     legacy_random: bool
+    clash_identical: bool
+    nat_clash: bool
+    nat_clash_deleted_on_reply: bool
+    #: the counters an adopted UDP clash and a NAT_CLASH insertion increment, -1: none
+    merged_counter: int
+    nat_clash_counter: int
+    #: a UDP entry takes the stream timeout only for packets this long after it began, ns
+    udp_stream_after: int
+    udp_assured_before_stream: bool
     # kube-proxy: a choice per attempt (iptables, nftables) or per flow (drawn up front)
     per_attempt: bool
     nftables: bool
@@ -109,19 +123,26 @@ class Params:
         lo, hi = nat.port_range if nat.port_range is not None else (0, 0)
         kind, a, b = duration_params(c.packet_time_s)
         kp = KubeProxy.per_attempt_mode(sc)
+        kb = nat.behaviour
+        gc = kb.gc_period_ns if ct.gc_interval_s == "auto" else max(1, ns(ct.gc_interval_s))
         return cls(
             flows=w.flows, nodes=nodes_ever(c.nodes, sc.events),
             pods=pods_ever(c.pods, sc.events, sc.deployment.max_surge), cpus=c.cpus_per_node,
             nodeport=sc.path is DataPath.NODEPORT, tcp=tcp, snat=not local and not pod_clients,
             local=local, pod_clients=pod_clients, full_records=sc.records == "full",
             d_in=ns(net.client_to_lb_s + net.lb_to_backend_s), d_hop=ns(net.node_to_pod_s),
-            time_wait=ns(ct.time_wait_s), udp=ns(ct.udp_s), udp_stream=ns(ct.udp_stream_s),
+            time_wait=ns(ct.time_wait_s), udp=ns(ct.udp_s), udp_stream=ns(sc.udp_stream_s),
             ct_max=ct.max, limit95=ct.max // 100 * 95,
-            gc_fixed=0 if ct.gc_interval_s == "auto" else max(1, ns(ct.gc_interval_s)),
+            gc_fixed=gc, gc_first=NS if ct.gc_interval_s == "auto" else gc,
             buckets=ct.buckets, retries=len(gaps) - 1, gap_min=min(gaps),
             random_all=nat.random_fully or nat.random, has_range=nat.port_range is not None,
-            port_lo=lo, port_hi=hi, evict_closing=nat.kernel is NatKernel.MODERN,
-            legacy=nat.kernel is NatKernel.V4, legacy_random=nat.random and not nat.random_fully,
+            port_lo=lo, port_hi=hi, evict_closing=kb.evict_closing,
+            rover_search=kb.rover_search, legacy_random=nat.random and not nat.random_fully,
+            clash_identical=kb.clash_identical, nat_clash=kb.nat_clash,
+            nat_clash_deleted_on_reply=kb.nat_clash_deleted_on_reply,
+            merged_counter=kb.merged_counter, nat_clash_counter=kb.nat_clash_counter,
+            udp_stream_after=kb.udp_stream_after_ns,
+            udp_assured_before_stream=kb.udp_assured_before_stream,
             per_attempt=kp, nftables=sc.kube_proxy.mode is ProxyMode.NFTABLES,
             dynamic=bool(sc.events), lb2b=ns(net.lb_to_backend_s),
             rr_algo=sc.lb.algorithm is LBAlgorithm.RR, packet_kind=kind, packet_a=a, packet_b=b, gaps=tuple(gaps))

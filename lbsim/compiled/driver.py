@@ -84,7 +84,7 @@ class CompiledEngine:
                  else 0)
         if pairs:
             S[S_PAIR_BASE], S[S_PAIR_PODS] = p.nodes * (RING + 3), p.pods
-        gc_next = np.full(p.nodes, p.gc_fixed or NS, np.int64)
+        gc_next = np.full(p.nodes, p.gc_first, np.int64)
         S[S_NEXT_TICK] = min(int(gc_next.min()), NS)
         E = entry_rows(_CAP)
         full = _CAP if p.full_records else 1

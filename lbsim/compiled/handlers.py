@@ -13,12 +13,12 @@ import math
 
 import numpy as np
 
-from ..kernel import (C_CLASH_RESOLVE, C_DROP, C_EARLY_DROP, C_ENTRIES_INSERTED, C_FOUND,
-                      C_GC_EARLY_DROP, C_INSERT, C_INSERT_FAILED, F_NAT_CLASH, F_SNAT,
+from ..kernel import (C_DROP, C_EARLY_DROP, C_ENTRIES_INSERTED, C_FOUND,
+                      C_GC_EARLY_DROP, C_INSERT_FAILED, F_NAT_CLASH, F_SNAT,
                       F_TCP, F_UNREPLIED, FAILED, INSERT_RACE, NAT, NAT_CLASH_TIMEOUT, NEVER,
                       NO_ENDPOINTS, NO_LOCAL_ENDPOINT, NO_TARGET, NS, OK, POD_GONE,
                       PORT_EXHAUSTION, REFUSED, TABLE_FULL, TCP_CLOSE_TIMEOUT,
-                      TCP_SYN_SENT_TIMEOUT, TUPLE_IN_USE, UDP_STREAM_AFTER)
+                      TCP_SYN_SENT_TIMEOUT, TUPLE_IN_USE)
 from ..rng import bits_nb as bits, mix64_nb as mix64, uniform_nb as uniform
 from ..sampling import PT_FIXED, duration_ns
 from ..tuples import CLIENT_BASE, NODE_IP_BASE
@@ -281,12 +281,14 @@ def on_confirm(P, I, O, X, f, k, ps):
         if e_orig < 0 and e_reply < 0:
             adopt = -1
         elif not P.tcp and e_orig >= 0:  # nf_ct_resolve_clash: UDP allows clashes
-            if E[e_orig][REPLY] == reply:
-                O.C[C_INSERT_FAILED if P.legacy else C_CLASH_RESOLVE, node] += 1
+            if P.clash_identical and E[e_orig][REPLY] == reply:
                 adopt = e_orig
-            elif e_reply < 0 and not P.legacy:
-                O.C[C_CLASH_RESOLVE, node] += 1
+                if P.merged_counter >= 0:
+                    O.C[P.merged_counter, node] += 1
+            elif P.nat_clash and e_reply < 0:
                 adopt, clash = -1, True
+                if P.nat_clash_counter >= 0:
+                    O.C[P.nat_clash_counter, node] += 1
     if adopt == -2:
         O.C[C_INSERT_FAILED, node] += 1
         O.C[C_DROP, node] += 1
@@ -321,8 +323,11 @@ def _serve_nodeport(P, I, O, X, f, k, ps, t, adopt, clash):
     else:
         t_rep = finish + hop
         t_close = t_rep + I.hold[f & P.flow_mask]
-        stream = I.hold[f & P.flow_mask] > 0 and t_close - t > UDP_STREAM_AFTER
-        t_assured = max(t_rep, t + UDP_STREAM_AFTER) if stream else NEVER
+        stream = I.hold[f & P.flow_mask] > 0 and t_close - t > P.udp_stream_after
+        if I.hold[f & P.flow_mask] > 0 and P.udp_assured_before_stream:
+            t_assured = t_rep
+        else:
+            t_assured = max(t_rep, t + P.udp_stream_after) if stream else NEVER
         t_expire = t_close + (P.udp_stream if stream else P.udp)
         conn = -1
     _record_ok(P, O, f, k, pod, port if P.snat else -1, conn, resp - I.t0[f & P.flow_mask],
@@ -331,7 +336,8 @@ def _serve_nodeport(P, I, O, X, f, k, ps, t, adopt, clash):
     X.S[S_RESOLVED] += 1
     if P.dynamic:        # the client's FIN (or last datagram) reaches the pod a hop later
         X.closes[pod] = max(X.closes[pod], t_close + hop)
-    _track(P, I, O, X, ps, t, adopt, clash, t_assured, t_close, t_expire, 0)
+    _track(P, I, O, X, ps, t, adopt, clash, t_assured, t_close, t_expire, 0,
+           NEVER if P.tcp else finish + hop)
     return -1
 
 
@@ -352,7 +358,7 @@ def _lost_at_pod(P, I, O, X, f, k, ps, t, adopt, clash, ta, hop):
     else:
         t_close = ta + hop
         t_expire = t_close + TCP_CLOSE_TIMEOUT
-    _track(P, I, O, X, ps, t, adopt, clash, NEVER, t_close, t_expire, flags)
+    _track(P, I, O, X, ps, t, adopt, clash, NEVER, t_close, t_expire, flags, NEVER)
     if gone:
         return _fail(P, I, O, X, f, k, PD[ps, PA_ARRIVE], ta, POD_GONE, node)
     return refuse(X.S, P.full_records, X.D, O.cause_count, O.outcome, O.cause, O.attempts, f, k,
@@ -360,9 +366,9 @@ def _lost_at_pod(P, I, O, X, f, k, ps, t, adopt, clash, ta, hop):
 
 
 @inline
-def _track(P, I, O, X, ps, t, adopt, clash, t_assured, t_close, t_expire, flags):
+def _track(P, I, O, X, ps, t, adopt, clash, t_assured, t_close, t_expire, flags, t_reply):
     """``ReferenceEngine._track``: the confirmed attempt's entry inserted, or the followed one's
-    timeout raised."""
+    timeout raised; ``t_reply``: when the answer passes the node (NEVER: none)."""
     PD = X.PD
     node, pod = PD[ps, PA_NODE], PD[ps, PA_POD]
     if adopt >= 0:
@@ -375,9 +381,9 @@ def _track(P, I, O, X, ps, t, adopt, clash, t_assured, t_close, t_expire, flags)
     if clash:                    # IPS_NAT_CLASH | IPS_FIXED_TIMEOUT: reply-only, 1 s
         flags |= F_NAT_CLASH
         t_expire, t_assured = t + NAT_CLASH_TIMEOUT, NEVER
+        if P.nat_clash_deleted_on_reply:   # 5.6-5.8: its first reply kills it
+            t_expire = min(t_expire, t_reply)
         orig = -1
-    if P.legacy:                 # 4.x kernels counted confirmed inserts; current ones do not
-        O.C[C_INSERT, node] += 1
     O.C[C_ENTRIES_INSERTED, node] += 1
     insert(X.E, X.HD, X.S, X.free, X.IX, X.count, I.K[K_CT_SALT], P.buckets, orig,
            PD[ps, PA_REPLY], node, pod, t_assured, t_close, t_expire, flags,

@@ -44,7 +44,7 @@ def _prefetch_ahead(P, I, X, g):
     i = g & P.flow_mask
     gnode, gsp = I.backend[i], I.sport[i]
     prefetch_slot(X.IX, orig_key(gnode, I.client[i], gsp), False)
-    if P.snat and P.random_all and not P.legacy:
+    if P.snat and P.random_all and not P.rover_search:
         gpod = endpoint(P, X.ep_group, X.ep_ptr, X.ep_list, X.cdf, I.flow_pod, gnode,
                         uniform(I.K[K_ENDPOINT], g, 0, 0), g)
         if gpod >= 0:

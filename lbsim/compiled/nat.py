@@ -52,7 +52,7 @@ def select_port(E, HD, S, free, IX, count, K, P, rover, t, node, pod, sport, flo
             if live_eid(E, HD, S, free, IX, count, base | sport, t) < 0:
                 return sport, False, found
             found += 1
-    if P.legacy:
+    if P.rover_search:
         return _legacy_search(E, HD, S, free, IX, count, K, P, rover, t, node, base, mn, size,
                               flow, attempt, found)
     evict = P.evict_closing and P.tcp

@@ -73,6 +73,13 @@ class Scenario(_Section):
             _fail("pod.workers", list(w), f"one count or a list of cluster.pods = "
                   f"{self.cluster.pods} counts")
 
+    @property
+    def udp_stream_s(self) -> float:
+        """``nf_conntrack_udp_timeout_stream``: conntrack.udp_stream_s, or the default of the
+        kernel nat.kernel names (lbsim.kernel_versions), s."""
+        v = self.conntrack.udp_stream_s
+        return float(v) if v is not None else self.nat.behaviour.udp_stream_default_s
+
     # -- conversions -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()

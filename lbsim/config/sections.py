@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from ..durations import Duration, Fixed, parse_duration
 from ..kernel import TCP_RTO_MAX_S, syn_gaps_ns
+from ..kernel_versions import KernelBehaviour, behaviour, release_error
 from .fields import (MAX_CLIENTS, MAX_NODES, MAX_PODS, _check_enum, _check_float, _check_int,
                      _check_port_range, _Choice, _fail, _is_int, _is_prime, _Section)
 
@@ -118,13 +119,14 @@ class TrafficPolicy(_Choice):
 
 
 class NatKernel(_Choice):
-    """Which kernel's SNAT port selection to model (kernel-facts section 1).
+    """The named kernel profiles; ``nat.kernel`` also takes a release ("5.4"), and each profile
+    is one (lbsim.kernel_versions: which behaviour came in which release, and the commit).
 
-    ``modern`` (6.5 and later): random offset, runs of 128/64/32/16/8 probes, and a new TCP SYN
+    ``modern`` (6.18; any 6.5+): random offset, runs of 128/64/32/16/8 probes, and a new TCP SYN
     may evict a colliding TIME_WAIT/CLOSE entry during the last 32 probes of a round.
-    ``5.x``: the same search without the eviction.
-    ``4.x``: plain MASQUERADE starts from a per-node rover (the last port chosen, shared by all
-    CPUs), ``--random`` from a keyed hash of (NAT IP, destination IP, port), ``--random-fully``
+    ``5.x`` (5.18): the same search without the eviction.
+    ``4.x`` (4.19): plain MASQUERADE starts from a per-node rover (the last port chosen, shared by
+    all CPUs), ``--random`` from a keyed hash of (NAT IP, destination IP, port), ``--random-fully``
     from a random number; the search may walk the whole range; UDP clashes are resolved only for
     identical tuples (no NAT_CLASH entries) and ``insert_failed`` counts resolved clashes too.
     """
@@ -374,7 +376,9 @@ class NatConfig(_Section):
 
     _prefix: typing.ClassVar[str] = "nat"
 
-    kernel: NatKernel = NatKernel.MODERN
+    #: a profile (NatKernel: "modern", "5.x", "4.x") or a mainline release "MAJOR.MINOR" from
+    #: 4.9 to 6.18 (lbsim.kernel_versions.behaviour says what it does)
+    kernel: NatKernel | str = NatKernel.MODERN
     #: ``--random-fully``: skip keeping the original port, random offset (kube-proxy default when
     #: iptables >= 1.6.2)
     random_fully: bool = False
@@ -384,7 +388,13 @@ class NatConfig(_Section):
     port_range: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
-        _check_enum(self._name("kernel"), self.kernel, NatKernel)
+        k = self.kernel
+        if isinstance(k, str) and not isinstance(k, NatKernel) and k in NatKernel._value2member_map_:
+            object.__setattr__(self, "kernel", NatKernel(k))
+        elif not isinstance(k, NatKernel):
+            why = release_error(k)
+            if why is not None:
+                _fail(self._name("kernel"), k, why)
         for f in ("random_fully", "random"):
             if not isinstance(getattr(self, f), bool):
                 _fail(self._name(f), getattr(self, f), "true or false")
@@ -392,6 +402,11 @@ class NatConfig(_Section):
             object.__setattr__(self, "port_range", tuple(self.port_range))
         if self.port_range is not None:
             _check_port_range(self._name("port_range"), self.port_range)
+
+    @property
+    def behaviour(self) -> KernelBehaviour:
+        """What the kernel release does (lbsim.kernel_versions.behaviour)."""
+        return behaviour(str(self.kernel))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -409,8 +424,9 @@ class ConntrackConfig(_Section):
     #: ``nf_conntrack_udp_timeout``: UDP entry after its last packet, seconds
     udp_s: float = 30.0
     #: ``nf_conntrack_udp_timeout_stream``: UDP entry with packets after its reply more than 2 s
-    #: after it began (an ASSURED "stream"; needs ``workload.hold_s`` > 0)
-    udp_stream_s: float = 120.0
+    #: after it began (an ASSURED "stream"; needs ``workload.hold_s`` > 0); unset: the
+    #: kernel's default (``Scenario.udp_stream_s``: 120 s, 180 s before 5.18)
+    udp_stream_s: float | None = None
     #: when the garbage collector runs: "auto" (the kernel's autotuning, 5.18+: the next pass
     #: after the mean remaining timeout of the entries it saw, 1 to 60 s) or a fixed period, s
     gc_interval_s: float | str = "auto"
@@ -421,7 +437,8 @@ class ConntrackConfig(_Section):
         _check_int(n("buckets"), self.buckets, 1, 1 << 31)
         _check_float(n("time_wait_s"), self.time_wait_s)
         _check_float(n("udp_s"), self.udp_s)
-        _check_float(n("udp_stream_s"), self.udp_stream_s)
+        if self.udp_stream_s is not None:
+            _check_float(n("udp_stream_s"), self.udp_stream_s)
         if self.gc_interval_s != "auto":
             # the kernel's GC worker is delayed work: it runs at most once a jiffy (1 ms at
             # HZ = 1000); a shorter period is no kernel's, and would make a run tick forever

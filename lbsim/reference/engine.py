@@ -28,12 +28,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import tuples
-from ..kernel import (ARRIVE, C_CLASH_RESOLVE, C_DROP, C_EARLY_DROP, C_ENTRIES_INSERTED,
-                      C_FOUND, C_GC_EARLY_DROP, C_INSERT, C_INSERT_FAILED, CONFIRM, F_NAT_CLASH,
+from ..kernel import (ARRIVE, C_DROP, C_EARLY_DROP, C_ENTRIES_INSERTED,
+                      C_FOUND, C_GC_EARLY_DROP, C_INSERT_FAILED, CONFIRM, F_NAT_CLASH,
                       F_SNAT, F_TCP, F_UNREPLIED, FAILED, INSERT_RACE, NAT, NAT_CLASH_TIMEOUT,
                       NEVER, NO_ENDPOINTS, NO_LOCAL_ENDPOINT, NO_TARGET, NS, OK, POD_GONE,
                       PORT_EXHAUSTION, REFUSED, ROUNDS, SAMPLE_INTERVAL, TABLE_FULL,
-                      TCP_CLOSE_TIMEOUT, TCP_SYN_SENT_TIMEOUT, TUPLE_IN_USE, UDP_STREAM_AFTER)
+                      TCP_CLOSE_TIMEOUT, TCP_SYN_SENT_TIMEOUT, TUPLE_IN_USE)
 from ..kube_proxy import endpoint_scalar
 from ..budget import SNAT_PAIRS_MAX
 from ..records import Records, RecordsBuilder
@@ -78,13 +78,13 @@ class ReferenceEngine:
         self.rec = RecordsBuilder(w)
         self.rule = NatRule(random_all=p.random_all,
                             port_range=(p.port_lo, p.port_hi) if p.has_range else None,
-                            evict_closing=p.evict_closing, tcp=p.tcp, legacy=p.legacy,
+                            evict_closing=p.evict_closing, tcp=p.tcp, rover_search=p.rover_search,
                             legacy_random=p.legacy_random)
         self.table = ConntrackTable(p.nodes, buckets=p.buckets, salt=int(w.keys["ct_hash"]))
         self.unconfirmed = np.zeros(p.nodes, dtype=np.int64)
         self.rover = [[0] for _ in range(p.nodes)]  # 4.x: per node (per protocol) rover
         self.cpu_free = np.zeros(p.nodes * p.cpus, dtype=np.int64)
-        self.gc_next = np.full(p.nodes, p.gc_fixed or NS, dtype=np.int64)
+        self.gc_next = np.full(p.nodes, p.gc_first, dtype=np.int64)
         self.gc_flag = np.zeros(p.nodes, dtype=bool)    # gc_work->early_drop, per node
         # longest wait of a new packet in a CPU queue (a SYN waiting there is not retransmitted)
         self.max_cpu_wait = 0
@@ -334,13 +334,17 @@ class ReferenceEngine:
         e_reply = self._live_eid(pd.reply, t)
         if e_orig < 0 and e_reply < 0:
             return self._serve_nodeport(pd)
-        if not self.p.tcp and e_orig >= 0:
-            # nf_ct_resolve_clash: UDP allows clashes (kernel-facts 2.3, 2.4).
-            if self.table.reply[e_orig] == pd.reply:            # identical tuples: adopt it
-                C[C_INSERT_FAILED if self.p.legacy else C_CLASH_RESOLVE, node] += 1
+        p = self.p
+        if not p.tcp and e_orig >= 0:
+            # nf_ct_resolve_clash: UDP allows clashes (kernel-facts 2.3, 2.4; which release
+            # resolves which clash and what it counts: lbsim.kernel_versions).
+            if p.clash_identical and self.table.reply[e_orig] == pd.reply:  # identical: adopt
+                if p.merged_counter >= 0:
+                    C[p.merged_counter, node] += 1
                 return self._serve_nodeport(pd, adopt=e_orig)
-            if e_reply < 0 and not self.p.legacy:                # NAT_CLASH, reply-only, 1 s
-                C[C_CLASH_RESOLVE, node] += 1
+            if p.nat_clash and e_reply < 0:                      # NAT_CLASH, reply-only, 1 s
+                if p.nat_clash_counter >= 0:
+                    C[p.nat_clash_counter, node] += 1
                 return self._serve_nodeport(pd, nat_clash=True)
         C[C_INSERT_FAILED, node] += 1
         C[C_DROP, node] += 1
@@ -364,8 +368,8 @@ class ReferenceEngine:
         with the client's ACK; ASSURED when that ACK passes the node; TIME_WAIT from the
         client's FIN (sent ``hold_s`` after the response) for ``time_wait_s``. UDP (kernel-facts
         3.6): an entry expires ``udp_s`` after its last packet; packets after the reply that
-        come more than 2 s after the start (``hold_s`` > 0) make it an ASSURED stream entry
-        with ``udp_stream_s``.
+        come more than 2 s after the start (``hold_s`` > 0; any packet after the reply before
+        5.18, lbsim.kernel_versions) make it an ASSURED stream entry with ``udp_stream_s``.
         """
         p, w = self.p, self.w
         t0, hold = int(w.t0[flow]), int(w.hold[flow])
@@ -376,8 +380,11 @@ class ReferenceEngine:
             return synack + p.d_in, t_close, t_close + p.time_wait, synack - t0, resp - t0
         t_rep = finish + hop
         t_last = t_rep + hold
-        stream = hold > 0 and t_last - t_conf > UDP_STREAM_AFTER
-        t_assured = max(t_rep, t_conf + UDP_STREAM_AFTER) if stream else NEVER
+        stream = hold > 0 and t_last - t_conf > p.udp_stream_after
+        if hold > 0 and p.udp_assured_before_stream:   # before 5.15: at the next packet
+            t_assured = t_rep
+        else:
+            t_assured = max(t_rep, t_conf + p.udp_stream_after) if stream else NEVER
         return t_assured, t_last, t_last + (p.udp_stream if stream else p.udp), -1, resp - t0
 
     def request_arrival(self, t_conf: int, hop: int) -> int:
@@ -396,13 +403,14 @@ class ReferenceEngine:
         q = self.request_arrival(t, hop)
         finish = self.serve(pd.pod, q, int(w.service[f]))
         t_assured, t_close, t_expire, connect, response = self.timeline(f, t, hop, finish)
+        t_reply = NEVER if p.tcp else finish + hop   # the answer passes the node
         src = (tuples.NODE_IP_BASE + pd.node if p.snat
                else tuples.CLIENT_BASE + int(w.client[f]))
         self.succeed(f, pd.attempt, pd.pod, pd.port if p.snat else -1, connect, response, src,
                      finish - int(w.service[f]) - q)
         if self.dynamic:     # the client's FIN (or last datagram) reaches the pod a hop later
             self.last_closes[pd.pod] = max(self.last_closes[pd.pod], t_close + hop)
-        self._track(pd, adopt, nat_clash, t_assured, t_close, t_expire, 0)
+        self._track(pd, adopt, nat_clash, t_assured, t_close, t_expire, 0, t_reply)
         return None
 
     def _accepts(self, pod: int, t: int) -> bool:
@@ -424,13 +432,13 @@ class ReferenceEngine:
         else:
             t_close = ta + hop                     # the RST passes the node
             t_expire = t_close + TCP_CLOSE_TIMEOUT
-        self._track(pd, adopt, nat_clash, NEVER, t_close, t_expire, flags)
+        self._track(pd, adopt, nat_clash, NEVER, t_close, t_expire, flags, NEVER)
         if gone:
             return self.fail(pd.flow, pd.attempt, pd.arrive, ta, POD_GONE, pd.node)
         return self.refuse(pd.flow, pd.attempt, ta, REFUSED, pd.node)
 
     def _track(self, pd: Pending, adopt: int, nat_clash: bool, t_assured: int, t_close: int,
-               t_expire: int, flags: int) -> None:
+               t_expire: int, flags: int, t_reply: int) -> None:
         """The confirmed attempt's entry: inserted, or the followed one's timeout raised."""
         p, t = self.p, pd.t_conf
         tb = self.table
@@ -443,9 +451,9 @@ class ReferenceEngine:
         if nat_clash:   # IPS_NAT_CLASH | IPS_FIXED_TIMEOUT: reply-only, 1 s, never ASSURED
             flags |= F_NAT_CLASH
             t_expire, t_assured = t + NAT_CLASH_TIMEOUT, NEVER
+            if p.nat_clash_deleted_on_reply:     # 5.6-5.8: its first reply kills it
+                t_expire = min(t_expire, t_reply)
         C = self.rec.counters
-        if p.legacy:   # 4.x kernels counted confirmed inserts; current ones do not
-            C[C_INSERT, pd.node] += 1
         C[C_ENTRIES_INSERTED, pd.node] += 1
         self.table.add1(pd.orig if not nat_clash else -1, pd.reply, pd.node, pd.pod, pd.flow, t,
                         t_assured, t_close, t_expire, flags, (pd.isn + 2) & 0xFFFFFFFF)

@@ -30,9 +30,9 @@ class NatRule:
     evict_closing: bool = True
     #: the new flow is TCP (its conntrack is in SYN_SENT)
     tcp: bool = True
-    #: 4.x search (nf_nat_proto_common.c): rover / keyed-hash / random start, whole range
-    legacy: bool = False
-    #: with ``legacy``: ``--random`` (keyed hash start) rather than ``--random-fully``
+    #: before 5.0 (nf_nat_proto_common.c): rover / keyed-hash / random start, whole range
+    rover_search: bool = False
+    #: with ``rover_search``: ``--random`` (keyed hash start) rather than ``--random-fully``
     legacy_random: bool = False
 
 
@@ -67,7 +67,7 @@ def select_port(table, t: int, node: int, pod: int, sport: int, offsets, isn: in
     """Choose the NAT source port for one new flow (scalar reference).
 
     ``offsets`` are the kernel's ``get_random_u16()`` draws, one per search round; ``isn`` is the new
-    SYN's initial sequence number (u32). With ``rule.legacy`` (4.x), ``rover`` is the node's
+    SYN's initial sequence number (u32). With ``rule.rover_search`` (before 5.0), ``rover`` is the node's
     ``[rover]`` (updated in place) and ``secure_off`` the ``--random`` keyed-hash start.
     """
     found = 0
@@ -112,7 +112,7 @@ def select_port(table, t: int, node: int, pod: int, sport: int, offsets, isn: in
                 return PortChoice(sport, False, found, -1)
         elif entry_at(sport) < 0:
             return PortChoice(sport, False, found, -1)
-    if rule.legacy:
+    if rule.rover_search:
         return _legacy_search(entry_at, table, t, node, pod, mn, size, offsets, rule, rover,
                               secure_off, lambda: found)
     # nf_nat_l4proto_unique_tuple(): runs of consecutive ports from random u16 offsets.

@@ -200,7 +200,7 @@ class Namespaces:
                 self.sysctl(n, {
                     "net.netfilter.nf_conntrack_tcp_timeout_time_wait": int(ct.time_wait_s),
                     "net.netfilter.nf_conntrack_udp_timeout": int(ct.udp_s),
-                    "net.netfilter.nf_conntrack_udp_timeout_stream": int(ct.udp_stream_s)})
+                    "net.netfilter.nf_conntrack_udp_timeout_stream": int(sc.udp_stream_s)})
 
     def batch(self, ns: str, cmds: list[str]) -> None:
         _run(["ip", "-n", ns, "-batch", "-"], "\n".join(cmds) + "\n")

@@ -14,19 +14,23 @@ kube-proxy writes them, conntrack, MASQUERADE, the clients' TCP stacks.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import math
+import os
+import re
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..config import (DataPath, LBAlgorithm, NatKernel, ProxyMode, Scenario,
-                      SessionAffinity, Source, TrafficPolicy)
+from ..config import (DataPath, LBAlgorithm, ProxyMode, Scenario, SessionAffinity, Source,
+                      TrafficPolicy)
+from ..kernel_versions import RELEASES, behaviour
 from ..tuples import client_ip, node_ip, pod_ip
 from ..trace import with_trace
 from ..workload import Workload, draw_workload, with_duration
 
-__all__ = ["Limits", "LIMITS", "Plan", "plan", "refusal", "NODE_PORT", "FABRIC_IP",
+__all__ = ["Limits", "LIMITS", "Plan", "plan", "refusal", "host_release", "NODE_PORT", "FABRIC_IP",
            "CLIENT_GW_IP", "ip_str", "kube_proxy_rules", "wall_estimate_s"]
 
 #: the Service's NodePort on every node
@@ -67,10 +71,27 @@ def wall_estimate_s(sc: Scenario, w: Workload) -> float:
     return end / 1e9 + sum(w.params.gaps) / 1e9
 
 
-def refusal(sc: Scenario, limits: Limits = LIMITS) -> str | None:
+def host_release(uname_release: str | None = None) -> str | None:
+    """This machine's kernel as a release lbsim maps ("6.18" from ``uname -r``), or None."""
+    m = re.match(r"(\d+)\.(\d+)", uname_release or os.uname().release)
+    r = (int(m[1]), int(m[2])) if m else None
+    return f"{r[0]}.{r[1]}" if r in RELEASES else None
+
+
+def _same_kernel(kernel: str, host: str | None) -> bool:
+    """``kernel`` behaves as the host's release does in everything lbsim maps."""
+    if host is None:
+        return kernel == "modern"
+    a, b = behaviour(kernel), behaviour(host)
+    return dataclasses.replace(a, release=b.release) == b
+
+
+def refusal(sc: Scenario, limits: Limits = LIMITS, host: str | None = "uname") -> str | None:
     """Why ``sc`` cannot run on this machine's kernel in namespaces (one line naming the field,
-    its value and what the testbed runs), or None."""
+    its value and what the testbed runs), or None. ``host``: the machine's release ("6.18"; by
+    default from ``uname -r``): nat.kernel must be one that behaves as it does."""
     w, c, kp, ct = sc.workload, sc.cluster, sc.kube_proxy, sc.conntrack
+    host = host_release() if host == "uname" else host
     checks = [
         (bool(sc.events), "events", f"{len(sc.events)} events",
          "none: the testbed runs the steady state (no rollouts, drains or scaling)"),
@@ -91,23 +112,24 @@ def refusal(sc: Scenario, limits: Limits = LIMITS) -> str | None:
          '"iptables" or "nftables" on the testbed'),
         (kp.session_affinity is SessionAffinity.CLIENT_IP, "kube_proxy.session_affinity",
          kp.session_affinity.value, '"None" on the testbed'),
-        (sc.nat.kernel is not NatKernel.MODERN, "nat.kernel", sc.nat.kernel.value,
-         '"modern": the testbed runs this machine\'s own kernel'),
+        (not _same_kernel(str(sc.nat.kernel), host), "nat.kernel", str(sc.nat.kernel),
+         f"one that behaves as this machine's {host or 'kernel (not a release lbsim maps)'} "
+         "does (\"modern\", or a release with the same behaviours: lbsim.kernel_versions)"),
         (ct.gc_interval_s != "auto", "conntrack.gc_interval_s", ct.gc_interval_s,
          '"auto": the kernel\'s GC autotunes its own period (5.18 and later), no sysctl sets it'),
         (w.syn_retries == 0, "workload.syn_retries", 0,
          "1 to 127 (the kernel's tcp_syn_retries range; lbsim's 0 means no retransmission)"),
         (not math.isclose(w.syn_rto_s, 1.0), "workload.syn_rto_s", w.syn_rto_s,
          "1.0 (the kernel's initial RTO, TCP_TIMEOUT_INIT; no sysctl sets it)"),
-        (ct.udp_s < 1 or ct.time_wait_s < 1 or ct.udp_stream_s < 1, "conntrack",
+        (ct.udp_s < 1 or ct.time_wait_s < 1 or sc.udp_stream_s < 1, "conntrack",
          f"udp_s = {ct.udp_s:g}, time_wait_s = {ct.time_wait_s:g}, "
-         f"udp_stream_s = {ct.udp_stream_s:g}", "whole seconds >= 1 (the sysctls' unit)"),
+         f"udp_stream_s = {sc.udp_stream_s:g}", "whole seconds >= 1 (the sysctls' unit)"),
     ]
     for bad, field, value, allowed in checks:
         if bad:
             return f"{field} = {value!r} cannot run on the testbed: allowed {allowed}"
     for name in ("udp_s", "time_wait_s", "udp_stream_s"):
-        v = getattr(ct, name)
+        v = getattr(sc if name == "udp_stream_s" else ct, name)
         if v != int(v):
             return (f"conntrack.{name} = {v!r} cannot run on the testbed: allowed whole seconds "
                     "(the sysctl's unit)")

@@ -18,6 +18,7 @@ from lbsim.config import (MAX_CLIENTS, MAX_NODES, MAX_PODS, CiliumAlgorithm, Dat
                           SessionAffinity, Source, TrafficPolicy)
 from lbsim.config import CLOUD_PROFILES
 from lbsim.kernel import TCP_RTO_MAX_S
+from lbsim.kernel_versions import RELEASES
 
 TINY = sys.float_info.min          # the smallest normal float
 HUGE = sys.float_info.max
@@ -107,7 +108,8 @@ def _fields(nodes: int, pods: int) -> dict[str, st.SearchStrategy]:
         "kube_proxy.session_affinity": choice(SessionAffinity),
         "kube_proxy.session_affinity_timeout_s": st.one_of(
             st.sampled_from([TINY, 1.0, 86400.0]), st.floats(TINY, 86400.0)),
-        "nat.kernel": choice(NatKernel), "nat.random_fully": st.booleans(),
+        "nat.kernel": st.one_of(choice(NatKernel), st.sampled_from(
+            [f"{a}.{b}" for a, b in RELEASES])), "nat.random_fully": st.booleans(),
         "nat.random": st.booleans(), "nat.port_range": port_ranges(),
         "conntrack.max": ints(1, 1 << 31), "conntrack.buckets": ints(1, 1 << 31),
         "conntrack.time_wait_s": seconds(), "conntrack.udp_s": seconds(),

@@ -65,7 +65,7 @@ def scenarios(draw):
                                                 {"dist": "lognormal", "mean": 0.05, "sigma": 1.5}])),
         "kube_proxy.external_traffic_policy": draw(st.sampled_from(["Cluster", "Local"])),
         "nat.random_fully": draw(st.booleans()),
-        "nat.kernel": draw(st.sampled_from(["modern", "5.x", "4.x"])),
+        "nat.kernel": draw(st.sampled_from(["modern", "5.x", "4.x", "4.18", "5.4", "5.10", "5.15", "6.1"])),
         "nat.random": draw(st.booleans()),
         "conntrack.max": draw(st.sampled_from([3, 40, 262144])),
         "conntrack.time_wait_s": draw(st.sampled_from([0.0, 0.05, 2.0, 120.0, 300.0])),

@@ -78,7 +78,7 @@ def test_compiled_select_port_matches_reference(data, rows, width, random_all, e
         "workload.protocol": "tcp" if tcp else "udp",
         **({"nat.port_range": list(rng_ports)} if rng_ports else {})})))
     rule = NatRule(random_all=bool(P.random_all), port_range=rng_ports,
-                   evict_closing=bool(P.evict_closing), tcp=tcp, legacy=legacy,
+                   evict_closing=bool(P.evict_closing), tcp=tcp, rover_search=legacy,
                    legacy_random=bool(P.legacy_random))
     rover_ref = [[data.draw(st.integers(0, 65535))] for _ in range(rows)]
     rover = np.array([r[0] for r in rover_ref], np.int64)

@@ -107,7 +107,7 @@ def test_full_range_search_is_at_most_248_probes(table):
     assert c.exhausted and c.found == 128
 
 
-LEGACY = dict(legacy=True, evict_closing=False)
+LEGACY = dict(rover_search=True, evict_closing=False)
 
 
 def test_4x_plain_starts_at_the_rover_and_moves_it(table):
