@@ -169,7 +169,7 @@ def release_error(value: object) -> str | None:
     """Why ``value`` is not a ``nat.kernel`` lbsim maps, or None."""
     if isinstance(value, str) and value in PROFILES:
         return None
-    allowed = (f"{sorted(PROFILES)} or a mainline release 'MAJOR.MINOR' from "
+    allowed = (f"{sorted(PROFILES)} or a mainline release as a quoted string 'MAJOR.MINOR' from "
                f"{OLDEST[0]}.{OLDEST[1]} to {NEWEST[0]}.{NEWEST[1]} (the newest whose netfilter "
                "source lbsim's rules were read against)")
     m = _RELEASE.match(value) if isinstance(value, str) else None
