@@ -5,8 +5,9 @@ that introduced it, the first release containing it, and how that was checked (t
 source read on both sides of the change). :func:`behaviour` turns a release, or one of the named
 profiles (``modern``, ``5.x``, ``4.x``, aliases of releases), into the switches both engines read.
 
-Stable backports are not modelled: ``"5.4"`` is what v5.4's tree does (the changes below are
-features and reworks, which stable trees do not take; docs/config.md lists what was checked).
+Stable backports are not modelled: ``"5.4"`` is what 5.4.0 does. Some of these changes did reach
+later stable trees (docs/config.md lists the ones found); a late stable kernel is the mainline
+release whose behaviour it has.
 """
 
 from __future__ import annotations
@@ -147,8 +148,6 @@ class KernelBehaviour:
     #: the GC with conntrack.gc_interval_s = "auto": a fixed full pass every ``gc_period_ns``, or
     #: 0 for 5.18+'s autotuning
     gc_period_ns: int
-    #: the period stands for an incremental scan (before 5.15)
-    gc_approximate: bool
     #: a UDP entry takes the stream timeout only for packets this long after it began (ns; 0:
     #: any packet after the reply, before 5.0)
     udp_stream_after_ns: int
@@ -158,8 +157,9 @@ class KernelBehaviour:
     udp_stream_default_s: float
 
     @property
-    def name(self) -> str:
-        return f"{self.release[0]}.{self.release[1]}"
+    def gc_approximate(self) -> bool:
+        """The GC's period stands for the incremental scan of 1/128 of the table (before 5.15)."""
+        return self.gc_period_ns == GC_MAX_SCAN_S * NS
 
 
 _RELEASE = re.compile(r"^([1-9][0-9]*)\.(0|[1-9][0-9]*)$")
@@ -199,11 +199,11 @@ def behaviour(kernel: str) -> KernelBehaviour:
     """The behaviour of release ``kernel`` ("5.4") or of a profile ("modern" = 6.18)."""
     r = parse_release(str(kernel))
     if _since("gc-autotune", r):
-        period, approx = 0, False
+        period = 0
     elif _since("gc-one-cycle", r):
-        period, approx = GC_SCAN_INTERVAL_S * NS, False
+        period = GC_SCAN_INTERVAL_S * NS
     else:
-        period, approx = GC_MAX_SCAN_S * NS, True
+        period = GC_MAX_SCAN_S * NS
     stat = _since("clash-resolve-stat", r)
     return KernelBehaviour(
         release=r,
@@ -214,7 +214,7 @@ def behaviour(kernel: str) -> KernelBehaviour:
         merged_counter=C_CLASH_RESOLVE if stat else C_INSERT_FAILED,
         nat_clash_counter=C_CLASH_RESOLVE if stat else -1,
         evict_closing=_since("evict-closing", r),
-        gc_period_ns=period, gc_approximate=approx,
+        gc_period_ns=period,
         udp_stream_after_ns=UDP_STREAM_AFTER if _since("udp-stream-2s", r) else 0,
         udp_assured_before_stream=not _since("udp-assured-stream", r),
         udp_stream_default_s=120.0 if _since("udp-stream-120s", r) else 180.0)

@@ -75,7 +75,7 @@ class Params:
     retries: int
     #: the shortest retry gap: a retransmission never comes sooner after its drop
     gap_min: int
-    # the MASQUERADE rule and the kernel profile (lbsim.reference.nat.NatRule)
+    # the MASQUERADE rule (lbsim.reference.nat.NatRule)
     random_all: bool
     has_range: bool
     port_lo: int

@@ -389,7 +389,7 @@ class NatConfig(_Section):
 
     def __post_init__(self) -> None:
         k = self.kernel
-        if isinstance(k, str) and not isinstance(k, NatKernel) and k in NatKernel._value2member_map_:
+        if not isinstance(k, NatKernel) and k in {m.value for m in NatKernel}:
             object.__setattr__(self, "kernel", NatKernel(k))
         elif not isinstance(k, NatKernel):
             why = release_error(k)
@@ -425,7 +425,7 @@ class ConntrackConfig(_Section):
     udp_s: float = 30.0
     #: ``nf_conntrack_udp_timeout_stream``: UDP entry with packets after its reply more than 2 s
     #: after it began (an ASSURED "stream"; needs ``workload.hold_s`` > 0); unset: the
-    #: kernel's default (``Scenario.udp_stream_s``: 120 s, 180 s before 5.18)
+    #: kernel's default (``Scenario.udp_stream_s``: 120 s, 180 s before 5.0)
     udp_stream_s: float | None = None
     #: when the garbage collector runs: "auto" (the kernel's autotuning, 5.18+: the next pass
     #: after the mean remaining timeout of the entries it saw, 1 to 60 s) or a fixed period, s

@@ -369,7 +369,8 @@ class ReferenceEngine:
         client's FIN (sent ``hold_s`` after the response) for ``time_wait_s``. UDP (kernel-facts
         3.6): an entry expires ``udp_s`` after its last packet; packets after the reply that
         come more than 2 s after the start (``hold_s`` > 0; any packet after the reply before
-        5.18, lbsim.kernel_versions) make it an ASSURED stream entry with ``udp_stream_s``.
+        5.0, lbsim.kernel_versions) make it a stream entry with ``udp_stream_s``, ASSURED
+        from then on (from the first packet after the reply before 5.15).
         """
         p, w = self.p, self.w
         t0, hold = int(w.t0[flow]), int(w.hold[flow])

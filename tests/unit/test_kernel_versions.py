@@ -57,6 +57,7 @@ def test_the_profiles_are_releases():
     assert dataclasses.replace(kv.behaviour("6.5"), release=(6, 18)) == kv.behaviour("modern")
     assert kv.behaviour("5.x") == kv.behaviour("5.18")
     assert kv.behaviour("4.x") == kv.behaviour("4.19")
+    assert set(kv.PROFILES) == {m.value for m in lbsim.NatKernel}
     assert kv.behaviour("6.4") != kv.behaviour("6.5")
 
 
