@@ -40,7 +40,8 @@ _N, _F3, _F4 = "{:,.0f}", "{:.3f}", "{:.4f}"
 _GROUPS = [
     ("outcome", [
         ("flows", "", _N), ("established", "", _N), ("failed", "", _N),
-        ("failed_fraction", "", _F4), ("syn_retransmits", "", _N),
+        ("failed_fraction", "", _F4), ("last_arrival_s", "s", _F3),
+        ("syn_retransmits", "", _N),
         ("conntrack_insert", "", _N), ("conntrack_insert_failed", "", _N),
         ("conntrack_drop", "pkts", _N), ("conntrack_early_drop", "", _N),
         ("conntrack_clash_resolve", "", _N), ("conntrack_found", "probes", _N),
@@ -52,7 +53,9 @@ _GROUPS = [
         ("fail_cause_no_endpoints", "", _N)]),
     ("latency", [
         ("connect_latency_p50_s", "s", "{:.6f}"), ("connect_latency_p99_s", "s", "{:.6f}"),
-        ("response_time_p50_s", "s", _F4), ("response_time_p99_s", "s", _F4)]),
+        ("response_time_p50_s", "s", _F4), ("response_time_p99_s", "s", _F4),
+        ("pod_wait_p50_s", "s", _F4), ("pod_wait_p99_s", "s", _F4),
+        ("datapath_delay_p50_s", "s", _F4), ("datapath_delay_p99_s", "s", _F4)]),
     ("balance", [
         ("pod_load_max_over_mean", "", _F3), ("pod_load_cv", "", _F3), ("pod_load_jain", "", _F3),
         ("pod_conn_max_over_mean", "", _F3), ("node_load_max_over_mean", "", _F3),

@@ -16,7 +16,7 @@ from .config import Arrival, DataPath, Protocol, Scenario, TrafficPolicy
 from .config.dynamics import nodes_ever, pods_ever
 from .kernel import NS
 
-__all__ = ["SNAT_PAIRS_MAX", "STREAM_FLOWS", "STREAM_WINDOW", "streamed_rows", "estimate_bytes", "available_bytes", "check_memory", "check_disk", "DISK_PER_FLOW", "horizon_s", "check_clock",
+__all__ = ["SNAT_PAIRS_MAX", "STREAM_FLOWS", "STREAM_WINDOW", "streamed_rows", "estimate_bytes", "available_bytes", "check_memory", "check_disk", "DISK_PER_FLOW", "horizon_s", "flow_rate", "closed_loop_cycle_s", "check_clock",
            "MAX_HORIZON_S", "MAX_NODE_SECONDS", "MAX_HEALTH_CHECKS", "check_control", "LOAD_ROWS_MAX", "load_bins"]
 
 #: the model's clock is int64 nanoseconds (2**63 ns is 292 years): every instant of a run, its
@@ -67,8 +67,42 @@ def streamed_rows(sc: Scenario) -> int:
     on), rounded up to a power of two."""
     w = sc.workload
     gaps = sum(w.retry_gaps_ns) / NS
-    rows = 2 * STREAM_WINDOW + w.rate_per_s * gaps
+    rows = 2 * STREAM_WINDOW + flow_rate(sc) * gaps
     return 1 << int(min(rows, w.flows + 2 * STREAM_WINDOW)).bit_length()
+
+
+def _total_workers(sc: Scenario) -> int:
+    w = sc.pod.workers
+    return sum(w) if isinstance(w, tuple) else w * sc.cluster.pods
+
+
+def closed_loop_cycle_s(sc: Scenario, worst: bool = False) -> float:
+    """A closed-loop client's cycle, s: from one flow's start to the next's on its slot (the
+    path's latencies, the service, the hold and the think time, means); ``worst``: its upper
+    end, the client giving up after its whole retry schedule or waiting behind every other
+    flow in flight at a pod (distribution tails at 50 x their mean)."""
+    w, net, service = sc.workload, sc.network, float(sc.pod.service_s.mean)
+    path = 3 * (net.client_to_lb_s + net.lb_to_backend_s) + 4 * net.node_to_pod_s
+    hold = float(w.hold_s.mean)
+    if not worst:
+        return path + service + hold + w.think_s
+    queued = 50 * service * (w.concurrency + 1)
+    gaps = sum(w.retry_gaps_ns) / NS
+    return path + max(gaps, queued) + 50 * hold + w.think_s
+
+
+def flow_rate(sc: Scenario) -> float:
+    """New flows per second the run makes: ``rate_per_s``, or with a closed loop its expected
+    throughput (``concurrency`` over a cycle, at most what the pods' workers serve)."""
+    w = sc.workload
+    if w.arrival is not Arrival.CLOSED_LOOP:
+        return w.rate_per_s
+    cycle = closed_loop_cycle_s(sc)
+    rate = w.concurrency / cycle if cycle > 0 else math.inf
+    service = float(sc.pod.service_s.mean)
+    if service > 0:
+        rate = min(rate, _total_workers(sc) / service)
+    return min(rate, w.rate_per_s * w.concurrency) if math.isfinite(rate) else w.rate_per_s
 
 
 def load_bins(pods: int) -> int:
@@ -80,8 +114,8 @@ def estimate_bytes(sc: Scenario, engine: str = "compiled", streamed: bool = Fals
     """Upper-end estimate of the memory one run of ``sc`` allocates, in bytes (``streamed``: the
     run streams, lbsim.workload.streams)."""
     w, c, full = sc.workload, sc.cluster, sc.records == "full"
-    flows = w.flows
-    span_s = flows / w.rate_per_s
+    flows, rate = w.flows, flow_rate(sc)
+    span_s = flows / rate
     per_flow = _PER_FLOW + (_PER_FLOW_FULL if full else 0)
     if streamed:
         total = streamed_rows(sc) * _PER_RING_ROW + 2 * STREAM_WINDOW * _PER_WINDOW_FLOW
@@ -92,7 +126,7 @@ def estimate_bytes(sc: Scenario, engine: str = "compiled", streamed: bool = Fals
     if sc.path is DataPath.NODEPORT:
         held_s = (sc.conntrack.time_wait_s if w.protocol is Protocol.TCP else sc.conntrack.udp_s)
         held_s += float(w.hold_s.mean) + float(sc.pod.service_s.mean)
-        live = min(flows, w.rate_per_s * held_s + 1)
+        live = min(flows, rate * held_s + 1)
         total += int(live * _PER_ENTRY)
         samples = span_s + held_s + 2
         # the gauges (entries and live in 4 bytes, full records' SNAT pair in 16, grown by
@@ -105,7 +139,7 @@ def estimate_bytes(sc: Scenario, engine: str = "compiled", streamed: bool = Fals
             # expired), and at most once per pair and sample; a streamed run hands them out
             # each window (its buffer: room for two table sizes and a window's samples)
             pairs = min(c.nodes * c.pods, live)
-            rows = (3 * live + pairs * (STREAM_WINDOW / w.rate_per_s + 2) if streamed else
+            rows = (3 * live + pairs * (STREAM_WINDOW / rate + 2) if streamed else
                     min(samples * pairs, 2 * flows * (w.retries + 1)))
             total += int(rows * 24 * 3)
     if sc.path is DataPath.DIRECT:
@@ -184,6 +218,7 @@ def _durations(sc: Scenario) -> dict[str, float]:
             "cluster.packet_time_s": 50 * float(sc.cluster.packet_time_s.mean),
             schedule: gaps,
             "workload.query_gap_s": w.query_gap_s * w.queries_per_socket,
+            "workload.think_s": w.think_s,
             "conntrack.time_wait_s": ct.time_wait_s, "conntrack.udp_stream_s": sc.udp_stream_s,
             "conntrack.udp_s": ct.udp_s, "lb.persistence_s": sc.lb.persistence_s,
             "kube_proxy.session_affinity_timeout_s": kp.session_affinity_timeout_s,
@@ -195,7 +230,7 @@ def _durations(sc: Scenario) -> dict[str, float]:
 #: after its flow is resolved, and affinity and persistence only decide choices
 _NOT_TICKED = ("workload.hold_s", "conntrack.time_wait_s", "conntrack.udp_stream_s",
                "conntrack.udp_s", "lb.persistence_s", "kube_proxy.session_affinity_timeout_s",
-               "conntrack.gc_interval_s")
+               "conntrack.gc_interval_s", "workload.think_s")
 
 
 def _control_durations(sc: Scenario) -> dict[str, float]:
@@ -266,10 +301,17 @@ def check_control(sc: Scenario, span_s: float) -> None:
                          f"shorter run)")
 
 
-def horizon_s(sc: Scenario) -> float:
+def horizon_s(sc: Scenario, worst: bool = True) -> float:
     """When the run's last arrival comes, s: exactly for periodic sockets, else its mean with 8
-    standard deviations of a Poisson sum."""
+    standard deviations of a Poisson sum; a closed loop's after its ramp, flows / concurrency
+    cycles (``worst``: each at its upper end, :func:`closed_loop_cycle_s`; else at the
+    expected throughput)."""
     w = sc.workload
+    if w.arrival is Arrival.CLOSED_LOOP:
+        ramp = (w.concurrency - 1) / w.rate_per_s
+        if not worst:
+            return ramp + w.flows / flow_rate(sc)
+        return ramp + math.ceil(w.flows / w.concurrency) * closed_loop_cycle_s(sc, worst=True)
     sockets = w.flows / w.queries_per_socket
     if w.arrival is Arrival.PERIODIC:      # the last socket, and its last query's gap
         return (max(0, math.ceil(sockets) - 1) / (w.rate_per_s / w.queries_per_socket)
@@ -280,16 +322,20 @@ def horizon_s(sc: Scenario) -> float:
 def check_clock(sc: Scenario) -> None:
     """Refuse (``ValueError``) a run whose instants would not fit the int64 ns clock, or whose
     per-node ticks would run for hours."""
-    span = horizon_s(sc)
-    if span > MAX_HORIZON_S:
-        raise ValueError(f"workload.flows / workload.rate_per_s = {sc.workload.flows:g} / "
-                         f"{sc.workload.rate_per_s:g}: the arrivals would span ~{span:.3g} s, "
-                         f"past the model's clock (at most {MAX_HORIZON_S:g} s of simulated "
-                         f"time: int64 nanoseconds)")
     for field, d in _durations(sc).items():
         if d > MAX_HORIZON_S:
             raise ValueError(f"{field} reaches {d:.3g} s: past the model's clock (instants must "
                              f"stay below {MAX_HORIZON_S:g} s: int64 nanoseconds)")
+    span, w = horizon_s(sc), sc.workload
+    if span > MAX_HORIZON_S:
+        what = ("workload.flows / workload.concurrency" if w.arrival is Arrival.CLOSED_LOOP
+                else "workload.flows / workload.rate_per_s")
+        by = w.concurrency if w.arrival is Arrival.CLOSED_LOOP else w.rate_per_s
+        raise ValueError(f"{what} = {w.flows:g} / {by:g}: the arrivals could span "
+                         f"~{span:.3g} s, past the model's clock (at most {MAX_HORIZON_S:g} s "
+                         f"of simulated time: int64 nanoseconds)")
+    if w.arrival is Arrival.CLOSED_LOOP:     # the ticks run for the expected span
+        span = horizon_s(sc, worst=False)
     check_control(sc, span + sum(_durations(sc).values()))
     nodes = nodes_ever(sc.cluster.nodes, sc.events)
     # the ticks end with the last flow's resolution: after the last arrival, its retransmissions,
@@ -300,4 +346,7 @@ def check_clock(sc: Scenario) -> None:
         raise ValueError(f"the run spans ~{node_s / nodes:.3g} s on "
                          f"{nodes:,} nodes, whose GC and gauges tick about once a "
                          f"simulated second each: ~{node_s:.3g} ticks, more than "
-                         f"{MAX_NODE_SECONDS:g} (raise workload.rate_per_s or shorten the run)")
+                         f"{MAX_NODE_SECONDS:g} ("
+                         + ("fewer workload.flows or more workload.concurrency)"
+                            if w.arrival is Arrival.CLOSED_LOOP else
+                            "raise workload.rate_per_s or shorten the run)"))

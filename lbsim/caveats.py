@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from .config import (CiliumAlgorithm, DataPath, IpvsScheduler, LBAlgorithm, Protocol, ProxyMode,
+from .config import (Arrival, CiliumAlgorithm, DataPath, IpvsScheduler, LBAlgorithm, Protocol, ProxyMode,
                      Scenario, SessionAffinity, WorkloadConfig)
 from .kernel import NS, TABLE_FULL
 from .kube_proxy import IPVS_MH_TABLE
@@ -27,6 +27,11 @@ def scenario_caveats(sc: Scenario) -> list[str]:
     out = []
     lb, kp, nodeport = sc.lb, sc.kube_proxy, sc.path is DataPath.NODEPORT
     backends = sc.cluster.nodes if nodeport else sc.cluster.pods
+    w = sc.workload
+    if w.arrival is not Arrival.CLOSED_LOOP and (w.concurrency or w.think_s):
+        out.append(f"workload.concurrency = {w.concurrency} and workload.think_s = "
+                   f"{w.think_s:g} are ignored: they shape a closed loop (workload.arrival = "
+                   f"'closed_loop'), not arrival = '{w.arrival.value}'")
     if lb.weights != "equal" and lb.algorithm not in _WEIGHTED:
         out.append(f"lb.weights = {lb.weights!r} is ignored: lb.algorithm = "
                    f"{lb.algorithm.value!r} does not weigh backends (wrr and maglev do)")
@@ -74,7 +79,8 @@ def run_caveats(sc: Scenario, r: Records) -> list[str]:
     service = float(sc.pod.service_s.mean)
     workers = int(r.workload.workers[:sc.cluster.pods].sum())   # the steady state's pods
     utilisation = w.rate_per_s * service / workers
-    if utilisation > 1:
+    # a closed loop cannot overload its pods: at most concurrency flows wait at once
+    if utilisation > 1 and w.arrival is not Arrival.CLOSED_LOOP:
         out.append(f"the pods are overloaded: rate_per_s x mean pod.service_s / workers = "
                    f"{w.rate_per_s:g} x {service:g} / {workers} = {utilisation:.3g} > 1; queues grow "
                    f"for the whole run, and latencies measure its length, not a steady state")

@@ -105,6 +105,8 @@ SUMMARY_METRICS = {
     "established": "flows that got through",
     "failed": "flows that never got through (all attempts dropped)",
     "failed_fraction": "failed / flows",
+    "last_arrival_s": "the last flow's start, s from the run's start (with a closed loop: how "
+                      "long the flows took to get through it)",
     "syn_retransmits": "retransmitted SYNs (TCP) or resent requests (UDP), all flows",
     "conntrack_insert": "sum over nodes of conntrack -S insert (0 on current kernels)",
     "conntrack_insert_failed": "sum over nodes of insert_failed (one per dropped packet)",
@@ -407,6 +409,7 @@ def summarize(r: Records, wall_s: float) -> dict[str, float]:
         "established": n_ok,
         "failed": p.flows - n_ok,
         "failed_fraction": (p.flows - n_ok) / p.flows,
+        "last_arrival_s": r.last_arrival_ns / NS,
         # sum of (attempts - 1) over flows with an attempt
         "syn_retransmits": st.retransmits,
         "conntrack_insert": int(c["insert"].sum()),

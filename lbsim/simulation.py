@@ -157,8 +157,8 @@ def _simulate(scenario: Scenario, engine: str, batch_flows: int, control,
         check_events(scenario)
     check_clock(scenario)                # refuse what would overflow the clock or tick forever,
     check_memory(scenario, engine, streamed=streamed)   # or not fit, before allocating anything
-    bar = (RunProgress(scenario.workload.flows, horizon_s(scenario)) if wanted(progress)
-           else None)
+    bar = (RunProgress(scenario.workload.flows, horizon_s(scenario, worst=False))
+           if wanted(progress) else None)
     try:
         if streamed:
             return _simulate_streamed(scenario, stream_window or STREAM_WINDOW, bar,
@@ -177,7 +177,8 @@ def _simulate_whole(scenario: Scenario, engine: str, batch_flows: int, control,
     clusters: list = []
     if scenario.events:
         control = _both(follow(scenario, clusters), control)
-    run_engine(eng, w.t0, p, batch_flows, control, bar)
+    # a closed loop's starts are found as the run goes: windows end only at control events
+    run_engine(eng, None if p.closed_loop else w.t0, p, batch_flows, control, bar)
     rec = eng.records()
     if clusters:
         cl = clusters[0]

@@ -30,7 +30,7 @@ from .rng import Streams, mix64_nb
 from .trace import read_trace
 from .sampling import arrivals_from, duration_params, exponential_ns, log1p_neg, periodic_ns, scaled
 
-__all__ = ["Params", "Workload", "FlowSource", "draw_workload", "streaming_refusal", "streams", "with_duration", "pod_placement", "worker_slots", "ns"]
+__all__ = ["Params", "Workload", "FlowSource", "draw_workload", "own_starts", "slot_opens", "streaming_refusal", "streams", "with_duration", "pod_placement", "worker_slots", "ns"]
 
 
 def ns(seconds: float) -> int:
@@ -108,6 +108,12 @@ class Params:
     packet_b: float
     #: gaps[k]: from attempt k to attempt k + 1 (the client's retransmission schedule)
     gaps: tuple[int, ...]
+    #: workload.arrival = "closed_loop": each flow takes the earliest free of ``concurrency``
+    #: slots (slot i first free at i / rate_per_s: :func:`slot_opens`), which frees again
+    #: ``think`` ns after the flow ends for its client
+    closed_loop: bool = False
+    concurrency: int = 0
+    think: int = 0
     #: flow f's inputs and records are in row ``f & flow_mask`` of the engines' per-flow arrays:
     #: all ones over every flow's number in a whole run (row f), the ring's size less one in a
     #: streamed run (lbsim.compiled.stream)
@@ -145,7 +151,9 @@ class Params:
             udp_assured_before_stream=kb.udp_assured_before_stream,
             per_attempt=kp, nftables=sc.kube_proxy.mode is ProxyMode.NFTABLES,
             dynamic=bool(sc.events), lb2b=ns(net.lb_to_backend_s),
-            rr_algo=sc.lb.algorithm is LBAlgorithm.RR, packet_kind=kind, packet_a=a, packet_b=b, gaps=tuple(gaps))
+            rr_algo=sc.lb.algorithm is LBAlgorithm.RR, packet_kind=kind, packet_a=a, packet_b=b, gaps=tuple(gaps),
+            closed_loop=w.arrival is Arrival.CLOSED_LOOP, concurrency=w.concurrency,
+            think=ns(w.think_s))
 
     def int_fields(self) -> dict[str, int]:
         """The ``int`` and ``bool`` fields as ints, in declaration order."""
@@ -161,7 +169,9 @@ class Workload:
     params: Params
     #: the streams' 64-bit keys, by name (rng.STREAMS), for the per-attempt draws
     keys: dict[str, np.uint64]
-    #: start of each flow (its first SYN or request leaves the client), ns, ascending
+    #: start of each flow (its first SYN or request leaves the client), ns, ascending; with a
+    #: closed loop NEVER up front: each starts when a slot frees, as the engine finds in its
+    #: own copy (:func:`own_starts`, :func:`slot_opens`)
     t0: np.ndarray
     client: np.ndarray
     sport: np.ndarray
@@ -226,10 +236,29 @@ def socket_starts(sc: Scenario, uniform, lo: int, hi: int, rate: float, acc: flo
     (``acc``, s; a periodic one needs none); ``uniform``: the run's ``Streams.uniform``."""
     if sc.workload.arrival is Arrival.PERIODIC:
         return periodic_ns(lo, hi, rate), acc
+    if sc.workload.arrival is Arrival.CLOSED_LOOP:   # when a slot frees: the engine finds it
+        return np.full(hi - lo, NEVER, np.int64), acc
     t = np.empty(hi - lo, np.int64)
     acc = arrivals_from(log1p_neg(uniform("arrivals", np.arange(lo, hi, dtype=np.int64))),
                         rate, acc, t)
     return t, acc
+
+
+def slot_opens(sc: Scenario) -> np.ndarray:
+    """A closed loop's slots at the start (ns, ascending: a valid min-heap): slot ``i`` opens at
+    ``i / rate_per_s`` s, ``concurrency`` of them (lbsim.compiled.slots); none otherwise."""
+    w = sc.workload
+    if w.arrival is not Arrival.CLOSED_LOOP:
+        return np.zeros(0, np.int64)
+    return periodic_ns(0, w.concurrency, w.rate_per_s)
+
+
+def own_starts(w: Workload) -> Workload:
+    """``w`` itself, or with a closed loop a copy with its own writable ``t0`` (NEVER until the
+    engine starts each flow as a slot frees)."""
+    if not w.params.closed_loop:
+        return w
+    return dataclasses.replace(w, t0=w.t0.copy())
 
 
 def with_duration(sc: Scenario) -> Scenario:
@@ -265,6 +294,8 @@ def streaming_refusal(sc: Scenario) -> str | None:
     draws may depend on the flows before it only through state the source carries (the
     arrivals' running sum, round robin's counters)."""
     lb = sc.lb
+    if sc.workload.arrival is Arrival.CLOSED_LOOP:
+        return "workload.arrival = \"closed_loop\" (each flow starts when an earlier one ends)"
     if sc.events:
         return "[[events]] (the control plane reads every flow's records)"
     if sc.workload.queries_per_socket > 1:

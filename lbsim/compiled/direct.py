@@ -16,12 +16,13 @@ from ..config import LBAlgorithm
 from ..kernel import ARRIVE, FAILED, NEVER, NO_TARGET, NS, OK, POD_GONE, REFUSED
 from ..records import Records, RecordsBuilder
 from ..tuples import CLIENT_BASE
-from ..workload import Workload, worker_slots
+from ..workload import Workload, own_starts, slot_opens, worker_slots
 from .events import order, pop, push, unpack
 from .handlers import lb_choice, refuse, serve
 from .targets import TargetSets
-from .layout import (DONE, PAUSE, ROOM, S_HN, S_LAST_SAMPLE, S_NDROP, S_NEXT_NEW, S_RESOLVED,
-                     STATE_SLOTS, jit)
+from .layout import (DONE, PAUSE, ROOM, S_END, S_HN, S_LAST_SAMPLE, S_NDROP, S_NEXT_NEW,
+                     S_NSLOT, S_RESOLVED, STATE_SLOTS, jit)
+from .slots import slot_pop, slot_push
 
 #: the direct path has no conntrack table: the last sample's slot holds the time of the last
 #: attempt processed
@@ -32,14 +33,20 @@ __all__ = ["DirectEngine"]
 
 @jit
 def _direct(a, b, t1, mask, tcp, d_in, t0, backend, service, client, worker_free, outcome,
-            attempts, pod, nat_port, connect, response, pod_wait, src_ip):
+            attempts, pod, nat_port, connect, response, pod_wait, src_ip, closed, slots, S,
+            hold, think, starts):
     """Serve flows ``a`` .. ``b - 1`` (flow f in row ``f & mask``) up to the first arriving at
-    or after ``t1``; returns the first flow not served."""
+    or after ``t1``; returns the first flow not served. ``closed``: a closed loop, each flow
+    taking the earliest of the free ``slots`` (lbsim.compiled.slots) and giving it back
+    ``think`` after its client is done, its start written in ``starts`` (``t0``'s very array
+    then: a read-only t0 never is written, so it compiles)."""
     for f in range(a, b):
         i = f & mask
-        t = t0[i] + d_in
+        t = (slots[0] if closed else t0[i]) + d_in
         if t >= t1:
             return f
+        if closed:
+            starts[i] = slot_pop(slots, S)
         p = backend[i]
         q = t + 2 * d_in if tcp else t
         finish = serve(worker_free, p, q, service[i])
@@ -51,19 +58,22 @@ def _direct(a, b, t1, mask, tcp, d_in, t0, backend, service, client, worker_free
         connect[i] = t + d_in - t0[i] if tcp else -1
         response[i] = finish + d_in - t0[i]
         src_ip[i] = CLIENT_BASE + client[i]
+        if closed:
+            slot_push(slots, S, finish + d_in + hold[i] + think)
     return b
 
 
 @jit
 def _direct_events(t1, X, d_in, lb2b, tcp, retries, gaps, rr_algo, salt, t0, service, hold,
                    client, instance, socket, outcome, cause, attempts, pod_rec, nat_port,
-                   connect, response, pod_wait, src_ip, cause_count, full):
+                   connect, response, pod_wait, src_ip, cause_count, full, closed, slots,
+                   think, starts):
     """Attempts reaching their pod before ``t1``, new flows and retransmissions in time order
     (ties by flow, then attempt, as the reference's heap). Returns DONE once every flow is
     resolved, PAUSE at ``t1``, ROOM when the heap or the drop rows must grow first. ``X``: (S, H,
     D, seg_t, seg_off, seg_ids, rr, target, listen, sigterm, gone, last_close, worker_free,
     removed, sock_target): a socket's queries (``socket``) keep its pod until the target is
-    removed (``ReferenceEngine._socket_choice``)."""
+    removed (``ReferenceEngine._socket_choice``). ``closed``: a closed loop (:func:`_direct`)."""
     (S, H, D, seg_t, seg_off, seg_ids, rr, target, listen, sigterm, gone, last_close, wf,
      removed, sock_target) = X
     F = t0.size
@@ -71,7 +81,10 @@ def _direct_events(t1, X, d_in, lb2b, tcp, retries, gaps, rr_algo, salt, t0, ser
         if S[S_HN] + 1 >= H.shape[0] or (full and S[S_NDROP] + 1 >= D.shape[0]):
             return ROOM
         f = S[S_NEXT_NEW]
-        t_new = t0[f] + d_in if f < F else NEVER
+        if closed:
+            t_new = slots[0] + d_in if f < F and S[S_NSLOT] > 0 else NEVER
+        else:
+            t_new = t0[f] + d_in if f < F else NEVER
         heap = S[S_HN] > 0 and (H[0, 0] < t_new or (H[0, 0] == t_new
                                                     and H[0, 1] < order(ARRIVE, f, 0)))
         t = H[0, 0] if heap else t_new
@@ -86,6 +99,8 @@ def _direct_events(t1, X, d_in, lb2b, tcp, retries, gaps, rr_algo, salt, t0, ser
         else:
             k = 0
             S[S_NEXT_NEW] += 1
+            if closed:
+                starts[f] = slot_pop(slots, S)
         p = target[f]
         if p < 0:                                   # the LB chooses among its targets now
             tl = t - lb2b
@@ -114,11 +129,15 @@ def _direct_events(t1, X, d_in, lb2b, tcp, retries, gaps, rr_algo, salt, t0, ser
             src_ip[f] = CLIENT_BASE + client[f]
             last_close[p] = max(last_close[p], finish + 2 * d_in + hold[f])
             S[S_RESOLVED] += 1
+            if closed:
+                slot_push(slots, S, finish + d_in + hold[f] + think)
             continue
         else:
             why = POD_GONE if gone[p] <= t else REFUSED
         if why == REFUSED:                          # an RST: the flow fails at once
-            refuse(S, full, D, cause_count, outcome, cause, attempts, f, k, t, why, -1, -1)
+            refuse(S, full, D, cause_count, outcome, cause, attempts, f, k, t, why, -1, -1, d_in)
+            if closed:
+                slot_push(slots, S, S[S_END] + think)
             continue
         cause_count[why] += 1
         cause[f] = why
@@ -132,13 +151,22 @@ def _direct_events(t1, X, d_in, lb2b, tcp, retries, gaps, rr_algo, salt, t0, ser
             outcome[f] = FAILED
             attempts[f] = k + 1
             S[S_RESOLVED] += 1
+            if closed:                              # the client gives up (handlers.fail)
+                slot_push(slots, S, max(t, t - d_in + gaps[k]) + think)
 
 
 class DirectEngine:
     """The compiled direct path; the same interface as :class:`~lbsim.compiled.driver.CompiledEngine`."""
 
     def __init__(self, w: Workload) -> None:
+        w = own_starts(w)                    # a closed loop writes each flow's start
         self.w, self.p = w, w.params
+        #: a closed loop's free slots (lbsim.compiled.slots) and their count (S_NSLOT)
+        slots = slot_opens(w.scenario)
+        self.slots = slots if slots.size else np.zeros(1, np.int64)
+        self.slot_S = np.zeros(STATE_SLOTS, np.int64)
+        self.slot_S[S_NSLOT] = slots.size
+        self.starts = w.t0 if self.p.closed_loop else np.zeros(1, np.int64)
         self.pod_node = w.pod_node.copy()        # the scheduler may bind later pods elsewhere
         self.rec = RecordsBuilder(w)
         self.worker_free = worker_slots(w.workers)
@@ -160,7 +188,7 @@ class DirectEngine:
         self.closes = np.zeros(p.pods, np.int64)
         self.sock_target = np.full(int(w.socket.max()) + 1 if w.socket.size else 1, -1,
                                    np.int64)
-        self.S = np.zeros(STATE_SLOTS, np.int64)
+        self.S = self.slot_S                        # one state row: the slots' count is in it
         self.H = np.zeros((1024, 3), np.int64)
         self.D = np.zeros((1024 if p.full_records else 1, 5), np.int64)
         self.targets = TargetSets(np.arange(first, dtype=np.int64))
@@ -182,7 +210,8 @@ class DirectEngine:
             return self._advance_events(t1)
         b = _direct(self.next, self.flow_end, t1, p.flow_mask, p.tcp, p.d_in, w.t0, w.backend,
                     w.service, w.client, self.worker_free, r.outcome, r.attempts, r.pod,
-                    r.nat_port, r.connect_ns, r.response_ns, r.pod_wait_ns, r.src_ip)
+                    r.nat_port, r.connect_ns, r.response_ns, r.pod_wait_ns, r.src_ip,
+                    p.closed_loop, self.slots, self.slot_S, w.hold, p.think, self.starts)
         if b > self.next:
             self.last_t0 = int(w.t0[(b - 1) & p.flow_mask])
             self.next = b
@@ -201,7 +230,8 @@ class DirectEngine:
                                   w.service, w.hold, w.client, w.instance, w.socket,
                                   r.outcome, r.cause,
                                   r.attempts, r.pod, r.nat_port, r.connect_ns, r.response_ns,
-                                  r.pod_wait_ns, r.src_ip, r.cause_count, p.full_records)
+                                  r.pod_wait_ns, r.src_ip, r.cause_count, p.full_records,
+                                  p.closed_loop, self.slots, p.think, self.starts)
             if code != ROOM:
                 break
             if self.S[S_HN] + 1 >= self.H.shape[0]:

@@ -13,13 +13,13 @@ from ..lb import steady_targets
 from ..budget import SNAT_PAIRS_MAX
 from ..records import Records, RecordsBuilder
 from ..rng import STREAMS
-from ..workload import Workload, worker_slots
+from ..workload import Workload, own_starts, slot_opens, worker_slots
 from .calendar import calendar_heads
 from .index import rebuild_index
 from .layout import (DONE, PENDING_WIDTH, RING, ROOM, S_HN,
                      S_MAX_WAIT, S_PAIR_BASE, S_PAIR_PODS,
                      S_NDROP, S_NEXT_TICK, S_NGAUGE, S_NSNAT, S_PSIZE, S_RESOLVED, S_SAMPLE_NEXT,
-                     S_FLOW_END,
+                     S_FLOW_END, S_NSLOT,
                      S_SIZE, S_USED, STATE_SLOTS, T_EXPIRE, Inputs, Outputs, State,
                      engine_params, entry_rows, ROW)
 from .loop import advance
@@ -46,6 +46,7 @@ class CompiledEngine:
     """The NodePort path compiled: the reference engine's every decision, on flat arrays."""
 
     def __init__(self, w: Workload) -> None:
+        w = own_starts(w)                    # a closed loop writes each flow's start
         p = w.params
         self.w, self.p, self.P = w, p, engine_params(p)
         self.rec = r = RecordsBuilder(w)
@@ -79,6 +80,8 @@ class CompiledEngine:
         S = np.zeros(STATE_SLOTS, np.int64)
         S[S_SAMPLE_NEXT] = NS
         S[S_FLOW_END] = p.flows              # every flow's inputs are loaded (a whole run)
+        slots = slot_opens(w.scenario)
+        S[S_NSLOT] = slots.size
         # full records count each (node, pod) pair's SNAT entries as they come and go
         pairs = (p.nodes * p.pods if p.full_records and p.snat and p.nodes * p.pods <= SNAT_PAIRS_MAX
                  else 0)
@@ -106,6 +109,8 @@ class CompiledEngine:
             node=backend if p.dynamic else np.zeros(1, np.int64),
             sock_node=np.full(int(w.socket.max()) + 1 if p.dynamic and w.socket.size else 1, -1,
                               np.int64),
+            slots=slots if slots.size else np.zeros(1, np.int64),
+            starts=w.t0 if p.closed_loop else np.zeros(1, np.int64),
             E=E, IX=np.full(3 * _CAP, -1, np.int64), free=np.zeros(_CAP, ROW),
             SK=np.zeros(_CAP, np.int64), SE=np.zeros(_CAP, ROW),
             H=np.zeros((_CAP, 3), np.int64), PD=np.zeros((_CAP, PENDING_WIDTH), np.int64),

@@ -29,7 +29,7 @@ from .layout import (FLAGS, K_CPU_TIME, K_CT_SALT, K_ENDPOINT, K_ISN, K_LB_SALT,
                      NODE, PA_ARRIVE,
                      PA_EXH, PA_FOLLOW, PA_ISN, PA_NODE, PA_ORIG, PA_POD, PA_PORT, PA_REPLY,
                      PA_TCONF, PA_TNAT, P_EXPD, P_HELD, POD, REPLY, S_MAX_WAIT, S_NDROP,
-                     S_NGAUGE, S_NEXT_TICK, S_NSNAT, S_PAIR_BASE, S_PFREE, S_PSIZE, S_RESOLVED, S_SAMPLE_NEXT, S_SIZE, S_TARGETS,
+                     S_NGAUGE, S_NEXT_TICK, S_NSNAT, S_PAIR_BASE, S_PFREE, S_PSIZE, S_END, S_RESOLVED, S_SAMPLE_NEXT, S_SIZE, S_TARGETS,
                      T_CLOSE,
                      T_EXPIRE, hot, inline)
 from .nat import select_port
@@ -58,15 +58,18 @@ def fail(S, P, gaps, D, cause_count, outcome, cause_rec, attempts_rec, flow, att
     outcome[i] = FAILED
     attempts_rec[i] = attempt + 1
     S[S_RESOLVED] += 1
+    # the client gives up when its last attempt's timer runs out (not before the drop is seen)
+    S[S_END] = max(t_fail, arrive - P.d_in + gaps[attempt])
     return -1
 
 
 @hot
 def refuse(S, full, D, cause_count, outcome, cause_rec, attempts_rec, flow, attempt, t, cause,
-           node, mask):
+           node, mask, back):
     """An attempt answered with a refusal (an RST, an ICMP port unreachable): the flow fails at
     once, nothing is retransmitted (``ReferenceEngine.refuse``). Returns -1. ``mask``: the
-    per-flow records' row of flow f is ``f & mask``."""
+    per-flow records' row of flow f is ``f & mask``; ``back``: the refusal's way back to the
+    client, ns."""
     cause_count[cause] += 1
     if full:
         i = S[S_NDROP]
@@ -77,6 +80,7 @@ def refuse(S, full, D, cause_count, outcome, cause_rec, attempts_rec, flow, atte
     outcome[i] = FAILED
     attempts_rec[i] = attempt + 1
     S[S_RESOLVED] += 1
+    S[S_END] = t + back
     return -1
 
 
@@ -159,6 +163,7 @@ def on_direct(P, I, O, X, f, t):
     _record_ok(P, O, f, 0, pod, -1, t + d_in - I.t0[f & P.flow_mask] if P.tcp else -1,
                finish + d_in - I.t0[f & P.flow_mask], CLIENT_BASE + I.client[f & P.flow_mask], finish - I.service[f & P.flow_mask] - q)
     X.S[S_RESOLVED] += 1
+    X.S[S_END] = finish + d_in + I.hold[f & P.flow_mask]
 
 
 @inline
@@ -244,7 +249,7 @@ def on_nat(P, I, O, X, f, k, t, ps):
                    uniform(I.K[K_ENDPOINT], f, k, 0), f)
     if pod < 0 and X.ep_reject[node]:    # KUBE-EXTERNAL-SERVICES' REJECT: the flow fails
         return refuse(S, P.full_records, X.D, O.cause_count, O.outcome, O.cause, O.attempts, f,
-                      k, t, NO_ENDPOINTS, node, P.flow_mask)
+                      k, t, NO_ENDPOINTS, node, P.flow_mask, P.d_in)
     if pod < 0:
         return _fail(P, I, O, X, f, k, arrive, t, NO_LOCAL_ENDPOINT, node)
     sp = I.sport[f & P.flow_mask]
@@ -334,6 +339,7 @@ def _serve_nodeport(P, I, O, X, f, k, ps, t, adopt, clash):
                NODE_IP_BASE + node if P.snat else CLIENT_BASE + I.client[f & P.flow_mask],
                finish - I.service[f & P.flow_mask] - q)
     X.S[S_RESOLVED] += 1
+    X.S[S_END] = resp + I.hold[f & P.flow_mask]   # the client has its answer, holds, closes
     if P.dynamic:        # the client's FIN (or last datagram) reaches the pod a hop later
         X.closes[pod] = max(X.closes[pod], t_close + hop)
     _track(P, I, O, X, ps, t, adopt, clash, t_assured, t_close, t_expire, 0,
@@ -362,7 +368,7 @@ def _lost_at_pod(P, I, O, X, f, k, ps, t, adopt, clash, ta, hop):
     if gone:
         return _fail(P, I, O, X, f, k, PD[ps, PA_ARRIVE], ta, POD_GONE, node)
     return refuse(X.S, P.full_records, X.D, O.cause_count, O.outcome, O.cause, O.attempts, f, k,
-                  ta, REFUSED, node, P.flow_mask)
+                  ta, REFUSED, node, P.flow_mask, hop + P.d_in)
 
 
 @inline

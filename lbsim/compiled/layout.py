@@ -92,12 +92,14 @@ PENDING_WIDTH = 11
 # -- scalar state (S) ------------------------------------------------------------------------------
 (S_NEXT_NEW, S_RESOLVED, S_MAX_WAIT, S_SAMPLE_NEXT, S_SIZE, S_NFREE, S_USED, S_HN, S_PFREE,
  S_PSIZE, S_NDROP, S_NGAUGE, S_NSNAT, S_BORN, S_NEXT_TICK, S_LAST_SAMPLE,
- S_TARGETS, S_PAIR_BASE, S_PAIR_PODS, S_FLOW_END) = range(20)
+ S_TARGETS, S_PAIR_BASE, S_PAIR_PODS, S_FLOW_END, S_NSLOT, S_END) = range(22)
 #: S_TARGETS: with events, the LB's target set in force at the last choice (its segment);
 #: S_PAIR_BASE: the first of HD's SNAT pair rows (0: none kept), S_PAIR_PODS: pods per node in
 #: their numbering (pair = node x pods + pod); S_FLOW_END: the flows whose inputs are loaded
-#: (all of them, or in a streamed run those up to the window's end)
-STATE_SLOTS = 20
+#: (all of them, or in a streamed run those up to the window's end); S_NSLOT: a closed loop's
+#: free slots (lbsim.compiled.slots), S_END: when the flow resolved last ends for its client
+#: (its slot frees then)
+STATE_SLOTS = 22
 
 # -- what the window function returns ------------------------------------------------------------
 DONE, PAUSE, ROOM = 0, 1, 2
@@ -123,12 +125,14 @@ Outputs = collections.namedtuple("Outputs", (
 #: connection's close (closes), and the LB's node target sets, set k (from seg_t[k] on) listing
 #: seg_ids[seg_off[k] : seg_off[k + 1]], with round robin's counter per instance (rr), and the
 #: node chosen for each flow (node: the same array as Inputs.backend in such a run) and for
-#: each socket whose queries share a tuple (sock_node, with Inputs.socket). The
+#: each socket whose queries share a tuple (sock_node, with Inputs.socket); slots: a closed
+#: loop's free slots (lbsim.compiled.slots) and its flows' starts as it finds them (starts: the
+#: same array as Inputs.t0 then, written here so that a read-only t0 compiles). The
 #: arrays from E on grow between windows (the driver replaces them).
 State = collections.namedtuple("State", (
     "S", "count", "unconfirmed", "rover", "cpu_free", "gc_next", "gc_flag", "worker_free", "HD",
     "due", "W", "PC", "ep_group", "ep_ptr", "ep_list", "cdf", "ep_reject",
     "listen", "sigterm", "gone", "closes", "seg_t", "seg_off", "seg_ids", "rr", "node",
-    "sock_node",
+    "sock_node", "slots", "starts",
     "E", "IX", "free", "SK", "SE", "H", "PD", "pfree", "D", "G_t", "G_count", "G_live", "G_smax",
     "G_spairs", "SG"))

@@ -18,10 +18,11 @@ from .handlers import endpoint, on_arrive, on_confirm, on_direct, on_nat, tick
 from .index import orig_key, prefetch_slot, reply_key
 from .intrinsics import prefetch
 from .layout import (AHEAD, DONE, K_ENDPOINT, K_NAT, PA_TCONF, PAUSE, ROOM, S_FLOW_END, S_HN,
-                     S_NDROP, S_NEXT_NEW,
+                     S_END, S_NDROP, S_NEXT_NEW, S_NSLOT, S_RESOLVED,
                      S_NEXT_TICK, S_NGAUGE, S_NSNAT, S_PFREE, S_PSIZE, S_SIZE, S_USED, hot,
                      inline)
 from .nat import port_range
+from .slots import slot_pop, slot_push
 
 __all__ = ["advance"]
 
@@ -69,17 +70,18 @@ def advance(T1, P, I, O, X):
         hn = S[S_HN]
         if nn >= P.flows and hn == 0:
             return DONE
-        F = S[S_FLOW_END]
+        # the next new flow: at its drawn start, or with a closed loop when a slot frees
+        new = nn < S[S_FLOW_END] and (not P.closed_loop or S[S_NSLOT] > 0)
         from_heap = hn > 0
         ta = T1
-        if nn < F:
-            ta = t0[nn & mask] + P.d_in
+        if new:
+            ta = (X.slots[0] if P.closed_loop else t0[nn & mask]) + P.d_in
             if from_heap:
                 from_heap = H[0, 0] < ta or (H[0, 0] == ta and H[0, 1] < order(ARRIVE, nn, 0))
         if from_heap:
             t, o, ps = H[0, 0], H[0, 1], H[0, 2]
             kind, f, k = unpack(o)
-        elif nn < F:
+        elif new:
             t, kind, f, k, ps = ta, ARRIVE, nn, 0, -1
         else:                            # nothing loaded before T1: only the ticks until then
             t, kind, f, k, ps = T1, ARRIVE, nn, 0, -1
@@ -102,24 +104,37 @@ def advance(T1, P, I, O, X):
             pop(H, S)
         else:
             S[S_NEXT_NEW] = nn + 1
-            if P.nodeport and not P.dynamic and nn + AHEAD < F:
+            if P.closed_loop:            # the flow takes its slot: now its start is known
+                X.starts[nn & mask] = slot_pop(X.slots, S)   # I.t0's very array
+            if P.nodeport and not P.dynamic and nn + AHEAD < S[S_FLOW_END]:
                 _prefetch_ahead(P, I, X, nn + AHEAD)
-        if kind == ARRIVE:
-            if P.nodeport:
-                nxt = on_arrive(P, I, O, X, f, k, t)
-                if nxt >= 0:             # no target: the client retransmits
-                    push(H, S, nxt, ARRIVE, f, k + 1, -1)
-            else:
-                on_direct(P, I, O, X, f, t)
-            continue
-        if kind == NAT:
-            nxt = on_nat(P, I, O, X, f, k, t, ps)
-            if nxt == -2:                # pending: its confirm comes at the end of processing
-                push(H, S, X.PD[ps, PA_TCONF], CONFIRM, f, k, ps)
-                continue
+        resolved = S[S_RESOLVED]
+        _dispatch(P, I, O, X, kind, f, k, t, ps)
+        if P.closed_loop and S[S_RESOLVED] > resolved:   # its slot frees when the client is done
+            slot_push(X.slots, S, S[S_END] + P.think)
+
+
+@inline
+def _dispatch(P, I, O, X, kind, f, k, t, ps):
+    """Hand event ``kind`` of attempt ``k`` of flow ``f`` at ``t`` to its handler (each resolves
+    at most that one flow)."""
+    S, H = X.S, X.H
+    if kind == ARRIVE:
+        if P.nodeport:
+            nxt = on_arrive(P, I, O, X, f, k, t)
+            if nxt >= 0:                 # no target: the client retransmits
+                push(H, S, nxt, ARRIVE, f, k + 1, -1)
         else:
-            nxt = on_confirm(P, I, O, X, f, k, ps)
-        X.pfree[S[S_PFREE]] = ps         # the attempt is over: free its pending slot
-        S[S_PFREE] += 1
-        if nxt >= 0:
-            push(H, S, nxt, ARRIVE, f, k + 1, -1)
+            on_direct(P, I, O, X, f, t)
+        return
+    if kind == NAT:
+        nxt = on_nat(P, I, O, X, f, k, t, ps)
+        if nxt == -2:                    # pending: its confirm comes at the end of processing
+            push(H, S, X.PD[ps, PA_TCONF], CONFIRM, f, k, ps)
+            return
+    else:
+        nxt = on_confirm(P, I, O, X, f, k, ps)
+    X.pfree[S[S_PFREE]] = ps             # the attempt is over: free its pending slot
+    S[S_PFREE] += 1
+    if nxt >= 0:
+        push(H, S, nxt, ARRIVE, f, k + 1, -1)

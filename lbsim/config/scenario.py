@@ -14,8 +14,9 @@ import tomli_w
 from .fields import MAX_NODES, MAX_PODS, _check_enum, _check_int, _fail, _plain, _Section
 from .dynamics import (CloudConfig, DeploymentConfig, EndpointsConfig, Event, LifecycleConfig,
                        pods_ever)
-from .sections import (ClusterConfig, ConntrackConfig, DataPath, KubeProxyConfig, LBConfig,
-                       NatConfig, NetworkConfig, PodConfig, WorkloadConfig)
+from .sections import (Arrival, ClusterConfig, ConntrackConfig, DataPath, IpvsScheduler,
+                       KubeProxyConfig, LBAlgorithm, LBConfig, NatConfig, NetworkConfig,
+                       PodConfig, ProxyMode, SessionAffinity, WorkloadConfig)
 
 __all__ = ["Scenario"]
 
@@ -72,6 +73,7 @@ class Scenario(_Section):
         if isinstance(w, tuple) and len(w) != self.cluster.pods:
             _fail("pod.workers", list(w), f"one count or a list of cluster.pods = "
                   f"{self.cluster.pods} counts")
+        _check_closed_loop(self)
 
     @property
     def udp_stream_s(self) -> float:
@@ -121,6 +123,29 @@ class Scenario(_Section):
             target = data.setdefault(section, {}) if section else data
             target[name] = _plain(value)
         return Scenario.from_dict(data)
+
+
+def _check_closed_loop(sc: Scenario) -> None:
+    """A closed loop's starts are found as the run goes, so no choice made from every flow's
+    start up front can follow it: the LB's least connections and persistence, kube-proxy's
+    session affinity and IPVS least connections (lbsim.lb, lbsim.kube_proxy)."""
+    if sc.workload.arrival is not Arrival.CLOSED_LOOP:
+        return
+    lb, kp = sc.lb, sc.kube_proxy
+    why = None
+    if lb.algorithm is LBAlgorithm.LC:
+        why = 'lb.algorithm = "lc"'
+    elif lb.persistence_s > 0:
+        why = f"lb.persistence_s = {lb.persistence_s:g}"
+    elif sc.path is DataPath.NODEPORT and kp.session_affinity is SessionAffinity.CLIENT_IP:
+        why = 'kube_proxy.session_affinity = "ClientIP"'
+    elif (sc.path is DataPath.NODEPORT and kp.mode is ProxyMode.IPVS
+          and kp.ipvs_scheduler in (IpvsScheduler.LC, IpvsScheduler.WLC)):
+        why = f'kube_proxy.ipvs_scheduler = "{kp.ipvs_scheduler.value}"'
+    if why is not None:
+        _fail("workload.arrival", sc.workload.arrival.value, f'"poisson", "periodic" or "trace" '
+              f"with {why} (lbsim makes that choice from every flow's start up front, and a "
+              f"closed loop's starts are found as the run goes)")
 
 
 def _check_nodes(nodes: int, events: tuple[Event, ...]) -> None:

@@ -39,12 +39,17 @@ class Arrival(_Choice):
     ``poisson``: a Poisson process of rate ``rate_per_s`` (exponential gaps: many independent
     clients). ``periodic``: socket ``i`` at exactly ``i / rate_per_s`` s (a load generator at a
     fixed rate; near capacity it loses fewer flows than Poisson at the same rate, whose bursts
-    outrun a port range that a steady sender does not). ``trace``: the flows of
+    outrun a port range that a steady sender does not). ``closed_loop``: ``concurrency`` flows
+    in flight (a load generator's connections, wrk's or ab's ``-c``): the first ``concurrency``
+    open at ``rate_per_s`` (flow ``i`` at ``i / rate_per_s`` s), then each new flow starts
+    ``think_s`` after one ends (the client has its response and closed, or gave up, or was
+    refused), so the rate is what the path lets through. ``trace``: the flows of
     ``workload.trace`` as recorded (:mod:`lbsim.trace`).
     """
 
     POISSON = "poisson"
     PERIODIC = "periodic"
+    CLOSED_LOOP = "closed_loop"
     TRACE = "trace"
 
 
@@ -146,8 +151,14 @@ class WorkloadConfig(_Section):
     source: Source = Source.EXTERNAL
     #: mean rate of new flows, flows per second (sockets start as ``arrival`` says)
     rate_per_s: float = 1000.0
-    #: "poisson" (exponential gaps) | "periodic" (socket i at i / rate_per_s s) | "trace"
+    #: "poisson" (exponential gaps) | "periodic" (socket i at i / rate_per_s s) |
+    #: "closed_loop" (``concurrency`` flows in flight, opened at rate_per_s) | "trace"
     arrival: Arrival = Arrival.POISSON
+    #: with arrival = "closed_loop": the flows in flight (1 .. flows); 0 otherwise
+    concurrency: int = 0
+    #: with arrival = "closed_loop": a client's pause between one flow's end and its next
+    #: flow's start, seconds
+    think_s: float = 0.0
     #: with arrival = "trace": a CSV or Parquet file of time_s, client_ip, client_port,
     #: protocol[, duration_s] (lbsim.trace); its flows, clients and mean rate replace
     #: flows, clients and rate_per_s
@@ -216,7 +227,25 @@ class WorkloadConfig(_Section):
                   "when its flows start)")
         _check_int(n("queries_per_socket"), self.queries_per_socket, 1, 1 << 16)
         _check_float(n("query_gap_s"), self.query_gap_s)
+        self._check_closed_loop()
         object.__setattr__(self, "hold_s", parse_duration(n("hold_s"), self.hold_s))
+
+    def _check_closed_loop(self) -> None:
+        n = self._name
+        _check_float(n("think_s"), self.think_s)
+        if self.arrival is not Arrival.CLOSED_LOOP:
+            _check_int(n("concurrency"), self.concurrency, 0, 1 << 40)
+            return
+        c = self.concurrency
+        if not isinstance(c, int) or isinstance(c, bool) or not 1 <= c <= self.flows:
+            _fail(n("concurrency"), c, f'an integer in [1, workload.flows = {self.flows}] with '
+                  'arrival = "closed_loop" (the flows in flight)')
+        if self.duration_s > 0:
+            _fail(n("duration_s"), self.duration_s, '0 with arrival = "closed_loop" (when its '
+                  "flows start is what the run finds; give workload.flows)")
+        if self.queries_per_socket > 1:
+            _fail(n("queries_per_socket"), self.queries_per_socket, '1 with arrival = '
+                  '"closed_loop" (each of its flows starts when an earlier one ends)')
 
     @property
     def retries(self) -> int:

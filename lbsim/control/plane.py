@@ -115,8 +115,8 @@ class ControlPlane:
 def drive(env: simpy.Environment, engine: Engine, t0: np.ndarray | None, d_in: int,
           batch_flows: int, progress: Callable[[int, int], None] | None = None):
     """The data plane's simpy process: windows of at most ``batch_flows`` new flows (flow f's
-    first attempt arrives at ``t0[f] + d_in``, ns, ascending; None: the engine loads its flows
-    window by window itself, a streamed run), each ending early at the next control-plane
+    first attempt arrives at ``t0[f] + d_in``, ns, ascending; None: the engine finds its
+    flows' starts itself, a streamed run or a closed loop), each ending early at the next control-plane
     event. Returns when every flow is resolved. ``progress(t, started)`` hears of each window's
     end (simulated ns, flows started before it)."""
     F = 0 if t0 is None else t0.size

@@ -41,7 +41,7 @@ from ..config import LBAlgorithm
 from ..lb import steady_targets
 from ..rng import Streams, mix64, mix64_scalar
 from ..sampling import durations_ns
-from ..workload import Workload, worker_slots
+from ..workload import Workload, own_starts, slot_opens, worker_slots
 from .conntrack import ConntrackTable
 from .nat import NatRule, select_port
 
@@ -71,6 +71,7 @@ class ReferenceEngine:
     """The state of one run and the steps that change it."""
 
     def __init__(self, w: Workload) -> None:
+        w = own_starts(w)                    # a closed loop writes each flow's start
         p = self.p = w.params
         self.w = w
         self.pod_node = w.pod_node.copy()        # the scheduler may bind later pods elsewhere
@@ -104,9 +105,17 @@ class ReferenceEngine:
         self.snat_last = np.zeros(pairs if p.full_records and pairs <= SNAT_PAIRS_MAX else 0,
                                   np.int64)
         self.drop_log: list[tuple[int, int, int, int, int]] = []
-        first = w.t0 + p.d_in
-        self.heap = [(int(first[f]), ARRIVE, f, 0, 0) for f in range(p.flows)]
-        heapq.heapify(self.heap)
+        #: a closed loop's free slots (a heapq of instants, ns): each new flow takes the earliest
+        #: (lbsim.compiled.slots); without one, every first attempt is in the heap up front
+        self.slots = [int(t) for t in slot_opens(w.scenario)]
+        self.next_new = 0                    # the next flow a closed loop starts
+        self.end = 0                         # when the flow resolved last ends for its client
+        if p.closed_loop:
+            self.heap = []
+        else:
+            first = w.t0 + p.d_in
+            self.heap = [(int(first[f]), ARRIVE, f, 0, 0) for f in range(p.flows)]
+            heapq.heapify(self.heap)
         self.orig = tuples.orig_key(w.backend, w.client, w.sport)
         rss = mix64(self.orig.view(np.uint64) ^ w.keys["rss"])
         self.cpu = w.backend * p.cpus + (rss % np.uint64(p.cpus)).astype(np.int64)
@@ -119,8 +128,14 @@ class ReferenceEngine:
     def advance(self, t1: int) -> bool:
         """Process the ticks and events before ``t1``; True once every flow is resolved."""
         heap = self.heap
-        while heap:
-            t, kind, f, k, arrive = heap[0]
+        while True:
+            new = self._new_flow()
+            if heap and (new is None or heap[0] < new):
+                t, kind, f, k, arrive = heap[0]
+            elif new is not None:
+                t, kind, f, k, arrive = new
+            else:
+                return True
             tick = self.next_tick()
             if tick <= t:
                 if tick >= t1:
@@ -129,20 +144,39 @@ class ReferenceEngine:
                 continue
             if t >= t1:
                 return False
-            heapq.heappop(heap)
-            if kind == ARRIVE:
-                self.arrive(f, k, t)
-            elif kind == NAT:
-                nxt = self.nat_step(f, k, arrive, t)
-                if (f, k) in self.pending:
-                    heapq.heappush(heap, (self.pending[(f, k)].t_conf, CONFIRM, f, k, arrive))
-                elif nxt is not None:
-                    heapq.heappush(heap, (nxt, ARRIVE, f, k + 1, 0))
+            if new is not None and (t, kind, f, k, arrive) == new:
+                self.next_new += 1
+                self.w.t0[f] = heapq.heappop(self.slots)
             else:
-                nxt = self.confirm_step(self.pending.pop((f, k)))
-                if nxt is not None:
-                    heapq.heappush(heap, (nxt, ARRIVE, f, k + 1, 0))
-        return True
+                heapq.heappop(heap)
+            resolved = self.resolved
+            self._dispatch(t, kind, f, k, arrive)
+            if self.p.closed_loop and self.resolved > resolved:
+                heapq.heappush(self.slots, self.end + self.p.think)   # the client is done
+
+    def _new_flow(self) -> tuple | None:
+        """A closed loop's next flow's first arrival, as a heap entry (None: none now): it
+        starts when the earliest slot frees."""
+        if not self.p.closed_loop or self.next_new >= self.p.flows or not self.slots:
+            return None
+        return (self.slots[0] + self.p.d_in, ARRIVE, self.next_new, 0, 0)
+
+    def _dispatch(self, t: int, kind: int, f: int, k: int, arrive: int) -> None:
+        """Event ``kind`` of attempt ``k`` of flow ``f`` at ``t``, to its step (each resolves
+        at most that one flow)."""
+        heap = self.heap
+        if kind == ARRIVE:
+            self.arrive(f, k, t)
+        elif kind == NAT:
+            nxt = self.nat_step(f, k, arrive, t)
+            if (f, k) in self.pending:
+                heapq.heappush(heap, (self.pending[(f, k)].t_conf, CONFIRM, f, k, arrive))
+            elif nxt is not None:
+                heapq.heappush(heap, (nxt, ARRIVE, f, k + 1, 0))
+        else:
+            nxt = self.confirm_step(self.pending.pop((f, k)))
+            if nxt is not None:
+                heapq.heappush(heap, (nxt, ARRIVE, f, k + 1, 0))
 
     def arrive(self, f: int, k: int, t: int) -> None:
         """An attempt reaches its node (or, direct, its pod) at ``t``."""
@@ -221,17 +255,21 @@ class ReferenceEngine:
         rec.outcome[flow] = FAILED
         rec.attempts[flow] = attempt + 1
         self.resolved += 1
+        # the client gives up when its last attempt's timer runs out (not before the drop)
+        self.end = max(t_fail, arrive - p.d_in + p.gaps[attempt])
         return None
 
-    def refuse(self, flow: int, attempt: int, t: int, cause: int, node: int) -> None:
-        """An attempt answered with a refusal (an RST, an ICMP port unreachable): connect()
-        fails at once and nothing is retransmitted."""
+    def refuse(self, flow: int, attempt: int, t: int, cause: int, node: int, back: int) -> None:
+        """An attempt answered with a refusal (an RST, an ICMP port unreachable) at ``t``:
+        connect() fails when it reaches the client (``back`` ns later) and nothing is
+        retransmitted."""
         rec = self.rec
         rec.cause_count[cause] += 1
         if self.p.full_records:
             self.drop_log.append((t, flow, attempt, node, cause))
         rec.cause[flow], rec.outcome[flow], rec.attempts[flow] = cause, FAILED, attempt + 1
         self.resolved += 1
+        self.end = t + back
         return None
 
     def succeed(self, flow, attempt, pod, port, connect, response, src_ip, wait) -> None:
@@ -245,6 +283,8 @@ class ReferenceEngine:
         rec.response_ns[flow] = response
         rec.src_ip[flow] = src_ip
         self.resolved += 1
+        # the client has its answer, holds the connection, closes
+        self.end = int(self.w.t0[flow]) + response + int(self.w.hold[flow])
 
     # -- the NAT step and the confirm ----------------------------------------------------------
     def nat_step(self, flow: int, attempt: int, arrive: int, t_nat: int) -> int | None:
@@ -278,7 +318,7 @@ class ReferenceEngine:
             C[C_EARLY_DROP, node] += killed
         pod = self.endpoint(node, inp["u_ep"], flow)
         if pod < 0 and self.rejects[node]:   # KUBE-EXTERNAL-SERVICES' REJECT: the flow fails
-            return self.refuse(flow, attempt, t_nat, NO_ENDPOINTS, node)
+            return self.refuse(flow, attempt, t_nat, NO_ENDPOINTS, node, p.d_in)
         if pod < 0:
             return self.fail(flow, attempt, arrive, t_nat, NO_LOCAL_ENDPOINT, node)
         sport = int(w.sport[flow])
@@ -436,7 +476,7 @@ class ReferenceEngine:
         self._track(pd, adopt, nat_clash, NEVER, t_close, t_expire, flags, NEVER)
         if gone:
             return self.fail(pd.flow, pd.attempt, pd.arrive, ta, POD_GONE, pd.node)
-        return self.refuse(pd.flow, pd.attempt, ta, REFUSED, pd.node)
+        return self.refuse(pd.flow, pd.attempt, ta, REFUSED, pd.node, hop + p.d_in)
 
     def _track(self, pd: Pending, adopt: int, nat_clash: bool, t_assured: int, t_close: int,
                t_expire: int, flags: int, t_reply: int) -> None:
@@ -543,7 +583,7 @@ class ReferenceEngine:
             return
         why = NO_TARGET if pod < 0 else POD_GONE if self.gone[pod] <= t else REFUSED
         if why == REFUSED:                  # an RST: connect() fails, nothing is retransmitted
-            self.refuse(f, k, t, why, -1)
+            self.refuse(f, k, t, why, -1, p.d_in)
             return
         nxt = self.fail(f, k, t, t, why, -1)
         if nxt is not None:

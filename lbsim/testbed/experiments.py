@@ -91,6 +91,14 @@ EXPERIMENTS = {e.name: e for e in [
                {**_SMALL}, (*_DROPS, "syn_retransmits"),
                trace_of={"workload.rate_per_s": 40.0, "workload.flows": 400,
                          "workload.hold_s": {"dist": "exponential", "mean": 1.5}, "seed": 11}),
+    Experiment("tcp-closed-loop", "a load generator's 80 connections in flight (a closed loop "
+               "opening them at 200/s), each held ~2 s (exponential), through 64 SNAT ports: "
+               "those beyond the ports retransmit or give up after 3 s, and the loop's pace "
+               "follows",
+               {**_SMALL, "workload.arrival": "closed_loop", "workload.concurrency": 80,
+                "workload.rate_per_s": 200.0, "workload.flows": 400,
+                "workload.hold_s": {"dist": "exponential", "mean": 2.0}},
+               (*_DROPS, "syn_retransmits", "last_arrival_s")),
     Experiment("iptables-imbalance", "4 nodes, 8 pods, kube-proxy's iptables statistic cascade "
                "behind a round-robin LB",
                {"cluster.nodes": 4, "cluster.pods": 8, "pod.service_s": 0.0,

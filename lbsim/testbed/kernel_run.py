@@ -24,6 +24,7 @@ import pandas as pd
 from ..config import DataPath, Scenario
 from ..metrics import _max_over_mean, pod_load_metrics
 from ..tuples import client_ip, pod_ip
+from ..workload import slot_opens
 from . import traffic
 from .counters import KERNEL_COUNTERS, conntrack_stats, tcp_ext
 from .netns import Namespaces, unavailable
@@ -34,7 +35,8 @@ __all__ = ["KernelRun", "TestbedUnavailable", "run_kernel", "KERNEL_FLOW_COLUMNS
 #: the per-flow table of a kernel run
 KERNEL_FLOW_COLUMNS = {
     "flow": "flow number (lbsim's, in arrival order)",
-    "arrival_s": "when lbsim's draw started the flow, s from the replay's start",
+    "arrival_s": "when lbsim's draw started the flow (a closed loop: when the client process "
+                 "did), s from the replay's start",
     "start_late_s": "how much later the client process started it, s",
     "client": "client number (its IP is 11.0.0.0 + client)",
     "client_port": "client's source port",
@@ -85,7 +87,9 @@ def _replay(ns: Namespaces, pl: Plan, d: Path) -> dict[str, np.ndarray]:
              dst_ip=pl.dst_ip, dst_port=pl.dst_port, service=w.service, hold=w.hold,
              tcp=np.bool_(w.params.tcp), udp_timeout_s=sc.workload.udp_timeout_s,
              udp_retries=sc.workload.udp_retries, workers=workers, pod_ns=np.array(ns.pod),
-             pod_ip=pod_ip(np.arange(pods)), pod_port=sc.pod.port)
+             pod_ip=pod_ip(np.arange(pods)), pod_port=sc.pod.port,
+             concurrency=sc.workload.concurrency if w.params.closed_loop else 0,
+             think_ns=w.params.think, ramp=slot_opens(sc))
     cmd = ["ip", "netns", "exec", ns.cli, sys.executable, traffic.__file__, str(d)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True, preexec_fn=_pdeathsig)
@@ -154,7 +158,7 @@ def _flows(pl: Plan, res: dict[str, np.ndarray]) -> pd.DataFrame:
     pod_node = w.pod_node[np.maximum(pod, 0)]
     return pd.DataFrame({
         "flow": np.arange(w.flows),
-        "arrival_s": w.t0 / 1e9,
+        "arrival_s": (res["start_ns"] if w.params.closed_loop else w.t0) / 1e9,
         "start_late_s": res["late_ns"] / 1e9,
         "client": w.client,
         "client_port": w.sport,
@@ -184,6 +188,7 @@ def _summary(pl: Plan, flows: pd.DataFrame, stats: list[dict[str, int]], retrans
     node_load = np.bincount(node_of, minlength=pl.nodes).astype(float)
     out: dict[str, float] = {"flows": n, "established": n_ok, "failed": n - n_ok,
                              "failed_fraction": (n - n_ok) / n if n else float("nan"),
+                             "last_arrival_s": float(flows["arrival_s"].max()) if n else 0.0,
                              "syn_retransmits": retrans}
     for metric, col in KERNEL_COUNTERS.items():
         out[metric] = sum(s.get(col, 0) for s in stats)

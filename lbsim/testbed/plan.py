@@ -23,8 +23,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..config import (DataPath, LBAlgorithm, ProxyMode, Scenario, SessionAffinity, Source,
+from ..config import (Arrival, DataPath, LBAlgorithm, ProxyMode, Scenario, SessionAffinity, Source,
                       TrafficPolicy)
+from ..budget import flow_rate, horizon_s
 from ..kernel_versions import RELEASES, behaviour
 from ..tuples import client_ip, node_ip, pod_ip
 from ..trace import with_trace
@@ -66,6 +67,9 @@ def wall_estimate_s(sc: Scenario, w: Workload) -> float:
     answer wait, its service and its hold, s."""
     if not w.flows:
         return 0.0
+    if w.params.closed_loop:     # its starts come as flows end: the expected span, then a tail
+        return (horizon_s(sc, worst=False) + float(np.max(w.service + w.hold)) / 1e9
+                + sum(w.params.gaps) / 1e9)
     end = int(np.max(w.t0 + w.service + w.hold))
     # gaps: each attempt's wait for the next (the last: connect()'s or the client's give-up)
     return end / 1e9 + sum(w.params.gaps) / 1e9
@@ -103,7 +107,12 @@ def refusal(sc: Scenario, limits: Limits = LIMITS, host: str | None = "uname") -
         (w.clients > limits.clients, "workload.clients", w.clients,
          f"at most {limits.clients} on the testbed"),
         (w.flows > limits.flows, "workload.flows", w.flows, f"at most {limits.flows} on the testbed"),
-        (w.rate_per_s > limits.rate_per_s, "workload.rate_per_s", w.rate_per_s,
+        (flow_rate(sc) > limits.rate_per_s,
+         "workload.concurrency" if w.arrival is Arrival.CLOSED_LOOP else "workload.rate_per_s",
+         w.concurrency if w.arrival is Arrival.CLOSED_LOOP else w.rate_per_s,
+         f"at most {limits.rate_per_s:g} flows/s on the testbed (one client process replays "
+         f"every flow; this closed loop's would be ~{flow_rate(sc):.0f})"
+         if w.arrival is Arrival.CLOSED_LOOP else
          f"at most {limits.rate_per_s:g} on the testbed (one client process replays every flow)"),
         (sc.lb.algorithm is LBAlgorithm.LC, "lb.algorithm", sc.lb.algorithm.value,
          '"rr", "wrr", "source_hash" or "maglev" (lc chooses by live connections, which the '

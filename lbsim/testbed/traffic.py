@@ -12,6 +12,12 @@ the pod's one-byte answer (sent after the flow's service time, with at most ``wo
 service per pod, first come first served), holds the connection ``hold`` and closes. A UDP flow
 sends its flow number from its own socket and waits ``udp_timeout_s`` for the answer, resending up
 to ``udp_retries`` times.
+
+Flows start at their planned instants, or with ``concurrency`` > 0 as a closed loop does
+(``workload.arrival = "closed_loop"``): that many clients, client j's first flow at ``ramp[j]``,
+each taking the next flow number when it starts one, ``think`` after its last one ended (the
+answer, the hold and the close; connect()'s failure; the last UDP wait). Each flow's real start
+is in result.npz (``start_ns``, from the replay's start).
 """
 
 from __future__ import annotations
@@ -80,6 +86,8 @@ class Replay:
         self.connect_ns = np.full(n, -1, np.int64)
         self.response_ns = np.full(n, -1, np.int64)
         self.late_ns = np.zeros(n, np.int64)
+        self.start_ns = np.full(n, -1, np.int64)
+        self.origin = 0.0                # the replay's start, loop time
         self.sends = np.zeros(n, np.int32)
         self.pod = np.full(n, -1, np.int32)
         self.seen_ip = np.zeros(n, np.int64)
@@ -134,6 +142,10 @@ class Replay:
 
     # -- clients ----------------------------------------------------------------------------------
     async def clients(self, start: float) -> None:
+        self.origin = start
+        if int(self.p["concurrency"]) > 0:
+            await self._closed_loop(start)
+            return
         loop, t0 = asyncio.get_running_loop(), self.p["t0"]
         tasks = set()
         flow = self._tcp if self.tcp else self._udp
@@ -147,6 +159,25 @@ class Replay:
         while tasks:
             await asyncio.gather(*list(tasks), return_exceptions=True)
 
+    async def _closed_loop(self, start: float) -> None:
+        """``concurrency`` clients, each starting the next flow ``think`` after its last."""
+        loop, n = asyncio.get_running_loop(), self.p["t0"].size
+        flow = self._tcp if self.tcp else self._udp
+        think = float(self.p["think_ns"]) / 1e9
+        nxt = iter(range(n))
+
+        async def client(j: int) -> None:
+            due = start + float(self.p["ramp"][j]) / 1e9
+            while True:
+                await asyncio.sleep(max(0.0, due - loop.time()))
+                i = next(nxt, None)
+                if i is None:
+                    return
+                await flow(i, due)
+                due = loop.time() + think
+
+        await asyncio.gather(*(client(j) for j in range(int(self.p["concurrency"]))))
+
     def _socket(self, i: int, kind: int) -> socket.socket:
         s = socket.socket(socket.AF_INET, kind)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -158,6 +189,7 @@ class Replay:
         """Flow ``i``'s socket (None: its address is busy) and when it started."""
         begin = asyncio.get_running_loop().time()
         self.late_ns[i] = int((begin - due) * 1e9)
+        self.start_ns[i] = int((begin - self.origin) * 1e9)
         try:
             return self._socket(i, kind), begin
         except OSError:
@@ -239,7 +271,8 @@ async def _main(d: Path) -> None:
         for s in servers:
             s.close()
     np.savez(d / "result.npz", outcome=r.outcome, connect_ns=r.connect_ns,
-             response_ns=r.response_ns, late_ns=r.late_ns, sends=r.sends, pod=r.pod,
+             response_ns=r.response_ns, late_ns=r.late_ns, start_ns=r.start_ns, sends=r.sends,
+             pod=r.pod,
              seen_ip=r.seen_ip)
 
 

@@ -29,7 +29,8 @@ from .plan import LIMITS, Limits
 __all__ = ["COMPARED", "KernelComparison", "compare_kernel", "verdict", "Z_LIMIT"]
 
 #: the metrics the testbed reproduces, and so compares
-COMPARED = ("flows", "established", "failed", "failed_fraction", "syn_retransmits",
+COMPARED = ("flows", "established", "failed", "failed_fraction", "last_arrival_s",
+            "syn_retransmits",
             "conntrack_insert", "conntrack_insert_failed", "conntrack_drop",
             "conntrack_early_drop", "conntrack_clash_resolve", "conntrack_found",
             "pod_load_max_over_mean", "pod_load_cv", "pod_load_jain", "node_load_max_over_mean",

@@ -74,7 +74,27 @@ def scenarios(draw):
     }
     if width is not None:
         d["nat.port_range"] = [10000, 10000 + width]
+    d.update(draw(arrivals(d)))
     return Scenario().replace(**d)
+
+
+@st.composite
+def arrivals(draw, d):
+    """The arrival process: Poisson mostly, periodic, or a closed loop (without the choices made
+    from every start up front, which it refuses: lbsim.config.scenario._check_closed_loop)."""
+    arrival = draw(st.sampled_from(["poisson", "poisson", "periodic", "closed_loop"]))
+    out = {"workload.arrival": arrival}
+    if arrival == "closed_loop":
+        out.update({"workload.concurrency": draw(st.integers(1, d["workload.flows"])),
+                    "workload.think_s": draw(st.sampled_from([0.0, 0.0, 0.01, 0.5])),
+                    "workload.rate_per_s": draw(st.sampled_from([20.0, 5000.0, 1e9])),
+                    "workload.queries_per_socket": 1, "lb.persistence_s": 0.0,
+                    "kube_proxy.session_affinity": "None"})
+        if d["lb.algorithm"] == "lc":
+            out["lb.algorithm"] = "rr"
+        if d.get("kube_proxy.ipvs_scheduler") in ("lc", "wlc"):
+            out["kube_proxy.ipvs_scheduler"] = "sh"
+    return out
 
 
 def assert_same(a, b):
@@ -109,9 +129,17 @@ class _Checked:
 
 
 def run_checked(sc, batch):
+    """The compiled engine's records, its invariants checked after every window: ``batch`` new
+    flows a window, or with a closed loop (whose starts are not known up front) a window every
+    ``batch`` ms of simulated time."""
     w = draw_workload(sc)
     eng = _Checked(compiled_engine(w), sc.conntrack.max)
-    run_engine(eng, w.t0, w.params, batch)
+    if w.params.closed_loop:
+        t, step = 0, batch * 1_000_000
+        while not eng.advance(t):
+            t += step
+    else:
+        run_engine(eng, w.t0, w.params, batch)
     return eng.engine.records()
 
 
@@ -122,8 +150,10 @@ def test_compiled_equals_reference(sc, batch):
     and keeps the table's invariants after every window."""
     ref = simulate(sc, engine="reference")
     assert ref.resolved == sc.workload.flows
+    got = run_checked(sc, batch)
+    assert np.array_equal(ref.workload.t0, got.workload.t0)   # a closed loop's starts too
     assert all(g.max(initial=0) <= sc.conntrack.max for g in ref.gauge_entries)
-    assert_same(ref, run_checked(sc, batch))
+    assert_same(ref, got)
 
 
 def test_batch_size_independent_deep_in_exhaustion():

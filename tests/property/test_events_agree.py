@@ -90,6 +90,10 @@ def timelines(draw):
         })
         if d["nat.port_range"] is None:
             del d["nat.port_range"]
+    if draw(st.integers(0, 3)) == 0:         # a closed loop: each flow starts as one ends
+        d.update({"workload.arrival": "closed_loop", "workload.queries_per_socket": 1,
+                  "workload.concurrency": draw(st.integers(1, d["workload.flows"])),
+                  "workload.think_s": draw(st.sampled_from([0.0, 0.05]))})
     return Scenario().replace(**d)
 
 
@@ -100,6 +104,7 @@ def test_compiled_equals_reference_through_events(sc, batch):
     got = simulate(sc, batch_flows=batch)
     assert ref.resolved == sc.workload.flows
     assert_same(ref, got)
+    assert np.array_equal(ref.workload.t0, got.workload.t0)     # a closed loop's starts too
     assert np.array_equal(ref.workload.backend, got.workload.backend)     # the LB's nodes
     assert np.array_equal(ref.pod_gone_ns, got.pod_gone_ns)
     assert ref.timeline.events.equals(got.timeline.events)

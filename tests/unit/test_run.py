@@ -87,6 +87,12 @@ def test_readme_glossary_lists_every_metric():
         assert f"`{k}`" in text, k
 
 
+def test_the_bench_table_shows_every_metric_once():
+    from lbsim.bench import _GROUPS
+    shown = [m for _, rows in _GROUPS for m, _, _ in rows]
+    assert sorted(shown) == sorted(set(shown)) and set(shown) == set(SUMMARY_METRICS)
+
+
 def test_every_named_scenario_builds_full_and_quick():
     from lbsim.scenarios import SCENARIOS, get
     for name in SCENARIOS:
