@@ -253,12 +253,17 @@ def slot_opens(sc: Scenario) -> np.ndarray:
     return periodic_ns(0, w.concurrency, w.rate_per_s)
 
 
-def own_starts(w: Workload) -> Workload:
-    """``w`` itself, or with a closed loop a copy with its own writable ``t0`` (NEVER until the
-    engine starts each flow as a slot frees)."""
+def own_starts(w: Workload) -> tuple[Workload, np.ndarray]:
+    """``(w, starts)``: with a closed loop, a copy of ``w`` whose ``t0`` is a read-only view of
+    ``starts``, the engine's own array (NEVER until it starts each flow as a slot frees); else
+    ``w`` itself and a one-element dummy. The view keeps ``t0``'s read-only type, so the compiled
+    loop needs no second compilation for it."""
     if not w.params.closed_loop:
-        return w
-    return dataclasses.replace(w, t0=w.t0.copy())
+        return w, np.zeros(1, np.int64)
+    starts = w.t0.copy()
+    t0 = starts.view()
+    t0.flags.writeable = False
+    return dataclasses.replace(w, t0=t0), starts
 
 
 def with_duration(sc: Scenario) -> Scenario:

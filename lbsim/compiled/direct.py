@@ -38,8 +38,8 @@ def _direct(a, b, t1, mask, tcp, d_in, t0, backend, service, client, worker_free
     """Serve flows ``a`` .. ``b - 1`` (flow f in row ``f & mask``) up to the first arriving at
     or after ``t1``; returns the first flow not served. ``closed``: a closed loop, each flow
     taking the earliest of the free ``slots`` (lbsim.compiled.slots) and giving it back
-    ``think`` after its client is done, its start written in ``starts`` (``t0``'s very array
-    then: a read-only t0 never is written, so it compiles)."""
+    ``think`` after its client is done, its start written in ``starts`` (``t0`` is a read-only
+    view of it then: lbsim.workload.own_starts)."""
     for f in range(a, b):
         i = f & mask
         t = (slots[0] if closed else t0[i]) + d_in
@@ -159,14 +159,13 @@ class DirectEngine:
     """The compiled direct path; the same interface as :class:`~lbsim.compiled.driver.CompiledEngine`."""
 
     def __init__(self, w: Workload) -> None:
-        w = own_starts(w)                    # a closed loop writes each flow's start
+        w, self.starts = own_starts(w)       # a closed loop writes each flow's start
         self.w, self.p = w, w.params
         #: a closed loop's free slots (lbsim.compiled.slots) and their count (S_NSLOT)
         slots = slot_opens(w.scenario)
         self.slots = slots if slots.size else np.zeros(1, np.int64)
         self.slot_S = np.zeros(STATE_SLOTS, np.int64)
         self.slot_S[S_NSLOT] = slots.size
-        self.starts = w.t0 if self.p.closed_loop else np.zeros(1, np.int64)
         self.pod_node = w.pod_node.copy()        # the scheduler may bind later pods elsewhere
         self.rec = RecordsBuilder(w)
         self.worker_free = worker_slots(w.workers)

@@ -46,7 +46,7 @@ class CompiledEngine:
     """The NodePort path compiled: the reference engine's every decision, on flat arrays."""
 
     def __init__(self, w: Workload) -> None:
-        w = own_starts(w)                    # a closed loop writes each flow's start
+        w, starts = own_starts(w)            # a closed loop writes each flow's start
         p = w.params
         self.w, self.p, self.P = w, p, engine_params(p)
         self.rec = r = RecordsBuilder(w)
@@ -110,7 +110,7 @@ class CompiledEngine:
             sock_node=np.full(int(w.socket.max()) + 1 if p.dynamic and w.socket.size else 1, -1,
                               np.int64),
             slots=slots if slots.size else np.zeros(1, np.int64),
-            starts=w.t0 if p.closed_loop else np.zeros(1, np.int64),
+            starts=starts,
             E=E, IX=np.full(3 * _CAP, -1, np.int64), free=np.zeros(_CAP, ROW),
             SK=np.zeros(_CAP, np.int64), SE=np.zeros(_CAP, ROW),
             H=np.zeros((_CAP, 3), np.int64), PD=np.zeros((_CAP, PENDING_WIDTH), np.int64),

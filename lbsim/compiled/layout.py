@@ -126,8 +126,8 @@ Outputs = collections.namedtuple("Outputs", (
 #: seg_ids[seg_off[k] : seg_off[k + 1]], with round robin's counter per instance (rr), and the
 #: node chosen for each flow (node: the same array as Inputs.backend in such a run) and for
 #: each socket whose queries share a tuple (sock_node, with Inputs.socket); slots: a closed
-#: loop's free slots (lbsim.compiled.slots) and its flows' starts as it finds them (starts: the
-#: same array as Inputs.t0 then, written here so that a read-only t0 compiles). The
+#: loop's free slots (lbsim.compiled.slots) and its flows' starts as it finds them (starts:
+#: Inputs.t0 is a read-only view of it then, lbsim.workload.own_starts). The
 #: arrays from E on grow between windows (the driver replaces them).
 State = collections.namedtuple("State", (
     "S", "count", "unconfirmed", "rover", "cpu_free", "gc_next", "gc_flag", "worker_free", "HD",

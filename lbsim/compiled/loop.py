@@ -105,7 +105,7 @@ def advance(T1, P, I, O, X):
         else:
             S[S_NEXT_NEW] = nn + 1
             if P.closed_loop:            # the flow takes its slot: now its start is known
-                X.starts[nn & mask] = slot_pop(X.slots, S)   # I.t0's very array
+                X.starts[nn & mask] = slot_pop(X.slots, S)   # I.t0 is a view of it
             if P.nodeport and not P.dynamic and nn + AHEAD < S[S_FLOW_END]:
                 _prefetch_ahead(P, I, X, nn + AHEAD)
         resolved = S[S_RESOLVED]

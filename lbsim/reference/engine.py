@@ -71,7 +71,7 @@ class ReferenceEngine:
     """The state of one run and the steps that change it."""
 
     def __init__(self, w: Workload) -> None:
-        w = own_starts(w)                    # a closed loop writes each flow's start
+        w, self.starts = own_starts(w)       # a closed loop writes each flow's start
         p = self.p = w.params
         self.w = w
         self.pod_node = w.pod_node.copy()        # the scheduler may bind later pods elsewhere
@@ -146,7 +146,7 @@ class ReferenceEngine:
                 return False
             if new is not None and (t, kind, f, k, arrive) == new:
                 self.next_new += 1
-                self.w.t0[f] = heapq.heappop(self.slots)
+                self.starts[f] = heapq.heappop(self.slots)   # w.t0 is a view of it
             else:
                 heapq.heappop(heap)
             resolved = self.resolved
