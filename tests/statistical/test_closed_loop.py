@@ -94,7 +94,7 @@ def test_nodeport_throughput_follows_mean_value_analysis():
     se = rates.std(ddof=1) / np.sqrt(rates.size)
     x = _mva(K, pods, service, delay)
     assert abs(rates.mean() - x) < 4 * se, (rates.mean(), x, se)
-    # the test can tell: without the hold and think time in the cycle MVA says ~30 % more
+    # the test can tell: without the hold and think time in the cycle MVA says ~23 % more
     assert abs(_mva(K, pods, service, delay - 0.05) - x) > 20 * se
 
 
