@@ -97,12 +97,10 @@ def flow_rate(sc: Scenario) -> float:
     w = sc.workload
     if w.arrival is not Arrival.CLOSED_LOOP:
         return w.rate_per_s
-    cycle = closed_loop_cycle_s(sc)
-    rate = w.concurrency / cycle if cycle > 0 else math.inf
-    service = float(sc.pod.service_s.mean)
-    if service > 0:
-        rate = min(rate, _total_workers(sc) / service)
-    return min(rate, w.rate_per_s * w.concurrency) if math.isfinite(rate) else w.rate_per_s
+    cycle, service = closed_loop_cycle_s(sc), float(sc.pod.service_s.mean)
+    bounds = ([w.concurrency / cycle] if cycle > 0 else []) + (
+        [_total_workers(sc) / service] if service > 0 else [])
+    return min(bounds) if bounds else w.rate_per_s     # no time at all: as fast as the ramp
 
 
 def load_bins(pods: int) -> int:

@@ -18,7 +18,7 @@ from ..records import Records, RecordsBuilder
 from ..tuples import CLIENT_BASE
 from ..workload import Workload, own_starts, slot_opens, worker_slots
 from .events import order, pop, push, unpack
-from .handlers import lb_choice, refuse, serve
+from .handlers import gives_up, lb_choice, refuse, serve
 from .targets import TargetSets
 from .layout import (DONE, PAUSE, ROOM, S_END, S_HN, S_LAST_SAMPLE, S_NDROP, S_NEXT_NEW,
                      S_NSLOT, S_RESOLVED, STATE_SLOTS, jit)
@@ -151,8 +151,8 @@ def _direct_events(t1, X, d_in, lb2b, tcp, retries, gaps, rr_algo, salt, t0, ser
             outcome[f] = FAILED
             attempts[f] = k + 1
             S[S_RESOLVED] += 1
-            if closed:                              # the client gives up (handlers.fail)
-                slot_push(slots, S, max(t, t - d_in + gaps[k]) + think)
+            if closed:
+                slot_push(slots, S, gives_up(t, t, d_in, gaps[k]) + think)
 
 
 class DirectEngine:
@@ -161,11 +161,11 @@ class DirectEngine:
     def __init__(self, w: Workload) -> None:
         w, self.starts = own_starts(w)       # a closed loop writes each flow's start
         self.w, self.p = w, w.params
-        #: a closed loop's free slots (lbsim.compiled.slots) and their count (S_NSLOT)
+        #: a closed loop's free slots (lbsim.compiled.slots), their count in S[S_NSLOT]
         slots = slot_opens(w.scenario)
         self.slots = slots if slots.size else np.zeros(1, np.int64)
-        self.slot_S = np.zeros(STATE_SLOTS, np.int64)
-        self.slot_S[S_NSLOT] = slots.size
+        self.S = np.zeros(STATE_SLOTS, np.int64)
+        self.S[S_NSLOT] = slots.size
         self.pod_node = w.pod_node.copy()        # the scheduler may bind later pods elsewhere
         self.rec = RecordsBuilder(w)
         self.worker_free = worker_slots(w.workers)
@@ -187,7 +187,6 @@ class DirectEngine:
         self.closes = np.zeros(p.pods, np.int64)
         self.sock_target = np.full(int(w.socket.max()) + 1 if w.socket.size else 1, -1,
                                    np.int64)
-        self.S = self.slot_S                        # one state row: the slots' count is in it
         self.H = np.zeros((1024, 3), np.int64)
         self.D = np.zeros((1024 if p.full_records else 1, 5), np.int64)
         self.targets = TargetSets(np.arange(first, dtype=np.int64))
@@ -210,7 +209,7 @@ class DirectEngine:
         b = _direct(self.next, self.flow_end, t1, p.flow_mask, p.tcp, p.d_in, w.t0, w.backend,
                     w.service, w.client, self.worker_free, r.outcome, r.attempts, r.pod,
                     r.nat_port, r.connect_ns, r.response_ns, r.pod_wait_ns, r.src_ip,
-                    p.closed_loop, self.slots, self.slot_S, w.hold, p.think, self.starts)
+                    p.closed_loop, self.slots, self.S, w.hold, p.think, self.starts)
         if b > self.next:
             self.last_t0 = int(w.t0[(b - 1) & p.flow_mask])
             self.next = b

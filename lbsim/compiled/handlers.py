@@ -36,7 +36,7 @@ from .nat import select_port
 from .table import early_drop, extend, gc_pass, insert, live_eid, release, sort_pairs, take
 
 __all__ = ["on_arrive", "on_direct", "on_nat", "on_confirm", "tick", "endpoint", "lb_choice",
-           "refuse"]
+           "refuse", "gives_up"]
 
 _U = np.uint64
 
@@ -58,9 +58,16 @@ def fail(S, P, gaps, D, cause_count, outcome, cause_rec, attempts_rec, flow, att
     outcome[i] = FAILED
     attempts_rec[i] = attempt + 1
     S[S_RESOLVED] += 1
-    # the client gives up when its last attempt's timer runs out (not before the drop is seen)
-    S[S_END] = max(t_fail, arrive - P.d_in + gaps[attempt])
+    S[S_END] = gives_up(t_fail, arrive, P.d_in, gaps[attempt])
     return -1
+
+
+@inline
+def gives_up(t_fail, arrive, d_in, gap):
+    """When a client whose last attempt (reaching its backend at ``arrive``, ``d_in`` after it
+    left) was dropped at ``t_fail`` gives up: when that attempt's timer (``gap``) runs out, and
+    not before the drop is seen (``ReferenceEngine.fail``)."""
+    return max(t_fail, arrive - d_in + gap)
 
 
 @hot

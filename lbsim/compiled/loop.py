@@ -70,8 +70,9 @@ def advance(T1, P, I, O, X):
         hn = S[S_HN]
         if nn >= P.flows and hn == 0:
             return DONE
+        F = S[S_FLOW_END]
         # the next new flow: at its drawn start, or with a closed loop when a slot frees
-        new = nn < S[S_FLOW_END] and (not P.closed_loop or S[S_NSLOT] > 0)
+        new = nn < F and (not P.closed_loop or S[S_NSLOT] > 0)
         from_heap = hn > 0
         ta = T1
         if new:
@@ -106,7 +107,7 @@ def advance(T1, P, I, O, X):
             S[S_NEXT_NEW] = nn + 1
             if P.closed_loop:            # the flow takes its slot: now its start is known
                 X.starts[nn & mask] = slot_pop(X.slots, S)   # I.t0 is a view of it
-            if P.nodeport and not P.dynamic and nn + AHEAD < S[S_FLOW_END]:
+            if P.nodeport and not P.dynamic and nn + AHEAD < F:
                 _prefetch_ahead(P, I, X, nn + AHEAD)
         resolved = S[S_RESOLVED]
         _dispatch(P, I, O, X, kind, f, k, t, ps)

@@ -96,6 +96,14 @@ def refusal(sc: Scenario, limits: Limits = LIMITS, host: str | None = "uname") -
     default from ``uname -r``): nat.kernel must be one that behaves as it does."""
     w, c, kp, ct = sc.workload, sc.cluster, sc.kube_proxy, sc.conntrack
     host = host_release() if host == "uname" else host
+    rate, one = flow_rate(sc), "one client process replays every flow"
+    if w.arrival is Arrival.CLOSED_LOOP:
+        rate_field, rate_value = "workload.concurrency", w.concurrency
+        rate_allowed = (f"at most {limits.rate_per_s:g} flows/s on the testbed ({one}; this "
+                        f"closed loop's would be ~{rate:.0f})")
+    else:
+        rate_field, rate_value = "workload.rate_per_s", w.rate_per_s
+        rate_allowed = f"at most {limits.rate_per_s:g} on the testbed ({one})"
     checks = [
         (bool(sc.events), "events", f"{len(sc.events)} events",
          "none: the testbed runs the steady state (no rollouts, drains or scaling)"),
@@ -107,13 +115,7 @@ def refusal(sc: Scenario, limits: Limits = LIMITS, host: str | None = "uname") -
         (w.clients > limits.clients, "workload.clients", w.clients,
          f"at most {limits.clients} on the testbed"),
         (w.flows > limits.flows, "workload.flows", w.flows, f"at most {limits.flows} on the testbed"),
-        (flow_rate(sc) > limits.rate_per_s,
-         "workload.concurrency" if w.arrival is Arrival.CLOSED_LOOP else "workload.rate_per_s",
-         w.concurrency if w.arrival is Arrival.CLOSED_LOOP else w.rate_per_s,
-         f"at most {limits.rate_per_s:g} flows/s on the testbed (one client process replays "
-         f"every flow; this closed loop's would be ~{flow_rate(sc):.0f})"
-         if w.arrival is Arrival.CLOSED_LOOP else
-         f"at most {limits.rate_per_s:g} on the testbed (one client process replays every flow)"),
+        (rate > limits.rate_per_s, rate_field, rate_value, rate_allowed),
         (sc.lb.algorithm is LBAlgorithm.LC, "lb.algorithm", sc.lb.algorithm.value,
          '"rr", "wrr", "source_hash" or "maglev" (lc chooses by live connections, which the '
          "testbed's flows would count differently)"),
