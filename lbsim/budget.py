@@ -214,6 +214,8 @@ def _durations(sc: Scenario) -> dict[str, float]:
     return {"workload.hold_s": 50 * float(w.hold_s.mean),
             "pod.service_s": 50 * float(sc.pod.service_s.mean),
             "cluster.packet_time_s": 50 * float(sc.cluster.packet_time_s.mean),
+            "cluster.packet_jitter_s": 50 * float(sc.cluster.packet_jitter_s.mean),
+            "workload.pair_offset_s": 50 * float(w.pair_offset_s.mean),
             schedule: gaps,
             "workload.query_gap_s": w.query_gap_s * w.queries_per_socket,
             "workload.think_s": w.think_s,
@@ -310,11 +312,12 @@ def horizon_s(sc: Scenario, worst: bool = True) -> float:
         if not worst:
             return ramp + w.flows / flow_rate(sc)
         return ramp + math.ceil(w.flows / w.concurrency) * closed_loop_cycle_s(sc, worst=True)
-    sockets = w.flows / w.queries_per_socket
+    q = w.flows_per_socket                 # a socket's queries, or a pair
+    sockets = w.flows / q
     if w.arrival is Arrival.PERIODIC:      # the last socket, and its last query's gap
-        return (max(0, math.ceil(sockets) - 1) / (w.rate_per_s / w.queries_per_socket)
+        return (max(0, math.ceil(sockets) - 1) / (w.rate_per_s / q)
                 + (w.queries_per_socket - 1) * w.query_gap_s)
-    return (sockets + 8 * sockets ** 0.5 + 8) / (w.rate_per_s / w.queries_per_socket)
+    return (sockets + 8 * sockets ** 0.5 + 8) / (w.rate_per_s / q)
 
 
 def check_clock(sc: Scenario) -> None:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import math
 
-from .config import (Arrival, CiliumAlgorithm, DataPath, IpvsScheduler, LBAlgorithm, Protocol, ProxyMode,
-                     Scenario, SessionAffinity, WorkloadConfig)
+from .config import (Arrival, CiliumAlgorithm, DataPath, IpvsScheduler, LBAlgorithm, Pairing,
+                     Protocol, ProxyMode, Scenario, SessionAffinity, WorkloadConfig)
+from .durations import duration_to_toml
 from .kernel import NS, TABLE_FULL
 from .kube_proxy import IPVS_MH_TABLE
 from .records import Records
@@ -32,6 +33,12 @@ def scenario_caveats(sc: Scenario) -> list[str]:
         out.append(f"workload.concurrency = {w.concurrency} and workload.think_s = "
                    f"{w.think_s:g} are ignored: they shape a closed loop (workload.arrival = "
                    f"'closed_loop'), not arrival = '{w.arrival.value}'")
+    if w.pairs is Pairing.NONE and w.pair_offset_s.mean > 0:
+        out.append(f"workload.pair_offset_s = {duration_to_toml(w.pair_offset_s)} is ignored: "
+                   "flows come in pairs only with workload.pairs = 'same_port' or 'same_tuple'")
+    if not nodeport and (sc.cluster.packet_jitter_s.mean > 0 or w.pin_pairs):
+        out.append("cluster.packet_jitter_s and workload.pin_pairs are ignored on the direct "
+                   "path: no node's CPU processes its packets")
     if lb.weights != "equal" and lb.algorithm not in _WEIGHTED:
         out.append(f"lb.weights = {lb.weights!r} is ignored: lb.algorithm = "
                    f"{lb.algorithm.value!r} does not weigh backends (wrr and maglev do)")

@@ -20,7 +20,7 @@ __all__ = ["STREAMS", "Streams", "mix64", "mix64_scalar"]
 #: Stream names, in a fixed order: appending is safe, reordering changes every result.
 STREAMS = (
     "arrivals", "clients", "client_ports", "service", "hold", "lb", "endpoint", "nat",
-    "cpu_time", "isn", "rss", "ct_hash", "control",
+    "cpu_time", "isn", "rss", "ct_hash", "control", "pair", "jitter",
 )
 
 _M64 = (1 << 64) - 1

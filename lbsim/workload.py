@@ -20,8 +20,8 @@ import numpy as np
 from .budget import STREAM_FLOWS, check_clock
 from .jit import jit
 from .config.dynamics import nodes_ever, pods_ever
-from .config import (Arrival, DataPath, LBAlgorithm, Protocol, ProxyMode, Scenario, Source,
-                     TrafficPolicy)
+from .config import (Arrival, DataPath, LBAlgorithm, Pairing, Protocol, ProxyMode, Scenario,
+                     Source, TrafficPolicy)
 from .kernel import NEVER, NS
 from .kube_proxy import PER_ATTEMPT, KubeProxy
 from .durations import Exponential, Fixed, LogNormal
@@ -106,6 +106,13 @@ class Params:
     packet_kind: int
     packet_a: float
     packet_b: float
+    #: cluster.packet_jitter_s: each new packet's delay before its CPU (jittered: not all 0)
+    jittered: bool
+    jitter_kind: int
+    jitter_a: float
+    jitter_b: float
+    #: workload.pin_pairs: flow f is processed on CPU ``lane[f] % cpus`` of its node
+    pinned: bool
     #: gaps[k]: from attempt k to attempt k + 1 (the client's retransmission schedule)
     gaps: tuple[int, ...]
     #: workload.arrival = "closed_loop": each flow takes the earliest free of ``concurrency``
@@ -128,6 +135,7 @@ class Params:
         gaps = w.retry_gaps_ns       # the client's schedule (lbsim.kernel.syn_gaps_ns)
         lo, hi = nat.port_range if nat.port_range is not None else (0, 0)
         kind, a, b = duration_params(c.packet_time_s)
+        jkind, ja, jb = duration_params(c.packet_jitter_s)
         kp = KubeProxy.per_attempt_mode(sc)
         kb = nat.behaviour
         gc = kb.gc_period_ns if ct.gc_interval_s == "auto" else max(1, ns(ct.gc_interval_s))
@@ -151,7 +159,9 @@ class Params:
             udp_assured_before_stream=kb.udp_assured_before_stream,
             per_attempt=kp, nftables=sc.kube_proxy.mode is ProxyMode.NFTABLES,
             dynamic=bool(sc.events), lb2b=ns(net.lb_to_backend_s),
-            rr_algo=sc.lb.algorithm is LBAlgorithm.RR, packet_kind=kind, packet_a=a, packet_b=b, gaps=tuple(gaps),
+            rr_algo=sc.lb.algorithm is LBAlgorithm.RR, packet_kind=kind, packet_a=a, packet_b=b,
+            jittered=c.packet_jitter_s.mean > 0, jitter_kind=jkind, jitter_a=ja, jitter_b=jb,
+            pinned=w.pin_pairs, gaps=tuple(gaps),
             closed_loop=w.arrival is Arrival.CLOSED_LOOP, concurrency=w.concurrency,
             think=ns(w.think_s))
 
@@ -195,6 +205,9 @@ class Workload:
     #: the socket of each flow when a socket sends several queries (queries_per_socket > 1: they
     #: share a tuple, so the LB keeps them on one backend); empty otherwise (flow f: socket f)
     socket: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
+    #: each flow's place in its pair or socket (0 first, 1 second, ...) when workload.pin_pairs
+    #: puts it on that CPU of its node; empty otherwise
+    lane: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
 
     @property
     def flows(self) -> int:
@@ -275,7 +288,7 @@ def with_duration(sc: Scenario) -> Scenario:
     w = sc.workload
     if w.duration_s <= 0:
         return sc
-    q = w.queries_per_socket
+    q = w.flows_per_socket
     expected = min(1 << 40, max(1, math.ceil(w.rate_per_s * w.duration_s)))
     check_clock(sc.replace(**{"workload.flows": expected}))
     end, rate = ns(w.duration_s), w.rate_per_s / q
@@ -305,6 +318,8 @@ def streaming_refusal(sc: Scenario) -> str | None:
         return "[[events]] (the control plane reads every flow's records)"
     if sc.workload.queries_per_socket > 1:
         return "workload.queries_per_socket > 1 (a socket's queries are interleaved by time)"
+    if sc.workload.pairs is not Pairing.NONE:
+        return "workload.pairs (a pair's flows are interleaved with other pairs' by time)"
     if lb.algorithm is LBAlgorithm.LC or lb.persistence_s > 0:
         return "lb.algorithm = \"lc\" or lb.persistence_s > 0 (they follow every open connection)"
     if sc.path is DataPath.NODEPORT and not KubeProxy.per_attempt_mode(sc):
@@ -359,7 +374,7 @@ class FlowSource:
         if (lo, hi) != (0, p.flows) and streaming_refusal(sc) is not None:
             raise ValueError(f"this scenario is drawn whole: {streaming_refusal(sc)}")
         self.next = hi
-        if w.queries_per_socket > 1:
+        if w.flows_per_socket > 1:
             return self._draw_queries()
         fid = np.arange(lo, hi, dtype=np.int64)
         if self.trace is not None:                   # the recorded flows, as they are
@@ -418,18 +433,23 @@ class FlowSource:
         return {k: np.ascontiguousarray(v, dtype=np.int64) for k, v in a.items()}
 
     def _draw_queries(self) -> dict[str, np.ndarray]:
-        """Every flow when a socket sends several queries (its flows interleave with other
-        sockets' by time, so they are drawn whole): per socket the client, port and LB choice,
-        per flow the rest; also ``socket``."""
+        """Every flow when a socket sends several queries, or flows come in pairs (the flows
+        interleave with other sockets' or pairs' by time, so they are drawn whole): per socket
+        (pair) the client, port and LB choice, per flow the rest; also ``socket`` (the pair's
+        number for a pair: the LB keeps its flows together) and, pinned, ``lane``."""
         p, st, w = self.p, self.st, self.sc.workload
-        F, q = p.flows, w.queries_per_socket
+        F, q = p.flows, w.flows_per_socket
         S = -(-F // q)
         sid = np.arange(S, dtype=np.int64)
         t_sock = socket_starts(self.sc, st.uniform, 0, S, w.rate_per_s / q, 0.0)[0]
         sock = np.repeat(sid, q)[:F]
-        t0 = t_sock[sock] + np.tile(np.arange(q), S)[:F] * ns(w.query_gap_s)
+        lane = np.tile(np.arange(q, dtype=np.int64), S)[:F]
+        if w.pairs is Pairing.NONE:
+            t0 = t_sock[sock] + lane * ns(w.query_gap_s)
+        else:                                        # the second of a pair, its offset later
+            t0 = t_sock[sock] + lane * _durations(w.pair_offset_s, st, "pair", sid)[sock]
         order = np.argsort(t0, kind="stable")       # flow numbers follow arrival order
-        socket, t0 = sock[order], t0[order]
+        socket, t0, lane = sock[order], t0[order], lane[order]
         fid = np.arange(F, dtype=np.int64)
         client, sport, instance = self._tuples(sid)
         service, hold, life = self._durations(fid)
@@ -442,16 +462,24 @@ class FlowSource:
         else:
             life_sock = None
         backend = self.lb.choose(instance, client, sport, t_sock, life_sock)[socket]
-        a = self._kube_proxy(dict(t0=t0, client=client[socket], sport=sport[socket],
+        flow_client = client[socket]
+        if w.pairs is Pairing.SAME_PORT:             # the second: any other client
+            other = (client + 1 + scaled(st.uniform("pair", sid, 1), w.clients - 1, 0)) \
+                % w.clients
+            flow_client = np.where(lane == 1, other[socket], flow_client)
+        a = self._kube_proxy(dict(t0=t0, client=flow_client, sport=sport[socket],
                                   service=service, hold=hold, instance=instance[socket],
                                   backend=backend), fid, life)
         a["socket"] = np.ascontiguousarray(socket, dtype=np.int64)
+        if w.pin_pairs:
+            a["lane"] = np.ascontiguousarray(lane, dtype=np.int64)
         return a
 
     def workload(self, arrays: dict[str, np.ndarray]) -> Workload:
         """A Workload of every flow's ``arrays`` (:meth:`draw` of all of them)."""
         arrays = dict(arrays, pod_node=self.pod_node, workers=self.workers)
         arrays.setdefault("socket", np.zeros(0, np.int64))
+        arrays.setdefault("lane", np.zeros(0, np.int64))
         arrays = {k: np.ascontiguousarray(v, dtype=np.int64) for k, v in arrays.items()}
         for a in arrays.values():
             a.flags.writeable = False

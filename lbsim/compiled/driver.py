@@ -56,13 +56,14 @@ class CompiledEngine:
         K[len(STREAMS) + 1] = np.uint64(w.lb_salt)
         # with events the LB chooses each flow's node as it arrives: the engine's own array
         backend = np.full(p.flows, -1, np.int64) if p.dynamic else w.backend
-        self.I = Inputs(K=K, pt=np.array([p.packet_a, p.packet_b], np.float64),
+        self.I = Inputs(K=K, pt=np.array([p.packet_a, p.packet_b, p.jitter_a, p.jitter_b],
+                                         np.float64),
                         gaps=np.array(p.gaps, np.int64), backend=backend, sport=w.sport,
                         client=w.client, service=w.service, hold=w.hold, t0=w.t0,
                         flow_pod=w.flow_pod, instance=w.instance,
                         # the scheduler may bind a later pod elsewhere (set_pod_node)
                         pod_node=w.pod_node.copy() if p.dynamic else w.pod_node,
-                        socket=w.socket)
+                        socket=w.socket, lane=w.lane)
         self.O = Outputs(outcome=r.outcome, cause=r.cause, attempts=r.attempts, pod=r.pod,
                          nat_port=r.nat_port, connect=r.connect_ns, response=r.response_ns,
                          pod_wait=r.pod_wait_ns,

@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from ..kernel import (C_DROP, C_EARLY_DROP, C_ENTRIES_INSERTED, C_FOUND,
+from ..kernel import (QUEUE, C_DROP, C_EARLY_DROP, C_ENTRIES_INSERTED, C_FOUND,
                       C_GC_EARLY_DROP, C_INSERT_FAILED, F_NAT_CLASH, F_SNAT,
                       F_TCP, F_UNREPLIED, FAILED, INSERT_RACE, NAT, NAT_CLASH_TIMEOUT, NEVER,
                       NO_ENDPOINTS, NO_LOCAL_ENDPOINT, NO_TARGET, NS, OK, POD_GONE,
@@ -25,7 +25,8 @@ from ..tuples import CLIENT_BASE, NODE_IP_BASE
 from .calendar import count_expired, nd
 from .events import push
 from .index import orig_key, reply_key, reply_key_nosnat
-from .layout import (FLAGS, K_CPU_TIME, K_CT_SALT, K_ENDPOINT, K_ISN, K_LB_SALT, K_RSS, N_EXPD,
+from .layout import (FLAGS, K_CPU_TIME, K_CT_SALT, K_ENDPOINT, K_ISN, K_JITTER, K_LB_SALT,
+                     K_RSS, N_EXPD,
                      NODE, PA_ARRIVE,
                      PA_EXH, PA_FOLLOW, PA_ISN, PA_NODE, PA_ORIG, PA_POD, PA_PORT, PA_REPLY,
                      PA_TCONF, PA_TNAT, P_EXPD, P_HELD, POD, REPLY, S_MAX_WAIT, S_NDROP,
@@ -35,7 +36,7 @@ from .layout import (FLAGS, K_CPU_TIME, K_CT_SALT, K_ENDPOINT, K_ISN, K_LB_SALT,
 from .nat import select_port
 from .table import early_drop, extend, gc_pass, insert, live_eid, release, sort_pairs, take
 
-__all__ = ["on_arrive", "on_direct", "on_nat", "on_confirm", "tick", "endpoint", "lb_choice",
+__all__ = ["on_arrive", "on_queue", "on_direct", "on_nat", "on_confirm", "tick", "endpoint", "lb_choice",
            "refuse", "gives_up"]
 
 _U = np.uint64
@@ -190,13 +191,30 @@ def on_arrive(P, I, O, X, f, k, t):
         X.node[f & P.flow_mask] = n
         if n < 0:
             return _fail(P, I, O, X, f, k, t, t, NO_TARGET, -1)
+    slot = take(X.pfree, X.S, S_PFREE, S_PSIZE)
+    X.PD[slot, PA_ARRIVE] = t
+    if P.jittered:                       # it reaches its CPU a little later
+        push(X.H, X.S, t + duration_ns(P.jitter_kind, I.pt[2], I.pt[3],
+                                       uniform(I.K[K_JITTER], f, k, 0),
+                                       uniform(I.K[K_JITTER], f, k, 1)), QUEUE, f, k, slot)
+    else:
+        on_queue(P, I, O, X, f, k, t, slot)
+    return -2
+
+
+@inline
+def on_queue(P, I, O, X, f, k, t, slot):
+    """The attempt in pending slot ``slot`` reaches its CPU at ``t`` (``ReferenceEngine.queue``):
+    processed from when the CPU is free, its NAT at the start and its confirm at the end."""
     if P.packet_kind == PT_FIXED:
         pkt = duration_ns(PT_FIXED, I.pt[0], 0.0, 0.0, 0.0)
     else:
         pkt = duration_ns(P.packet_kind, I.pt[0], I.pt[1], uniform(I.K[K_CPU_TIME], f, k, 0),
                           uniform(I.K[K_CPU_TIME], f, k, 1))
     node = I.backend[f & P.flow_mask]
-    if P.pod_clients:                    # the sending thread's CPU, per packet
+    if P.pinned:                         # a pair's i-th flow on its node's CPU i
+        c = node * P.cpus + I.lane[f & P.flow_mask] % P.cpus
+    elif P.pod_clients:                  # the sending thread's CPU, per packet
         c = node * P.cpus + np.int64(math.floor(uniform(I.K[K_RSS], f, k, 0) * P.cpus))
     else:                                # an RSS hash of the tuple
         orig = orig_key(node, I.client[f & P.flow_mask], I.sport[f & P.flow_mask])
@@ -206,11 +224,9 @@ def on_arrive(P, I, O, X, f, k, t):
     S[S_MAX_WAIT] = max(S[S_MAX_WAIT], t_nat - t)
     t_conf = t_nat + pkt
     X.cpu_free[c] = t_conf
-    slot = take(X.pfree, S, S_PFREE, S_PSIZE)
     PD = X.PD
-    PD[slot, PA_ARRIVE], PD[slot, PA_TNAT], PD[slot, PA_TCONF] = t, t_nat, t_conf
+    PD[slot, PA_TNAT], PD[slot, PA_TCONF] = t_nat, t_conf
     push(X.H, S, t_nat, NAT, f, k, slot)
-    return -2
 
 
 @inline

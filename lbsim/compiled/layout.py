@@ -41,6 +41,7 @@ def engine_params(p: Params) -> EngineParams:
 _KEY = {name: i for i, name in enumerate(STREAMS)}
 K_NAT, K_CPU_TIME, K_ISN, K_RSS, K_ENDPOINT = (_KEY["nat"], _KEY["cpu_time"], _KEY["isn"],
                                                _KEY["rss"], _KEY["endpoint"])
+K_JITTER = _KEY["jitter"]
 K_CT_SALT = len(STREAMS)
 #: the LB's client-address hash salt (lbsim.workload.Workload.lb_salt), after the conntrack salt
 K_LB_SALT = len(STREAMS) + 1
@@ -107,11 +108,11 @@ DONE, PAUSE, ROOM = 0, 1, 2
 AHEAD = 16
 
 #: the run's inputs (read only): the workload's arrays, the stream keys (K), the packet time's
-#: parameters (pt) and the retry gaps; with events, backend is the LB's node per flow, written
+#: and the jitter's parameters (pt: packet a, b, jitter a, b) and the retry gaps; with events, backend is the LB's node per flow, written
 #: as each flow reaches the LB (-1 until then)
 Inputs = collections.namedtuple("Inputs", (
     "K", "pt", "gaps", "backend", "sport", "client", "service", "hold", "t0", "flow_pod",
-    "pod_node", "instance", "socket"))
+    "pod_node", "instance", "socket", "lane"))
 #: the per-flow records and per-node counters the engine writes (lbsim.records)
 Outputs = collections.namedtuple("Outputs", (
     "outcome", "cause", "attempts", "pod", "nat_port", "connect", "response", "pod_wait", "src_ip",

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..kernel import ARRIVE, CONFIRM, NAT
+from ..kernel import ARRIVE, CONFIRM, NAT, QUEUE
 from ..rng import bits_nb as bits, uniform_nb as uniform
 from .events import order, pop, push, unpack
-from .handlers import endpoint, on_arrive, on_confirm, on_direct, on_nat, tick
+from .handlers import endpoint, on_arrive, on_confirm, on_direct, on_nat, on_queue, tick
 from .index import orig_key, prefetch_slot, reply_key
 from .intrinsics import prefetch
 from .layout import (AHEAD, DONE, K_ENDPOINT, K_NAT, PA_TCONF, PAUSE, ROOM, S_FLOW_END, S_HN,
@@ -127,6 +127,9 @@ def _dispatch(P, I, O, X, kind, f, k, t, ps):
                 push(H, S, nxt, ARRIVE, f, k + 1, -1)
         else:
             on_direct(P, I, O, X, f, t)
+        return
+    if kind == QUEUE:
+        on_queue(P, I, O, X, f, k, t, ps)
         return
     if kind == NAT:
         nxt = on_nat(P, I, O, X, f, k, t, ps)

@@ -14,10 +14,11 @@ from .scenario import Scenario
 from .sections import (CiliumAlgorithm, ClusterConfig, ConntrackConfig, DataPath, IpvsScheduler,
                        KubeProxyConfig, LBAlgorithm, LBConfig, NatConfig, NatKernel,
                        NetworkConfig, PodConfig, Protocol, ProxyMode, SessionAffinity, Source, Arrival,
+                       Pairing,
                        TrafficPolicy, WorkloadConfig)
 
 __all__ = [
-    "DataPath", "Protocol", "Source", "Arrival", "LBAlgorithm", "ProxyMode", "IpvsScheduler",
+    "DataPath", "Protocol", "Source", "Arrival", "Pairing", "LBAlgorithm", "ProxyMode", "IpvsScheduler",
     "CiliumAlgorithm", "SessionAffinity", "TrafficPolicy", "NatKernel",
     "WorkloadConfig", "LBConfig", "ClusterConfig", "PodConfig", "KubeProxyConfig", "NatConfig",
     "ConntrackConfig", "NetworkConfig", "LifecycleConfig", "DeploymentConfig", "EndpointsConfig",

@@ -74,6 +74,9 @@ class Scenario(_Section):
             _fail("pod.workers", list(w), f"one count or a list of cluster.pods = "
                   f"{self.cluster.pods} counts")
         _check_closed_loop(self)
+        if self.workload.pin_pairs and self.cluster.cpus_per_node < 2:
+            _fail("cluster.cpus_per_node", self.cluster.cpus_per_node, "at least 2 with "
+                  "workload.pin_pairs = true (a pair's two flows on two CPUs)")
 
     @property
     def udp_stream_s(self) -> float:

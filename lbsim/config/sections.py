@@ -7,14 +7,14 @@ import dataclasses
 import typing
 from dataclasses import dataclass
 
-from ..durations import Duration, Fixed, parse_duration
+from ..durations import Duration, Fixed, duration_to_toml, parse_duration
 from ..kernel import TCP_RTO_MAX_S, syn_gaps_ns
 from ..kernel_versions import KernelBehaviour, behaviour, release_error
 from .fields import (MAX_CLIENTS, MAX_NODES, MAX_PODS, _check_enum, _check_float, _check_int,
                      _check_port_range, _Choice, _fail, _is_int, _is_prime, _Section)
 
 __all__ = [
-    "DataPath", "Protocol", "Source", "Arrival", "LBAlgorithm", "ProxyMode", "IpvsScheduler",
+    "DataPath", "Protocol", "Source", "Arrival", "Pairing", "LBAlgorithm", "ProxyMode", "IpvsScheduler",
     "CiliumAlgorithm", "SessionAffinity", "TrafficPolicy", "NatKernel",
     "WorkloadConfig", "LBConfig", "ClusterConfig", "PodConfig", "KubeProxyConfig", "NatConfig",
     "ConntrackConfig", "NetworkConfig",
@@ -64,6 +64,23 @@ class Source(_Choice):
 
     EXTERNAL = "external"
     POD = "pod"
+
+
+class Pairing(_Choice):
+    """Flows sent in pairs that may race in one node's conntrack (``workload.pairs``).
+
+    ``none``: every flow on its own. ``same_port``: the flows come in pairs, the second from
+    another client with the first's source port, ``pair_offset_s`` after it (two clients whose
+    ports coincide: under MASQUERADE both want the same reply tuple, and the later confirm loses
+    if neither saw the other). ``same_tuple``: the second from the same client and port (the
+    identical 5-tuple of two sockets sharing a port, e.g. a resolver's A and AAAA from two
+    threads). Pairs start at ``rate_per_s / 2`` as ``arrival`` says; the LB sends both flows of
+    a pair where it sends the first, so that they meet on one node.
+    """
+
+    NONE = "none"
+    SAME_PORT = "same_port"
+    SAME_TUPLE = "same_tuple"
 
 
 class LBAlgorithm(_Choice):
@@ -191,6 +208,16 @@ class WorkloadConfig(_Section):
     queries_per_socket: int = 1
     #: time between a socket's requests, seconds
     query_gap_s: float = 1e-6
+    #: "none" | "same_port" | "same_tuple": flows in racing pairs (:class:`Pairing`)
+    pairs: Pairing = Pairing.NONE
+    #: with pairs: the second flow's start after the first's (a duration: fixed, or drawn per
+    #: pair), seconds
+    pair_offset_s: Duration = Fixed(value=0.0)
+    #: with pairs (or queries_per_socket > 1): the i-th flow of a pair (query of a socket) is
+    #: processed on CPU i mod cpus_per_node of its node, as two senders pinned to two CPUs
+    #: make it; false: the CPU an RSS hash of the tuple gives (pod clients: the sending
+    #: thread's, at random)
+    pin_pairs: bool = False
 
     def __post_init__(self) -> None:
         n = self._name
@@ -229,6 +256,39 @@ class WorkloadConfig(_Section):
         _check_float(n("query_gap_s"), self.query_gap_s)
         self._check_closed_loop()
         object.__setattr__(self, "hold_s", parse_duration(n("hold_s"), self.hold_s))
+        self._check_pairs()
+
+    def _check_pairs(self) -> None:
+        n = self._name
+        _check_enum(n("pairs"), self.pairs, Pairing)
+        object.__setattr__(self, "pair_offset_s",
+                           parse_duration(n("pair_offset_s"), self.pair_offset_s))
+        if self.pair_offset_s.mean > 1.0:
+            _fail(n("pair_offset_s"), duration_to_toml(self.pair_offset_s),
+                  "a duration of mean at most 1 s (a pair races within microseconds)")
+        if not isinstance(self.pin_pairs, bool):
+            _fail(n("pin_pairs"), self.pin_pairs, "true or false")
+        paired = self.pairs is not Pairing.NONE
+        if self.pin_pairs and not paired and self.queries_per_socket == 1:
+            _fail(n("pin_pairs"), self.pin_pairs, 'false unless workload.pairs is not "none" '
+                  "or workload.queries_per_socket > 1 (it places a pair's flows on two CPUs)")
+        if not paired:
+            return
+        if self.queries_per_socket > 1:
+            _fail(n("queries_per_socket"), self.queries_per_socket,
+                  f'1 with pairs = "{Pairing(self.pairs).value}" (a pair is two sockets\' flows)')
+        if self.arrival in (Arrival.TRACE, Arrival.CLOSED_LOOP):
+            _fail(n("pairs"), Pairing(self.pairs).value, '"none" with arrival = '
+                  f'"{Arrival(self.arrival).value}" (pairs start as a Poisson or periodic '
+                  "process)")
+        if self.pairs is Pairing.SAME_PORT and self.clients < 2:
+            _fail(n("clients"), self.clients, 'at least 2 with pairs = "same_port" (a pair '
+                  "is two clients)")
+
+    @property
+    def flows_per_socket(self) -> int:
+        """Flows that start together as one unit: a socket's queries, or a pair."""
+        return 2 if self.pairs is not Pairing.NONE else self.queries_per_socket
 
     def _check_closed_loop(self) -> None:
         n = self._name
@@ -314,8 +374,14 @@ class ClusterConfig(_Section):
     placement: str | tuple[int, ...] = "spread"
     #: with placement = "packed": how many nodes hold the pods
     packed_nodes: int = 1
-    #: CPU time to process a new flow's first packet on a node, seconds
+    #: CPU time to process a new flow's first packet on a node, seconds: from its conntrack
+    #: lookup and NAT to its confirm, the window in which two flows racing for one tuple do
+    #: not see each other
     packet_time_s: Duration = Fixed(value=5e-6)
+    #: each new packet's delay between reaching its node and its CPU taking it up (softirq
+    #: scheduling, the sender's own path), drawn per packet, seconds; 0: none. What shapes a
+    #: pair's race: the testbed measured about 10 us, exponential (docs/design.md)
+    packet_jitter_s: Duration = Fixed(value=0.0)
 
     def __post_init__(self) -> None:
         n = self._name
@@ -335,6 +401,11 @@ class ClusterConfig(_Section):
         elif p not in ("spread", "packed"):
             _fail(n("placement"), p, '"spread", "packed" or a list of pod counts per node')
         object.__setattr__(self, "packet_time_s", parse_duration(n("packet_time_s"), self.packet_time_s))
+        object.__setattr__(self, "packet_jitter_s",
+                           parse_duration(n("packet_jitter_s"), self.packet_jitter_s))
+        if self.packet_jitter_s.mean > 1.0:
+            _fail(n("packet_jitter_s"), duration_to_toml(self.packet_jitter_s),
+                  "a duration of mean at most 1 s (a delay before a CPU, microseconds)")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -3,8 +3,9 @@
 One flow makes one or more *attempts* (its SYN and retransmissions, or its UDP request and
 resends). On the NodePort path an attempt:
 
-1. reaches the LB's chosen node at ``arrive`` and waits for its CPU (RSS hash of its tuple; one
-   CPU processes one new packet at a time, ``packet_time_s`` each);
+1. reaches the LB's chosen node at ``arrive`` and, ``packet_jitter_s`` later (a draw per packet,
+   if set), its CPU (an RSS hash of its tuple, or pinned: its place in its pair), where it waits:
+   one CPU processes one new packet at a time, ``packet_time_s`` each, in the order they reach it;
 2. at the start of processing (``t_nat``) gets a conntrack entry allocated, is DNAT-ed by
    kube-proxy to a pod and SNAT-ed (Cluster) to the node IP (:mod:`lbsim.reference.nat`);
 3. at the end of processing (``t_conf``) is confirmed into the node's table, or clashes with an
@@ -32,7 +33,7 @@ from ..kernel import (ARRIVE, C_DROP, C_EARLY_DROP, C_ENTRIES_INSERTED,
                       C_FOUND, C_GC_EARLY_DROP, C_INSERT_FAILED, CONFIRM, F_NAT_CLASH,
                       F_SNAT, F_TCP, F_UNREPLIED, FAILED, INSERT_RACE, NAT, NAT_CLASH_TIMEOUT,
                       NEVER, NO_ENDPOINTS, NO_LOCAL_ENDPOINT, NO_TARGET, NS, OK, POD_GONE,
-                      PORT_EXHAUSTION, REFUSED, ROUNDS, SAMPLE_INTERVAL, TABLE_FULL,
+                      PORT_EXHAUSTION, QUEUE, REFUSED, ROUNDS, SAMPLE_INTERVAL, TABLE_FULL,
                       TCP_CLOSE_TIMEOUT, TCP_SYN_SENT_TIMEOUT, TUPLE_IN_USE)
 from ..kube_proxy import endpoint_scalar
 from ..budget import SNAT_PAIRS_MAX
@@ -167,6 +168,8 @@ class ReferenceEngine:
         heap = self.heap
         if kind == ARRIVE:
             self.arrive(f, k, t)
+        elif kind == QUEUE:
+            self.queue(f, k, t, arrive, self.attempt_inputs(f, k))
         elif kind == NAT:
             nxt = self.nat_step(f, k, arrive, t)
             if (f, k) in self.pending:
@@ -196,13 +199,21 @@ class ReferenceEngine:
                     heapq.heappush(self.heap, (nxt, ARRIVE, f, k + 1, 0))
                 return
         inp = self.attempt_inputs(f, k)
+        if self.p.jittered:                  # it reaches its CPU a little later
+            heapq.heappush(self.heap, (t + inp["jitter"], QUEUE, f, k, t))
+        else:
+            self.queue(f, k, t, t, inp)
+
+    def queue(self, f: int, k: int, t: int, arrive: int, inp: dict) -> None:
+        """An attempt that reached its node at ``arrive`` reaches its CPU at ``t``: processed
+        from when the CPU is free (FIFO), its NAT at the start and its confirm at the end."""
         c = int(inp["cpu"])
         t_nat = max(t, int(self.cpu_free[c]))
         self.max_cpu_wait = max(self.max_cpu_wait, t_nat - t)
         t_conf = t_nat + int(inp["pkt"])
         self.cpu_free[c] = t_conf
         self.cpu_of[(f, k)] = (t_nat, t_conf, inp)
-        heapq.heappush(self.heap, (t_nat, NAT, f, k, t))
+        heapq.heappush(self.heap, (t_nat, NAT, f, k, arrive))
 
     def set_endpoints(self, node: int, pods: np.ndarray, rejects: bool = False) -> None:
         """From now on, ``node``'s kube-proxy lists ``pods`` (per-attempt choices only); with
@@ -223,14 +234,22 @@ class ReferenceEngine:
                                    w.sport[f:f + 1])[0])
 
     def attempt_inputs(self, f: int, k: int) -> dict:
-        """Random inputs of one attempt: CPU time, endpoint uniform, NAT offsets, ISN, CPU."""
+        """Random inputs of one attempt: CPU time, endpoint uniform, NAT offsets, ISN, CPU and
+        the delay before it (jitter)."""
         st, p = self.streams, self.p
         fa, ka = np.array([f]), np.array([k])
         u0 = st.uniform("cpu_time", fa, ka, 0)
         u1 = st.uniform("cpu_time", fa, ka, 1)
         pkt = durations_ns(p.packet_kind, p.packet_a, p.packet_b, u0, u1)[0]
+        jitter = 0
+        if p.jittered:
+            jitter = int(durations_ns(p.jitter_kind, p.jitter_a, p.jitter_b,
+                                      st.uniform("jitter", fa, ka, 0),
+                                      st.uniform("jitter", fa, ka, 1))[0])
         offsets = [int(st.u16("nat", fa, ka, r)[0]) for r in range(ROUNDS)]
-        if p.pod_clients:   # the sending thread's CPU, per packet
+        if p.pinned:        # a pair's i-th flow on its node's CPU i
+            cpu = self.node_of(f) * p.cpus + int(self.w.lane[f]) % p.cpus
+        elif p.pod_clients:   # the sending thread's CPU, per packet
             cpu = self.w.backend[f] * p.cpus + int(np.floor(st.uniform("rss", fa, ka)[0] * p.cpus))
         elif self.dynamic:
             rss = mix64(np.array([self.orig_of(f)], np.int64).view(np.uint64) ^ self.w.keys["rss"])
@@ -238,7 +257,8 @@ class ReferenceEngine:
         else:
             cpu = self.cpu[f]
         return {"pkt": pkt, "u_ep": float(st.uniform("endpoint", fa, ka)[0]),
-                "offsets": offsets, "isn": int(st.u32("isn", fa, ka)[0]), "cpu": cpu}
+                "offsets": offsets, "isn": int(st.u32("isn", fa, ka)[0]), "cpu": cpu,
+                "jitter": jitter}
 
     # -- outcome of an attempt ------------------------------------------------------------------
     def fail(self, flow: int, attempt: int, arrive: int, t_fail: int, cause: int, node: int):

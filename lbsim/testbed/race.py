@@ -9,6 +9,13 @@ other, and the later confirm finds the reply tuple taken: its datagram is droppe
 and ``drop`` + 1; UDP's clash resolution needs an identical original tuple, which two clients do
 not share). Pairs are 1 ms apart and each uses its own port, so pairs do not interact.
 
+``kind = "same_tuple"`` sends identical tuples instead: both processes bind client 0's address and
+the pair's port (SO_REUSEPORT). Neither datagram is lost (the twins get the same NAT, and the
+later confirm merges into the earlier entry, ``clash_resolve``), so a process in the node's
+namespace reads its counters between pairs and a pair clashed when ``clashres`` grew. Its window
+is the whole path from the conntrack lookup (PREROUTING) to the confirm, where a same-port pair's
+is from the SNAT (POSTROUTING) to the confirm.
+
 The offsets are the senders' own clock readings just before ``sendto`` (CLOCK_MONOTONIC, shared by
 every namespace), so the measurement is of the loss against the offset of the two ``sendto``
 calls. Most offsets are drawn uniformly within ``spread_s``; a ``control`` share sits at
@@ -19,6 +26,9 @@ confirm, lasts ``window``; each packet reaches its CPU after a random delay; the
 their processing overlaps, ``|offset + D| < window``, with ``D`` the difference of the two delays.
 Exponential delays make ``D`` Laplace; its centre ``shift`` is the two paths' mean difference.
 Maximum likelihood over a grid; Pearson's chi-square over 4 us groups says how well it follows.
+:meth:`RaceFit.scenario` is that model as an lbsim scenario (pinned same-port pairs, the window as
+``cluster.packet_time_s``, the jitter as ``cluster.packet_jitter_s``), and :func:`lbsim_clashes`
+runs it at the offsets of a measurement: lbsim's prediction of the kernel's clashes.
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +54,8 @@ from .kernel_run import TestbedUnavailable, _pdeathsig
 from .netns import Namespaces, unavailable
 from .plan import NODE_PORT, ip_str, plan
 
-__all__ = ["RaceWindow", "RaceFit", "measure_race_window", "fit_window", "RACE_PAIR_COLUMNS"]
+__all__ = ["RaceWindow", "RaceFit", "measure_race_window", "fit_window", "lbsim_clashes",
+           "RACE_KINDS", "RACE_PAIR_COLUMNS"]
 
 #: the per-pair table of a measurement
 RACE_PAIR_COLUMNS = {
@@ -54,8 +66,9 @@ RACE_PAIR_COLUMNS = {
     "control": "a control pair (planned far outside any window)",
     "first_lost": "the first client's datagram never reached the pod",
     "second_lost": "the second client's datagram never reached the pod",
-    "clashed": "one of the two was lost",
+    "clashed": "same_port: one of the two was lost; same_tuple: the node's clashres grew",
 }
+RACE_KINDS = ("same_port", "same_tuple")
 #: the scenario whose namespaces carry the pairs: one node, one pod, two clients, UDP, the
 #: node's MASQUERADE keeping the client's port when it can (no port range)
 _SCENARIO = {"cluster.nodes": 1, "cluster.pods": 1, "workload.protocol": "udp",
@@ -85,12 +98,30 @@ class RaceFit:
         """P(clash) of a pair whose second send is ``offset_s`` after the first."""
         return _model(np.asarray(offset_s, float), self.window_s, self.shift_s, self.jitter_s)
 
+    def scenario(self, offset_s: float, pairs: int = 2000, seed: int = 0) -> Scenario:
+        """This race in lbsim: ``pairs`` same-port pairs ``offset_s`` apart (as the senders'
+        clocks read it), pinned to two CPUs of one node, each flow processed for the window
+        (``cluster.packet_time_s``) after an exponential delay of mean jitter
+        (``cluster.packet_jitter_s``). lbsim's two delays have one distribution, so the
+        senders' shift moves the offset, and its sign does not matter. Pairs 10 ms apart, UDP
+        entries gone after 1 ms: pairs do not meet."""
+        return Scenario().replace(**{
+            **_SCENARIO, "seed": seed, "workload.flows": 2 * pairs,
+            "workload.arrival": "periodic", "workload.rate_per_s": 200.0,
+            "workload.udp_retries": 0, "conntrack.udp_s": 1e-3, "records": "summary",
+            "workload.pairs": "same_port", "workload.pin_pairs": True,
+            "workload.pair_offset_s": abs(float(offset_s) + self.shift_s),
+            "cluster.packet_time_s": self.window_s,
+            "cluster.packet_jitter_s": {"dist": "exponential", "mean": self.jitter_s}})
+
 
 @dataclass(frozen=True)
 class RaceWindow:
     """One measurement: every pair, the node's counters, the fit."""
 
     kernel: str
+    #: "same_port" or "same_tuple"
+    kind: str
     #: one row per pair (:data:`RACE_PAIR_COLUMNS`)
     pairs: pd.DataFrame
     #: the node's ``/proc/net/stat/nf_conntrack``, summed over CPUs
@@ -111,11 +142,14 @@ class RaceWindow:
         return out
 
 
-def measure_race_window(pairs: int = 20_000, spread_s: float = 40e-6, *, gap_s: float = 1e-3,
-                        control: float = 0.1, seed: int = 0) -> RaceWindow:
-    """Send ``pairs`` same-port pairs through one node from two CPUs and fit the race model.
+def measure_race_window(pairs: int = 20_000, spread_s: float = 40e-6, *, kind: str = "same_port",
+                        gap_s: float = 1e-3, control: float = 0.1, seed: int = 0) -> RaceWindow:
+    """Send ``pairs`` same-port (or, ``kind = "same_tuple"``, identical-tuple) pairs through one
+    node from two CPUs and fit the race model.
 
     Needs root and at least two CPUs. Takes about ``pairs x gap_s`` plus a few seconds."""
+    if kind not in RACE_KINDS:
+        raise ValueError(f"kind = {kind!r} is invalid: must be one of {list(RACE_KINDS)}")
     if not 1 <= pairs <= 40_000:
         raise ValueError(f"pairs = {pairs} is out of range: an integer in [1, 40000] (one "
                          "source port per pair)")
@@ -136,25 +170,46 @@ def measure_race_window(pairs: int = 20_000, spread_s: float = 40e-6, *, gap_s: 
                        rng.uniform(-spread_s, spread_s, pairs))
     with Namespaces(pl) as ns, tempfile.TemporaryDirectory(prefix="lbsim-race-") as tmp:
         d = Path(tmp)
-        sent = _run_pairs(ns, d, planned, gap_s)
+        sent = _run_pairs(ns, d, planned, gap_s, kind == "same_tuple")
         got = np.load(d / "got.npy")
         counters = conntrack_stats(ns.read(ns.node[0], "/proc/net/stat/nf_conntrack"))
+        seen = np.load(d / "watch.npy") if kind == "same_tuple" else None
     lost = ~got.reshape(pairs, 2)
+    clashed = (lost.any(axis=1) if seen is None
+               else np.diff(seen[:, 0], prepend=0) > 0)
     table = pd.DataFrame({
         "pair": np.arange(pairs), "port": _FIRST_PORT + np.arange(pairs),
         "planned_offset_s": planned, "offset_s": (sent[1] - sent[0]) / 1e9, "control": ctl,
-        "first_lost": lost[:, 0], "second_lost": lost[:, 1], "clashed": lost.any(axis=1)})
+        "first_lost": lost[:, 0], "second_lost": lost[:, 1], "clashed": clashed})
     near = table[~table["control"]]
-    return RaceWindow(kernel=os.uname().release, pairs=table, counters=counters,
+    return RaceWindow(kernel=os.uname().release, kind=kind, pairs=table, counters=counters,
                       fit=fit_window(near["offset_s"].to_numpy(), near["clashed"].to_numpy()))
 
 
-def _run_pairs(ns: Namespaces, d: Path, planned: np.ndarray, gap_s: float) -> np.ndarray:
+def lbsim_clashes(fit: RaceFit, offset_s: np.ndarray, *, pairs: int = 2000, bin_s: float = 1e-6,
+                  seed: int = 0) -> np.ndarray:
+    """lbsim's clash probability for pairs at ``offset_s`` (s) under ``fit``: one run of
+    :meth:`RaceFit.scenario` of ``pairs`` pairs per distinct ``|offset + shift|`` rounded to
+    ``bin_s``, its clashed fraction (each a binomial estimate: ``pairs`` trials)."""
+    import lbsim                                     # the engine, not a testbed module
+    lag = np.round(np.abs(np.asarray(offset_s, float) + fit.shift_s) / bin_s)
+    out = np.empty(lag.size)
+    for v in np.unique(lag):
+        sc = fit.scenario(v * bin_s - fit.shift_s, pairs=pairs, seed=seed)
+        with warnings.catch_warnings():              # short on purpose: pairs, not a table
+            warnings.simplefilter("ignore", RuntimeWarning)
+            out[lag == v] = lbsim.run(sc).summary["failed"] / pairs
+    return out
+
+
+def _run_pairs(ns: Namespaces, d: Path, planned: np.ndarray, gap_s: float,
+               same_tuple: bool) -> np.ndarray:
     n = planned.size
     first = (np.arange(n) * gap_s * 1e9).astype(np.int64)
     due = time.monotonic_ns() + int(_STARTUP_S * 1e9)
     np.savez(d / "pairs.npz", ip0=np.array([ip_str(client_ip(0))] * n),
-             ip1=np.array([ip_str(client_ip(1))] * n), port=_FIRST_PORT + np.arange(n),
+             ip1=np.array([ip_str(client_ip(0 if same_tuple else 1))] * n),
+             port=_FIRST_PORT + np.arange(n), reuse=same_tuple, gap=int(gap_s * 1e9),
              t0=first, t1=first + np.round(planned * 1e9).astype(np.int64), T0=due,
              dst_ip=ip_str(node_ip(0)), dst_port=NODE_PORT)
     listen = _STARTUP_S + n * gap_s + 1.0
@@ -166,6 +221,10 @@ def _run_pairs(ns: Namespaces, d: Path, planned: np.ndarray, gap_s: float) -> np
         procs += [subprocess.Popen(["ip", "netns", "exec", ns.cli, *me, "send", str(c), str(d)],
                                    start_new_session=True, preexec_fn=_pdeathsig)
                   for c in (0, 1)]
+        if same_tuple:
+            procs.append(subprocess.Popen(["ip", "netns", "exec", ns.node[0], *me, "watch",
+                                           str(d)], start_new_session=True,
+                                          preexec_fn=_pdeathsig))
         for p in procs:
             if p.wait(timeout=listen + 60):
                 raise RuntimeError(f"the race's {' '.join(p.args[-5:])} process failed "

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from lbsim import Scenario
 from lbsim.config import (MAX_CLIENTS, MAX_NODES, MAX_PODS, CiliumAlgorithm, DataPath,
-                          IpvsScheduler, LBAlgorithm, NatKernel, Protocol, ProxyMode,
+                          IpvsScheduler, LBAlgorithm, NatKernel, Pairing, Protocol, ProxyMode,
                           SessionAffinity, Source, TrafficPolicy)
 from lbsim.config import CLOUD_PROFILES
 from lbsim.kernel import TCP_RTO_MAX_S
@@ -89,6 +89,8 @@ def _fields(nodes: int, pods: int) -> dict[str, st.SearchStrategy]:
         "workload.syn_rto_s": seconds(positive=True, hi=TCP_RTO_MAX_S),
         "workload.udp_timeout_s": seconds(positive=True), "workload.udp_retries": ints(0, 127),
         "workload.queries_per_socket": ints(1, 1 << 16), "workload.query_gap_s": seconds(),
+        "workload.pairs": choice(Pairing), "workload.pair_offset_s": durations(),
+        "workload.pin_pairs": st.booleans(), "cluster.packet_jitter_s": durations(),
         "lb.instances": ints(1, 4096), "lb.algorithm": choice(LBAlgorithm),
         "lb.weights": st.sampled_from(["equal", "local_pods", "workers"]),
         "lb.maglev_table_size": st.sampled_from(PRIMES), "lb.persistence_s": seconds(),

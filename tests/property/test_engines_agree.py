@@ -75,7 +75,28 @@ def scenarios(draw):
     if width is not None:
         d["nat.port_range"] = [10000, 10000 + width]
     d.update(draw(arrivals(d)))
+    d.update(draw(race_pairs(d)))
     return Scenario().replace(**d)
+
+
+@st.composite
+def race_pairs(draw, d):
+    """Racing pairs (same port, same tuple) pinned or not, and a jitter before the CPU; a pair
+    needs a Poisson or periodic arrival, one query per socket and, same-port, two clients."""
+    out = {"cluster.packet_jitter_s": draw(st.sampled_from(
+        [0.0, 0.0, 3e-6, {"dist": "exponential", "mean": 1e-5}]))}
+    pairs = draw(st.sampled_from(["none", "none", "same_port", "same_tuple"]))
+    if d.get("workload.arrival") == "closed_loop":
+        pairs = "none"
+    if pairs != "none":
+        out.update({"workload.pairs": pairs, "workload.queries_per_socket": 1,
+                    "workload.pair_offset_s": draw(st.sampled_from(
+                        [0.0, 2e-6, {"dist": "exponential", "mean": 5e-6}])),
+                    "workload.clients": max(2, d["workload.clients"])})
+    if (pairs != "none" or d["workload.queries_per_socket"] > 1) and draw(st.booleans()):
+        out.update({"workload.pin_pairs": True,
+                    "cluster.cpus_per_node": max(2, d["cluster.cpus_per_node"])})
+    return out
 
 
 @st.composite

@@ -90,8 +90,18 @@ def timelines(draw):
         })
         if d["nat.port_range"] is None:
             del d["nat.port_range"]
+        d["cluster.packet_jitter_s"] = draw(st.sampled_from([0.0, {"dist": "exponential",
+                                                                  "mean": 1e-5}]))
+    pairs = draw(st.sampled_from(["none", "none", "same_port", "same_tuple"]))
+    if pairs != "none":                      # racing pairs, kept together by the LB
+        d.update({"workload.pairs": pairs, "workload.queries_per_socket": 1,
+                  "workload.clients": max(2, d["workload.clients"]),
+                  "workload.pair_offset_s": draw(st.sampled_from([0.0, 1e-5]))})
+        if nodeport and draw(st.booleans()):
+            d.update({"workload.pin_pairs": True, "cluster.cpus_per_node": 2})
     if draw(st.integers(0, 3)) == 0:         # a closed loop: each flow starts as one ends
         d.update({"workload.arrival": "closed_loop", "workload.queries_per_socket": 1,
+                  "workload.pairs": "none", "workload.pin_pairs": False,
                   "workload.concurrency": draw(st.integers(1, d["workload.flows"])),
                   "workload.think_s": draw(st.sampled_from([0.0, 0.05]))})
     return Scenario().replace(**d)

@@ -20,9 +20,10 @@ PERCENTILES = ("_p50_s", "_p99_s")
 
 
 def _streamable(d):
-    """An engines-agreement scenario made streamable: one query per socket, an LB without
-    per-connection state, a kube-proxy choosing per attempt, summary records."""
+    """An engines-agreement scenario made streamable: one query per socket and no pairs, an LB
+    without per-connection state, a kube-proxy choosing per attempt, summary records."""
     sc = d.replace(**{"workload.queries_per_socket": 1, "records": "summary",
+                      "workload.pairs": "none", "workload.pin_pairs": False,
                       "kube_proxy.mode": "iptables", "kube_proxy.session_affinity": "None",
                       "lb.persistence_s": 0.0})
     if sc.workload.arrival.value == "closed_loop":     # its starts come as flows end: whole
@@ -98,6 +99,7 @@ def test_the_ring_grows_behind_a_flow_still_retransmitting():
     ({"events": [{"at_s": 1.0, "kind": "scale", "replicas": 3}]}, "events"),
     ({"lb.algorithm": "lc"}, "lc"),
     ({"workload.queries_per_socket": 2}, "queries_per_socket"),
+    ({"workload.pairs": "same_port"}, "workload.pairs"),
     ({"kube_proxy.mode": "ipvs"}, "up front"),
 ])
 def test_a_stream_window_where_a_run_cannot_stream_is_refused(change, why):
