@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 
 from .config import (Arrival, CiliumAlgorithm, DataPath, IpvsScheduler, LBAlgorithm, Pairing,
-                     Protocol, ProxyMode, Scenario, SessionAffinity, WorkloadConfig)
+                     Protocol, ProxyMode, Scenario, SessionAffinity, Source, TrafficPolicy,
+                     WorkloadConfig)
 from .durations import duration_to_toml
 from .kernel import NS, TABLE_FULL
 from .kube_proxy import IPVS_MH_TABLE
@@ -36,6 +37,11 @@ def scenario_caveats(sc: Scenario) -> list[str]:
     if w.pairs is Pairing.NONE and w.pair_offset_s.mean > 0:
         out.append(f"workload.pair_offset_s = {duration_to_toml(w.pair_offset_s)} is ignored: "
                    "flows come in pairs only with workload.pairs = 'same_port' or 'same_tuple'")
+    masquerades = (nodeport and w.source is not Source.POD
+                   and kp.external_traffic_policy is not TrafficPolicy.LOCAL)
+    if sc.cluster.snat_offset_s > 0 and not masquerades:
+        out.append(f"cluster.snat_offset_s = {sc.cluster.snat_offset_s:g} is ignored: nothing is "
+                   "masqueraded (the direct path, externalTrafficPolicy Local or pod clients)")
     if not nodeport and (sc.cluster.packet_jitter_s.mean > 0 or w.pin_pairs):
         out.append("cluster.packet_jitter_s and workload.pin_pairs are ignored on the direct "
                    "path: no node's CPU processes its packets")

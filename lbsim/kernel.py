@@ -12,7 +12,7 @@ __all__ = [
     "IPVS_ACTIVE_WEIGHT", "IPVS_TCP_CLOSING_S", "IPVS_UDP_S",
     "CAUSE_NONE", "PORT_EXHAUSTION", "INSERT_RACE", "TABLE_FULL", "NO_LOCAL_ENDPOINT",
     "TUPLE_IN_USE", "CAUSE_NAMES",
-    "CONFIRM", "NAT", "ARRIVE", "QUEUE", "OK", "FAILED",
+    "CONFIRM", "NAT", "ARRIVE", "QUEUE", "SNAT", "OK", "FAILED",
     "F_TCP", "F_SNAT", "F_NAT_CLASH",
     "MAX_ATTEMPTS", "HARDER_THRESH", "ROUNDS", "MIN_ROUND", "PORTS_BELOW_512", "PORTS_BELOW_1024",
     "PORTS_ABOVE",
@@ -101,6 +101,8 @@ CAUSE_NAMES = ("none", "port_exhaustion", "insert_race", "table_full", "no_local
 CONFIRM, NAT, ARRIVE = 1, 2, 3
 #: a new packet reaching its CPU, cluster.packet_jitter_s after it reached its node (only then)
 QUEUE = 4
+#: a masqueraded packet's SNAT, cluster.snat_offset_s after its NAT step (only then)
+SNAT = 5
 #: a flow's outcome
 OK, FAILED = 1, 2
 

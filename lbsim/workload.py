@@ -113,6 +113,9 @@ class Params:
     jitter_b: float
     #: workload.pin_pairs: flow f is processed on CPU ``lane[f] % cpus`` of its node
     pinned: bool
+    #: cluster.snat_offset_s: a masqueraded packet's SNAT this long after its NAT step (at the
+    #: latest at its confirm), ns; 0: in the NAT step
+    snat_offset: int
     #: gaps[k]: from attempt k to attempt k + 1 (the client's retransmission schedule)
     gaps: tuple[int, ...]
     #: workload.arrival = "closed_loop": each flow takes the earliest free of ``concurrency``
@@ -161,7 +164,7 @@ class Params:
             dynamic=bool(sc.events), lb2b=ns(net.lb_to_backend_s),
             rr_algo=sc.lb.algorithm is LBAlgorithm.RR, packet_kind=kind, packet_a=a, packet_b=b,
             jittered=c.packet_jitter_s.mean > 0, jitter_kind=jkind, jitter_a=ja, jitter_b=jb,
-            pinned=w.pin_pairs, gaps=tuple(gaps),
+            pinned=w.pin_pairs, snat_offset=ns(c.snat_offset_s), gaps=tuple(gaps),
             closed_loop=w.arrival is Arrival.CLOSED_LOOP, concurrency=w.concurrency,
             think=ns(w.think_s))
 

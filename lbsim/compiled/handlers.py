@@ -36,7 +36,7 @@ from .layout import (FLAGS, K_CPU_TIME, K_CT_SALT, K_ENDPOINT, K_ISN, K_JITTER, 
 from .nat import select_port
 from .table import early_drop, extend, gc_pass, insert, live_eid, release, sort_pairs, take
 
-__all__ = ["on_arrive", "on_queue", "on_direct", "on_nat", "on_confirm", "tick", "endpoint", "lb_choice",
+__all__ = ["on_arrive", "on_queue", "on_direct", "on_nat", "on_snat", "on_confirm", "tick", "endpoint", "lb_choice",
            "refuse", "gives_up"]
 
 _U = np.uint64
@@ -276,17 +276,28 @@ def on_nat(P, I, O, X, f, k, t, ps):
     if pod < 0:
         return _fail(P, I, O, X, f, k, arrive, t, NO_LOCAL_ENDPOINT, node)
     sp = I.sport[f & P.flow_mask]
-    if not P.snat:
-        port, exhausted = sp, False
-        reply = reply_key_nosnat(pod, I.client[f & P.flow_mask], sp)
-    else:
-        port, exhausted, found = select_port(E, X.HD, S, X.free, X.IX, count, I.K, P, X.rover, t,
-                                             node, pod, sp, f, k, isn)
-        O.C[C_FOUND, node] += found
-        reply = reply_key(node, pod, port)
     X.unconfirmed[node] += 1
-    _pend(X.PD, ps, node, pod, port, np.int64(exhausted), orig, reply, isn, 0)
+    _pend(X.PD, ps, node, pod, sp, 0, orig, reply_key_nosnat(pod, I.client[f & P.flow_mask], sp),
+          isn, 0)
+    if P.snat and P.snat_offset > 0:     # MASQUERADE at POSTROUTING, later
+        return -3
+    if P.snat:
+        on_snat(P, I, O, X, f, k, t, ps)
     return -2
+
+
+@inline
+def on_snat(P, I, O, X, f, k, t, ps):
+    """MASQUERADE of the attempt in pending slot ``ps`` at ``t`` (``ReferenceEngine.snat_step``):
+    its source port, against the entries confirmed by then."""
+    PD = X.PD
+    node, pod = PD[ps, PA_NODE], PD[ps, PA_POD]
+    port, exhausted, found = select_port(X.E, X.HD, X.S, X.free, X.IX, X.count, I.K, P, X.rover,
+                                         t, node, pod, I.sport[f & P.flow_mask], f, k,
+                                         PD[ps, PA_ISN])
+    O.C[C_FOUND, node] += found
+    PD[ps, PA_PORT], PD[ps, PA_EXH], PD[ps, PA_REPLY] = port, np.int64(exhausted), \
+        reply_key(node, pod, port)
 
 
 @inline

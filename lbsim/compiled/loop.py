@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..kernel import ARRIVE, CONFIRM, NAT, QUEUE
+from ..kernel import ARRIVE, CONFIRM, NAT, QUEUE, SNAT
 from ..rng import bits_nb as bits, uniform_nb as uniform
 from .events import order, pop, push, unpack
-from .handlers import endpoint, on_arrive, on_confirm, on_direct, on_nat, on_queue, tick
+from .handlers import (endpoint, on_arrive, on_confirm, on_direct, on_nat, on_queue, on_snat,
+                       tick)
 from .index import orig_key, prefetch_slot, reply_key
 from .intrinsics import prefetch
-from .layout import (AHEAD, DONE, K_ENDPOINT, K_NAT, PA_TCONF, PAUSE, ROOM, S_FLOW_END, S_HN,
+from .layout import (AHEAD, DONE, K_ENDPOINT, K_NAT, PA_TCONF, PA_TNAT, PAUSE, ROOM,
+                     S_FLOW_END, S_HN,
                      S_END, S_NDROP, S_NEXT_NEW, S_NSLOT, S_RESOLVED,
                      S_NEXT_TICK, S_NGAUGE, S_NSNAT, S_PFREE, S_PSIZE, S_SIZE, S_USED, hot,
                      inline)
@@ -131,10 +133,18 @@ def _dispatch(P, I, O, X, kind, f, k, t, ps):
     if kind == QUEUE:
         on_queue(P, I, O, X, f, k, t, ps)
         return
+    if kind == SNAT:
+        on_snat(P, I, O, X, f, k, t, ps)
+        push(H, S, X.PD[ps, PA_TCONF], CONFIRM, f, k, ps)
+        return
     if kind == NAT:
         nxt = on_nat(P, I, O, X, f, k, t, ps)
         if nxt == -2:                    # pending: its confirm comes at the end of processing
             push(H, S, X.PD[ps, PA_TCONF], CONFIRM, f, k, ps)
+            return
+        if nxt == -3:                    # pending, its SNAT at POSTROUTING still to come
+            push(H, S, min(X.PD[ps, PA_TNAT] + P.snat_offset, X.PD[ps, PA_TCONF]), SNAT, f, k,
+                 ps)
             return
     else:
         nxt = on_confirm(P, I, O, X, f, k, ps)

@@ -7,7 +7,8 @@ resends). On the NodePort path an attempt:
    if set), its CPU (an RSS hash of its tuple, or pinned: its place in its pair), where it waits:
    one CPU processes one new packet at a time, ``packet_time_s`` each, in the order they reach it;
 2. at the start of processing (``t_nat``) gets a conntrack entry allocated, is DNAT-ed by
-   kube-proxy to a pod and SNAT-ed (Cluster) to the node IP (:mod:`lbsim.reference.nat`);
+   kube-proxy to a pod and SNAT-ed (Cluster) to the node IP (:mod:`lbsim.reference.nat`); with
+   ``snat_offset_s`` the SNAT comes that much later (POSTROUTING), at the latest at the confirm;
 3. at the end of processing (``t_conf``) is confirmed into the node's table, or clashes with an
    entry confirmed meanwhile and is dropped (``insert_failed``, ``drop``);
 4. if confirmed, its request queues at the pod (FIFO, ``workers`` servers, in confirm order), and
@@ -33,7 +34,8 @@ from ..kernel import (ARRIVE, C_DROP, C_EARLY_DROP, C_ENTRIES_INSERTED,
                       C_FOUND, C_GC_EARLY_DROP, C_INSERT_FAILED, CONFIRM, F_NAT_CLASH,
                       F_SNAT, F_TCP, F_UNREPLIED, FAILED, INSERT_RACE, NAT, NAT_CLASH_TIMEOUT,
                       NEVER, NO_ENDPOINTS, NO_LOCAL_ENDPOINT, NO_TARGET, NS, OK, POD_GONE,
-                      PORT_EXHAUSTION, QUEUE, REFUSED, ROUNDS, SAMPLE_INTERVAL, TABLE_FULL,
+                      PORT_EXHAUSTION, QUEUE, REFUSED, ROUNDS, SAMPLE_INTERVAL, SNAT,
+                      TABLE_FULL,
                       TCP_CLOSE_TIMEOUT, TCP_SYN_SENT_TIMEOUT, TUPLE_IN_USE)
 from ..kube_proxy import endpoint_scalar
 from ..budget import SNAT_PAIRS_MAX
@@ -66,6 +68,8 @@ class Pending:
     isn: int
     #: a UDP packet of a flow already tracked on the node: it follows that entry (no new one)
     follow: bool = False
+    #: when its SNAT is still to come (snat_offset_s), else -1
+    snat_at: int = -1
 
 
 class ReferenceEngine:
@@ -173,9 +177,17 @@ class ReferenceEngine:
         elif kind == NAT:
             nxt = self.nat_step(f, k, arrive, t)
             if (f, k) in self.pending:
-                heapq.heappush(heap, (self.pending[(f, k)].t_conf, CONFIRM, f, k, arrive))
+                pd = self.pending[(f, k)]
+                if pd.snat_at >= 0:
+                    heapq.heappush(heap, (pd.snat_at, SNAT, f, k, arrive))
+                else:
+                    heapq.heappush(heap, (pd.t_conf, CONFIRM, f, k, arrive))
             elif nxt is not None:
                 heapq.heappush(heap, (nxt, ARRIVE, f, k + 1, 0))
+        elif kind == SNAT:
+            pd = self.pending[(f, k)]
+            self.snat_step(pd, t)
+            heapq.heappush(heap, (pd.t_conf, CONFIRM, f, k, arrive))
         else:
             nxt = self.confirm_step(self.pending.pop((f, k)))
             if nxt is not None:
@@ -342,20 +354,27 @@ class ReferenceEngine:
         if pod < 0:
             return self.fail(flow, attempt, arrive, t_nat, NO_LOCAL_ENDPOINT, node)
         sport = int(w.sport[flow])
-        if not p.snat:
-            port, exhausted = sport, False
-            reply = int(tuples.reply_key_nosnat(pod, int(w.client[flow]), sport))
-        else:
-            ch = select_port(self.table, t_nat, node, pod, sport, inp["offsets"], inp["isn"],
-                             self.rule, self.rover[node],
-                             self.secure_port(node, pod) if self.rule.legacy_random else 0)
-            port, exhausted = ch.port, ch.exhausted
-            C[C_FOUND, node] += ch.found
-            reply = tuples.reply_key(node, pod, port)
         self.unconfirmed[node] += 1
-        self.pending[(flow, attempt)] = Pending(flow, attempt, arrive, t_conf, node, pod, port,
-                                                exhausted, orig, reply, inp["isn"])
+        pd = self.pending[(flow, attempt)] = Pending(
+            flow, attempt, arrive, t_conf, node, pod, sport, False, orig,
+            int(tuples.reply_key_nosnat(pod, int(w.client[flow]), sport)), inp["isn"])
+        if p.snat and p.snat_offset > 0:           # MASQUERADE at POSTROUTING, later
+            pd.snat_at = min(t_nat + p.snat_offset, t_conf)
+        elif p.snat:
+            self.snat_step(pd, t_nat, inp)
         return None
+
+    def snat_step(self, pd: Pending, t: int, inp: dict | None = None) -> None:
+        """MASQUERADE of a pending attempt at ``t``: its source port, against the entries
+        confirmed by then (``nf_nat_setup_info``; :mod:`lbsim.reference.nat`)."""
+        inp = inp if inp is not None else self.attempt_inputs(pd.flow, pd.attempt)
+        node, pod = pd.node, pd.pod
+        ch = select_port(self.table, t, node, pod, int(self.w.sport[pd.flow]), inp["offsets"],
+                         inp["isn"], self.rule, self.rover[node],
+                         self.secure_port(node, pod) if self.rule.legacy_random else 0)
+        pd.port, pd.exhausted, pd.snat_at = ch.port, ch.exhausted, -1
+        self.rec.counters[C_FOUND, node] += ch.found
+        pd.reply = tuples.reply_key(node, pod, ch.port)
 
     def endpoint(self, node: int, u: float, flow: int) -> int:
         """kube-proxy's choice of pod for an attempt on ``node`` (-1: no local endpoint)."""

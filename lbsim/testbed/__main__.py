@@ -1,7 +1,9 @@
 """``python -m lbsim.testbed --config FILE.toml [--config ...] [--json OUT] [--replicas R]``:
 each scenario on this machine's kernel and in lbsim, side by side, with a verdict per metric
 (lbsim.testbed.verdict). ``--experiments`` runs lbsim.testbed.experiments instead and, with
-``--markdown OUT``, writes their agreement table (docs/design.md's). Needs root."""
+``--markdown OUT``, writes their agreement table (docs/design.md's). ``--race same_port`` (or
+``same_tuple``) ``[--pairs N]`` measures this kernel's insertion race window between two pinned
+CPUs (lbsim.testbed.race) and prints the fit and the lbsim settings that follow it. Needs root."""
 
 from __future__ import annotations
 
@@ -48,11 +50,59 @@ def _parser() -> argparse.ArgumentParser:
                    "table here")
     p.add_argument("--json", metavar="OUT", help="write the results as JSON here")
     p.add_argument("--replicas", type=int, default=30, help="lbsim seeds per scenario (30)")
+    p.add_argument("--race", choices=("same_port", "same_tuple"),
+                   help="measure the insertion race's window: pairs of UDP flows from two "
+                   "pinned CPUs, two clients on one port or one client's identical tuples")
+    p.add_argument("--pairs", type=int, default=10_000,
+                   help="with --race: pairs to send, 1 .. 40000 (10000: about 17 s)")
     return p
+
+
+def race(kind: str, pairs: int, out: str | None) -> int:
+    """``--race``: measure, print the fit and the lbsim settings, write ``out`` (JSON)."""
+    from .race import measure_race_window
+    try:
+        rw = measure_race_window(pairs, 40e-6, kind=kind)
+    except TestbedUnavailable as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    except ValueError as e:
+        print(f"error: --pairs: {e}", file=sys.stderr)
+        return 2
+    f, p = rw.fit, rw.pairs
+    near, ctl = p[~p["control"]], p[p["control"]]
+    doc = {"lbsim_version": __version__, "kernel": rw.kernel, "race": {
+        "kind": kind, "pairs": pairs, "window_s": f.window_s, "shift_s": f.shift_s,
+        "jitter_s": f.jitter_s, "chi2": f.chi2, "dof": f.dof,
+        "near_pairs": len(near), "near_clashed": int(near["clashed"].sum()),
+        "controls": len(ctl), "controls_clashed": int(ctl["clashed"].sum()),
+        "counters": rw.counters}}
+    setting = "packet_time_s - snat_offset_s" if kind == "same_port" else "packet_time_s"
+    print(f"{kind} race on kernel {rw.kernel}: {pairs} pairs, "
+          f"{doc['race']['near_clashed']} of {len(near)} within 40 us clashed, "
+          f"{doc['race']['controls_clashed']} of {len(ctl)} controls at 400 us\n"
+          f"  window {f.window_s * 1e6:.2f} us, shift {f.shift_s * 1e6:.2f} us, jitter "
+          f"{f.jitter_s * 1e6:.2f} us (chi-square {f.chi2:.1f} on {f.dof} degrees of freedom)\n"
+          f"  in lbsim: [cluster] {setting} = {f.window_s:.3g}, packet_jitter_s = "
+          f"{{dist = \"exponential\", mean = {f.jitter_s:.3g}}}", flush=True)
+    if out:
+        try:
+            Path(out).parent.mkdir(parents=True, exist_ok=True)
+            Path(out).write_text(json.dumps(doc, indent=2) + "\n")
+        except OSError as e:
+            print(f"error: cannot write {out}: {e.strerror}", file=sys.stderr)
+            return 2
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.race:
+        if args.config or args.experiments or args.markdown:
+            print("error: --race runs alone (no --config, --experiments or --markdown)",
+                  file=sys.stderr)
+            return 2
+        return race(args.race, args.pairs, args.json)
     try:
         if bool(args.config) == bool(args.experiments):
             raise ValueError("give --config FILE.toml (one or more) or --experiments")

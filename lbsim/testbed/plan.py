@@ -23,7 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..config import (Arrival, DataPath, LBAlgorithm, ProxyMode, Scenario, SessionAffinity, Source,
+from ..config import (Arrival, DataPath, LBAlgorithm, Pairing, ProxyMode, Scenario,
+                      SessionAffinity, Source,
                       TrafficPolicy)
 from ..budget import flow_rate, horizon_s
 from ..kernel_versions import RELEASES, behaviour
@@ -110,6 +111,9 @@ def refusal(sc: Scenario, limits: Limits = LIMITS, host: str | None = "uname") -
         (w.source is Source.POD, "workload.source", w.source.value,
          '"external" (clients outside the cluster)'),
         (w.queries_per_socket > 1, "workload.queries_per_socket", w.queries_per_socket, "1"),
+        (w.pairs is not Pairing.NONE, "workload.pairs", Pairing(w.pairs).value,
+         '"none": one sender replays every flow, so no two race on two CPUs (the race window '
+         "is measured by python -m lbsim.testbed --race)"),
         (c.nodes > limits.nodes, "cluster.nodes", c.nodes, f"at most {limits.nodes} on the testbed"),
         (c.pods > limits.pods, "cluster.pods", c.pods, f"at most {limits.pods} on the testbed"),
         (w.clients > limits.clients, "workload.clients", w.clients,

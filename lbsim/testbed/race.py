@@ -98,18 +98,21 @@ class RaceFit:
         """P(clash) of a pair whose second send is ``offset_s`` after the first."""
         return _model(np.asarray(offset_s, float), self.window_s, self.shift_s, self.jitter_s)
 
-    def scenario(self, offset_s: float, pairs: int = 2000, seed: int = 0) -> Scenario:
-        """This race in lbsim: ``pairs`` same-port pairs ``offset_s`` apart (as the senders'
-        clocks read it), pinned to two CPUs of one node, each flow processed for the window
-        (``cluster.packet_time_s``) after an exponential delay of mean jitter
-        (``cluster.packet_jitter_s``). lbsim's two delays have one distribution, so the
-        senders' shift moves the offset, and its sign does not matter. Pairs 10 ms apart, UDP
-        entries gone after 1 ms: pairs do not meet."""
+    def scenario(self, offset_s: float, pairs: int = 2000, seed: int = 0,
+                 kind: str = "same_port") -> Scenario:
+        """This race in lbsim: ``pairs`` same-port (or identical-tuple) pairs ``offset_s`` apart
+        (as the senders' clocks read it), pinned to two CPUs of one node, each flow processed
+        for the window (``cluster.packet_time_s``, NAT and SNAT at its start) after an
+        exponential delay of mean jitter (``cluster.packet_jitter_s``). lbsim's two delays have
+        one distribution, so the senders' shift moves the offset, and its sign does not matter.
+        Pairs 10 ms apart, UDP entries gone after 1 ms: pairs do not meet."""
+        if kind not in RACE_KINDS:
+            raise ValueError(f"kind = {kind!r} is invalid: must be one of {list(RACE_KINDS)}")
         return Scenario().replace(**{
             **_SCENARIO, "seed": seed, "workload.flows": 2 * pairs,
             "workload.arrival": "periodic", "workload.rate_per_s": 200.0,
             "workload.udp_retries": 0, "conntrack.udp_s": 1e-3, "records": "summary",
-            "workload.pairs": "same_port", "workload.pin_pairs": True,
+            "workload.pairs": kind, "workload.pin_pairs": True,
             "workload.pair_offset_s": abs(float(offset_s) + self.shift_s),
             "cluster.packet_time_s": self.window_s,
             "cluster.packet_jitter_s": {"dist": "exponential", "mean": self.jitter_s}})
@@ -187,18 +190,20 @@ def measure_race_window(pairs: int = 20_000, spread_s: float = 40e-6, *, kind: s
 
 
 def lbsim_clashes(fit: RaceFit, offset_s: np.ndarray, *, pairs: int = 2000, bin_s: float = 1e-6,
-                  seed: int = 0) -> np.ndarray:
+                  seed: int = 0, kind: str = "same_port") -> np.ndarray:
     """lbsim's clash probability for pairs at ``offset_s`` (s) under ``fit``: one run of
     :meth:`RaceFit.scenario` of ``pairs`` pairs per distinct ``|offset + shift|`` rounded to
-    ``bin_s``, its clashed fraction (each a binomial estimate: ``pairs`` trials)."""
+    ``bin_s``, its clashed fraction (each a binomial estimate: ``pairs`` trials): pairs with a
+    datagram lost (same-port) or merged (identical tuples: ``clash_resolve``)."""
+    what = "failed" if kind == "same_port" else "conntrack_clash_resolve"
     import lbsim                                     # the engine, not a testbed module
     lag = np.round(np.abs(np.asarray(offset_s, float) + fit.shift_s) / bin_s)
     out = np.empty(lag.size)
     for v in np.unique(lag):
-        sc = fit.scenario(v * bin_s - fit.shift_s, pairs=pairs, seed=seed)
+        sc = fit.scenario(v * bin_s - fit.shift_s, pairs=pairs, seed=seed, kind=kind)
         with warnings.catch_warnings():              # short on purpose: pairs, not a table
             warnings.simplefilter("ignore", RuntimeWarning)
-            out[lag == v] = lbsim.run(sc).summary["failed"] / pairs
+            out[lag == v] = lbsim.run(sc).summary[what] / pairs
     return out
 
 

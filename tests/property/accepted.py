@@ -91,6 +91,7 @@ def _fields(nodes: int, pods: int) -> dict[str, st.SearchStrategy]:
         "workload.queries_per_socket": ints(1, 1 << 16), "workload.query_gap_s": seconds(),
         "workload.pairs": choice(Pairing), "workload.pair_offset_s": durations(),
         "workload.pin_pairs": st.booleans(), "cluster.packet_jitter_s": durations(),
+        "cluster.snat_offset_s": seconds(hi=1.0),
         "lb.instances": ints(1, 4096), "lb.algorithm": choice(LBAlgorithm),
         "lb.weights": st.sampled_from(["equal", "local_pods", "workers"]),
         "lb.maglev_table_size": st.sampled_from(PRIMES), "lb.persistence_s": seconds(),

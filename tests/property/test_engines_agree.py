@@ -84,7 +84,8 @@ def race_pairs(draw, d):
     """Racing pairs (same port, same tuple) pinned or not, and a jitter before the CPU; a pair
     needs a Poisson or periodic arrival, one query per socket and, same-port, two clients."""
     out = {"cluster.packet_jitter_s": draw(st.sampled_from(
-        [0.0, 0.0, 3e-6, {"dist": "exponential", "mean": 1e-5}]))}
+        [0.0, 0.0, 3e-6, {"dist": "exponential", "mean": 1e-5}])),
+        "cluster.snat_offset_s": draw(st.sampled_from([0.0, 0.0, 3e-6, 1e-3]))}
     pairs = draw(st.sampled_from(["none", "none", "same_port", "same_tuple"]))
     if d.get("workload.arrival") == "closed_loop":
         pairs = "none"

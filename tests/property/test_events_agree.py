@@ -92,6 +92,7 @@ def timelines(draw):
             del d["nat.port_range"]
         d["cluster.packet_jitter_s"] = draw(st.sampled_from([0.0, {"dist": "exponential",
                                                                   "mean": 1e-5}]))
+        d["cluster.snat_offset_s"] = draw(st.sampled_from([0.0, 4e-6]))
     pairs = draw(st.sampled_from(["none", "none", "same_port", "same_tuple"]))
     if pairs != "none":                      # racing pairs, kept together by the LB
         d.update({"workload.pairs": pairs, "workload.queries_per_socket": 1,

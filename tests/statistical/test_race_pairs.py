@@ -72,6 +72,8 @@ def test_pairs_are_drawn_as_the_race_needs_them():
     ("workload.pairs", "twins", "one of"),
     ("workload.pair_offset_s", 2.0, "at most 1 s"),
     ("cluster.packet_jitter_s", {"dist": "exponential", "mean": 5.0}, "at most 1 s"),
+    ("cluster.snat_offset_s", 1.5, r"in \[0, 1\]"),
+    ("cluster.snat_offset_s", -1e-6, ">= 0"),
 ])
 def test_bad_pair_settings_are_refused_by_name(field, value, allowed):
     with pytest.raises(ValueError, match=f"{field}.*{allowed}"):
@@ -150,3 +152,20 @@ def test_identical_tuples_clash_in_the_same_window_and_6x_merges_them():
     within_4_se(s["conntrack_clash_resolve"], PAIRS, laplace_window(2e-6, 0.0, 10e-6))
     # the same tuple on one CPU (RSS hashes it there) is processed in turn: no race at all
     assert _run(**{"workload.pairs": "same_tuple"})["conntrack_clash_resolve"] == 0
+
+
+@pytest.mark.parametrize("pairs, window", [("same_port", 1.8e-6), ("same_tuple", 9.6e-6)])
+def test_a_later_snat_gives_each_race_its_own_window(pairs, window):
+    # the kernel's path measured here: lookup at PREROUTING, SNAT 7.8 us later at POSTROUTING,
+    # confirm 1.8 us after that. A same-port pair races only from SNAT to confirm, identical
+    # tuples from lookup to confirm (6.x resolves both kinds of their clashes: clash_resolve)
+    s = _run(**{"workload.pairs": pairs, "workload.pin_pairs": True,
+                "cluster.packet_time_s": 9.6e-6, "cluster.snat_offset_s": 7.8e-6})
+    clashes = s["failed"] if pairs == "same_port" else s["conntrack_clash_resolve"]
+    within_4_se(clashes, PAIRS, laplace_window(window, 0.0, 10e-6))
+
+
+def test_a_snat_offset_without_masquerade_warns_that_it_is_ignored():
+    with pytest.warns(RuntimeWarning, match="snat_offset_s"):
+        lbsim.run(Scenario().replace(**{"workload.flows": 200, "cluster.snat_offset_s": 1e-6,
+                                        "kube_proxy.external_traffic_policy": "Local"}))

@@ -19,6 +19,7 @@ def sc(**kw):
     ("conntrack.gc_interval_s", 5.0), ("workload.syn_rto_s", 3.0), ("workload.source", "pod"),
     ("workload.queries_per_socket", 2), ("cluster.nodes", 9), ("workload.syn_retries", 0),
     ("conntrack.udp_s", 2.5), ("kube_proxy.session_affinity", "ClientIP"),
+    ("workload.pairs", "same_port"),
 ])
 def test_what_the_kernel_cannot_run_is_refused_naming_the_field(field, value):
     extra = {"cluster.pods": 9} if field == "cluster.nodes" else {}
