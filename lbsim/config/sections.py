@@ -75,7 +75,8 @@ class Pairing(_Choice):
     if neither saw the other). ``same_tuple``: the second from the same client and port (the
     identical 5-tuple of two sockets sharing a port, e.g. a resolver's A and AAAA from two
     threads). Pairs start at ``rate_per_s / 2`` as ``arrival`` says; the LB sends both flows of
-    a pair where it sends the first, so that they meet on one node.
+    a pair where it sends the first, so that they meet on one node (pod clients have no LB: a
+    same-port pair's two pods send from their own nodes).
     """
 
     NONE = "none"
