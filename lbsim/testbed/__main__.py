@@ -85,13 +85,17 @@ def race(kind: str, pairs: int, out: str | None) -> int:
           f"{f.jitter_s * 1e6:.2f} us (chi-square {f.chi2:.1f} on {f.dof} degrees of freedom)\n"
           f"  in lbsim: [cluster] {setting} = {f.window_s:.3g}, packet_jitter_s = "
           f"{{dist = \"exponential\", mean = {f.jitter_s:.3g}}}", flush=True)
-    if out:
-        try:
-            Path(out).parent.mkdir(parents=True, exist_ok=True)
-            Path(out).write_text(json.dumps(doc, indent=2) + "\n")
-        except OSError as e:
-            print(f"error: cannot write {out}: {e.strerror}", file=sys.stderr)
-            return 2
+    return _write(out, lambda: json.dumps(doc, indent=2) + "\n") if out else 0
+
+
+def _write(path: str, text) -> int:
+    """Write ``text()`` to ``path`` (its folder made): 0, or 2 after a one-line error."""
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text())
+    except OSError as e:
+        print(f"error: cannot write {path}: {e.strerror}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -140,12 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     outputs = [(args.json, lambda: json.dumps(doc, indent=2) + "\n"),
                (args.markdown, lambda: agreement_table(done, args.replicas))]
     for path, text in outputs:
-        if path:
-            try:
-                Path(path).write_text(text())
-            except OSError as e:
-                print(f"error: cannot write {path}: {e.strerror}", file=sys.stderr)
-                return 2
+        if path and _write(path, text):
+            return 2
     return 0
 
 

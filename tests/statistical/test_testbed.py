@@ -23,8 +23,7 @@ from lbsim.testbed.netns import PREFIX, sweep_stale
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(autouse=True)
-def _testbed():
+def _require_testbed():
     # The skip is the machine's, not a missing feature: the testbed needs root, iproute2,
     # iptables and nft to build namespaces and load rules. Where they are missing the kernel
     # cannot be asked; .ci/run sets LBSIM_TESTBED_REQUIRED=1, which makes that a failure.
@@ -33,6 +32,11 @@ def _testbed():
         if os.environ.get("LBSIM_TESTBED_REQUIRED") == "1":
             pytest.fail(f"LBSIM_TESTBED_REQUIRED=1 but {why}")
         pytest.skip(why)
+
+
+@pytest.fixture(autouse=True)
+def _testbed():
+    _require_testbed()
     yield
     assert not [n for n in netns_list() if n.startswith(f"{PREFIX}{os.getpid()}-")]
 
@@ -113,29 +117,38 @@ def test_the_cli_prints_both_columns_and_writes_the_json(tmp_path):
     assert path["kernel"]["flows"] == 400
 
 
+def _measure(kind, pairs, seed):
+    # a module fixture is made before the autouse one runs: it asks for the testbed itself
+    _require_testbed()
+    from lbsim.testbed.race import measure_race_window
+    return measure_race_window(pairs, 40e-6, kind=kind, seed=seed)
+
+
 @pytest.fixture(scope="module")
 def race():
-    # Two clients, one source port, two pinned CPUs (lbsim.testbed.race): 3000 pairs, ~16 s
-    if unavailable("iptables-restore") or unavailable("nft"):
-        pytest.skip("no testbed")                    # _testbed says why, or fails in CI
-    from lbsim.testbed.race import measure_race_window
-    return measure_race_window(3000, 40e-6, seed=1)
+    # two clients, one source port, two pinned CPUs (lbsim.testbed.race): 3000 pairs, ~16 s
+    return _measure("same_port", 3000, 1)
 
 
-def test_same_port_pairs_race_only_within_microseconds(race):
-    # The kernel's own accounting is exact: a clash drops one datagram and counts it once in
-    # insert_failed and drop; never both of a pair. Pairs 400 us apart (controls) cannot overlap;
-    # pairs within 10 us of each other clash far more often (4 binomial standard errors).
-    rw = race
-    p = rw.pairs
-    lost = int(p["first_lost"].sum() + p["second_lost"].sum())
-    assert not (p["first_lost"] & p["second_lost"]).any()
-    assert rw.counters["insert_failed"] == rw.counters["drop"] == lost
+def near_beat_controls(p):
+    # pairs within 10 us of each other clash far more often than controls 400 us apart, which
+    # cannot overlap (4 binomial standard errors)
     near = p[~p["control"] & (p["offset_s"].abs() < 10e-6)]["clashed"]
     far = p[p["control"]]["clashed"]
     q = far.mean()
     se = (max(q, 1 / len(far)) * (1 - q) / len(near)) ** 0.5
     assert near.mean() - q > 4 * se, (near.mean(), q)
+
+
+def test_same_port_pairs_race_only_within_microseconds(race):
+    # The kernel's own accounting is exact: a clash drops one datagram and counts it once in
+    # insert_failed and drop; never both of a pair.
+    rw = race
+    p = rw.pairs
+    lost = int(p["first_lost"].sum() + p["second_lost"].sum())
+    assert not (p["first_lost"] & p["second_lost"]).any()
+    assert rw.counters["insert_failed"] == rw.counters["drop"] == lost
+    near_beat_controls(p)
 
 
 def predicts(rw):
@@ -173,10 +186,7 @@ def test_lbsim_predicts_the_kernels_same_port_race(race):
 @pytest.fixture(scope="module")
 def twins():
     # identical tuples: two sockets of one client on one port (SO_REUSEPORT), 2000 pairs, ~12 s
-    if unavailable("iptables-restore") or unavailable("nft"):
-        pytest.skip("no testbed")                    # _testbed says why, or fails in CI
-    from lbsim.testbed.race import measure_race_window
-    return measure_race_window(2000, 40e-6, kind="same_tuple", seed=2)
+    return _measure("same_tuple", 2000, 2)
 
 
 def test_lbsim_predicts_the_kernels_identical_tuple_race(twins):
@@ -187,17 +197,13 @@ def test_identical_tuples_are_merged_within_the_lookup_to_confirm_window(twins):
     # Two sockets of one client on one port (SO_REUSEPORT), two pinned CPUs: the later confirm
     # finds its twin's entry, with the same NAT, and 6.x merges it (clash_resolve): nothing is
     # lost, nothing counts as insert_failed, and the clashes the node counted between pairs add
-    # up to its total. Near pairs clash far more often than controls (4 binomial SE).
+    # up to its total.
     rw = twins
     p = rw.pairs
     assert not (p["first_lost"] | p["second_lost"]).any()
     assert rw.counters["insert_failed"] == rw.counters["drop"] == 0
     assert rw.counters["clashres"] >= int(p["clashed"].sum()) > 0
-    near = p[~p["control"] & (p["offset_s"].abs() < 10e-6)]["clashed"]
-    far = p[p["control"]]["clashed"]
-    q = far.mean()
-    se = (max(q, 1 / len(far)) * (1 - q) / len(near)) ** 0.5
-    assert near.mean() - q > 4 * se, (near.mean(), q)
+    near_beat_controls(p)
 
 
 def test_the_cli_measures_a_race_window_and_refuses_bad_pairs(tmp_path):
