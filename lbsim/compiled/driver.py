@@ -13,6 +13,7 @@ from ..lb import steady_targets
 from ..budget import SNAT_PAIRS_MAX
 from ..records import Records, RecordsBuilder
 from ..rng import STREAMS
+from ..shared_lists import SharedLists
 from ..workload import Workload, own_starts, slot_opens, worker_slots
 from .calendar import calendar_heads
 from .index import rebuild_index
@@ -68,11 +69,10 @@ class CompiledEngine:
                          nat_port=r.nat_port, connect=r.connect_ns, response=r.response_ns,
                          pod_wait=r.pod_wait_ns,
                          src_ip=r.src_ip, C=r.counters, cause_count=r.cause_count)
-        # the nodes of a Cluster service share one endpoint group, Local ones have their own
-        self.node_eps = [np.asarray(e, np.int64) for e in w.endpoints]
-        self.groups = list(w.endpoints) if p.local else [w.endpoints[0]]
-        ep_group = np.arange(p.nodes) if p.local else np.zeros(p.nodes, np.int64)
-        ep_ptr, ep_list, cdf = _endpoint_groups(self.groups)
+        # nodes listing the same pods share an endpoint group (a Cluster service's: all)
+        self.groups = SharedLists([np.asarray(e, np.int64) for e in w.endpoints])
+        ep_group = self.groups.group.copy()
+        ep_ptr, ep_list, cdf = _endpoint_groups(self.groups.lists)
         first = w.scenario.cluster.pods
         per_pod = p.pods if p.dynamic else 1
         listen = np.full(per_pod, NEVER, np.int64)
@@ -153,18 +153,13 @@ class CompiledEngine:
         the same pods share a group."""
         X = self.X
         pods = np.asarray(pods, np.int64)
-        self.node_eps[node] = pods
         X.ep_reject[node] = int(bool(rejects) and pods.size == 0)
-        index: dict[bytes, int] = {}
-        ep_group = np.zeros(self.p.nodes, np.int64)
-        self.groups = []
-        for v, eps in enumerate(self.node_eps):
-            g = index.setdefault(eps.tobytes(), len(self.groups))
-            if g == len(self.groups):
-                self.groups.append(eps)
-            ep_group[v] = g
-        ep_ptr, ep_list, cdf = _endpoint_groups(self.groups)
-        self.X = X._replace(ep_group=ep_group, ep_ptr=ep_ptr, ep_list=ep_list, cdf=cdf)
+        if self.groups.set(node, pods):     # a list no node had: the packed lists change
+            ep_ptr, ep_list, cdf = _endpoint_groups(self.groups.lists)
+            self.X = X._replace(ep_group=self.groups.group.copy(), ep_ptr=ep_ptr,
+                                ep_list=ep_list, cdf=cdf)
+        else:
+            self.X = X._replace(ep_group=self.groups.group.copy())
 
     def set_targets(self, t: int, nodes: np.ndarray) -> None:
         """From ``t`` on, the LB sends new flows to ``nodes``."""

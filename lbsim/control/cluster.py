@@ -168,6 +168,7 @@ class Cluster:
         self._cand: set[int] = set()              # targets taking new flows
         self._cand_healthy: set[int] = set()      # ... and healthy
         self._live_pods: dict[int, Pod] = {}      # pods not deleted, in creation order
+        self._on_node: dict[int, int] = {}        # node -> its bound pods not deleted
         self._flush_pending = self._targets_dirty = False
         self.rollouts: list[tuple[int, int | None]] = []      # (start, end) of each rollout
         #: (pod, t): a crash cut the pod's open connections at t; the events that crashed
@@ -220,7 +221,9 @@ class Cluster:
         self.pods.append(pod)
         self._live_pods[i] = pod
         self._log(pod, "created")
-        if not steady and not self._bind(pod):
+        if steady:
+            self._on_node[pod.node] = self._on_node.get(pod.node, 0) + 1
+        elif not self._bind(pod):
             pod.node, pod.scheduled = -1, None
             self._pending.append(pod)
             self._log(pod, "pending")
@@ -243,13 +246,10 @@ class Cluster:
         now = int(self.env.now)
         start = pod.index % len(pool)
         pool = pool[start:] + pool[:start]
-        if self._node_events:
-            count = dict.fromkeys(pool, 0)
-            for p in self._live_pods.values():
-                if p.node in count and p is not pod:
-                    count[p.node] += 1
-            pool = [min(pool, key=count.__getitem__)]     # the first of the fewest
+        if self._node_events:                  # the first of the fewest
+            pool = [min(pool, key=lambda v: self._on_node.get(v, 0))]
         pod.node = pool[0]
+        self._on_node[pod.node] = self._on_node.get(pod.node, 0) + 1
         pod.scheduled = pod.started = now
         self.node_of[pod.index] = pod.node
         self.env.process(self._start(pod))
@@ -311,6 +311,8 @@ class Cluster:
         and the LB's deregistration start together."""
         pod.deleted = int(self.env.now)
         del self._live_pods[pod.index]
+        if pod.node >= 0:
+            self._on_node[pod.node] -= 1
         self._log(pod, "deleted")
         if pod.index in self._ready:           # a ready endpoint becomes a terminating one
             self._ready.discard(pod.index)
@@ -466,9 +468,11 @@ class Cluster:
         candidate when none is healthy (fail open). NodePort: the pods the rules of the LB's
         nodes list."""
         if self.nodeport:
-            pr = self.proxies.programmed
-            # nodes of one Cluster service share their slice's array: each counted once
-            lists = list({id(pr[v]): pr[v] for v in self.node_targets.receiving()}.values())
+            # each distinct list once (a Cluster service's nodes list the same pods)
+            shared = self.proxies.lists
+            listed = np.bincount(shared.group[self.node_targets.receiving_nodes()],
+                                 minlength=len(shared.lists))
+            lists = [shared.lists[g] for g in np.flatnonzero(listed)]
             if len(lists) == 1:
                 return tuple(lists[0].tolist())
             return tuple(np.unique(np.concatenate(lists)).tolist()) if lists else ()

@@ -34,6 +34,7 @@ import simpy
 from ..config import Protocol, Scenario, TrafficPolicy
 from ..durations import Duration, Fixed
 from ..rng import Streams
+from ..shared_lists import SharedLists
 from ..sampling import duration_params, durations_ns
 from ..config.dynamics import nodes_ever
 from ..workload import ns
@@ -100,6 +101,8 @@ class KubeProxies:
             self.programmed.append(pods)
             self.rejects.append(rejects)
             self.hc_ready.append(ready)
+        #: the nodes' programmed lists, equal ones shared (what the LB's nodes list at once)
+        self.lists = SharedLists(self.programmed)
 
     # -- the slice ----------------------------------------------------------------------------
     def changed(self, s: Slice) -> None:
@@ -170,6 +173,7 @@ class KubeProxies:
             stale = (np.setdiff1d(self.programmed[v], pods) if self.udp_cleanup
                      else np.zeros(0, np.int64))
             self.programmed[v], self.rejects[v] = pods, rejects
+            self.lists.set(v, pods)
             self.log.append((int(env.now), v, int(pods.size)))
             self.on_program(v, pods, rejects, stale)
         if self.delivered[v] > version:          # changes came during the sync: sync again

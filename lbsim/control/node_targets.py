@@ -57,6 +57,8 @@ class NodeTargets:
         self.kind = "local_nodes" if local else "nodes"
         self.local = local
         self.joining = 0                      # nodes joined and not registered yet
+        self._receiving: tuple[int, ...] | None = None     # receiving(), until a change
+        self._receiving_array = np.zeros(0, np.int64)
         if local and sc.lb.health_check:      # a Cluster service's nodes always answer
             for v in self.nodes:
                 env.process(self._checks(v, float(self._phase[v])))
@@ -77,6 +79,7 @@ class NodeTargets:
         lag = int(delays_ns(self.sc.cloud.value("registration_s", self.kind), u1, u2)[0])
         yield self.env.timeout(lag)
         self.nodes = tuple(sorted((*self.nodes, v)))
+        self._receiving = None
         self.joining -= 1
         self.log.append((int(self.env.now), v, "registered"))
         self.on_change()
@@ -86,9 +89,16 @@ class NodeTargets:
     def receiving(self) -> tuple[int, ...]:
         """The nodes the LB sends new flows to now (fail open: every node when none is
         healthy)."""
-        if not self.sc.lb.health_check:
-            return self.nodes
-        return tuple(sorted(self.healthy)) or self.nodes
+        if self._receiving is None:
+            self._receiving = (tuple(sorted(self.healthy)) or self.nodes
+                               if self.sc.lb.health_check else self.nodes)
+            self._receiving_array = np.array(self._receiving, np.int64)
+        return self._receiving
+
+    def receiving_nodes(self) -> np.ndarray:
+        """:meth:`receiving` as an array (kept until the next change, as the tuple)."""
+        self.receiving()
+        return self._receiving_array
 
     def _answers(self, v: int) -> bool:
         """Does node v pass a check now? Local: its health-check node port (a local ready
@@ -116,5 +126,6 @@ class NodeTargets:
 
     def _set(self, v: int, healthy: bool) -> None:
         (self.healthy.add if healthy else self.healthy.discard)(v)
+        self._receiving = None
         self.log.append((int(self.env.now), v, "healthy" if healthy else "unhealthy"))
         self.on_change()

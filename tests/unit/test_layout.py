@@ -104,6 +104,7 @@ def test_no_module_of_the_pipeline_imports_upward_or_in_a_circle(package):
 #: outputs (docs/design.md); a module may import from its own stage and the ones below only
 STAGES = [
     ("lbsim.jit", "lbsim.kernel", "lbsim.kernel_versions", "lbsim.durations", "lbsim.tuples", "lbsim.formatting",
+     "lbsim.shared_lists",
      "lbsim.analytic", "lbsim.histogram", "lbsim.progress"),
     ("lbsim.config", "lbsim.rng"),
     ("lbsim.sampling", "lbsim.balancing", "lbsim.trace"),
