@@ -50,7 +50,7 @@ _GROUPS = [
         ("fail_cause_table_full", "pkts", _N), ("fail_cause_no_local_endpoint", "pkts", _N),
         ("fail_cause_tuple_in_use", "pkts", _N), ("fail_cause_refused", "", _N),
         ("fail_cause_pod_gone", "pkts", _N), ("fail_cause_no_target", "", _N),
-        ("fail_cause_no_endpoints", "", _N)]),
+        ("fail_cause_no_endpoints", "", _N), ("fail_cause_no_client_port", "", _N)]),
     ("latency", [
         ("connect_latency_p50_s", "s", "{:.6f}"), ("connect_latency_p99_s", "s", "{:.6f}"),
         ("response_time_p50_s", "s", _F4), ("response_time_p99_s", "s", _F4),

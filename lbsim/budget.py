@@ -121,6 +121,9 @@ def estimate_bytes(sc: Scenario, engine: str = "compiled", streamed: bool = Fals
         total = flows * per_flow * (_REFERENCE_FACTOR if engine == "reference" else 1)
     workers = max(sc.pod.workers) if isinstance(sc.pod.workers, tuple) else sc.pod.workers
     total += c.pods * workers * 8                                  # the pods' workers
+    if w.arrival is not Arrival.TRACE:       # the clients' port walk (lbsim.client_ports)
+        held_s = 60.0 + float(w.hold_s.mean) + float(sc.pod.service_s.mean)
+        total += 8 * w.clients + 64 * int(min(flows, rate * held_s + 1))
     if sc.path is DataPath.NODEPORT:
         held_s = (sc.conntrack.time_wait_s if w.protocol is Protocol.TCP else sc.conntrack.udp_s)
         held_s += float(w.hold_s.mean) + float(sc.pod.service_s.mean)

@@ -14,7 +14,7 @@ from .config import (Arrival, CiliumAlgorithm, DataPath, IpvsScheduler, LBAlgori
                      Protocol, ProxyMode, Scenario, SessionAffinity, Source, TrafficPolicy,
                      WorkloadConfig)
 from .durations import duration_to_toml
-from .kernel import NS, TABLE_FULL
+from .kernel import NO_CLIENT_PORT, NS, TABLE_FULL
 from .kube_proxy import IPVS_MH_TABLE
 from .records import Records
 
@@ -34,6 +34,10 @@ def scenario_caveats(sc: Scenario) -> list[str]:
         out.append(f"workload.concurrency = {w.concurrency} and workload.think_s = "
                    f"{w.think_s:g} are ignored: they shape a closed loop (workload.arrival = "
                    f"'closed_loop'), not arrival = '{w.arrival.value}'")
+    if w.tcp_tw_reuse != 2 and (w.protocol is Protocol.UDP or w.arrival is Arrival.TRACE):
+        out.append(f"workload.tcp_tw_reuse = {w.tcp_tw_reuse} is ignored: "
+                   + ("a UDP socket has no TIME_WAIT" if w.protocol is Protocol.UDP else
+                      "a trace's flows keep their recorded ports"))
     if w.pairs is Pairing.NONE and w.pair_offset_s.mean > 0:
         out.append(f"workload.pair_offset_s = {duration_to_toml(w.pair_offset_s)} is ignored: "
                    "flows come in pairs only with workload.pairs = 'same_port' or 'same_tuple'")
@@ -107,6 +111,7 @@ def run_caveats(sc: Scenario, r: Records) -> list[str]:
                        f"is still rising when the run ends, so the headroom metrics undersize "
                        f"(run at least {held:.3g} s: {longer})")
     out += _gc_caveat(sc, r)
+    out += _client_port_caveat(sc, r)
     out += _event_caveats(sc, r, span)
     rto = w.syn_rto_s if w.protocol is Protocol.TCP else w.udp_timeout_s
     wait = r.max_cpu_wait_ns / NS
@@ -117,6 +122,23 @@ def run_caveats(sc: Scenario, r: Records) -> list[str]:
                    f"queued packets are not modelled, so this run's latencies and retransmission "
                    f"counts are not what a node would show")
     return out
+
+
+def _client_port_caveat(sc: Scenario, r: Records) -> list[str]:
+    """Flows that failed at their own client, out of ephemeral ports (often a load generator
+    with too few addresses, not the cluster)."""
+    failed = int(r.cause_count[NO_CLIENT_PORT])
+    if not failed:
+        return []
+    w = sc.workload
+    size = w.client_port_range[1] - w.client_port_range[0] + 1
+    held = ("60 s of TIME_WAIT (workload.tcp_tw_reuse = 1: about 1 s)"
+            if w.protocol is Protocol.TCP and w.tcp_tw_reuse != 1 else "its connection")
+    return [f"{failed} flows failed at their client before sending anything: it had no free "
+            f"ephemeral port (EADDRNOTAVAIL; fail_cause_no_client_port). A client's {size} "
+            f"ports (workload.client_port_range) each stay held for {held}, so one client "
+            f"address opens at most about {size} per that time; more workload.clients spread "
+            f"the load"]
 
 
 def _gc_caveat(sc: Scenario, r: Records) -> list[str]:

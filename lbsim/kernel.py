@@ -21,6 +21,7 @@ __all__ = [
     "COUNTERS", "C_FOUND", "C_INSERT", "C_INSERT_FAILED", "C_DROP", "C_EARLY_DROP",
     "C_CLASH_RESOLVE", "C_ENTRIES_INSERTED", "C_GC_EARLY_DROP", "REFUSED", "POD_GONE", "NO_TARGET",
     "NO_ENDPOINTS", "F_UNREPLIED", "TCP_SYN_SENT_TIMEOUT", "TCP_CLOSE_TIMEOUT",
+    "NO_CLIENT_PORT", "CONNECT_STEP", "CONNECT_JITTER", "TCP_TIMEWAIT_LEN", "TCP_TW_REUSE_AFTER", "UDP_PORT_DRAWS",
 ]
 
 # -- time -----------------------------------------------------------------------------------------
@@ -94,8 +95,30 @@ REFUSED = 6            # the pod's server was not accepting (starting, or after 
 POD_GONE = 7           # the pod no longer exists: the packet is lost (the LB keeps the flow's pod)
 NO_TARGET = 8          # the LB had no target to send the flow to
 NO_ENDPOINTS = 9       # the node's kube-proxy lists no endpoint at all: its REJECT rule answers
+NO_CLIENT_PORT = 10    # the client's connect() found no free ephemeral port (EADDRNOTAVAIL)
 CAUSE_NAMES = ("none", "port_exhaustion", "insert_race", "table_full", "no_local_endpoint",
-               "tuple_in_use", "refused", "pod_gone", "no_target", "no_endpoints")
+               "tuple_in_use", "refused", "pod_gone", "no_target", "no_endpoints",
+               "no_client_port")
+
+# -- the clients' ephemeral ports (lbsim.reference.ports, lbsim.client_ports) ------------------
+#: __inet_hash_connect (net/ipv4/inet_hashtables.c): connect() walks the range two ports at a
+#: time, the ports of the range's low end's parity first, then the others
+CONNECT_STEP = 2
+#: ... and then advances its per-destination perturbation by max(ports walked past,
+#: get_random_u32_below(CONNECT_JITTER) x CONNECT_STEP) + CONNECT_STEP (5.18+, "tcp: add small
+#: random increments to the source port")
+CONNECT_JITTER = 8
+#: TCP_TIMEWAIT_LEN (include/net/tcp.h): the active closer (here the client) holds its port in
+#: TIME_WAIT for 60 s, not tunable; connect() skips it (tcp_tw_reuse = 2, the default, reuses
+#: TIME_WAIT only on loopback)
+TCP_TIMEWAIT_LEN = 60 * NS
+#: tcp_tw_reuse = 1: connect() takes over a TIME_WAIT port once the clock's second has moved past
+#: the last timestamp it saw (tcp_twsk_unique, net/ipv4/tcp_ipv4.c): at most a second after it
+TCP_TW_REUSE_AFTER = NS
+#: udp_lib_get_port (net/ipv4/udp.c) starts at a random port and, when it is taken, tries the
+#: other ports of its hash slot in a random order: lbsim draws up to this many random ports,
+#: then takes the next free one upward
+UDP_PORT_DRAWS = 64
 
 # -- event kinds, in the order they are processed at equal times (GC ticks come first of all) ----
 CONFIRM, NAT, ARRIVE = 1, 2, 3

@@ -125,6 +125,8 @@ SUMMARY_METRICS = {
     "fail_cause_pod_gone": "packets lost to a pod that no longer exists (the LB keeps a flow's "
                            "pod, so every retransmission is lost too)",
     "fail_cause_no_target": "attempts the LB had no target for (dropped; the client retransmits)",
+    "fail_cause_no_client_port": "flows whose client had no free ephemeral port to the Service "
+                                 "(connect() or sendto() failed with EADDRNOTAVAIL, nothing sent)",
     "fail_cause_no_endpoints": "attempts rejected by a node whose kube-proxy listed no endpoint "
                                "(its REJECT rule: ICMP port unreachable; the flow fails at once)",
     "connect_latency_p50_s": "median connect latency of established TCP flows, s",

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .budget import STREAM_FLOWS, check_clock
+from .budget import STREAM_FLOWS, check_clock, closed_loop_cycle_s
+from .client_ports import PortWalk, holds_until, time_wait_ns
 from .jit import jit
 from .config.dynamics import nodes_ever, pods_ever
 from .config import (Arrival, DataPath, LBAlgorithm, Pairing, Protocol, ProxyMode, Scenario,
@@ -366,6 +367,13 @@ class FlowSource:
         if self.trace is not None and self.trace.flows != p.flows:
             raise ValueError(f"workload.flows = {p.flows} but the trace has {self.trace.flows} "
                              "flows (lbsim.trace.with_trace sets it)")
+        w = sc.workload
+        # the clients' kernels pick their ports (a trace's are as recorded)
+        self.ports = (PortWalk(w.client_port_range, p.tcp, w.clients, st.keys["client_ports"])
+                      if self.trace is None else None)
+        self.rtt = 2 * (p.d_in + (p.d_hop if p.nodeport else 0))
+        self.time_wait = time_wait_ns(w.tcp_tw_reuse)
+        self._last_open = 0
 
     def draw(self, lo: int, hi: int) -> dict[str, np.ndarray]:
         """The inputs of flows ``lo`` .. ``hi - 1`` (``lo``: the next flow; a partial window only
@@ -388,20 +396,40 @@ class FlowSource:
             # Poisson: rint(cumsum(-log1p(-u) / rate) * 1e9), log1p by numpy, the rest in one
             # pass
             t0, self._acc = socket_starts(sc, st.uniform, lo, hi, w.rate_per_s, self._acc)
-            client, sport, instance = self._tuples(fid)
         service, hold, life = self._durations(fid)
+        if self.trace is None:
+            t_open = self._open_times(t0, fid)
+            client, sport, instance = self._tuples(
+                fid, t_open, holds_until(p.tcp, self.rtt, self.time_wait, t_open, service, hold))
         backend = self.lb.choose(instance, client, sport, t0, life, service, hold)
         return self._kube_proxy(dict(t0=t0, client=client, sport=sport, service=service,
                                      hold=hold, instance=instance, backend=backend), fid, life)
 
-    def _tuples(self, sid: np.ndarray):
-        """Each socket's client (floor(u * n)), source port and LB instance (ECMP: a hash of the
-        client's tuple)."""
+    def _tuples(self, sid: np.ndarray, t_open: np.ndarray, until: np.ndarray):
+        """Each socket's client (floor(u * n)), source port (its client's kernel's choice as it
+        opens at ``t_open``, held until ``until``: lbsim.client_ports; -1: none free) and LB
+        instance (ECMP: a hash of the client's tuple)."""
         w, st = self.sc.workload, self.st
         client = scaled(st.uniform("clients", sid), w.clients, 0)
-        lo, hi = w.client_port_range
-        sport = scaled(st.uniform("client_ports", sid), hi - lo + 1, lo)
+        sport = self.ports.open(client, t_open, until, sid)
         return client, sport, _lb_instance(client, sport, st.keys["lb"], self.sc.lb.instances)
+
+    def _open_times(self, t: np.ndarray, sid: np.ndarray) -> np.ndarray:
+        """When sockets ``sid`` open, as the port walk sees it: ``t``, or in a closed loop (whose
+        starts the engine finds) the nominal ones: socket i on slot i mod concurrency, one
+        cycle (budget.closed_loop_cycle_s) after that slot's previous one."""
+        sc = self.sc
+        if sc.workload.arrival is not Arrival.CLOSED_LOOP:
+            return t
+        conc = sc.workload.concurrency
+        nominal = (slot_opens(sc)[sid % conc]
+                   + (sid // conc) * max(1, ns(closed_loop_cycle_s(sc))))
+        if not nominal.size:
+            return nominal
+        # in time order across windows too (the walk drops ports already free at each start)
+        nominal = np.maximum.accumulate(np.maximum(nominal, self._last_open))
+        self._last_open = int(nominal[-1])
+        return nominal
 
     def _durations(self, fid: np.ndarray):
         """Each flow's service and hold times, and its lifetime for least connections."""
@@ -454,8 +482,12 @@ class FlowSource:
         order = np.argsort(t0, kind="stable")       # flow numbers follow arrival order
         socket, t0, lane = sock[order], t0[order], lane[order]
         fid = np.arange(F, dtype=np.int64)
-        client, sport, instance = self._tuples(sid)
         service, hold, life = self._durations(fid)
+        # a socket's port is held from its start until its last flow's is free (no closed
+        # loop here: the config refuses it with queries and pairs)
+        until = t_sock.copy()
+        np.maximum.at(until, socket, holds_until(p.tcp, self.rtt, self.time_wait, t0, service, hold))
+        client, sport, instance = self._tuples(sid, t_sock, until)
         # the instance's choice is made once per socket (the LB tracks a tuple, so a socket's
         # requests share a backend), with the lifetime of the socket's first flow
         if life is not None:

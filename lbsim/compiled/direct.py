@@ -18,7 +18,7 @@ from ..records import Records, RecordsBuilder
 from ..tuples import CLIENT_BASE
 from ..workload import Workload, own_starts, slot_opens, worker_slots
 from .events import order, pop, push, unpack
-from .handlers import gives_up, lb_choice, refuse, serve
+from .handlers import gives_up, lb_choice, no_client_port, refuse, serve
 from .targets import TargetSets
 from .layout import (DONE, PAUSE, ROOM, S_END, S_HN, S_LAST_SAMPLE, S_NDROP, S_NEXT_NEW,
                      S_NSLOT, S_RESOLVED, STATE_SLOTS, jit)
@@ -32,9 +32,9 @@ __all__ = ["DirectEngine"]
 
 
 @jit
-def _direct(a, b, t1, mask, tcp, d_in, t0, backend, service, client, worker_free, outcome,
-            attempts, pod, nat_port, connect, response, pod_wait, src_ip, closed, slots, S,
-            hold, think, starts):
+def _direct(a, b, t1, mask, tcp, d_in, t0, backend, service, client, sport, worker_free,
+            outcome, attempts, pod, nat_port, connect, response, pod_wait, src_ip, cause,
+            cause_count, closed, slots, S, hold, think, starts):
     """Serve flows ``a`` .. ``b - 1`` (flow f in row ``f & mask``) up to the first arriving at
     or after ``t1``; returns the first flow not served. ``closed``: a closed loop, each flow
     taking the earliest of the free ``slots`` (lbsim.compiled.slots) and giving it back
@@ -47,6 +47,12 @@ def _direct(a, b, t1, mask, tcp, d_in, t0, backend, service, client, worker_free
             return f
         if closed:
             starts[i] = slot_pop(slots, S)
+        if sport[i] < 0:                            # the client had no port: nothing sent
+            no_client_port(S, cause_count, outcome, cause, attempts, pod, nat_port, connect,
+                           response, pod_wait, src_ip, i, t - d_in)
+            if closed:
+                slot_push(slots, S, t - d_in + think)
+            continue
         p = backend[i]
         q = t + 2 * d_in if tcp else t
         finish = serve(worker_free, p, q, service[i])
@@ -65,7 +71,7 @@ def _direct(a, b, t1, mask, tcp, d_in, t0, backend, service, client, worker_free
 
 @jit
 def _direct_events(t1, X, d_in, lb2b, tcp, retries, gaps, rr_algo, salt, t0, service, hold,
-                   client, instance, socket, outcome, cause, attempts, pod_rec, nat_port,
+                   client, sport, instance, socket, outcome, cause, attempts, pod_rec, nat_port,
                    connect, response, pod_wait, src_ip, cause_count, full, closed, slots,
                    think, starts):
     """Attempts reaching their pod before ``t1``, new flows and retransmissions in time order
@@ -101,6 +107,12 @@ def _direct_events(t1, X, d_in, lb2b, tcp, retries, gaps, rr_algo, salt, t0, ser
             S[S_NEXT_NEW] += 1
             if closed:
                 starts[f] = slot_pop(slots, S)
+            if sport[f] < 0:                        # the client had no port: nothing sent
+                no_client_port(S, cause_count, outcome, cause, attempts, pod_rec, nat_port,
+                               connect, response, pod_wait, src_ip, f, t - d_in)
+                if closed:
+                    slot_push(slots, S, t - d_in + think)
+                continue
         p = target[f]
         if p < 0:                                   # the LB chooses among its targets now
             tl = t - lb2b
@@ -207,9 +219,9 @@ class DirectEngine:
         if self.dynamic:
             return self._advance_events(t1)
         b = _direct(self.next, self.flow_end, t1, p.flow_mask, p.tcp, p.d_in, w.t0, w.backend,
-                    w.service, w.client, self.worker_free, r.outcome, r.attempts, r.pod,
-                    r.nat_port, r.connect_ns, r.response_ns, r.pod_wait_ns, r.src_ip,
-                    p.closed_loop, self.slots, self.S, w.hold, p.think, self.starts)
+                    w.service, w.client, w.sport, self.worker_free, r.outcome, r.attempts, r.pod,
+                    r.nat_port, r.connect_ns, r.response_ns, r.pod_wait_ns, r.src_ip, r.cause,
+                    r.cause_count, p.closed_loop, self.slots, self.S, w.hold, p.think, self.starts)
         if b > self.next:
             self.last_t0 = int(w.t0[(b - 1) & p.flow_mask])
             self.next = b
@@ -225,7 +237,7 @@ class DirectEngine:
                  self.worker_free, self.removed, self.sock_target)
             code = _direct_events(t1, X, p.d_in, lb2b, p.tcp, p.retries,
                                   self.gaps, self.rr_algo, self.salt, w.t0,
-                                  w.service, w.hold, w.client, w.instance, w.socket,
+                                  w.service, w.hold, w.client, w.sport, w.instance, w.socket,
                                   r.outcome, r.cause,
                                   r.attempts, r.pod, r.nat_port, r.connect_ns, r.response_ns,
                                   r.pod_wait_ns, r.src_ip, r.cause_count, p.full_records,

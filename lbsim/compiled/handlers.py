@@ -16,7 +16,7 @@ import numpy as np
 from ..kernel import (QUEUE, C_DROP, C_EARLY_DROP, C_ENTRIES_INSERTED, C_FOUND,
                       C_GC_EARLY_DROP, C_INSERT_FAILED, F_NAT_CLASH, F_SNAT,
                       F_TCP, F_UNREPLIED, FAILED, INSERT_RACE, NAT, NAT_CLASH_TIMEOUT, NEVER,
-                      NO_ENDPOINTS, NO_LOCAL_ENDPOINT, NO_TARGET, NS, OK, POD_GONE,
+                      NO_CLIENT_PORT, NO_ENDPOINTS, NO_LOCAL_ENDPOINT, NO_TARGET, NS, OK, POD_GONE,
                       PORT_EXHAUSTION, REFUSED, TABLE_FULL, TCP_CLOSE_TIMEOUT,
                       TCP_SYN_SENT_TIMEOUT, TUPLE_IN_USE)
 from ..rng import bits_nb as bits, mix64_nb as mix64, uniform_nb as uniform
@@ -37,9 +37,24 @@ from .nat import select_port
 from .table import early_drop, extend, gc_pass, insert, live_eid, release, sort_pairs, take
 
 __all__ = ["on_arrive", "on_queue", "on_direct", "on_nat", "on_snat", "on_confirm", "tick", "endpoint", "lb_choice",
-           "refuse", "gives_up"]
+           "refuse", "gives_up", "no_client_port"]
 
 _U = np.uint64
+
+
+@inline
+def no_client_port(S, cause_count, outcome, cause_rec, attempts_rec, pod, nat_port, connect,
+                   response, pod_wait, src_ip, i, t_start):
+    """The client's connect() found no free port (EADDRNOTAVAIL: lbsim.client_ports): the flow
+    (row ``i``) fails at its start ``t_start`` with nothing sent (``ReferenceEngine.no_port``).
+    Every record is written: the steady direct path's arrays are not filled beforehand."""
+    cause_count[NO_CLIENT_PORT] += 1
+    cause_rec[i] = NO_CLIENT_PORT
+    outcome[i] = FAILED
+    attempts_rec[i] = 0
+    pod[i], nat_port[i], connect[i], response[i], pod_wait[i], src_ip[i] = -1, -1, -1, -1, -1, 0
+    S[S_RESOLVED] += 1
+    S[S_END] = t_start
 
 
 @hot

@@ -14,7 +14,7 @@ import numpy as np
 from ..kernel import ARRIVE, CONFIRM, NAT, QUEUE, SNAT
 from ..rng import bits_nb as bits, uniform_nb as uniform
 from .events import order, pop, push, unpack
-from .handlers import (endpoint, on_arrive, on_confirm, on_direct, on_nat, on_queue, on_snat,
+from .handlers import (endpoint, no_client_port, on_arrive, on_confirm, on_direct, on_nat, on_queue, on_snat,
                        tick)
 from .index import orig_key, prefetch_slot, reply_key
 from .intrinsics import prefetch
@@ -123,6 +123,11 @@ def _dispatch(P, I, O, X, kind, f, k, t, ps):
     at most that one flow)."""
     S, H = X.S, X.H
     if kind == ARRIVE:
+        if k == 0 and I.sport[f & P.flow_mask] < 0:     # the client had no port: nothing sent
+            no_client_port(S, O.cause_count, O.outcome, O.cause, O.attempts, O.pod, O.nat_port,
+                           O.connect, O.response, O.pod_wait, O.src_ip, f & P.flow_mask,
+                           t - P.d_in)
+            return
         if P.nodeport:
             nxt = on_arrive(P, I, O, X, f, k, t)
             if nxt >= 0:                 # no target: the client retransmits

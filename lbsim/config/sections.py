@@ -190,6 +190,10 @@ class WorkloadConfig(_Section):
     clients: int = 4096
     #: clients' ephemeral port range (``ip_local_port_range``), inclusive
     client_port_range: tuple[int, int] = (32768, 60999)
+    #: the clients' ``net.ipv4.tcp_tw_reuse``: 0, or 2 (the kernel's default: loopback only),
+    #: keeps a closed connection's port in TIME_WAIT for 60 s, where connect() skips it; 1 lets
+    #: connect() take it over a second after the close (TCP timestamps)
+    tcp_tw_reuse: int = 2
     #: how long the client keeps the connection open after the response, seconds (TCP)
     hold_s: Duration = Fixed(value=0.0)
     #: ``tcp_syn_retries``: the time connect() tries for, as that many exponential backoffs
@@ -232,6 +236,7 @@ class WorkloadConfig(_Section):
                   f"{self.rate_per_s:g} (about 2^40 flows, as workload.flows), or 0")
         _check_int(n("clients"), self.clients, 1, MAX_CLIENTS)
         _check_port_range(n("client_port_range"), self.client_port_range)
+        _check_int(n("tcp_tw_reuse"), self.tcp_tw_reuse, 0, 2)
         _check_int(n("syn_retries"), self.syn_retries, 0, 127)
         _check_int(n("syn_linear_timeouts"), self.syn_linear_timeouts, 0, 127)
         _check_float(n("syn_rto_s"), self.syn_rto_s, positive=True)

@@ -33,7 +33,7 @@ from .. import tuples
 from ..kernel import (ARRIVE, C_DROP, C_EARLY_DROP, C_ENTRIES_INSERTED,
                       C_FOUND, C_GC_EARLY_DROP, C_INSERT_FAILED, CONFIRM, F_NAT_CLASH,
                       F_SNAT, F_TCP, F_UNREPLIED, FAILED, INSERT_RACE, NAT, NAT_CLASH_TIMEOUT,
-                      NEVER, NO_ENDPOINTS, NO_LOCAL_ENDPOINT, NO_TARGET, NS, OK, POD_GONE,
+                      NEVER, NO_CLIENT_PORT, NO_ENDPOINTS, NO_LOCAL_ENDPOINT, NO_TARGET, NS, OK, POD_GONE,
                       PORT_EXHAUSTION, QUEUE, REFUSED, ROUNDS, SAMPLE_INTERVAL, SNAT,
                       TABLE_FULL,
                       TCP_CLOSE_TIMEOUT, TCP_SYN_SENT_TIMEOUT, TUPLE_IN_USE)
@@ -195,6 +195,9 @@ class ReferenceEngine:
 
     def arrive(self, f: int, k: int, t: int) -> None:
         """An attempt reaches its node (or, direct, its pod) at ``t``."""
+        if k == 0 and self.w.sport[f] < 0:
+            self.no_port(f, t - self.p.d_in)
+            return
         if not self.p.nodeport:
             if self.dynamic:
                 self.direct_attempt(f, k, t)
@@ -303,6 +306,18 @@ class ReferenceEngine:
         self.resolved += 1
         self.end = t + back
         return None
+
+    def no_port(self, flow: int, t: int) -> None:
+        """The client's connect() (or UDP autobind) found no free port at ``t``, the flow's
+        start (EADDRNOTAVAIL, lbsim.reference.ports): it fails with nothing sent."""
+        rec = self.rec
+        rec.cause_count[NO_CLIENT_PORT] += 1
+        rec.cause[flow], rec.outcome[flow], rec.attempts[flow] = NO_CLIENT_PORT, FAILED, 0
+        for a in (rec.pod, rec.nat_port, rec.connect_ns, rec.response_ns, rec.pod_wait_ns):
+            a[flow] = -1             # the steady direct path's records are not pre-filled
+        rec.src_ip[flow] = 0
+        self.resolved += 1
+        self.end = t
 
     def succeed(self, flow, attempt, pod, port, connect, response, src_ip, wait) -> None:
         rec = self.rec

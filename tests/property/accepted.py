@@ -85,6 +85,7 @@ def _fields(nodes: int, pods: int) -> dict[str, st.SearchStrategy]:
         "workload.protocol": choice(Protocol), "workload.source": choice(Source),
         "workload.rate_per_s": seconds(positive=True), "workload.clients": ints(1, MAX_CLIENTS),
         "workload.client_port_range": port_ranges(), "workload.hold_s": durations(),
+        "workload.tcp_tw_reuse": ints(0, 2),
         "workload.syn_retries": ints(0, 127), "workload.syn_linear_timeouts": ints(0, 127),
         "workload.syn_rto_s": seconds(positive=True, hi=TCP_RTO_MAX_S),
         "workload.udp_timeout_s": seconds(positive=True), "workload.udp_retries": ints(0, 127),

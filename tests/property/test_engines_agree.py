@@ -36,6 +36,7 @@ def scenarios(draw):
         "workload.flows": draw(st.integers(1, 150)),
         "workload.clients": draw(st.sampled_from([1, 3, 50])),
         "workload.client_port_range": [lo, lo + cport],
+        "workload.tcp_tw_reuse": draw(st.sampled_from([2, 1])),
         # long holds put entries past the compiled engine's 256 s calendar ring (its far list)
         "workload.hold_s": draw(st.sampled_from([0.0, 0.5, {"dist": "exponential", "mean": 1.0},
                                                  400.0, {"dist": "exponential", "mean": 200.0}])),

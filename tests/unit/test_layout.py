@@ -107,7 +107,7 @@ STAGES = [
      "lbsim.shared_lists",
      "lbsim.analytic", "lbsim.histogram", "lbsim.progress"),
     ("lbsim.config", "lbsim.rng"),
-    ("lbsim.sampling", "lbsim.balancing", "lbsim.trace"),
+    ("lbsim.sampling", "lbsim.balancing", "lbsim.trace", "lbsim.client_ports"),
     ("lbsim.lb", "lbsim.kube_proxy", "lbsim.scenarios"),
     ("lbsim.workload", "lbsim.budget"),
     ("lbsim.records",),
