@@ -144,8 +144,9 @@ class Namespaces:
         self.sysctl(self.cli, {
             **off, "net.ipv4.tcp_syn_retries": w.syn_retries,
             "net.ipv4.tcp_syn_linear_timeouts": w.syn_linear_timeouts,
-            # a client reuses a port whose own earlier connection is in TIME_WAIT, as lbsim's do
-            "net.ipv4.tcp_tw_reuse": 1})
+            # the clients' kernel reuses its TIME_WAIT ports as the scenario says (lbsim's port
+            # walk skips them for as long: lbsim.client_ports)
+            "net.ipv4.tcp_tw_reuse": w.tcp_tw_reuse})
         for n in self.pod:
             self.sysctl(n, {**off, "net.core.somaxconn": 65535,
                             "net.ipv4.tcp_max_syn_backlog": 65535})

@@ -39,6 +39,8 @@ __all__ = ["OUTCOMES", "main"]
 
 #: a flow's outcome codes in result.npz
 NOT_RUN, ESTABLISHED, TIMED_OUT, REFUSED, ADDRESS_BUSY, ERROR = range(6)
+#: include/uapi/linux/in.h (Python names it only from 3.12)
+_IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 OUTCOMES = ("not_run", "established", "timed_out", "refused", "address_busy", "error")
 CLONE_NEWNET = 0x40000000
 _FID = struct.Struct("!q")
@@ -182,7 +184,14 @@ class Replay:
         s = socket.socket(socket.AF_INET, kind)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.setblocking(False)
-        s.bind((self.ips[i], int(self.p["sport"][i])))
+        port = int(self.p["sport"][i])
+        if port < 0:
+            # lbsim's client had no free port: this kernel picks one as connect() (TCP: the
+            # address only, IP_BIND_ADDRESS_NO_PORT) or the UDP autobind does, or fails too
+            if kind == socket.SOCK_STREAM:
+                s.setsockopt(socket.IPPROTO_IP, _IP_BIND_ADDRESS_NO_PORT, 1)
+            port = 0
+        s.bind((self.ips[i], port))
         return s
 
     def _open(self, i: int, due: float, kind: int) -> tuple[socket.socket | None, float]:

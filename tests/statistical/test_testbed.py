@@ -6,6 +6,7 @@ Root only. They skip where the machine cannot run the testbed, except where
 LBSIM_TESTBED_REQUIRED=1 (.ci/run sets it): then they fail.
 """
 
+import errno
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import lbsim
@@ -157,7 +159,6 @@ def predicts(rw):
     # packet_jitter_s) at each odd pair's offset and must predict the odd pairs' clashes within
     # 4 standard errors: the odd pairs' binomial variance, lbsim's own estimate's (m pairs per
     # 1 us offset bin) and the fit's (its rate is known to 1 / sqrt(the clashes it saw)).
-    import numpy as np
     from lbsim.testbed.race import fit_window, lbsim_clashes
     near = rw.pairs[~rw.pairs["control"]]
     even, odd = near.iloc[0::2], near.iloc[1::2]
@@ -219,3 +220,34 @@ def test_the_cli_measures_a_race_window_and_refuses_bad_pairs(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "lbsim.testbed", "--race", "same_tuple",
                           "--pairs", "0"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "pairs = 0" in bad.stderr
+
+
+# chi-square critical value at alpha = 0.001 (upper tail), 7 degrees of freedom
+_CHI2_999_7 = 24.322
+
+
+def test_this_kernels_connect_walks_ports_as_lbsims_clients_do():
+    from lbsim.client_ports import PortWalk
+    from lbsim.kernel import CONNECT_JITTER
+    from lbsim.testbed.connect import measure_connect_ports
+    # connections reset at once (nothing held): every step 2..16 ports, uniformly, all ports of
+    # the range's low parity
+    lo, hi = 32768, 60999
+    ports = measure_connect_ports(2001)
+    assert (ports >= lo).all() and ((ports - lo) % 2 == 0).all()
+    steps = np.bincount(np.diff(ports) % (hi + 1 - lo) // 2 - 1, minlength=CONNECT_JITTER)
+    assert steps.size == CONNECT_JITTER and steps.sum() == 2000
+    e = 2000 / CONNECT_JITTER
+    assert ((steps - e) ** 2 / e).sum() < _CHI2_999_7, steps
+    # every connection held, ten ports: the five even ones first, then the odd, then
+    # EADDRNOTAVAIL; and lbsim's walk the same, for any perturbation
+    kernel = measure_connect_ports(12, (40000, 40009), keep_open=True)
+    for key in range(20):
+        walk = PortWalk((40000, 40009), True, 1, np.uint64(key))
+        t = np.arange(12, dtype=np.int64)
+        ours = walk.open(np.zeros(12, np.int64), t, np.full(12, 10**15), t)
+        for got in (kernel, ours):
+            assert sorted(got[:5]) == [40000, 40002, 40004, 40006, 40008], got
+            assert sorted(got[5:10]) == [40001, 40003, 40005, 40007, 40009], got
+            assert (got[10:] < 0).all(), got
+    assert (kernel[10:] == -errno.EADDRNOTAVAIL).all()
