@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 
+from .client_ports import BYTES_PER_HELD_PORT
 from .config import Arrival, DataPath, Protocol, Scenario, TrafficPolicy
 from .config.dynamics import nodes_ever, pods_ever
 from .kernel import NS
@@ -123,7 +124,7 @@ def estimate_bytes(sc: Scenario, engine: str = "compiled", streamed: bool = Fals
     total += c.pods * workers * 8                                  # the pods' workers
     if w.arrival is not Arrival.TRACE:       # the clients' port walk (lbsim.client_ports)
         held_s = 60.0 + float(w.hold_s.mean) + float(sc.pod.service_s.mean)
-        total += 8 * w.clients + 64 * int(min(flows, rate * held_s + 1))
+        total += 8 * w.clients + BYTES_PER_HELD_PORT * int(min(flows, rate * held_s + 1))
     if sc.path is DataPath.NODEPORT:
         held_s = (sc.conntrack.time_wait_s if w.protocol is Protocol.TCP else sc.conntrack.udp_s)
         held_s += float(w.hold_s.mean) + float(sc.pod.service_s.mean)
