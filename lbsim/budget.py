@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import os
 
-from .client_ports import BYTES_PER_HELD_PORT
+from .client_ports import BYTES_PER_HELD_PORT, time_wait_ns
 from .config import Arrival, DataPath, Protocol, Scenario, TrafficPolicy
 from .config.dynamics import nodes_ever, pods_ever
 from .kernel import NS
@@ -123,8 +123,12 @@ def estimate_bytes(sc: Scenario, engine: str = "compiled", streamed: bool = Fals
     workers = max(sc.pod.workers) if isinstance(sc.pod.workers, tuple) else sc.pod.workers
     total += c.pods * workers * 8                                  # the pods' workers
     if w.arrival is not Arrival.TRACE:       # the clients' port walk (lbsim.client_ports)
-        held_s = 60.0 + float(w.hold_s.mean) + float(sc.pod.service_s.mean)
-        total += 8 * w.clients + BYTES_PER_HELD_PORT * int(min(flows, rate * held_s + 1))
+        tcp = w.protocol is Protocol.TCP
+        held_s = ((time_wait_ns(w.tcp_tw_reuse) / NS if tcp else 0.0) + float(w.hold_s.mean)
+                  + float(sc.pod.service_s.mean))
+        lo, hi = w.client_port_range               # no client holds more than its range
+        held = min(flows, rate * held_s + 1, w.clients * (hi - lo + 1))
+        total += 8 * w.clients + BYTES_PER_HELD_PORT * int(held)
     if sc.path is DataPath.NODEPORT:
         held_s = (sc.conntrack.time_wait_s if w.protocol is Protocol.TCP else sc.conntrack.udp_s)
         held_s += float(w.hold_s.mean) + float(sc.pod.service_s.mean)

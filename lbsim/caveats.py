@@ -132,13 +132,22 @@ def _client_port_caveat(sc: Scenario, r: Records) -> list[str]:
         return []
     w = sc.workload
     size = w.client_port_range[1] - w.client_port_range[0] + 1
-    held = ("60 s of TIME_WAIT (workload.tcp_tw_reuse = 1: about 1 s)"
-            if w.protocol is Protocol.TCP and w.tcp_tw_reuse != 1 else "its connection")
+    if w.protocol is not Protocol.TCP:
+        held = "its socket's life"
+    elif w.tcp_tw_reuse == 1:
+        held = "its connection and about 1 s after it closes (workload.tcp_tw_reuse = 1)"
+    else:
+        held = ("its connection and 60 s of TIME_WAIT after it (workload.tcp_tw_reuse = 1: "
+                "about 1 s)")
+    loop = ("" if w.arrival is not Arrival.CLOSED_LOOP else
+            ". In a closed loop the clients' ports follow each slot's nominal cycle, which a flow "
+            "failing at once cuts short: from the first such failure on, this run's pace and "
+            "ports are not what a load generator would see (it would get the error)")
     return [f"{failed} flows failed at their client before sending anything: it had no free "
             f"ephemeral port (EADDRNOTAVAIL; fail_cause_no_client_port). A client's {size} "
             f"ports (workload.client_port_range) each stay held for {held}, so one client "
             f"address opens at most about {size} per that time; more workload.clients spread "
-            f"the load"]
+            f"the load{loop}"]
 
 
 def _gc_caveat(sc: Scenario, r: Records) -> list[str]:

@@ -29,7 +29,8 @@ FLOW_COLUMNS = {
     "client": "client number (its IP is 11.0.0.0 + client)",
     "client_port": "client's source port",
     "lb_instance": "LB instance that took the flow (ECMP hash of the client tuple)",
-    "node": "node the LB sent the flow to (-1 on the direct path)",
+    "node": ("node the LB sent the flow to (-1 on the direct path, and for a flow whose client "
+             "had no port: nothing was sent)"),
     "pod": "pod that served the flow (-1 if the flow failed)",
     "snat_port": "source port after SNAT as the pod saw it (-1: no SNAT or failed)",
     "outcome": '"established" or "failed"',

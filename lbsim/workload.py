@@ -401,7 +401,8 @@ class FlowSource:
             t_open = self._open_times(t0, fid)
             client, sport, instance = self._tuples(
                 fid, t_open, holds_until(p.tcp, self.rtt, self.time_wait, t_open, service, hold))
-        backend = self.lb.choose(instance, client, sport, t0, life, service, hold)
+        backend = sent_only(sport, self.lb.choose, instance, client, sport, t0, life, service,
+                            hold)
         return self._kube_proxy(dict(t0=t0, client=client, sport=sport, service=service,
                                      hold=hold, instance=instance, backend=backend), fid, life)
 
@@ -458,9 +459,9 @@ class FlowSource:
                 a["instance"] = np.full(fid.size, -1, np.int64)
                 a["backend"] = a["client"] % p.nodes
             if not p.per_attempt:
-                a["flow_pod"] = self.kube_proxy.flow_pods(
-                    a["backend"], a["client"], a["sport"], a["t0"], life,
-                    self.st.uniform("endpoint", fid, 0), a["service"], a["hold"])
+                a["flow_pod"] = sent_only(
+                    a["sport"], self.kube_proxy.flow_pods, a["backend"], a["client"], a["sport"],
+                    a["t0"], life, self.st.uniform("endpoint", fid, 0), a["service"], a["hold"])
         return {k: np.ascontiguousarray(v, dtype=np.int64) for k, v in a.items()}
 
     def _draw_queries(self) -> dict[str, np.ndarray]:
@@ -496,7 +497,8 @@ class FlowSource:
             life_sock = life[np.minimum(first, F - 1)]
         else:
             life_sock = None
-        backend = self.lb.choose(instance, client, sport, t_sock, life_sock)[socket]
+        backend = sent_only(sport, self.lb.choose, instance, client, sport, t_sock,
+                            life_sock)[socket]
         flow_client = client[socket]
         if w.pairs is Pairing.SAME_PORT:             # the second: any other client
             other = (client + 1 + scaled(st.uniform("pair", sid, 1), w.clients - 1, 0)) \
@@ -522,6 +524,21 @@ class FlowSource:
                           for g in self.kube_proxy.endpoints)
         return Workload(scenario=self.sc, params=self.p, keys=dict(self.st.keys),
                         endpoints=endpoints, lb_salt=self.lb_salt, **arrays)
+
+
+def sent_only(sport: np.ndarray, choose, *arrays) -> np.ndarray:
+    """``choose(*arrays)`` (one choice per row, rows in time order) of the rows that are sent:
+    a socket whose client had no port (``sport`` -1) sends nothing, so it takes no round-robin
+    turn, counts as no connection and starts no session at the LB or kube-proxy; its choice is
+    -1 (the engines fail it before reading it), as the engines' own LB choice does with
+    [[events]]."""
+    sent = sport >= 0
+    if sent.all():
+        return choose(*arrays)
+    out = np.full(sport.size, -1, np.int64)
+    if sent.any():
+        out[sent] = choose(*(None if a is None else a[sent] for a in arrays))
+    return out
 
 
 def draw_workload(sc: Scenario) -> Workload:

@@ -131,3 +131,30 @@ def test_streamed_windows_walk_the_same_ports():
     parts = [src.draw(a, min(a + 7_777, 40_000))["sport"] for a in range(0, 40_000, 7_777)]
     assert np.array_equal(np.concatenate(parts), whole)
     assert PortWalk.__doc__
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("path", ["direct", "nodeport"])
+def test_a_flow_with_no_port_takes_no_turn_at_the_lb(path):
+    # 4 clients with 100 ports each: 400 flows get a port, the other 2,600 fail at their
+    # client. Round robin's turns go to the 400 alone, as the engines' own choice does when
+    # [[events]] make the LB choose per flow: the same pods either way, each pod's share equal
+    sc = lbsim.Scenario().replace(**{"workload.clients": 4, "workload.flows": 3000,
+                                     "workload.client_port_range": [40000, 40099],
+                                     "lb.algorithm": "rr", "path": path})
+    steady = lbsim.run(sc).flows
+    moved = lbsim.run(sc.replace(events=[{"at_s": 1000.0, "kind": "scale",
+                                          "replicas": sc.cluster.pods}])).flows
+    sent = steady["client_port"] >= 0
+    assert sent.sum() == 400 and (steady.loc[~sent, "node"] == -1).all()
+    assert np.array_equal(steady["pod"].to_numpy(), moved["pod"].to_numpy())
+    if path == "direct":
+        assert (np.bincount(steady.loc[sent, "pod"], minlength=sc.cluster.pods) == 4).all()
+
+
+def test_a_closed_loop_out_of_ports_says_its_pace_is_not_a_clients():
+    sc = lbsim.Scenario().replace(**{"workload.clients": 1, "workload.arrival": "closed_loop",
+                                     "workload.concurrency": 50, "workload.flows": 2000,
+                                     "workload.client_port_range": [40000, 40099]})
+    with pytest.warns(RuntimeWarning, match="closed loop the clients' ports follow"):
+        lbsim.run(sc)
