@@ -14,7 +14,7 @@ from .config import (Arrival, CiliumAlgorithm, DataPath, IpvsScheduler, LBAlgori
                      Protocol, ProxyMode, Scenario, SessionAffinity, Source, TrafficPolicy,
                      WorkloadConfig)
 from .durations import duration_to_toml
-from .kernel import NO_CLIENT_PORT, NS, TABLE_FULL
+from .kernel import NO_CLIENT_PORT, NS, TABLE_FULL, TCP_TIMEWAIT_LEN, TCP_TW_REUSE_AFTER
 from .kube_proxy import IPVS_MH_TABLE
 from .records import Records
 
@@ -132,13 +132,14 @@ def _client_port_caveat(sc: Scenario, r: Records) -> list[str]:
         return []
     w = sc.workload
     size = w.client_port_range[1] - w.client_port_range[0] + 1
+    reuse, tw = TCP_TW_REUSE_AFTER / NS, TCP_TIMEWAIT_LEN / NS
     if w.protocol is not Protocol.TCP:
         held = "its socket's life"
     elif w.tcp_tw_reuse == 1:
-        held = "its connection and about 1 s after it closes (workload.tcp_tw_reuse = 1)"
+        held = f"its connection and about {reuse:g} s after it closes (workload.tcp_tw_reuse = 1)"
     else:
-        held = ("its connection and 60 s of TIME_WAIT after it (workload.tcp_tw_reuse = 1: "
-                "about 1 s)")
+        held = (f"its connection and {tw:g} s of TIME_WAIT after it (workload.tcp_tw_reuse = 1: "
+                f"about {reuse:g} s)")
     loop = ("" if w.arrival is not Arrival.CLOSED_LOOP else
             ". In a closed loop the clients' ports follow each slot's nominal cycle, which a flow "
             "failing at once cuts short: from the first such failure on, this run's pace and "

@@ -25,26 +25,24 @@ class SharedLists:
         self._refs: list[int] = []
         self._index: dict[bytes, int] = {}
         self._free: list[int] = []
-        self.new_list = False                  # set() added a list no node had
         for v, eps in enumerate(node_lists):
-            self.group[v] = self._take(np.asarray(eps, np.int64))
+            eps = np.asarray(eps, np.int64)
+            self.group[v] = self._take(eps, eps.tobytes())
 
     def set(self, v: int, eps: np.ndarray) -> bool:
         """Node v lists ``eps`` now; True when that list is new (the packed lists change),
         False when v only moved to a group that exists."""
         eps = np.asarray(eps, np.int64)
-        self.new_list = False
-        old = int(self.group[v])
-        g = self._take(eps)
-        self.group[v] = g
-        self._drop(old)
-        return self.new_list
-
-    def _take(self, eps: np.ndarray) -> int:
         key = eps.tobytes()
+        new = key not in self._index
+        old = int(self.group[v])
+        self.group[v] = self._take(eps, key)
+        self._drop(old)
+        return new
+
+    def _take(self, eps: np.ndarray, key: bytes) -> int:
         g = self._index.get(key)
         if g is None:
-            self.new_list = True
             if self._free:
                 g = self._free.pop()
                 self.lists[g] = eps
