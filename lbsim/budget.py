@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import os
 
-from .client_ports import BYTES_PER_HELD_PORT, time_wait_ns
+from .client_ports import time_wait_ns, walk_bytes
 from .config import Arrival, DataPath, Protocol, Scenario, TrafficPolicy
 from .config.dynamics import nodes_ever, pods_ever
 from .kernel import NS
@@ -128,7 +128,7 @@ def estimate_bytes(sc: Scenario, engine: str = "compiled", streamed: bool = Fals
                   + float(sc.pod.service_s.mean))
         lo, hi = w.client_port_range               # no client holds more than its range
         held = min(flows, rate * held_s + 1, w.clients * (hi - lo + 1))
-        total += 8 * w.clients + BYTES_PER_HELD_PORT * int(held)
+        total += walk_bytes(w.clients, hi - lo + 1, int(held))
     if sc.path is DataPath.NODEPORT:
         held_s = (sc.conntrack.time_wait_s if w.protocol is Protocol.TCP else sc.conntrack.udp_s)
         held_s += float(w.hold_s.mean) + float(sc.pod.service_s.mean)

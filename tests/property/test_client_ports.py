@@ -17,8 +17,12 @@ def connections(draw):
     hi = min(65535, lo + size - 1)
     n = draw(st.integers(1, 400))
     clients = draw(st.integers(1, 4))
-    gaps = draw(st.lists(st.integers(0, 10**9), min_size=n, max_size=n))
-    holds = draw(st.lists(st.integers(0, 5 * 10**9), min_size=n, max_size=n))
+    # mostly short gaps and holds, now and then one far longer than the first window's: the
+    # calendar's far list and its jump over the whole ring
+    gaps = draw(st.lists(st.one_of(st.integers(0, 10**9), st.integers(0, 10**13)),
+                         min_size=n, max_size=n))
+    holds = draw(st.lists(st.one_of(st.integers(0, 5 * 10**9), st.integers(0, 10**14)),
+                          min_size=n, max_size=n))
     cuts = sorted(draw(st.lists(st.integers(0, n), max_size=4)))
     return dict(port_range=(lo, hi), tcp=draw(st.booleans()),
                 key=draw(st.integers(0, 2**64 - 1)), clients=clients,
@@ -72,33 +76,53 @@ def test_a_range_of_one_port_serves_one_connection_at_a_time():
     assert got.tolist() == [5000, -1, 5000, -1]
 
 
-def test_the_held_table_grows_and_forgets_what_freed():
-    # 20,000 connections of one client each held for 1,000 of them: the table stays near
-    # 4 x 1,000 slots however many connections pass through it
+def test_the_held_ports_take_room_for_what_is_held_not_for_what_passed():
+    # 20,000 connections of one client, each held for 1,000 of them: the entries and the word
+    # table stay at their first sizes however many connections pass through them
     n = 20_000
     walk = PortWalk((32768, 60999), True, 1, np.uint64(3))
     t = np.arange(n, dtype=np.int64) * 1000
     ports = walk.open(np.zeros(n, np.int64), t, t + 1000 * 1000, np.arange(n))
     assert (ports >= 0).all()
-    assert walk.table.shape[0] <= 8192
+    assert walk.pool.shape[0] <= 2048 and walk.words.shape[0] <= 1024
+
+
+def test_ports_held_past_the_ring_and_a_pause_past_all_of_it_free_when_the_reference_says():
+    # the first window sizes the ring for holds of ~1 s: holds of 100 s wait on the far list,
+    # and a pause of an hour jumps the whole ring; every port is the reference's
+    rng = np.random.default_rng(5)
+    n = 6000
+    gaps = rng.integers(0, 2_000_000, n)
+    gaps[4000] = 3600 * 10**9
+    t = np.cumsum(gaps)
+    hold = np.where(rng.random(n) < 0.3, 100 * 10**9, 10**9)
+    hold[:500] = 10**9
+    client = rng.integers(0, 3, n)
+    ref = ClientPorts((40000, 40199), True, 11)
+    want = [ref.open(int(c), int(a), int(a + h), s) for s, (c, a, h) in
+            enumerate(zip(client, t, hold))]
+    walk = PortWalk((40000, 40199), True, 3, np.uint64(11))
+    got = np.concatenate([walk.open(client[a:b], t[a:b], (t + hold)[a:b], np.arange(a, b))
+                          for a, b in ((0, 500), (500, 4500), (4500, n))])
+    assert got.tolist() == want
+    assert -1 in want                      # the range of 200 ports ran out
 
 
 @settings(max_examples=1000)
-@given(st.integers(2, 5), st.lists(st.tuples(st.integers(0, 2**40 - 1), st.integers(0, 100)),
-                                   max_size=40, unique_by=lambda r: r[0]),
-       st.integers(0, 100))
-def test_a_purge_deletes_the_free_rows_and_finds_every_held_one(bits, rows, t):
-    # a table up to two thirds full, purged in place at t: the held rows are found where the
-    # probe sequence looks, the free ones are gone, and what is left is counted
-    from lbsim.client_ports import _EMPTY, _empty_table, _purge, _slot
-    table = _empty_table(1 << bits)
-    rows = rows[: (2 << bits) // 3]
-    for k, until in rows:
-        h = _slot(table, k)
-        table[h] = k, until
-    left = _purge(table, t)
-    held = {k: u for k, u in rows if u > t}
-    assert left == len(held) == int((table[:, 0] != _EMPTY).sum())
-    for k, until in rows:
-        h = _slot(table, k)
-        assert (table[h, 0] == k and table[h, 1] == until) if k in held else table[h, 0] == _EMPTY
+@given(st.integers(2, 5), st.lists(st.integers(0, 2**40 - 1), max_size=16, unique=True),
+       st.data())
+def test_a_deleted_word_leaves_every_other_where_a_lookup_finds_it(bits, keys, data):
+    # a word table up to half full, some rows deleted in place (Algorithm R): every kept key is
+    # found where the probe sequence looks, every deleted one is gone
+    from lbsim.client_ports import _EMPTY, _delete, _slot
+    words = np.full((1 << bits, 2), _EMPTY, np.int64)
+    keys = keys[: (1 << bits) // 2]
+    for k in keys:
+        words[_slot(words, k)] = k, k + 1
+    gone = data.draw(st.sets(st.sampled_from(keys))) if keys else set()
+    for k in gone:
+        _delete(words, _slot(words, k))
+    assert int((words[:, 0] != _EMPTY).sum()) == len(keys) - len(gone)
+    for k in keys:
+        h = _slot(words, k)
+        assert (words[h, 0] == _EMPTY) if k in gone else (words[h, 0] == k and words[h, 1] == k + 1)
