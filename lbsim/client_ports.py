@@ -99,18 +99,16 @@ def _slot(words, k):
 
 
 @_inline
+def _word_bits(words, c, port):
+    """The bits of client ``c``'s word that holds ``port`` (0: none held)."""
+    h = _slot(words, (c << 10) | (port >> 6))
+    return np.uint64(words[h, 1]) if words[h, 0] != _EMPTY else np.uint64(0)
+
+
+@_inline
 def _marked(words, c, port):
     """Client ``c``'s ``port`` is marked held (its word's bit is set)."""
-    k = (c << 10) | (port >> 6)
-    mask = words.shape[0] - 1
-    h = np.int64(mix64_nb(np.uint64(k)) & np.uint64(mask))
-    while True:          # returns from the loop: numba keeps no short-circuit branch here
-        row = words[h, 0]
-        if row == k:
-            return (words[h, 1] >> (port & 63)) & 1 == 1
-        if row == _EMPTY:
-            return False
-        h = (h + 1) & mask
+    return (_word_bits(words, c, port) >> np.uint64(port & 63)) & np.uint64(1) == np.uint64(1)
 
 
 @_inline
@@ -151,13 +149,19 @@ def _unmark(words, meta, cport):
 
 
 @_inline
+def _release(e, words, pool, meta):
+    """Entry ``e``'s port unmarked, the entry back on the free list."""
+    _unmark(words, meta, pool[e, _PORT])
+    pool[e, _NEXT] = meta[_FREE]
+    meta[_FREE] = e
+
+
+@_inline
 def _free_list(e, words, pool, meta):
-    """Every entry of the list from ``e``: its port unmarked, the entry back on the free list."""
+    """Every entry of the list from ``e`` released."""
     while e != _EMPTY:
         nxt = pool[e, _NEXT]
-        _unmark(words, meta, pool[e, _PORT])
-        pool[e, _NEXT] = meta[_FREE]
-        meta[_FREE] = e
+        _release(e, words, pool, meta)
         e = nxt
 
 
@@ -177,9 +181,7 @@ def _migrate(words, pool, heads, meta):
             else:
                 pool[prev, _NEXT] = nxt
             if b < meta[_DONE]:
-                _unmark(words, meta, pool[e, _PORT])
-                pool[e, _NEXT] = meta[_FREE]
-                meta[_FREE] = e
+                _release(e, words, pool, meta)
             else:
                 pool[e, _NEXT] = heads[b & ring]
                 heads[b & ring] = e
@@ -226,9 +228,7 @@ def _sweep(t, words, pool, heads, meta):
                 heads[b] = nxt
             else:
                 pool[prev, _NEXT] = nxt
-            _unmark(words, meta, pool[e, _PORT])
-            pool[e, _NEXT] = meta[_FREE]
-            meta[_FREE] = e
+            _release(e, words, pool, meta)
         else:
             prev = e
         e = nxt
@@ -246,25 +246,17 @@ def _marked_after_sweep(c, port, t, words, pool, heads, meta):
 def _held(c, port, t, words, pool, heads, meta):
     """Client ``c``'s ``port`` is held at ``t`` (reference: ClientPorts.free)."""
     held = _marked(words, c, port)
-    if held:
-        if meta[_SWEPT] < t:            # t's bucket may hold it, freed by t
-            held = _marked_after_sweep(c, port, t, words, pool, heads, meta)
+    if held and meta[_SWEPT] < t:       # t's bucket may hold it, freed by t
+        held = _marked_after_sweep(c, port, t, words, pool, heads, meta)
     return held
-
-
-@_inline
-def _word_bits(words, c, port):
-    """The bits of client ``c``'s word that holds ``port`` (0: none held)."""
-    h = _slot(words, (c << 10) | (port >> 6))
-    return np.uint64(words[h, 1]) if words[h, 0] != _EMPTY else np.uint64(0)
 
 
 @_inline
 def _next_free(c, port, i, high, remaining, words):
     """Where the walk from the held ``port`` (``i`` ports into its pass) next finds a free port
-    of the same parity in ``port``'s word, the bits exact at this ``t``: (its port, its ``i``),
-    or the first port past the word (or at the wrap, or at the pass's end) to look at next and
-    ``-1 - its i``. One word of 64 ports is read where the walk would probe 32."""
+    of the same parity in ``port``'s word, the bits exact at this ``t``: (its port, its ``i``,
+    True), or (the first port past the word, the wrap or the pass's end to look at next, its
+    ``i``, False). One word of 64 ports is read where the walk would probe 32."""
     j = port & 63
     base = port - j
     end = min(base + 64, high, port + (remaining - i))     # exclusive
@@ -274,9 +266,9 @@ def _next_free(c, port, i, high, remaining, words):
             free &= (np.uint64(1) << np.uint64(end - base)) - np.uint64(1)
         if free != 0:
             q = np.int64(trailing_zeros(free))
-            return base + q, i + q - j
+            return base + q, i + q - j, True
     k = (end - port + 1) & ~1                               # to the next port of its parity
-    return port + k, -1 - (i + k)
+    return port + k, i + k, False
 
 
 @_inline
@@ -296,9 +288,8 @@ def _connect(c, t, sock, low, high, remaining, key, perturb, words, pool, heads,
             if port >= high:
                 port -= remaining
             if _held(c, port, t, words, pool, heads, meta):     # and the bits are exact at t
-                port, i = _next_free(c, port, i, high, remaining, words)
-                if i < 0:
-                    i = -1 - i
+                port, i, found = _next_free(c, port, i, high, remaining, words)
+                if not found:
                     continue
             jitter = np.int64(math.floor(uniform_nb(key, sock, 0, 0) * CONNECT_JITTER))
             step = max(i, jitter * CONNECT_STEP) + CONNECT_STEP
